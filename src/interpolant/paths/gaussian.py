@@ -1,0 +1,212 @@
+"""The Gaussian schedules: VP-linear, VP-cosine, VE, EDM, linear (rectified flow), trigonometric.
+
+All use t in [0, 1] with t = 0 data. Each closed form is written once here; everything else
+(conversions, solvers, losses, grids) calls these methods.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import PI_2, GaussianPath, softplus
+
+
+class VPLinear(GaussianPath):
+    """Continuous DDPM ("VP-SDE", Song et al. 2021): beta(t) = beta_min + t (beta_max - beta_min).
+
+    log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2,  sigma = sqrt(1 - alpha^2).
+    """
+
+    name = "vp"
+    variance_preserving = True
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def beta(self, t: Tensor) -> Tensor:
+        """The instantaneous noise rate beta(t) = -2 d log alpha / dt."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self._log_alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2.0 * self._log_alpha(t)))
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t) * self.alpha(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        # From alpha^2 + sigma^2 = 1: sigma' = -alpha alpha' / sigma.
+        s = self.sigma(t)
+        return -self.alpha(t) * self.d_alpha(t) / s.clamp_min(torch.finfo(s.dtype).tiny)
+
+    def logsnr(self, t: Tensor) -> Tensor:
+        la = self._log_alpha(t)
+        tiny = torch.finfo(la.dtype).tiny
+        out = 2.0 * la - torch.log((-torch.expm1(2.0 * la)).clamp_min(tiny))
+        return out.clamp(-120.0, 120.0)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        # -2 log alpha = softplus(-logsnr) = t^2 (bmax - bmin) / 2 + t bmin; take the positive root.
+        db = self.beta_max - self.beta_min
+        c = softplus(-logsnr)
+        return (-self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * db * c)) / db
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
+
+
+class VPCosine(GaussianPath):
+    """Improved-DDPM cosine schedule: alpha(t) = cos(theta(t)) / cos(theta(0)),
+    theta(t) = (pi/2) (t + s) / (1 + s); sigma = sqrt(1 - alpha^2). alpha(1) = 0."""
+
+    name = "cosine"
+    variance_preserving = True
+
+    def __init__(self, s: float = 0.008) -> None:
+        if s < 0:
+            raise ValueError(f"s must be >= 0, got {s}")
+        self.s = float(s)
+        self._cos0 = math.cos(PI_2 * self.s / (1 + self.s))
+
+    def _theta(self, t: Tensor) -> Tensor:
+        return PI_2 * (t + self.s) / (1 + self.s)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return (torch.cos(self._theta(t)) / self._cos0).clamp(0.0, 1.0)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt((1.0 - self.alpha(t) ** 2).clamp_min(0.0))
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return -torch.sin(self._theta(t)) * (PI_2 / (1 + self.s)) / self._cos0
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        s = self.sigma(t)
+        return -self.alpha(t) * self.d_alpha(t) / s.clamp_min(torch.finfo(s.dtype).tiny)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        a = torch.sqrt(torch.sigmoid(logsnr))  # VP: alpha^2 = sigmoid(logsnr)
+        theta = torch.arccos((a * self._cos0).clamp(-1.0, 1.0))
+        return (theta * (1 + self.s) / PI_2 - self.s).clamp(0.0, 1.0)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "s": self.s}
+
+
+class VE(GaussianPath):
+    """Variance exploding: alpha = 1, sigma(t) = sigma_min (r^t - 1), r = 1 + sigma_max / sigma_min.
+
+    Geometric like score_sde's VE for large t, but exactly 0 at t = 0 so that t = 0 is data.
+    """
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_r = math.log1p(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * torch.expm1(self._log_r * t)
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * self._log_r * torch.exp(self._log_r * t)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        return torch.log1p(torch.exp(-0.5 * logsnr) / self.sigma_min) / self._log_r
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+
+class EDM(GaussianPath):
+    """EDM / Karras et al. (2022): alpha = 1, sigma(t) = sigma_max t, so Euler in t is Euler in sigma.
+
+    The Karras rho spacing is a time grid (``solvers.grids``), not part of the path.
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_max: float = 80.0) -> None:
+        if sigma_max <= 0:
+            raise ValueError(f"sigma_max must be > 0, got {sigma_max}")
+        self.sigma_max = float(sigma_max)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_max * t
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, self.sigma_max)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        return (torch.exp(-0.5 * logsnr) / self.sigma_max).clamp(0.0, 1.0)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "sigma_max": self.sigma_max}
+
+
+class Linear(GaussianPath):
+    """Rectified flow / conditional OT: alpha = 1 - t, sigma = t; velocity = eps - x0."""
+
+    name = "linear"
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - t
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, -1.0)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        return torch.sigmoid(-0.5 * logsnr)
+
+
+class Trig(GaussianPath):
+    """Trigonometric: alpha = cos(pi t / 2), sigma = sin(pi t / 2) (variance preserving)."""
+
+    name = "trig"
+    variance_preserving = True
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.cos(PI_2 * t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sin(PI_2 * t)
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return -PI_2 * torch.sin(PI_2 * t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return PI_2 * torch.cos(PI_2 * t)
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        return torch.atan(torch.exp(-0.5 * logsnr)) / PI_2
