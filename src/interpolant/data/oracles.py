@@ -64,10 +64,14 @@ class GaussianMixture:
         m = a**2 * self.eigvals[None] + s**2  # (B, K, d) marginal variances per direction
         quad = (y**2 / m).sum(-1)
         logdet = torch.log(m).sum(-1)
-        logw = torch.log(self.weights)[None] - 0.5 * (quad + logdet + self.dim * math.log(2 * math.pi))
+        logw = torch.log(self.weights)[None] - 0.5 * (
+            quad + logdet + self.dim * math.log(2 * math.pi)
+        )
         return logw, y / m, a, x
 
-    def log_prob(self, x: Tensor, t: float | Tensor = 0.0, path: GaussianPath | None = None) -> Tensor:
+    def log_prob(
+        self, x: Tensor, t: float | Tensor = 0.0, path: GaussianPath | None = None
+    ) -> Tensor:
         """Exact log p_t(x) (at t = 0, the data density; path defaults to any, unused there)."""
         from ..paths import Linear
 
@@ -81,7 +85,7 @@ class GaussianMixture:
 
     def score(self, x: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
         """Exact grad_x log p_t(x)."""
-        logw, ym, _, xf = self._parts(x, t, path)
+        logw, ym, _, _ = self._parts(x, t, path)
         w = torch.softmax(logw, dim=1)
         per = torch.einsum("kdj,bkj->bkd", self.eigvecs, ym)  # (alpha^2 C + sigma^2)^{-1} resid
         return (-(w[..., None] * per).sum(1)).reshape(x.shape)
@@ -128,7 +132,9 @@ def lowrank64(
     """
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n_modes, dim, generator=g, dtype=torch.float64)
-    factors = torch.randn(n_modes, dim, rank, generator=g, dtype=torch.float64) * (0.5 / math.sqrt(rank))
+    factors = torch.randn(n_modes, dim, rank, generator=g, dtype=torch.float64) * (
+        0.5 / math.sqrt(rank)
+    )
     covs = factors @ factors.mT + floor * torch.eye(dim, dtype=torch.float64)
     return GaussianMixture(means, covs)
 
