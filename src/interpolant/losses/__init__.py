@@ -1,0 +1,63 @@
+"""Training objectives as four separate choices: path, target kind, time sampler, weighting.
+
+    objective = Objective(paths.Linear(), target="velocity", time=LogitNormal(0.0, 1.0),
+                          weight="uniform")
+    loss = objective.loss(model, x0, generator)
+
+The time sampler says where the loss is evaluated (a density on t), the weighting how much each
+t counts (a factor on the squared error in the target's space); see docs/concepts.md.
+"""
+
+from .objective import Objective
+from .time import (
+    TIME_SAMPLERS,
+    CosMap,
+    EDMLogNormal,
+    LogitNormal,
+    Mode,
+    Shift,
+    TimeSampler,
+    Uniform,
+    get_time_sampler,
+    time_from_config,
+)
+from .weights import (
+    WEIGHTINGS,
+    CallableWeight,
+    DensityWeight,
+    EDMWeight,
+    MinSNR,
+    SNRWeight,
+    UniformWeight,
+    Weighting,
+    X0SpaceWeighting,
+    get_weighting,
+    kind_factor,
+    weight_from_config,
+)
+
+__all__ = [
+    "TIME_SAMPLERS",
+    "WEIGHTINGS",
+    "CallableWeight",
+    "CosMap",
+    "DensityWeight",
+    "EDMLogNormal",
+    "EDMWeight",
+    "LogitNormal",
+    "MinSNR",
+    "Mode",
+    "Objective",
+    "SNRWeight",
+    "Shift",
+    "TimeSampler",
+    "Uniform",
+    "UniformWeight",
+    "Weighting",
+    "X0SpaceWeighting",
+    "get_time_sampler",
+    "get_weighting",
+    "kind_factor",
+    "time_from_config",
+    "weight_from_config",
+]
