@@ -179,8 +179,24 @@ class Prediction:
         return self.get("v")
 
     def replace(self, kind: str, value: Tensor) -> Prediction:
-        """A new prediction at the same (x_t, t) with ``value`` of ``kind``."""
+        """A new prediction at the same (x_t, t) with ``value`` of ``kind``; every other kind is
+        derived from it."""
         return Prediction(self.x, self.t, check_kind(kind), value, self.coeffs)
+
+    def override(self, **values: Tensor) -> Prediction:
+        """A copy in which the given kinds take the given values and all others keep theirs.
+
+        This decouples the fields, as with separately learned networks (e.g. a velocity b and a
+        score s in Albergo et al. 2023, sec. 2): ``pred.override(velocity=b_hat)`` keeps the
+        score of ``pred`` but uses ``b_hat`` wherever the velocity is read.
+        """
+        for kind in values:
+            check_kind(kind)
+        for kind in KINDS:
+            self.get(kind)  # fix every untouched field before it could be derived from overrides
+        out = Prediction(self.x, self.t, self.kind, self.value, self.coeffs)
+        out._cache = {**self._cache, **values}
+        return out
 
 
 class Model(nn.Module):

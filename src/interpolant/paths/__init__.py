@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .base import LOGSNR_LIMIT, GaussianPath, as_time, expand_like
+from .discrete_vp import DiscreteVP
 from .gaussian import EDM, VE, Linear, Trig, VPCosine, VPLinear
+from .interpolant import GaussianEndpoints, Interpolant, OneSided, sample_interpolant
 from .pfgm import PFGM
 
 #: Registry of Gaussian paths by name (aliases included).
@@ -20,6 +22,8 @@ PATHS: dict[str, type[GaussianPath]] = {
     "rectified-flow": Linear,
     "trig": Trig,
     "pfgm": PFGM,
+    "discrete-vp": DiscreteVP,
+    "one-sided": OneSided,
 }
 
 # Short names used in the DESIGN sketch (ip.paths.VP(), ip.paths.Cosine()).
@@ -54,8 +58,12 @@ __all__ = [
     "VE",
     "VP",
     "Cosine",
+    "DiscreteVP",
+    "GaussianEndpoints",
     "GaussianPath",
+    "Interpolant",
     "Linear",
+    "OneSided",
     "Trig",
     "VPCosine",
     "VPLinear",
@@ -63,4 +71,5 @@ __all__ = [
     "expand_like",
     "from_config",
     "get_path",
+    "sample_interpolant",
 ]

@@ -28,7 +28,10 @@ def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
         t = t.to(torch.float64)
     if like is not None and t.device != like.device:
         t = t.to(like.device)
-    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
+    if t.device.type != "cpu":
+        # An asynchronous check: a host-side test would stall the GPU queue at every call.
+        torch._assert_async(((t >= 0) & (t <= 1)).all(), "t must lie in [0, 1]")
+    elif t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
         bad = t[(t < 0) | (t > 1)].flatten()[:3].tolist()
         raise ValueError(f"t must lie in [0, 1] (t = 0 is data, t = 1 the source); got {bad}")
     return t

@@ -58,9 +58,10 @@ class VPLinear(GaussianPath):
 
     def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
         # -2 log alpha = softplus(-logsnr) = t^2 (bmax - bmin) / 2 + t bmin; take the positive root.
+        # Rationalised root 2c / (b_min + sqrt(b_min^2 + 2 db c)): no cancellation as t -> 0.
         db = self.beta_max - self.beta_min
         c = softplus(-logsnr)
-        return (-self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * db * c)) / db
+        return 2.0 * c / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * db * c))
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
@@ -83,10 +84,16 @@ class VPCosine(GaussianPath):
         return PI_2 * (t + self.s) / (1 + self.s)
 
     def alpha(self, t: Tensor) -> Tensor:
-        return (torch.cos(self._theta(t)) / self._cos0).clamp(0.0, 1.0)
+        # cos(theta) = sin(pi/2 - theta): exact (0) at t = 1 and precise near it.
+        return (torch.sin(PI_2 * (1.0 - t) / (1 + self.s)) / self._cos0).clamp(0.0, 1.0)
 
     def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt((1.0 - self.alpha(t) ** 2).clamp_min(0.0))
+        # 1 - alpha^2 = sin(theta - theta0) sin(theta + theta0) / cos(theta0)^2, written so that
+        # it keeps full relative precision as t -> 0 (1 - alpha^2 would cancel).
+        theta0 = PI_2 * self.s / (1 + self.s)
+        delta = (PI_2 / (1 + self.s)) * t.clamp(0.0, 1.0)
+        var = torch.sin(delta) * torch.sin(delta + 2 * theta0) / self._cos0**2
+        return torch.sqrt(var.clamp(0.0, 1.0))
 
     def d_alpha(self, t: Tensor) -> Tensor:
         return -torch.sin(self._theta(t)) * (PI_2 / (1 + self.s)) / self._cos0
@@ -96,9 +103,20 @@ class VPCosine(GaussianPath):
         return -self.alpha(t) * self.d_alpha(t) / s.clamp_min(torch.finfo(s.dtype).tiny)
 
     def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
-        a = torch.sqrt(torch.sigmoid(logsnr))  # VP: alpha^2 = sigmoid(logsnr)
-        theta = torch.arccos((a * self._cos0).clamp(-1.0, 1.0))
-        return (theta * (1 + self.s) / PI_2 - self.s).clamp(0.0, 1.0)
+        # VP: alpha^2 = sigmoid(logsnr); cos(theta) = alpha cos(theta0) and
+        # sin(theta)^2 = sin(theta0)^2 + sigma^2 cos(theta0)^2. For small t, delta = theta - theta0
+        # solves tan(delta)^2 (cos 2theta0 - c) + tan(delta) sin 2theta0 = c, c = sigma^2 cos^2
+        # theta0 (stable root below); for large t the atan2 form is the accurate one.
+        theta0 = PI_2 * self.s / (1 + self.s)
+        var, alpha = torch.sigmoid(-logsnr), torch.sqrt(torch.sigmoid(logsnr))
+        c = var * self._cos0**2
+        b = math.sin(2 * theta0)
+        disc = (b * b + 4 * (math.cos(2 * theta0) - c) * c).clamp_min(0.0)
+        delta_small = torch.atan(2 * c / (b + torch.sqrt(disc)))
+        sin_theta = torch.sqrt(math.sin(theta0) ** 2 + c)
+        delta_big = torch.atan2(sin_theta, alpha * self._cos0) - theta0
+        delta = torch.where(logsnr > 0, delta_small, delta_big)
+        return (delta * (1 + self.s) / PI_2).clamp(0.0, 1.0)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "s": self.s}

@@ -122,7 +122,7 @@ class Solver(ABC):
     def steps_for_nfe(self, nfe: int) -> int:
         """The most steps whose NFE stays within ``nfe``."""
         steps = nfe // self.evals_per_step
-        while steps > 0 and self.nfe_for_steps(steps + 1) <= nfe:
+        while self.nfe_for_steps(steps + 1) <= nfe:  # the first step may cost less (Heun, pc)
             steps += 1
         if steps < 1:
             raise ValueError(

@@ -70,3 +70,147 @@ class DPMSolverPP2M(Solver):
             d = x0 + (0.5 / r) * (x0 - prev_x0)
         x = ratio * state.x + (nxt.alpha * one_minus_exp) * d
         return state.replace(x=x, history=((now.logsnr, x0),))
+
+
+def check_multistep_nfe(solver: Solver, nfe: int, steps: int) -> int:
+    """``steps`` unless they are too few for a multistep solver to reach its order (it needs
+    ``order`` steps: the first ones start with lower orders)."""
+    if steps < solver.order:
+        raise ValueError(
+            f"nfe={nfe} is too small for solver {solver.name!r} of order {solver.order}: it needs "
+            f"at least {solver.nfe_for_steps(solver.order)} model evaluations ({solver.order} "
+            f"steps); use a lower-order solver or a larger nfe"
+        )
+    return steps
+
+
+def multistep_order(
+    max_order: int, n_previous: int, nxt: Node, ctx: StepContext, lower_order_final: bool
+) -> int:
+    """The order of one multistep step: limited by the history (warm-up), 1 for the final step
+    to sigma = 0 (h is infinite there), and with ``lower_order_final`` on grids of fewer than 15
+    steps, 1 for the last step and at most 2 for the one before (diffusers' rule for DPM-Solver)."""
+    order = min(max_order, n_previous + 1)
+    if nxt.sigma == 0.0:
+        return 1
+    if lower_order_final and ctx.n_steps < 15:
+        order = min(order, ctx.n_steps - ctx.index)
+    return order
+
+
+@register
+class DPMSolverPP3M(Solver):
+    """DPM-Solver++(3M) (Lu et al. 2022b): multistep, third order, data prediction.
+
+    The exact step is x' = (sigma' / sigma) x + alpha' int_0^h e^{tau - h} x0(lambda + tau) dtau
+    (eq. 9). With the Taylor expansion x0(lambda + tau) = m0 + tau x0' + tau^2 / 2 x0'' + ..., the
+    integrals of the terms are phi1 = 1 - e^{-h}, h - phi1 and h^2 / 2 - h + phi1, and with
+    r0 = h_0 / h, r1 = h_1 / h (h_0, h_1 the previous two steps) and the data predictions
+    m0, m1, m2 (newest first) the divided differences of diffusers'
+    ``multistep_dpm_solver_third_order_update`` estimate h x0' and h^2 x0'' / 2:
+
+        D1_0 = (m0 - m1) / r0,  D1_1 = (m1 - m2) / r1
+        D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1) = h x0' + O(h^3)
+        D2 = (D1_0 - D1_1) / (r0 + r1) = h^2 x0'' / 2 + O(h^3)
+        x' = (sigma' / sigma) x + alpha' (phi1 m0 - phi2 D1 - 2 phi3 D2)
+
+    with phi2 = phi1 / h - 1 and phi3 = (h - phi1) / h^2 - 1/2, which is exact for x0 quadratic
+    in lambda (local error O(h^4)). Note: diffusers, k-diffusion (``sample_dpmpp_3m_sde``,
+    eta = 0) and the reference dpm-solver code use ``- phi3 D2``, half the Taylor coefficient,
+    which leaves an O(h^3) local error: their "3M" converges with order 2 (measured in
+    tests/solvers); this solver is theirs with that coefficient doubled.
+
+    The first step is first order and the second second order (warm-up), the final step to
+    sigma = 0 is first order (h is infinite there: x' = x0), and with ``lower_order_final``
+    (default) grids of fewer than 15 steps end with orders 2 and 1, as in diffusers.
+    """
+
+    name = "dpmpp_3m"
+    order = 3
+
+    def __init__(self, lower_order_final: bool = True) -> None:
+        if not isinstance(lower_order_final, bool):
+            raise ValueError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+        self.lower_order_final = lower_order_final
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        return check_multistep_nfe(self, nfe, super().steps_for_nfe(nfe))
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+        ratio, phi1, h = exp_integrator_coeffs(now, nxt)
+        m0 = pred.x0
+        history = (*state.history, (now.logsnr, m0))[-3:]
+        order = multistep_order(3, len(state.history), nxt, ctx, self.lower_order_final)
+        x = ratio * state.x + (nxt.alpha * phi1) * m0
+        if order == 1:
+            return state.replace(x=x, history=history[-2:])
+        # Divided difference of the data prediction in lambda = logsnr / 2.
+        (logsnr1, m1), logsnr0 = history[-2], now.logsnr
+        r0 = 0.5 * (logsnr0 - logsnr1) / h
+        d1_0 = (m0 - m1) / r0
+        if order == 2:
+            # Second-order (midpoint) update, as DPM-Solver++(2M).
+            return state.replace(x=x + (nxt.alpha * 0.5 * phi1) * d1_0, history=history[-2:])
+        # Second divided difference from the step before: third-order update.
+        logsnr2, m2 = history[-3]
+        r1 = 0.5 * (logsnr1 - logsnr2) / h
+        d1_1 = (m1 - m2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi1_h = -math.expm1(-h)  # = phi1, from h so that the differences below stay accurate
+        phi2 = phi1_h / h - 1.0
+        phi3 = (h - phi1_h) / h**2 - 0.5
+        x = x - (nxt.alpha * phi2) * d1 - (nxt.alpha * 2.0 * phi3) * d2
+        return state.replace(x=x, history=history[-2:])
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "lower_order_final": self.lower_order_final}
+
+
+@register
+class DPMSolverPP2MSDE(Solver):
+    """DPM-Solver++(2M) SDE (k-diffusion ``sample_dpmpp_2m_sde``, midpoint variant), any path.
+
+    With h = lambda' - lambda, eta >= 0 and z ~ N(0, I) (eta = 1 is the reverse SDE's
+    exponential integrator, eta = 0 the 2M ODE solver):
+
+        x' = (sigma' / sigma) e^{-eta h} x + alpha' (1 - e^{-(1+eta) h}) x0
+             + alpha' (1 - e^{-(1+eta) h}) / (2 r) (x0 - x0_prev)        (r = h_prev / h)
+             + sigma' sqrt(1 - e^{-2 eta h}) z
+
+    k-diffusion's formula for alpha = 1 multiplied through by alpha' (x / alpha is the EDM
+    state). The first step has no correction (it is DDIM(eta = 1) for eta = 1) and the final step
+    to sigma = 0 returns x0 (k-diffusion's denoising step).
+    """
+
+    name = "dpmpp_2m_sde"
+    order = 2
+
+    def __init__(self, eta: float = 1.0) -> None:
+        if not (isinstance(eta, float | int) and math.isfinite(eta) and eta >= 0):
+            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+        self.eta = float(eta)
+        self.stochastic = self.eta > 0  # type: ignore[misc]
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+        ratio, one_minus_exp, h = exp_integrator_coeffs(now, nxt)
+        x0 = pred.x0
+        history = ((now.logsnr, x0),)
+        if nxt.sigma == 0.0:
+            # Denoising step.
+            return state.replace(x=nxt.alpha * x0, history=history)
+        exp_mh = 1.0 - one_minus_exp  # e^{-h}, exactly 0 where alpha = 0 at the start
+        phi = 1.0 - exp_mh ** (1.0 + self.eta)  # 1 - e^{-(1 + eta) h}
+        x = (ratio * exp_mh**self.eta) * state.x + (nxt.alpha * phi) * x0
+        if state.history:
+            # Midpoint correction from the previous data prediction.
+            prev_logsnr, prev_x0 = state.history[-1]
+            r = 0.5 * (now.logsnr - prev_logsnr) / h
+            x = x + (nxt.alpha * 0.5 * phi / r) * (x0 - prev_x0)
+        if self.eta > 0:
+            # Fresh noise of the exact Ornstein-Uhlenbeck part of the step.
+            x = x + nxt.sigma * math.sqrt(max(1.0 - exp_mh ** (2.0 * self.eta), 0.0)) * ctx.noise(x)
+        return state.replace(x=x, history=history)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "eta": self.eta}

@@ -81,12 +81,19 @@ def logsnr(
     return _finish(t)
 
 
-def shift(steps: int, shift: float = 3.0, t_max: float = 1.0) -> Tensor:
-    """SD3's shifted uniform grid (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t)."""
+def shift_time(t: Tensor, shift: float) -> Tensor:
+    """SD3's resolution shift of time (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t).
+
+    On the linear path it lowers logsnr by 2 log s everywhere; ``shift_time(., 1 / s)`` inverts it.
+    """
     if shift <= 0:
         raise ValueError(f"shift must be > 0, got {shift}")
-    t = uniform(steps, t_max)
     return shift * t / (1 + (shift - 1) * t)
+
+
+def shift(steps: int, shift: float = 3.0, t_max: float = 1.0) -> Tensor:
+    """SD3's shifted uniform grid (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t)."""
+    return shift_time(uniform(steps, t_max), shift)
 
 
 def get_grid(

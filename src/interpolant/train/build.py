@@ -49,12 +49,19 @@ def build_network(config: TrainConfig) -> nn.Module:
 
 
 def build_objective(config: TrainConfig, path: Any) -> Objective:
-    """``losses.Objective(path, **config.objective)`` (target, time, weight)."""
+    """``losses.Objective(path, **config.objective)`` (target, time, weight); ``time`` and
+    ``weight`` may be names or JSON mappings ``{"name": ..., **options}``."""
     from ..losses import Objective as LossObjective
+    from ..losses import time_from_config, weight_from_config
 
     kwargs = dict(config.objective)
     if "path" in kwargs:
         raise ValueError("config.objective must not name a path: config.path is used")
+    # A sampler or weighting with options is a mapping in JSON configs.
+    if isinstance(kwargs.get("time"), dict):
+        kwargs["time"] = time_from_config(kwargs["time"])
+    if isinstance(kwargs.get("weight"), dict):
+        kwargs["weight"] = weight_from_config(kwargs["weight"])
     return LossObjective(path, **kwargs)
 
 

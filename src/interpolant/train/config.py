@@ -37,7 +37,7 @@ class TrainConfig:
     """
 
     # What is trained (JSON specs; used when train() is not handed a model / objective).
-    model: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "kwargs": {...}}
+    model: dict[str, Any] = field(default_factory=dict)  # {"name": ..., **backbone keywords}
     path: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
     predicts: str = "velocity"
     precondition: float | None = None  # sigma_data of EDM preconditioning; None: plain Model

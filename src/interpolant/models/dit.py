@@ -1,0 +1,162 @@
+"""Diffusion Transformer, DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers").
+
+Patchify (B, C, H, W) into (H/p)(W/p) tokens, add a 2-D positional embedding, run ``depth``
+transformer blocks conditioned by adaLN-Zero on ``c = t_emb + y_emb``, apply the adaLN final
+layer and unpatchify. Following the paper (sec. 3.2), every adaLN modulation and the final linear
+layer start at zero, so each block starts as the identity and the initial output is exactly 0.
+We never learn variances, so the output has the input's channels.
+
+Sizes (Table 1): S (12, 384, 6), B (12, 768, 12), L (24, 1024, 16), XL (28, 1152, 16) as
+(depth, hidden, heads), each with patch size 2, 4 or 8: registry names ``dit-s/2`` ... ``dit-xl/8``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import (
+    QKV,
+    Backbone,
+    FinalLayer,
+    LabelEmbedding,
+    PatchEmbed,
+    TimestepEmbedding,
+    attention,
+    check_input,
+    check_patch_size,
+    image_size_hw,
+    init_embeddings,
+    mlp,
+    modulate,
+    optional_labels,
+    sincos_pos_embed_2d,
+    time_batch,
+    unpatchify,
+    xavier_linears,
+    zero_linear,
+)
+
+DIT_SIZES = {"s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28, 1152, 16)}
+PATCH_SIZES = (2, 4, 8)
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero (DiT fig. 3): gated residual attention and MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = QKV(dim, heads, qk_norm)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = mlp(dim, mlp_ratio)
+        self.ada = nn.Linear(dim, 6 * dim)
+        # DiT's initialisation: xavier-uniform linears, then adaLN-Zero.
+        xavier_linears(self)
+        zero_linear(self.ada)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+        # Attention branch, gated by gate1 (zero at init: the block is the identity).
+        h = attention(*self.qkv(modulate(self.norm1(x), shift1, scale1)))
+        x = x + gate1[:, None] * self.out(h)
+        # MLP branch.
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(Backbone):
+    """DiT backbone ``net(x, t, class_labels=None, generator=None) -> tensor shaped like x``.
+
+    Args:
+        image_size: side ``s`` or ``(h, w)`` of the input (latent) image.
+        in_channels: channels of x (and of the output).
+        patch_size: p; must divide both sides.
+        depth, hidden_size, num_heads: transformer size.
+        mlp_ratio: MLP width / hidden size (4 in the paper).
+        num_classes: 0 for an unconditional model; else labels in [0, num_classes) and the null
+            class ``num_classes`` (see :class:`LabelEmbedding`).
+        class_dropout_prob: label dropout for classifier-free guidance (0.1 in the paper).
+        pos_embed: "sincos" (fixed, as in the paper) or "learned".
+        qk_norm: RMS-normalise q and k per head (not in the paper; stabilises bf16).
+        time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+    """
+
+    registry_name = "dit"
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = 32,
+        in_channels: int = 4,
+        patch_size: int = 2,
+        depth: int = 12,
+        hidden_size: int = 768,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 0,
+        class_dropout_prob: float = 0.1,
+        pos_embed: str = "sincos",
+        qk_norm: bool = False,
+        time_scale: float = 1000.0,
+    ):
+        super().__init__()
+        self._save_config(
+            image_size=image_size,
+            in_channels=in_channels,
+            patch_size=patch_size,
+            depth=depth,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            num_classes=num_classes,
+            class_dropout_prob=class_dropout_prob,
+            pos_embed=pos_embed,
+            qk_norm=qk_norm,
+            time_scale=time_scale,
+        )
+        self.height, self.width = image_size_hw(image_size, "image_size")
+        check_patch_size(self.height, self.width, patch_size)
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        self.in_channels, self.patch_size = in_channels, patch_size
+        num_tokens = (self.height // patch_size) * (self.width // patch_size)
+
+        self.patch_embed = PatchEmbed(in_channels, hidden_size, patch_size)
+        fixed = sincos_pos_embed_2d(
+            hidden_size, self.height // patch_size, self.width // patch_size
+        )
+        self.pos_embed: Tensor
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.randn(1, num_tokens, hidden_size) * 0.02)
+        else:
+            self.register_buffer("pos_embed", fixed[None], persistent=False)
+        self.time_embed = TimestepEmbedding(hidden_size, time_scale=time_scale)
+        self.label_embed = (
+            LabelEmbedding(num_classes, hidden_size, class_dropout_prob) if num_classes else None
+        )
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth)
+        )
+        self.final = FinalLayer(hidden_size, patch_size * patch_size * in_channels)
+        init_embeddings(self.time_embed, self.label_embed)
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        class_labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        check_input(x, (self.in_channels, self.height, self.width), "DiT")
+        c = self.time_embed(time_batch(t, x))
+        y = optional_labels(self.label_embed, class_labels, x.shape[0], x.device, generator)
+        if y is not None:
+            c = c + y
+        tokens = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        out = self.final(tokens, c)
+        return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)
