@@ -28,7 +28,7 @@ def radial_cdf(N: int, D: float):
 
     knots = np.concatenate([[0.0], np.logspace(-4, 4, 1601)])
     pieces = [
-        integrate.quad(density, a, b, epsabs=0, epsrel=1e-10)[0]
+        integrate.quad(density, a, b, epsabs=1e-14, epsrel=1e-10)[0]
         for a, b in itertools.pairwise(knots)
     ]
     cumulative = np.concatenate([[0.0], np.cumsum(pieces)])

@@ -185,6 +185,7 @@ class Interpolant:
         conditional expectation of the target. ``antithetic=True`` averages the terms at
         x_t^+ (with z) and x_t^- (with -z): an unbiased estimate of the same expectation, whose
         z / gamma terms no longer blow up as gamma -> 0 (the score) or gamma' -> inf (velocity).
+        Sample t inside (0, 1): at the ends 1 / gamma (and the Brownian gamma') are infinite.
         """
         if field not in FIELDS:
             raise ValueError(f"field must be one of {FIELDS}, got {field!r}")

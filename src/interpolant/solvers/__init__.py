@@ -1,13 +1,16 @@
 """Solvers (stateless steps), time grids and the one sampling loop with hooks."""
 
-from . import dpm, ode, sde, unipc  # noqa: F401  (register the solvers)
+from . import adams, dpm, ode, sde, unipc  # noqa: F401  (register the solvers)
+from .adaptive import odeint_dopri5, reference_sample
 from .base import SOLVERS, Node, Solver, State, StepContext, get_solver, make_nodes, node_at
 from .grids import GRIDS, get_grid
+from .likelihood import Likelihood, log_likelihood
 from .loop import SampleContext, SampleResult, make_generators, randn_like, sample
 
 __all__ = [
     "GRIDS",
     "SOLVERS",
+    "Likelihood",
     "Node",
     "SampleContext",
     "SampleResult",
@@ -16,9 +19,12 @@ __all__ = [
     "StepContext",
     "get_grid",
     "get_solver",
+    "log_likelihood",
     "make_generators",
     "make_nodes",
     "node_at",
+    "odeint_dopri5",
     "randn_like",
+    "reference_sample",
     "sample",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..paths import GaussianPath
 from ..predictions import Coefficients, Model, Prediction
 
 ODEFunc = Callable[[Tensor, float], Tensor]
@@ -180,7 +181,7 @@ def odeint_rk4(f: ODEFunc, x: Tensor, t0: float, t1: float, steps: int) -> tuple
 THETA_FLOOR = 1e-8
 
 
-def theta_of_t(path: Any, t: float) -> float:
+def theta_of_t(path: GaussianPath, t: float) -> float:
     """The angle atan2(sigma(t), alpha(t)) of a Gaussian path."""
     tt = torch.tensor(t, dtype=torch.float64)
     return math.atan2(float(path.sigma(tt)), float(path.alpha(tt)))

@@ -15,10 +15,11 @@ unbiased estimate E[v^T (dg/dy) v] with Rademacher or Gaussian probes v, fixed a
 and drawn with one generator per sample.
 
 The source density log p_T defaults to N(0, sigma(T)^2 I). That is exact when alpha(T) = 0
-(linear, cosine and trig paths at T = 1) and an approximation otherwise: on VP at T = 1,
-alpha(1) = 6.7e-3 and the error is about alpha^2 (|x0|^2 - D) / 2 nats; on VE/EDM the data
-variance is ignored relative to sigma_max^2. Pass ``prior=`` (e.g. an oracle's exact
-``log_prob`` at T) for an exact value.
+(linear, cosine and trig paths at T = 1) and an approximation otherwise: the true p_T has mean
+alpha(T) E[x0] and covariance alpha^2 Cov(x0) + sigma^2 I, so on VP at T = 1 (alpha = 6.6e-3)
+the error is of order alpha |x_T| |E x0| / sigma^2 (about 1e-2 nats for a 3-d Gaussian whose
+mean has norm 2.3); on VE/EDM the data variance is neglected next to sigma_max^2. Pass
+``prior=`` (e.g. an oracle's exact ``log_prob`` at T) for an exact value.
 """
 
 from __future__ import annotations
