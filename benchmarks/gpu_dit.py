@@ -222,7 +222,6 @@ def bench_sample(rec: Recorder, kind: str, batch: int, mode: str, steps: int = 2
         rec.add(
             name, {"img_per_s": batch / sec, "ms_per_step": sec / steps * 1e3, "first_run_s": first}
         )
-        del net
     except Exception as exc:
         rec.add(
             name, {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}

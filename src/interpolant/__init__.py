@@ -1,11 +1,17 @@
 """interpolant: one mathematical core for diffusion, flow and stochastic-interpolant models.
 
 Convention: t in [0, 1], t = 0 is data, t = 1 the source. See docs/concepts.md.
+
+    import interpolant as ip
+    model = ip.Model(net, ip.paths.Linear(), predicts="velocity")
+    x = ip.sample(model, noise, solver="dpmpp_3m", nfe=10, grid="karras", seed=0)
+    result = ip.likelihood(model, x_data)
 """
 
-from . import adapters, data, losses, paths, predictions, solvers
+from . import adapters, data, losses, metrics, models, paths, predictions, solvers
 from .paths import get_path
 from .predictions import KINDS, Model, Preconditioned, Prediction, convert
+from .solvers import log_likelihood as likelihood
 from .solvers import sample
 
 __version__ = "0.1.0"
@@ -20,7 +26,10 @@ __all__ = [
     "convert",
     "data",
     "get_path",
+    "likelihood",
     "losses",
+    "metrics",
+    "models",
     "paths",
     "predictions",
     "sample",

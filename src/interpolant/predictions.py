@@ -141,7 +141,9 @@ class Prediction:
 
     __slots__ = ("_cache", "coeffs", "kind", "t", "value", "x")
 
-    def __init__(self, x: Tensor, t: float | Tensor, kind: str, value: Tensor, coeffs: Coefficients):
+    def __init__(
+        self, x: Tensor, t: float | Tensor, kind: str, value: Tensor, coeffs: Coefficients
+    ):
         self.x, self.t, self.kind, self.value, self.coeffs = x, t, kind, value, coeffs
         self._cache: dict[str, Tensor] = {kind: value}
 

@@ -56,7 +56,9 @@ class GaussianMixture:
     def _parts(self, x: Tensor, t: float | Tensor, path: GaussianPath):
         """Per-component whitened residuals: (log w_k(x) unnormalised, y / M, lam, alpha)."""
         x = x.to(torch.float64).reshape(x.shape[0], -1)
-        tt = as_time(t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64), x).to(torch.float64)
+        tt = as_time(
+            t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64), x
+        ).to(torch.float64)
         a = path.alpha(tt).reshape(-1, 1, 1)  # (B or 1, 1, 1)
         s = path.sigma(tt).reshape(-1, 1, 1)
         resid = x[:, None, :] - a * self.means[None]  # (B, K, d)

@@ -1,4 +1,4 @@
-"""Gaussian paths ``x_t = alpha(t) x0 + sigma(t) eps`` in the one convention: t = 0 is data, t = 1 the source.
+"""Gaussian paths ``x_t = alpha(t) x0 + sigma(t) eps``; t = 0 is data, t = 1 the source.
 
 Every schedule gives ``alpha, sigma`` and their time derivatives, the log signal-to-noise ratio
 ``logsnr = log(alpha^2 / sigma^2)`` and its inverse ``t_of_logsnr``. The EDM noise level

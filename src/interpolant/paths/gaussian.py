@@ -156,7 +156,7 @@ class VE(GaussianPath):
 
 
 class EDM(GaussianPath):
-    """EDM / Karras et al. (2022): alpha = 1, sigma(t) = sigma_max t, so Euler in t is Euler in sigma.
+    """EDM / Karras et al. (2022): alpha = 1, sigma(t) = sigma_max t (Euler in t is Euler in sigma).
 
     The Karras rho spacing is a time grid (``solvers.grids``), not part of the path.
     """

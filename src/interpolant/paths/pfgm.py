@@ -30,13 +30,16 @@ class PFGM(EDM):
     """PFGM++ with augmentation dimension ``D`` on the EDM path (sigma(t) = sigma_max t).
 
     ``D = math.inf`` is EDM. ``noise_like`` draws the Student-t "eps" ``(x_t - x0) / sigma``,
-    so ``sample_xt`` gives the PFGM++ perturbation and ``prior`` the PFGM++ prior at t = 1.
+    so ``sample_xt`` gives the PFGM++ perturbation, and ``interpolant.sample`` (which starts from
+    ``sigma(t_max) * noise``) starts from the PFGM++ prior when given ``path.noise_like`` draws.
+    ``D=None`` in a config means infinity (JSON has no infinity).
     """
 
     name = "pfgm"
 
-    def __init__(self, D: float = 128.0, sigma_max: float = 80.0) -> None:
+    def __init__(self, D: float | None = 128.0, sigma_max: float = 80.0) -> None:
         super().__init__(sigma_max)
+        D = math.inf if D is None else D
         if not D > 0:
             raise ValueError(f"D must be > 0 (math.inf for EDM), got {D}")
         self.D = float(D)
@@ -71,4 +74,5 @@ class PFGM(EDM):
         return (N - 1) * torch.log(R) - 0.5 * (N + self.D) * torch.log(R**2 + r**2)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "D": self.D, "sigma_max": self.sigma_max}
+        D = None if math.isinf(self.D) else self.D
+        return {"name": self.name, "D": D, "sigma_max": self.sigma_max}

@@ -136,4 +136,6 @@ def check_grid(t: Tensor) -> None:
     if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
         raise ValueError(f"grid times must lie in [0, 1] (t = 0 is data); got {t.tolist()}")
     if not bool((t[1:] < t[:-1]).all()):
-        raise ValueError(f"grid times must strictly decrease (from source to data); got {t.tolist()}")
+        raise ValueError(
+            f"grid times must strictly decrease (from source to data); got {t.tolist()}"
+        )

@@ -66,7 +66,11 @@ class Heun(Solver):
         gamma = self._gamma(now, ctx)
         if gamma > 0:
             # Increase noise temporarily (Alg. 2, lines 4-6), exactly along the path.
-            t_hat = float(ctx.path.t_of_edm_sigma(torch.tensor(now.edm_sigma * (1 + gamma), dtype=torch.float64)))
+            t_hat = float(
+                ctx.path.t_of_edm_sigma(
+                    torch.tensor(now.edm_sigma * (1 + gamma), dtype=torch.float64)
+                )
+            )
             here = node_at(ctx.path, min(t_hat, 1.0))
             scale = here.alpha / now.alpha
             extra_var = max(here.sigma**2 - (scale * now.sigma) ** 2, 0.0)
@@ -90,4 +94,3 @@ class Heun(Solver):
             "s_tmax": self.s_tmax,
             "s_noise": self.s_noise,
         }
-
