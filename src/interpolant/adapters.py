@@ -55,7 +55,8 @@ def _output_tensor(out: Any) -> Tensor:
 
 def _batch_time(t: Tensor | float, x: Tensor) -> Tensor:
     """t as a float64 tensor of shape (B,) (a scalar is broadcast over the batch)."""
-    t = as_time(t if isinstance(t, Tensor) else torch.tensor(float(t)), x).to(torch.float64)
+    t = as_time(t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64), x)
+    t = t.to(torch.float64)
     return t.expand(x.shape[0]) if t.ndim == 0 else t
 
 
