@@ -1,0 +1,160 @@
+"""Named run configurations: ``interpolant train --preset NAME`` (see docs/howto/presets.md).
+
+Each preset is a partial :class:`~interpolant.api.config.RunConfig` dict; unspecified fields keep
+their dataclass defaults. Model sizes that follow from the data (``dim``, ``image_size``,
+``in_channels``, ``num_classes``) are filled in when the data are loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# sigma_data (EDM preconditioning) measured with data.estimate_sigma_data on the train splits.
+SIGMA_DATA_DIGITS = 0.75
+SIGMA_DATA_MOONS = 0.72
+
+# Rectified flow (Liu et al. 2023; SD3's logit-normal times, Esser et al. 2024).
+_FLOW: dict[str, Any] = {
+    "path": {"name": "linear"},
+    "predicts": "velocity",
+    "objective": {"target": "velocity", "time": "logit-normal", "weight": "uniform"},
+}
+
+
+def _edm(sigma_data: float) -> dict[str, Any]:
+    """EDM (Karras et al. 2022, Table 1): preconditioned x0 network, log-normal noise levels,
+    EDM weighting; preconditioning and weighting share ``sigma_data``."""
+    return {
+        "path": {"name": "edm"},
+        "predicts": "x0",
+        "precondition": sigma_data,
+        "objective": {
+            "target": "x0",
+            "time": "edm-log-normal",
+            "weight": {"name": "edm", "sigma_data": sigma_data},
+        },
+    }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits-flow": {
+        "description": "rectified flow on sklearn's 8x8 digits, residual MLP on the 64 pixels "
+        "(the demo; about 2 minutes on 2 CPU cores)",
+        "data": {"name": "digits"},
+        "train": {
+            **_FLOW,
+            "model": {"name": "mlp", "width": 384, "depth": 3},
+            "run_dir": "runs/digits-flow",
+            "steps": 6000,
+            "batch_size": 128,
+            "lr": 2e-3,
+            "lr_schedule": "cosine",
+            "lr_min_ratio": 0.05,
+            "ema_halflife_kimg": 25.0,
+            "log_every": 100,
+            "checkpoint_every": 2000,
+        },
+        # UniPC was the best of our solvers at 10 NFE on this model (docs/howto/presets.md).
+        "sample": {"solver": "unipc", "nfe": 10, "grid": "uniform", "n": 1000},
+        "eval": {"metrics": ["auto"]},
+    },
+    "digits-edm": {
+        "description": "EDM (preconditioned x0 network, log-normal noise levels, EDM weighting) "
+        "on 8x8 digits with the same MLP, Heun on the Karras grid",
+        "data": {"name": "digits"},
+        "train": {
+            **_edm(SIGMA_DATA_DIGITS),
+            "model": {"name": "mlp", "width": 384, "depth": 3},
+            "run_dir": "runs/digits-edm",
+            "steps": 6000,
+            "batch_size": 128,
+            "lr": 2e-3,
+            "lr_schedule": "cosine",
+            "lr_min_ratio": 0.05,
+            "ema_halflife_kimg": 25.0,
+            "log_every": 100,
+            "checkpoint_every": 2000,
+        },
+        "sample": {"solver": "heun", "nfe": 35, "grid": "karras", "n": 1000},
+        "eval": {"metrics": ["auto"]},
+    },
+    "toy2d-flow": {
+        "description": "rectified flow on the 2-D two-moons set (any toy set: data.name=...), "
+        "small MLP; under a minute on a CPU",
+        "data": {"name": "moons"},
+        "train": {
+            **_FLOW,
+            "model": {"name": "mlp", "width": 256, "depth": 3},
+            "run_dir": "runs/toy2d-flow",
+            "steps": 2000,
+            "batch_size": 512,
+            "lr": 2e-3,
+            "lr_schedule": "cosine",
+            "ema_halflife_kimg": 100.0,
+            "log_every": 50,
+            "checkpoint_every": 1000,
+        },
+        "sample": {"solver": "heun", "nfe": 20, "grid": "uniform", "n": 2000},
+        "eval": {"metrics": ["auto"]},
+    },
+    "toy2d-edm": {
+        "description": "EDM on the 2-D two-moons set: preconditioned x0 network, Heun on the "
+        "Karras grid",
+        "data": {"name": "moons"},
+        "train": {
+            **_edm(SIGMA_DATA_MOONS),
+            "model": {"name": "mlp", "width": 256, "depth": 3},
+            "run_dir": "runs/toy2d-edm",
+            "steps": 2000,
+            "batch_size": 512,
+            "lr": 2e-3,
+            "lr_schedule": "cosine",
+            "ema_halflife_kimg": 100.0,
+            "log_every": 50,
+            "checkpoint_every": 1000,
+        },
+        "sample": {"solver": "heun", "nfe": 35, "grid": "karras", "n": 2000},
+        "eval": {"metrics": ["auto"]},
+    },
+    "dit-s2": {
+        "description": "GPU preset: DiT-S/2 rectified flow on your image folder or latents "
+        "(data.name=PATH), bf16, batch 256, AdamW 1e-4 (the DiT paper's settings)",
+        "data": {"name": ""},
+        "train": {
+            **_FLOW,
+            "model": {"name": "dit-s/2"},
+            "run_dir": "runs/dit-s2",
+            "steps": 400_000,
+            "batch_size": 256,
+            "lr": 1e-4,
+            "lr_warmup_steps": 1000,
+            "ema_halflife_kimg": 500.0,
+            "precision": "bf16",
+            "device": "auto",
+            "log_every": 100,
+            "checkpoint_every": 5000,
+            "sample_every": 20_000,
+        },
+        "sample": {"solver": "heun", "nfe": 50, "grid": "shift", "n": 64, "batch_size": 64},
+        "eval": {"metrics": ["auto"]},
+    },
+}
+"""Name -> partial run config (its "description" is shown by `interpolant info`)."""
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """A deep copy of preset ``name`` without its description (an unknown name lists them)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
+    values = copy.deepcopy(PRESETS[name])
+    values.pop("description", None)
+    return values
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Name -> one-line description."""
+    return {name: str(p.get("description", "")) for name, p in PRESETS.items()}
+
+
+__all__ = ["PRESETS", "get_preset", "preset_descriptions"]

@@ -1,0 +1,531 @@
+"""Train, sample and evaluate runs: the functions behind ``interpolant train|sample|eval``.
+
+    from interpolant import api
+    run = api.train("toy2d-flow", overrides=["train.steps=500"])
+    out = api.sample(run.run_dir, nfe=20)              # Samples(x, labels, meta)
+    api.save_samples(out, "runs/toy2d-flow/samples")   # samples.npz + samples.png
+    metrics = api.evaluate(out)                        # against the held-out split
+
+A run folder holds what the trainer writes (``checkpoints/``, ``stats.jsonl``, ``config.json``,
+``log.txt``) plus ``run_config.json`` (all four config sections, rewritten with every checkpoint)
+and ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data import DataInfo, LoadedData, load_dataset
+from ..predictions import Model
+from ..solvers import SampleResult, randn_like
+from ..solvers import sample as sample_loop
+from ..train import TrainConfig, Trainer, build_network, derive_seed
+from ..train import checkpoint as ckpt
+from ..train import train as train_loop
+from .config import DataConfig, RunConfig, SampleConfig, resolve_config
+
+RUN_CONFIG = "run_config.json"
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or a single process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def as_run_config(config: RunConfig | dict[str, Any] | str, overrides: Any = ()) -> RunConfig:
+    """A RunConfig from itself, a dict of sections, a preset name or a config file path, with
+    dotted overrides applied."""
+    if isinstance(config, RunConfig):
+        config = config.to_dict()
+    if isinstance(config, dict):
+        from .config import apply_overrides
+
+        return RunConfig.from_dict(apply_overrides(config, list(overrides)))
+    if isinstance(config, str) and Path(config).suffix.lower() in (
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".json",
+    ):
+        return resolve_config(config_file=config, overrides=list(overrides))
+    return resolve_config(preset=config, overrides=list(overrides))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and model shapes.
+
+
+def load_data(data: DataConfig, split: str = "train", n: int | None = None) -> LoadedData:
+    """The ``split`` of the data the config names (``n`` examples; default ``data.n`` for the
+    train split)."""
+    if not data.name:
+        raise ValueError(
+            "data.name is empty: give a registered data set (see `interpolant info`) or a path "
+            "to an image folder, a .npy/.npz array or a .csv table, e.g. data.name=path/to/images"
+        )
+    count = n if n is not None else (data.n if split == "train" else None)
+    return load_dataset(
+        data.name,
+        n=count,
+        split=split,
+        seed=data.seed,
+        test_fraction=data.test_fraction,
+        **data.options,
+    )
+
+
+def _backbone_class(name: str) -> Any:
+    from ..models import MODELS
+
+    key = str(name).lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+    factory = MODELS[key]
+    return getattr(factory, "func", factory)  # the class behind a preset's partial
+
+
+def fit_model_to_data(
+    model: dict[str, Any], shape: tuple[int, ...], num_classes: int | None = None
+) -> dict[str, Any]:
+    """``model`` (``{"name": ..., **kwargs}``) with the sizes the data fix filled in (``dim`` of
+    vector models, ``image_size``/``in_channels`` of image models, ``num_classes`` when labels
+    are used); a size that contradicts the data is an error saying what the model expects."""
+    spec = dict(model)
+    name = spec.get("name")
+    if not name:
+        raise ValueError(
+            "train.model needs a name, e.g. train.model.name=mlp (see interpolant info)"
+        )
+    params = inspect.signature(_backbone_class(name)).parameters
+    shape = tuple(int(s) for s in shape)
+    if "dim" in params:
+        dim = math.prod(shape)
+        spec.setdefault("dim", dim)
+        if spec["dim"] != dim:
+            raise ValueError(
+                f"model {name!r} has dim={spec['dim']} but each sample of the data has {dim} "
+                f"values (shape {shape}): set train.model.dim={dim} or leave it out"
+            )
+    if "image_size" in params:
+        if len(shape) != 3:
+            raise ValueError(
+                f"model {name!r} takes images of shape (channels, height, width) but the data's "
+                f"samples have shape {shape}: use a vector model (train.model.name=mlp)"
+            )
+        c, h, w = shape
+        spec.setdefault("image_size", h if h == w else [h, w])
+        spec.setdefault("in_channels", c)
+        size = spec["image_size"]
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if (spec["in_channels"], *hw) != shape:
+            raise ValueError(
+                f"model {name!r} expects images of shape ({spec['in_channels']}, {hw[0]}, "
+                f"{hw[1]}) (in_channels={spec['in_channels']}, image_size={size}) but the data's "
+                f"images are {shape}: set train.model.in_channels={c} train.model.image_size={h} "
+                "or resize the images (data.options.size=... for an image folder)"
+            )
+    if num_classes is not None:
+        if "num_classes" not in params:
+            raise ValueError(f"model {name!r} takes no class labels; set data.labels=false")
+        spec.setdefault("num_classes", num_classes)
+        if spec["num_classes"] < num_classes:
+            raise ValueError(
+                f"model {name!r} has num_classes={spec['num_classes']} but the data have "
+                f"{num_classes} classes: set train.model.num_classes={num_classes}"
+            )
+    return spec
+
+
+def _num_classes(data: LoadedData) -> int | None:
+    if data.labels is None:
+        return None
+    if data.info.classes:
+        return len(data.info.classes)
+    return int(data.labels.max()) + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+
+
+@dataclass
+class TrainResult:
+    """A finished training call: where it wrote, the resolved config and the trainer."""
+
+    run_dir: Path
+    config: RunConfig
+    trainer: Trainer
+
+
+def write_run_config(config: RunConfig, run_dir: Path) -> Path:
+    """``run_dir/run_config.json`` (atomic)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_CONFIG
+    ckpt.write_text_atomic(path, config.to_json() + "\n")
+    return path
+
+
+def train(
+    config: RunConfig | dict[str, Any] | str,
+    overrides: Any = (),
+    data: LoadedData | None = None,
+    plots: bool = True,
+) -> TrainResult:
+    """Train the run a preset name, config file, dict or :class:`RunConfig` describes.
+
+    ``data`` replaces the data the config names (its labels are used when ``data.labels`` is
+    set). Works under ``torchrun``: every rank calls it, rank 0 writes the files.
+    """
+    cfg = as_run_config(config, overrides)
+    loaded = data if data is not None else load_data(cfg.data, "train")
+    labels = loaded.labels if cfg.data.labels else None
+    if cfg.data.labels and labels is None:
+        raise ValueError(f"data.labels is true but the data {cfg.data.name!r} have no labels")
+    classes = _num_classes(loaded) if labels is not None else None
+    model = fit_model_to_data(cfg.train.model, loaded.info.shape, classes)
+    cfg = replace(cfg, train=cfg.train.replace(model=model))
+    run_dir = Path(cfg.train.run_dir)
+    main = is_main_process()
+
+    def on_checkpoint(step: int, path: Path) -> None:
+        write_run_config(cfg, run_dir)
+
+    sample_fn = _training_sampler(cfg, loaded) if cfg.train.sample_every else None
+    trainer = train_loop(
+        cfg.train,
+        loaded.x,
+        labels,
+        data_info=loaded.info.to_dict(),
+        sample_fn=sample_fn,
+        on_checkpoint=on_checkpoint,
+    )
+    if main:
+        write_run_config(cfg, run_dir)
+        if plots and (run_dir / "stats.jsonl").is_file():
+            from ..plots import plot_loss_curve
+
+            plot_loss_curve(run_dir, run_dir / "loss_curve.png", title=f"training loss: {run_dir}")
+    return TrainResult(run_dir, cfg, trainer)
+
+
+def _training_sampler(cfg: RunConfig, data: LoadedData) -> Any:
+    """``sample_fn`` for the trainer: a picture of samples every ``train.sample_every`` steps."""
+    reference = data.x[:2000]
+
+    def sample_fn(model: nn.Module, step: int, run_dir: Path) -> None:
+        if not isinstance(model, Model):
+            return
+        settings = replace(cfg.sample, n=min(cfg.sample.n, 100), batch_size=100)
+        x, labels = draw_samples(model, data.info.shape, settings, _classes_of(cfg.train))
+        out = Samples(x, labels, {"step": step, "data": data.info.to_dict()})
+        plot_samples(out, run_dir / "samples" / f"step-{step:08d}.png", reference)
+
+    return sample_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a run and sampling.
+
+
+@dataclass
+class LoadedRun:
+    """A trained model from a run folder, ready to sample."""
+
+    run_dir: Path
+    config: RunConfig
+    checkpoint: Path
+    step: int
+    model: Model
+    data_info: DataInfo | None
+    ema: bool
+
+
+def load_run(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    ema: bool = True,
+    device: str | torch.device = "auto",
+) -> LoadedRun:
+    """The newest complete checkpoint of ``run_dir`` (or ``checkpoint``) as a model in eval mode,
+    with the EMA weights unless ``ema=False``. Sizes and hashes are verified first."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no run folder at {str(root)!r} (train one with interpolant train)"
+        )
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a checkpoint folder (no state.json)")
+        ckpt.verify(path)
+    else:
+        found = ckpt.find_resume(root / "checkpoints", log=lambda message: None)
+        if found is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {root / 'checkpoints'} (has the run saved one yet?)"
+            )
+        path = found
+    state = json.loads((path / ckpt.STATE_FILE).read_text())
+    train_cfg = TrainConfig.from_dict(state["config"])
+    config_file = root / RUN_CONFIG
+    if config_file.is_file():
+        config = RunConfig.from_dict(json.loads(config_file.read_text()))
+        config = replace(config, train=train_cfg)
+    else:  # trained through interpolant.train directly: only the train section is known
+        config = RunConfig(data=DataConfig(name=""), train=train_cfg)
+    model = build_network(train_cfg)
+    if not isinstance(model, Model):
+        raise TypeError(f"{path} does not describe an interpolant Model")
+    tensors = ckpt.read_tensors(path, "model")
+    ckpt.check_tensors(path / "model.safetensors", tensors, _shapes(model))
+    use_ema = ema and "ema.safetensors" in state.get("files", {})
+    if use_ema:
+        tensors.update(ckpt.read_tensors(path, "ema"))
+    model.load_state_dict(tensors)
+    info = state.get("data", {}).get("info") or None
+    data_info = DataInfo.from_dict(info) if info and "normalizer" in info else None
+    target = _device(device) if isinstance(device, str) else device
+    model = model.to(target).eval().requires_grad_(False)
+    return LoadedRun(root, config, path, int(state["step"]), model, data_info, use_ema)
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _classes_of(config: TrainConfig) -> int | None:
+    """The number of classes of a conditional backbone (filled in by fit_model_to_data)."""
+    count = config.model.get("num_classes")
+    return int(count) if count else None
+
+
+@dataclass
+class Samples:
+    """Samples in model space (N, ...), their class labels (or None) and a JSON description."""
+
+    x: Tensor
+    labels: Tensor | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    trajectory: Tensor | None = None  # (grid times, N, ...) states, when asked for
+
+
+def draw_samples(
+    model: Model,
+    shape: tuple[int, ...],
+    settings: SampleConfig,
+    num_classes: int | None = None,
+    cond_key: str = "class_labels",
+    progress: bool = False,
+    trajectory: list[Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """``settings.n`` samples of per-sample ``shape``. Sample i starts from noise drawn by its
+    own generator (seed ``derive_seed("sample-noise", seed, i)``) and stochastic solvers use seed
+    ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
+    states at every grid time, one tensor (times, N, ...)."""
+    device = next(model.parameters()).device
+    n, s = settings.n, settings
+    labels = None
+    if num_classes:
+        if s.class_label is not None and not 0 <= s.class_label < num_classes:
+            raise ValueError(
+                f"sample.class_label must lie in [0, {num_classes}), got {s.class_label}"
+            )
+        labels = (
+            torch.full((n,), s.class_label)
+            if s.class_label is not None
+            else torch.arange(n) % num_classes
+        )
+    parts, paths = [], []
+    for start in range(0, n, s.batch_size):
+        index = range(start, min(n, start + s.batch_size))
+        gens = [
+            torch.Generator().manual_seed(derive_seed("sample-noise", s.seed, i)) for i in index
+        ]
+        noise = randn_like(torch.empty(len(index), *shape), gens).to(device)
+        cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
+        result = sample_loop(
+            model,
+            noise,
+            solver=s.solver,
+            nfe=s.nfe,
+            grid=s.grid,
+            seed=[s.seed + i for i in index],
+            solver_dtype=torch.float64 if s.float64 else None,
+            cond=cond,
+            grid_options=s.grid_options or None,
+            solver_options=s.solver_options or None,
+            progress=progress,
+            return_result=True,
+            keep_trajectory=trajectory is not None,
+        )
+        assert isinstance(result, SampleResult)
+        parts.append(result.x.detach().cpu().float())
+        if result.trajectory is not None:
+            paths.append(torch.stack(result.trajectory).detach().cpu().float())
+    if trajectory is not None:
+        trajectory.append(torch.cat(paths, dim=1))
+    return torch.cat(parts), labels
+
+
+def sample(
+    run: str | Path | LoadedRun,
+    overrides: Any = (),
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+    keep_trajectory: bool = False,
+    **settings: Any,
+) -> Samples:
+    """Samples from a run folder's newest checkpoint (or ``checkpoint``), or from a loaded run.
+
+    ``settings`` are SampleConfig fields (solver, nfe, grid, n, seed, ema, ...); they and the
+    dotted ``overrides`` (``"sample.nfe=20"``) replace the run's own sample section. With
+    ``ema=False`` the raw trained weights are used instead of the EMA.
+    """
+    from .config import apply_overrides
+
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, checkpoint, device=device)
+    values = {"sample": {**loaded.config.sample.__dict__, **settings}}
+    merged = RunConfig.from_dict(apply_overrides(values, list(overrides))).sample
+    if merged.ema != loaded.ema and not isinstance(run, LoadedRun):
+        loaded = load_run(run, checkpoint, ema=merged.ema, device=device)
+    if merged.ema != loaded.ema:
+        raise ValueError(f"the run was loaded with ema={loaded.ema}; load it with ema={merged.ema}")
+    if loaded.data_info is None:
+        raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
+    paths: list[Tensor] | None = [] if keep_trajectory else None
+    x, labels = draw_samples(
+        loaded.model,
+        tuple(loaded.data_info.shape),
+        merged,
+        _classes_of(loaded.config.train),
+        loaded.config.train.cond_key,
+        progress,
+        paths,
+    )
+    meta = {
+        "run_dir": str(loaded.run_dir),
+        "checkpoint": str(loaded.checkpoint),
+        "step": loaded.step,
+        "ema": loaded.ema,
+        "sample": merged.__dict__,
+        "data_config": loaded.config.data.__dict__,
+        "data": loaded.data_info.to_dict(),
+    }
+    return Samples(x, labels, meta, paths[0] if paths else None)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files and pictures of samples.
+
+
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    """(C, H, W) with 1 or 3 channels: drawable as a picture."""
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def plot_samples(samples: Samples, out: str | Path, reference: Tensor | None = None) -> Path | None:
+    """A grid of images (rows by class for conditional samples) or a 2-D scatter over
+    ``reference``; None for data that is neither."""
+    from .. import plots
+
+    x, labels = samples.x, samples.labels
+    shape = tuple(x.shape[1:])
+    if is_image_shape(shape):
+        if labels is not None:
+            k = int(labels.max()) + 1
+            per_class = min(10, min(int((labels == c).sum()) for c in range(k)))
+            rows = [x[labels == c][:per_class] for c in range(k)]
+            classes = samples.meta.get("data", {}).get("classes") or [str(c) for c in range(k)]
+            return plots.plot_image_grid(
+                torch.cat(rows), out, nrow=per_class, row_labels=classes[:k]
+            )
+        return plots.plot_image_grid(x[:100], out, nrow=10)
+    if shape == (2,):
+        return plots.plot_scatter(x, out, data=reference)
+    return None
+
+
+def save_samples(samples: Samples, out_dir: str | Path, reference: Tensor | None = None) -> dict:
+    """``samples.npz`` (``samples`` in model space, ``samples_data`` in the data's units,
+    ``labels``, ``meta`` as JSON, ``trajectory``) and ``samples.png`` when drawable (plus
+    ``trajectories.png`` for 2-D paths); returns the paths."""
+    import numpy as np
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {"samples": samples.x.numpy(), "meta": json.dumps(samples.meta)}
+    info = samples.meta.get("data")
+    if info and "normalizer" in info:
+        arrays["samples_data"] = DataInfo.from_dict(info).normalizer.inverse(samples.x).numpy()
+    if samples.labels is not None:
+        arrays["labels"] = samples.labels.numpy()
+    if samples.trajectory is not None:
+        arrays["trajectory"] = samples.trajectory.numpy()
+    paths = {"npz": out / "samples.npz"}
+    np.savez(paths["npz"], **arrays)
+    picture = plot_samples(samples, out / "samples.png", reference)
+    if picture is not None:
+        paths["png"] = picture
+    if samples.trajectory is not None and tuple(samples.x.shape[1:]) == (2,):
+        from ..plots import plot_trajectories
+
+        paths["trajectories"] = plot_trajectories(
+            samples.trajectory, out / "trajectories.png", data=reference
+        )
+    return paths
+
+
+def read_samples(path: str | Path) -> Samples:
+    """Samples saved by :func:`save_samples`: a ``.npz`` file, a folder holding
+    ``samples.npz``, or a run folder (its ``samples/samples.npz``)."""
+    import numpy as np
+
+    p = Path(path)
+    candidates = [p] if p.suffix == ".npz" else [p / "samples.npz", p / "samples" / "samples.npz"]
+    file = next((c for c in candidates if c.is_file()), None)
+    if file is None:
+        raise FileNotFoundError(
+            f"no samples at {str(p)!r} (looked for {', '.join(str(c) for c in candidates)}); "
+            "draw them with interpolant sample"
+        )
+    with np.load(file, allow_pickle=False) as z:
+        if "samples" not in z.files:
+            raise ValueError(f"{file} holds no 'samples' array (arrays: {z.files})")
+        x = torch.from_numpy(z["samples"]).float()
+        labels = torch.from_numpy(z["labels"]) if "labels" in z.files else None
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    return Samples(x, labels, {**meta, "file": str(file)})
+
+
+__all__ = [
+    "RUN_CONFIG",
+    "LoadedRun",
+    "Samples",
+    "TrainResult",
+    "as_run_config",
+    "draw_samples",
+    "fit_model_to_data",
+    "load_data",
+    "load_run",
+    "plot_samples",
+    "read_samples",
+    "sample",
+    "save_samples",
+    "train",
+]

@@ -1,0 +1,431 @@
+"""The ``interpolant`` command: train, sample, eval, demo, info, repro.
+
+Every subcommand calls the function of the same name in :mod:`interpolant.api`, so a notebook
+can do exactly what the command does. Bad input (unknown names, missing run folders, shapes that
+do not fit) prints ``interpolant: error: ...`` and exits with status 2; ``--traceback`` shows the
+full Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+interpolant: diffusion, flow and stochastic-interpolant models on one core.
+
+  interpolant demo --out demo_out                      rectified flow on 8x8 digits (minutes, CPU)
+  interpolant train --preset toy2d-flow train.steps=500
+  interpolant sample runs/toy2d-flow --solver heun --nfe 20
+  interpolant eval runs/toy2d-flow/samples
+  interpolant info                                     versions, devices, registries
+  interpolant repro --list                             the reproductions of the seed papers
+
+Run `interpolant COMMAND --help` for each command's options; `interpolant train --help` lists
+every config key."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _presets_text() -> str:
+    from ..api.presets import preset_descriptions
+
+    lines = ["presets (--preset NAME; see docs/howto/presets.md):"]
+    for name, text in preset_descriptions().items():
+        lines.append(
+            textwrap.fill(text, 96, initial_indent=f"  {name:<13}", subsequent_indent=" " * 15)
+        )
+    return "\n".join(lines)
+
+
+def _config_epilog(sections: tuple[str, ...]) -> str:
+    from ..api.config import config_help
+
+    return (
+        "config keys (in a config file's sections, or as SECTION.KEY=VALUE overrides; values are\n"
+        "parsed with the key's type; keys inside mappings too, e.g. train.model.width=256):\n\n"
+        + config_help(sections)
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="interpolant", description=DESCRIPTION, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show Python tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # train
+    p = sub.add_parser(
+        "train",
+        help="train a model from a preset or a config file",
+        formatter_class=_Formatter,
+        description=(
+            "Train a model. The config comes from --preset and/or --config (a YAML, TOML or JSON\n"
+            "file of sections data/train/sample/eval, optionally with `preset: NAME`), then the\n"
+            "dotted overrides. Writes train.run_dir: checkpoints/, stats.jsonl, config.json,\n"
+            "run_config.json, loss_curve.png. Resumes from the newest checkpoint there.\n"
+            "Runs under torchrun too: torchrun --nproc_per_node=2 -m interpolant.cli train ...\n\n"
+            + _presets_text()
+        ),
+        epilog=_config_epilog(("data", "train", "sample", "eval")),
+    )
+    p.add_argument("--preset", help="a named preset (see below)")
+    p.add_argument("-c", "--config", type=Path, help="a config file (.yaml, .yml, .toml, .json)")
+    p.add_argument("--run-dir", help="shorthand for train.run_dir=DIR")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (YAML) and exit"
+    )
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")
+
+    # sample
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        formatter_class=_Formatter,
+        description=(
+            "Draw samples from the newest checkpoint of RUN_DIR (EMA weights unless --raw-weights)."
+            "\nWrites OUT/samples.npz (samples in model space, samples_data in the data's units,"
+            "\nlabels, meta) and OUT/samples.png: an image grid, or a 2-D scatter over held-out "
+            "data.\nOptions default to the run's sample section (run_config.json)."
+        ),
+        epilog=_config_epilog(("sample",)),
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint folder (default: the newest)")
+    p.add_argument("--solver", help="a registered solver (interpolant info lists them)")
+    p.add_argument("--nfe", type=int, help="model evaluations per sample")
+    p.add_argument("--grid", help="time grid: uniform, karras, logsnr, shift, edm")
+    p.add_argument("-n", "--n", type=int, dest="n", help="number of samples")
+    p.add_argument("--seed", type=int, help="sample i uses noise seeded by (seed, i)")
+    p.add_argument("--batch-size", type=int, help="samples per sampler call")
+    p.add_argument("--class-label", type=int, help="conditional runs: sample only this class")
+    p.add_argument("--raw-weights", action="store_true", help="the trained weights, not the EMA")
+    p.add_argument("--float64", action="store_true", help="solver arithmetic in float64")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/samples)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--trajectories", action="store_true", help="keep the paths (2-D: trajectories.png)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
+
+    # eval
+    p = sub.add_parser(
+        "eval",
+        help="metrics of samples against held-out data",
+        formatter_class=_Formatter,
+        description=(
+            "Compare samples (a samples.npz, its folder, or a run folder's samples/) with the\n"
+            "held-out split of the data they were trained on. auto = Frechet distance in the\n"
+            "shipped digit classifier's feature space (+ precision/recall there) for digits;\n"
+            "sliced Wasserstein, MMD, energy distance and precision/recall otherwise.\n"
+            "Prints the metrics and writes metrics.json beside the samples (or --out)."
+        ),
+        epilog=_config_epilog(("eval",)),
+    )
+    p.add_argument("samples", type=Path, metavar="SAMPLES")
+    p.add_argument("--data", help="the data set or path to compare with (default: the run's)")
+    p.add_argument("--metrics", help="comma-separated: auto, fd, sliced_wasserstein, mmd, ...")
+    p.add_argument("--n-reference", type=int, help="held-out examples to use")
+    p.add_argument("--out", type=Path, help="where to write metrics.json")
+    p.add_argument("overrides", nargs="*", metavar="eval.KEY=VALUE", help="eval overrides")
+
+    # demo
+    p = sub.add_parser(
+        "demo",
+        help="rectified flow on 8x8 digits, end to end (what `make demo` runs)",
+        formatter_class=_Formatter,
+        description=(
+            "Train the digits-flow preset on the 1500 training digits, sample with its 10-NFE\n"
+            "solver and with a 100-NFE sampler, and write samples_nfe10.png, samples_nfe100.png,\n"
+            "loss_curve.png and metrics.json (Frechet distances in the digit classifier's feature\n"
+            "space against the held-out digits, with the training digits as floor and the noise\n"
+            "as ceiling) into --out. A second run resumes the finished training (--fresh\n"
+            "retrains). It uses one CPU thread unless --threads (before `demo`) says otherwise."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
+    p.add_argument("--fresh", action="store_true", help="delete OUT/run and train again")
+    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("-n", "--n", type=int, default=1000, dest="n", help="samples per sampler")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")
+
+    # info
+    p = sub.add_parser("info", help="versions, devices and every registry")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    # repro
+    p = sub.add_parser(
+        "repro",
+        help="list or run the reproductions of the seed papers",
+        formatter_class=_Formatter,
+        description=(
+            "Run one reproduction: print its measured numbers and whether the claim held, append\n"
+            "the JSON row to benchmarks/results/repro.jsonl (full runs; quick runs with --record)\n"
+            "and regenerate docs/reproductions.md from the rows. One CPU thread unless --threads."
+        ),
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a reproduction (see --list)")
+    p.add_argument("--list", action="store_true", help="list every registered reproduction")
+    p.add_argument("--quick", action="store_true", help="small settings (seconds)")
+    p.add_argument("--seed", type=int, default=0)
+    rec = p.add_mutually_exclusive_group()
+    rec.add_argument("--record", action="store_true", help="record a quick run too")
+    rec.add_argument("--no-record", action="store_true", help="record nothing")
+    p.add_argument("--results", type=Path, help="JSON-lines file of rows (default: the checkout's)")
+    p.add_argument("--report", type=Path, help="markdown page to regenerate")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands.
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..api import dump_config, resolve_config
+    from ..api.runs import is_main_process, train
+
+    if args.preset is None and args.config is None:
+        raise ValueError("give --preset NAME or --config FILE (interpolant train --help)")
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"train.run_dir={args.run_dir}")
+    config = resolve_config(args.preset, args.config, overrides)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    result = train(config)
+    if is_main_process():
+        cfg = result.config.train
+        print(
+            f"trained {result.trainer.step} of {cfg.steps} steps; run folder {result.run_dir}/ "
+            "(checkpoints/, stats.jsonl, run_config.json, loss_curve.png)\n"
+            f"next: interpolant sample {result.run_dir}"
+        )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ..api.config import DataConfig
+    from ..api.runs import load_data, sample, save_samples
+
+    settings: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("solver", args.solver),
+            ("nfe", args.nfe),
+            ("grid", args.grid),
+            ("n", args.n),
+            ("seed", args.seed),
+            ("batch_size", args.batch_size),
+            ("class_label", args.class_label),
+        )
+        if value is not None
+    }
+    if args.raw_weights:
+        settings["ema"] = False
+    if args.float64:
+        settings["float64"] = True
+    out = sample(
+        args.run_dir,
+        args.overrides,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        progress=not args.no_progress,
+        keep_trajectory=args.trajectories,
+        **settings,
+    )
+    reference = None
+    data = DataConfig(**out.meta["data_config"])
+    if tuple(out.x.shape[1:]) == (2,) and data.name:
+        reference = load_data(data, "test").x
+    paths = save_samples(out, args.out or args.run_dir / "samples", reference)
+    s = out.meta["sample"]
+    print(
+        f"{out.x.shape[0]} samples from {out.meta['checkpoint']} "
+        f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} {s['nfe']} NFE on the "
+        f"{s['grid']} grid, seed {s['seed']}"
+    )
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..api.config import DataConfig
+    from ..api.evaluate import evaluate
+    from ..api.runs import read_samples
+
+    found = read_samples(args.samples)
+    settings: dict[str, Any] = {}
+    if args.metrics:
+        settings["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.n_reference is not None:
+        settings["n_reference"] = args.n_reference
+    data = None
+    if args.data:
+        known = found.meta.get("data_config") or {}
+        data = DataConfig(**{**known, "name": args.data})
+    result = evaluate(found, args.overrides, data=data, **settings)
+    out = args.out or Path(found.meta["file"]).parent / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{result['n_samples']} samples vs {result['n_reference']} held-out examples of "
+        f"{result['data']!r} (features: {result['features']})"
+    )
+    width = max(len(k) for k in result["metrics"])
+    for key, value in result["metrics"].items():
+        print(f"  {key:<{width}}  {value:.6g}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..api.demo import demo, format_demo
+
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    metrics = demo(
+        args.out,
+        overrides,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+        n_samples=args.n,
+        threads=args.threads or 1,
+    )
+    print(format_demo(metrics, args.out))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..api import info
+
+    values = info()
+    if args.json:
+        print(json.dumps(values, indent=2))
+        return 0
+    print(
+        f"interpolant {values['interpolant']}  torch {values['torch']}  python {values['python']}"
+    )
+    print(f"devices: {', '.join(values['devices'])}  (torch threads: {values['threads']})")
+    for key in ("paths", "solvers", "grids", "models", "time_samplers", "weightings"):
+        print(f"{key.replace('_', ' ')}: {', '.join(values[key])}")
+    for key in ("datasets", "presets", "reproductions"):
+        print(f"{key}:")
+        for name, text in values[key].items():
+            print(f"  {name:<24} {text}")
+    return 0
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from ..repro import get_repro, list_repros
+    from ..repro.base import append_row, default_results_path, format_result, make_row
+    from ..repro.report import write_report
+
+    if args.list or args.name is None:
+        repros = list_repros()
+        if args.name is None and not args.list:
+            raise ValueError("give a reproduction NAME or --list")
+        width = max((len(n) for n in repros), default=0)
+        for name, r in repros.items():
+            print(f"{name:<{width}}  seed paper {r.paper:>2}: {r.title}")
+            print(f"{'':<{width}}  claim: {r.claim}")
+        return 0
+    repro = get_repro(args.name)
+    if args.threads is None:  # as python -m interpolant.repro.NAME: one thread by default
+        import torch
+
+        torch.set_num_threads(1)
+    result = repro(quick=args.quick, seed=args.seed)
+    print(format_result(repro, result))
+    if args.no_record or (args.quick and not args.record):
+        return 0
+    results = args.results or default_results_path()
+    append_row(make_row(repro, result, args.seed), results)
+    report = args.report or results.parents[2] / "docs" / "reproductions.md"
+    write_report(results, report)
+    print(f"recorded in {results}; regenerated {report}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+    "info": cmd_info,
+    "repro": cmd_repro,
+}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from ..train import CheckpointError
+
+    return (ValueError, KeyError, TypeError, OSError, ImportError, CheckpointError)
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return str(err) or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        # Overrides may stand between options (argparse takes one run of positionals).
+        if extra and hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exit_:  # --help (0) or a usage error (2, already printed)
+        return int(exit_.code or 0)
+    if args.version:
+        from .. import __version__
+
+        print(f"interpolant {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.threads is not None:
+        if args.threads < 1:
+            print(
+                f"interpolant: error: --threads must be >= 1, got {args.threads}", file=sys.stderr
+            )
+            return EXIT_USAGE
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return COMMANDS[args.command](args)
+    except _expected_errors() as err:
+        if args.traceback:
+            raise
+        print(f"interpolant: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

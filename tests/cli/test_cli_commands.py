@@ -1,0 +1,193 @@
+"""The command line end to end (train -> sample -> eval on toy 2-D data), info, repro --list,
+and the one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interpolant.cli import main
+
+TINY = [
+    "data.n=2000",
+    "train.steps=150",
+    "train.batch_size=256",
+    "train.model.width=64",
+    "train.model.depth=2",
+    "train.log_every=50",
+    "train.checkpoint_every=100",
+    "train.ema_halflife_kimg=5",
+    "train.progress=false",
+    "train.device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A tiny toy2d-flow run trained through the command line."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    torch.set_num_threads(1)
+    code = main(["train", "--preset", "toy2d-flow", "--run-dir", str(run_dir), *TINY])
+    assert code == 0
+    return run_dir
+
+
+def test_train_writes_the_run_folder(toy_run, capsys):
+    assert {p.name for p in toy_run.iterdir()} >= {
+        "checkpoints",
+        "stats.jsonl",
+        "config.json",
+        "run_config.json",
+        "loss_curve.png",
+        "log.txt",
+    }
+    steps = [json.loads(r)["step"] for r in (toy_run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [50, 100, 150]
+    saved = json.loads((toy_run / "run_config.json").read_text())
+    assert saved["preset"] == "toy2d-flow"
+    assert saved["train"]["model"] == {"name": "mlp", "width": 64, "depth": 2, "dim": 2}
+    # Training again with the same config resumes the finished run: no new steps.
+    assert main(["train", "--preset", "toy2d-flow", "--run-dir", str(toy_run), *TINY]) == 0
+    assert "trained 150 of 150 steps" in capsys.readouterr().out
+
+
+def test_sample_then_eval(toy_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sample", str(toy_run), "--nfe", "8", "-n", "300", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    with np.load(out / "samples.npz") as z:
+        x = z["samples"]
+        meta = json.loads(str(z["meta"]))
+    assert x.shape == (300, 2) and np.isfinite(x).all()
+    assert meta["sample"]["nfe"] == 8 and meta["sample"]["solver"] == "heun" and meta["ema"]
+    assert (out / "samples.png").stat().st_size > 0
+    # Batch size changes nothing: sample i has its own noise.
+    again = tmp_path / "s2"
+    assert main([*args[:-3], "--out", str(again), "--batch-size", "70", "--no-progress"]) == 0
+    with np.load(again / "samples.npz") as z:
+        np.testing.assert_allclose(z["samples"], x, rtol=0, atol=1e-5)
+
+    # The kept paths run from the source (t = 1) to the samples, one state per grid time.
+    paths = tmp_path / "paths"
+    assert main([*args[:-3], "--out", str(paths), "--trajectories", "--no-progress"]) == 0
+    with np.load(paths / "samples.npz") as z:
+        trajectory = z["trajectory"]
+    assert trajectory.shape == (5, 300, 2)  # heun, 8 NFE: 4 steps
+    np.testing.assert_allclose(trajectory[-1], x, rtol=0, atol=1e-6)
+    assert abs(trajectory[0].std() - 1.0) < 0.1  # sigma(1) = 1 times standard noise
+    assert (paths / "trajectories.png").is_file()
+
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "metrics.json").read_text())
+    metrics = result["metrics"]
+    assert set(metrics) == {"sliced_wasserstein", "mmd", "energy_distance", "precision", "recall"}
+    assert "sliced_wasserstein" in printed and result["data"] == "moons"
+    # The trained model is much closer to the moons than its own source noise is.
+    noise = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    np.savez(tmp_path / "noise.npz", samples=noise.numpy())
+    assert main(["eval", str(tmp_path / "noise.npz"), "--data", "moons"]) == 0
+    baseline = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert metrics["sliced_wasserstein"] < 0.5 * baseline["sliced_wasserstein"]
+    assert metrics["energy_distance"] < 0.5 * baseline["energy_distance"]
+
+
+def test_info_lists_the_registries(capsys):
+    assert main(["info", "--json"]) == 0
+    values = json.loads(capsys.readouterr().out)
+    assert {"heun", "euler", "dpmpp_2m"} <= set(values["solvers"])
+    assert {"linear", "edm", "vp"} <= set(values["paths"])
+    assert {"mlp", "unet", "dit-s/2"} <= set(values["models"])
+    assert {"digits", "moons"} <= set(values["datasets"])
+    assert {"karras", "uniform"} <= set(values["grids"])
+    assert set(values["presets"]) == {
+        "digits-flow",
+        "digits-edm",
+        "toy2d-flow",
+        "toy2d-edm",
+        "dit-s2",
+    }
+    assert "seed30_logitnormal" in values["reproductions"]
+    assert main(["info"]) == 0
+    assert "solvers:" in capsys.readouterr().out
+
+
+def test_repro_list_shows_every_reproduction_with_its_paper(capsys):
+    from interpolant.repro import list_repros
+
+    assert main(["repro", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name, r in list_repros().items():
+        assert name in out and f"seed paper {r.paper:>2}: {r.title}" in out
+
+
+def test_help_documents_every_option(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "train.ema_halflife_kimg" in text and "sample.solver" in text and "digits-flow" in text
+
+
+def _error(argv, capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("interpolant: error: ") and "Traceback" not in err
+    return err
+
+
+def test_errors_exit_2_with_one_line(toy_run, tmp_path, capsys):
+    assert "no run folder" in _error(["sample", str(tmp_path / "nowhere")], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "no checkpoint in" in _error(["sample", str(tmp_path / "empty")], capsys)
+    err = _error(["sample", str(toy_run), "--solver", "rk99", "--out", str(tmp_path)], capsys)
+    assert "rk99" in err and "heun" in err
+    err = _error(["sample", str(toy_run), "--grid", "cubic", "--out", str(tmp_path)], capsys)
+    assert "unknown grid 'cubic'" in err
+    assert "'digits-flow'" in _error(["train", "--preset", "nope"], capsys)
+    assert "'lr'" in _error(["train", "--preset", "toy2d-flow", "train.lrr=1"], capsys)
+    assert "no samples at" in _error(["eval", str(tmp_path / "nothing")], capsys)
+    assert "give a reproduction NAME" in _error(["repro"], capsys)
+    assert "unknown reproduction" in _error(["repro", "seed99_none"], capsys)
+
+
+def test_a_model_that_does_not_fit_the_data_says_what_it_expects(tmp_path, capsys):
+    run = ["train", "--run-dir", str(tmp_path / "r"), "train.steps=1"]
+    err = _error([*run, "--preset", "toy2d-flow", "train.model.dim=3"], capsys)
+    assert "dim=3" in err and "2 values" in err
+    err = _error(
+        [*run, "--preset", "digits-flow", "train.model={name: unet, image_size: 16}"], capsys
+    )
+    assert "expects images of shape (1, 16, 16)" in err and "(1, 8, 8)" in err
+    err = _error([*run, "--preset", "toy2d-flow", "train.model={name: unet}"], capsys)
+    assert "takes images" in err
+    assert "data.name is empty" in _error([*run, "--preset", "dit-s2"], capsys)
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["sample"]) == 2  # argparse: RUN_DIR missing
+    assert "RUN_DIR" in capsys.readouterr().err
+    assert main(["--threads", "0", "info"]) == 2
+
+
+def test_python_api_mirrors_the_command(toy_run):
+    from interpolant import api
+
+    ema = api.sample(toy_run, n=20, nfe=4, device="cpu")
+    raw = api.sample(toy_run, ["sample.ema=false"], n=20, nfe=4, device="cpu")
+    assert ema.meta["ema"] is True and raw.meta["ema"] is False
+    assert ema.x.shape == raw.x.shape == (20, 2) and not torch.allclose(ema.x, raw.x)
+    run = api.load_run(toy_run, device="cpu")
+    assert run.step == 150 and run.config.data.name == "moons"
+    assert api.evaluate(ema, metrics=["energy_distance"])["metrics"].keys() == {"energy_distance"}
