@@ -1,7 +1,7 @@
 """Training quality: our rectified flow, EDM and VP recipes against torchcfm (I-CFM, OT-CFM) and
 diffusers' DDPM recipe, at equal backbone, optimiser, training steps and NFE.
 
-    .venv/bin/python benchmarks/train_quality.py                     # full run, ~15 min, 2 cores
+    .venv/bin/python benchmarks/train_quality.py                     # full run, ~20 min, 2 cores
     .venv/bin/python benchmarks/train_quality.py --quick             # smoke run, 1-2 min
     .venv/bin/python benchmarks/train_quality.py --readme README.md  # and rewrite the README table
 
