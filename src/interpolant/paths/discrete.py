@@ -1,0 +1,94 @@
+"""Discrete paths for token sequences, in the same convention as the Gaussian ones.
+
+``alpha(t)`` is the probability that a token is still clean at time t: alpha(0) = 1 (data) and
+alpha(1) = 0 (the source: all masked for absorbing diffusion, uniform tokens for uniform-noise
+diffusion). Only the schedule differs between the families here; the corruption lives in
+:meth:`DiscretePath.corrupt`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .base import as_time
+
+
+class DiscretePath:
+    """A token corruption process with clean-probability schedule ``alpha(t)``.
+
+    ``kind`` is ``"mask"`` (absorbing: a corrupted token becomes the mask id, which is the
+    vocabulary size) or ``"uniform"`` (a corrupted token is redrawn uniformly from the
+    vocabulary, possibly equal to the clean one).
+
+    Schedules (``schedule``):
+        linear:     alpha(t) = 1 - t
+        cosine:     alpha(t) = 1 - cos(pi/2 (1 - t))            (MD4)
+        log-linear: alpha(t) = 1 - (1 - eps) t                   (MDLM; eps keeps t = 1 finite)
+    """
+
+    SCHEDULES: ClassVar[tuple[str, ...]] = ("linear", "cosine", "log-linear")
+    KINDS: ClassVar[tuple[str, ...]] = ("mask", "uniform")
+
+    def __init__(self, schedule: str = "log-linear", kind: str = "mask", eps: float = 1e-3):
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {self.SCHEDULES}")
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown kind {kind!r}; choose one of {self.KINDS}")
+        self.schedule, self.kind, self.eps = schedule, kind, float(eps)
+
+    def alpha(self, t: float | Tensor) -> Tensor:
+        """Probability that a token is clean at time t."""
+        t = as_time(t)
+        if self.schedule == "linear":
+            return 1.0 - t
+        if self.schedule == "cosine":
+            return 1.0 - torch.cos(0.5 * math.pi * (1.0 - t))
+        return 1.0 - (1.0 - self.eps) * t
+
+    def d_alpha(self, t: float | Tensor) -> Tensor:
+        """d alpha / dt (negative: tokens only get corrupted as t grows)."""
+        t = as_time(t)
+        if self.schedule == "linear":
+            return -torch.ones_like(t)
+        if self.schedule == "cosine":
+            return -0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
+        return torch.full_like(t, -(1.0 - self.eps))
+
+    def t_of_alpha(self, alpha: float | Tensor) -> Tensor:
+        """The inverse schedule: the time at which the clean probability is ``alpha``."""
+        a = as_time(alpha)
+        if self.schedule == "linear":
+            return 1.0 - a
+        if self.schedule == "cosine":
+            return 1.0 - torch.acos((1.0 - a).clamp(-1.0, 1.0)) * (2.0 / math.pi)
+        return (1.0 - a) / (1.0 - self.eps)
+
+    def elbo_weight(self, t: float | Tensor) -> Tensor:
+        """-alpha'(t) / (1 - alpha(t)): the continuous-time ELBO weight of the cross-entropy on
+        masked tokens (MDLM eq. 10, MD4 eq. 5)."""
+        return -self.d_alpha(t) / (1.0 - self.alpha(t))
+
+    def corrupt(
+        self, tokens: Tensor, t: Tensor, vocab_size: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0) for a batch of token ids (B, L) at times t (B,)."""
+        if tokens.dtype != torch.long:
+            raise TypeError(f"tokens must be int64 ids, got {tokens.dtype}")
+        keep_p = self.alpha(t).to(torch.float64).reshape(-1, *([1] * (tokens.ndim - 1)))
+        u = torch.rand(tokens.shape, generator=generator, dtype=torch.float64)
+        corrupted = u.to(keep_p.device) >= keep_p
+        if self.kind == "mask":
+            noise = torch.full_like(tokens, vocab_size)
+        else:
+            noise = torch.randint(0, vocab_size, tokens.shape, generator=generator).to(tokens)
+        return torch.where(corrupted, noise, tokens)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "discrete", "schedule": self.schedule, "kind": self.kind, "eps": self.eps}
+
+    def __repr__(self) -> str:
+        return f"DiscretePath(schedule={self.schedule!r}, kind={self.kind!r}, eps={self.eps})"
