@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "howto"
-PAGES = ["sampling.md", "foreign-models.md"]
+# Every how-to page with python blocks, except those that say they are not executed (they train
+# for minutes or need a GPU): a page opts out with the line ``<!-- docs-test: skip -->``.
+SKIP = "<!-- docs-test: skip -->"
+PAGES = sorted(
+    p.name
+    for p in DOCS.glob("*.md")
+    if "```python" in p.read_text() and SKIP not in p.read_text()
+)
 
 
 def python_blocks(page: Path) -> list[str]:
