@@ -1,1 +1,56 @@
-"""guidance"""
+"""Guidance as prediction hooks for ``interpolant.sample``: classifier-free guidance and
+autoguidance, classifier guidance, reconstruction guidance (DPS), TSDiff self-guidance, and
+reward-conditioned generation. Every hook works through :class:`interpolant.Prediction`, so it
+runs with every solver, every Gaussian path and every prediction kind::
+
+    from interpolant import guidance, sample
+    x = sample(model, noise, nfe=20, cond={"class_labels": y},
+               hooks=[guidance.CFG(3.0, interval=(0.2, 0.8))])
+    hooks = guidance.from_spec("cfg:3.0@0.2-0.8", model)
+"""
+
+from .base import SCHEDULES, GuidanceScale, add_to_score, check_score_path, evaluate
+from .cfg import CFG, AutoGuidance, BatchedGuidanceNet, ReferenceGuidance
+from .classifier import (
+    ClassifierGuidance,
+    ClassifierObjective,
+    NoiseAwareClassifier,
+    train_noise_aware_classifier,
+)
+from .energy import (
+    EnergyGuidance,
+    ObservationGuidance,
+    ReconstructionGuidance,
+    pinball,
+    quantile_levels,
+)
+from .exact import LabelledMixture, two_class_mixture
+from .reward import RewardMLP, train_reward_model
+from .spec import from_spec, parse_spec
+
+__all__ = [
+    "CFG",
+    "SCHEDULES",
+    "AutoGuidance",
+    "BatchedGuidanceNet",
+    "ClassifierGuidance",
+    "ClassifierObjective",
+    "EnergyGuidance",
+    "GuidanceScale",
+    "LabelledMixture",
+    "NoiseAwareClassifier",
+    "ObservationGuidance",
+    "ReconstructionGuidance",
+    "ReferenceGuidance",
+    "RewardMLP",
+    "add_to_score",
+    "check_score_path",
+    "evaluate",
+    "from_spec",
+    "parse_spec",
+    "pinball",
+    "quantile_levels",
+    "train_noise_aware_classifier",
+    "train_reward_model",
+    "two_class_mixture",
+]
