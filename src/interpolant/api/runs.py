@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..data import DataInfo, LoadedData, load_dataset
 from ..predictions import Model
 from ..solvers import SampleResult, randn_like
 from ..solvers import sample as sample_loop
+from ..solvers.loop import PredictionHook
 from ..train import TrainConfig, Trainer, build_network, derive_seed
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
@@ -326,11 +328,13 @@ def draw_samples(
     cond_key: str = "class_labels",
     progress: bool = False,
     trajectory: list[Tensor] | None = None,
+    hooks: Sequence[PredictionHook] = (),
 ) -> tuple[Tensor, Tensor | None]:
     """``settings.n`` samples of per-sample ``shape``. Sample i starts from noise drawn by its
     own generator (seed ``derive_seed("sample-noise", seed, i)``) and stochastic solvers use seed
     ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
-    states at every grid time, one tensor (times, N, ...)."""
+    states at every grid time, one tensor (times, N, ...). ``hooks`` are prediction hooks
+    (guidance) passed to the sampling loop."""
     device = next(model.parameters()).device
     n, s = settings.n, settings
     labels = None
@@ -366,6 +370,7 @@ def draw_samples(
             progress=progress,
             return_result=True,
             keep_trajectory=trajectory is not None,
+            hooks=hooks,
         )
         assert isinstance(result, SampleResult)
         parts.append(result.x.detach().cpu().float())
@@ -383,6 +388,8 @@ def sample(
     device: str = "auto",
     progress: bool = False,
     keep_trajectory: bool = False,
+    guidance: str | None = None,
+    guidance_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Samples:
     """Samples from a run folder's newest checkpoint (or ``checkpoint``), or from a loaded run.
@@ -390,6 +397,11 @@ def sample(
     ``settings`` are SampleConfig fields (solver, nfe, grid, n, seed, ema, ...); they and the
     dotted ``overrides`` (``"sample.nfe=20"``) replace the run's own sample section. With
     ``ema=False`` the raw trained weights are used instead of the EMA.
+
+    ``guidance`` is a spec such as ``"cfg:3.0"`` or ``"cfg:3.0@0.2-0.8"`` (see
+    :func:`interpolant.guidance.from_spec`); ``guidance_options`` are its keyword arguments
+    (``schedule``, ``interval``, ``reference`` for autoguidance, ...). CFG uses the run's null
+    class, so it needs a class-conditional run.
     """
     from .config import apply_overrides
 
@@ -403,6 +415,7 @@ def sample(
     if loaded.data_info is None:
         raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
     paths: list[Tensor] | None = [] if keep_trajectory else None
+    hooks = _guidance_hooks(loaded, guidance, guidance_options) if guidance else []
     x, labels = draw_samples(
         loaded.model,
         tuple(loaded.data_info.shape),
@@ -411,6 +424,7 @@ def sample(
         loaded.config.train.cond_key,
         progress,
         paths,
+        hooks,
     )
     meta = {
         "run_dir": str(loaded.run_dir),
@@ -418,10 +432,28 @@ def sample(
         "step": loaded.step,
         "ema": loaded.ema,
         "sample": merged.__dict__,
+        "guidance": guidance,
         "data_config": loaded.config.data.__dict__,
         "data": loaded.data_info.to_dict(),
     }
     return Samples(x, labels, meta, paths[0] if paths else None)
+
+
+def _guidance_hooks(
+    loaded: LoadedRun, spec: str, options: dict[str, Any] | None
+) -> list[PredictionHook]:
+    """Prediction hooks for a guidance spec on a loaded run (CFG uses its null class)."""
+    from ..guidance import from_spec
+
+    options = dict(options or {})
+    if "cfg" in spec.lower() and "null_cond" not in options:
+        if not _classes_of(loaded.config.train):
+            raise ValueError(
+                f"CFG needs a class-conditional run; {loaded.run_dir} was trained without "
+                "classes (set train.model.num_classes and a label dropout to train one)"
+            )
+        options["null_cond"] = {loaded.config.train.cond_key: None}
+    return from_spec(spec, loaded.model, **options)
 
 
 def _device(device: str) -> torch.device:

@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trajectories", action="store_true", help="keep the paths (2-D: trajectories.png)"
     )
+    g = p.add_argument_group("guidance (docs/howto/guidance.md)")
+    g.add_argument(
+        "--guidance",
+        metavar="SPEC",
+        help="NAME:SCALE[:SCHEDULE][@T_LO-T_HI], e.g. cfg:3.0 or cfg:3.0@0.2-0.8 (class-"
+        "conditional runs); autoguidance:2.0 with --guidance-reference",
+    )
+    g.add_argument(
+        "--guidance-schedule", help="constant, linear or cosine (for specs that name none)"
+    )
+    g.add_argument("--guidance-interval", metavar="LO-HI", help="w = 1 outside [LO, HI]")
+    g.add_argument(
+        "--guidance-reference", type=Path, metavar="RUN_DIR", help="autoguidance: the weaker run"
+    )
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
 
     # eval
@@ -250,6 +264,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         keep_trajectory=args.trajectories,
+        guidance=args.guidance,
+        guidance_options=_guidance_options(args),
         **settings,
     )
     reference = None
@@ -266,6 +282,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for path in paths.values():
         print(f"wrote {path}")
     return 0
+
+
+def _guidance_options(args: argparse.Namespace) -> dict[str, Any]:
+    from ..api.runs import load_run
+
+    options: dict[str, Any] = {}
+    if args.guidance_schedule:
+        options["schedule"] = args.guidance_schedule
+    if args.guidance_interval:
+        lo, _, hi = args.guidance_interval.partition("-")
+        try:
+            options["interval"] = (float(lo), float(hi))
+        except ValueError:
+            raise ValueError(
+                f"--guidance-interval must be LO-HI (e.g. 0.2-0.8), got {args.guidance_interval!r}"
+            ) from None
+    if args.guidance_reference:
+        options["reference"] = load_run(args.guidance_reference, device=args.device).model
+    if (args.guidance_schedule or args.guidance_interval or args.guidance_reference) and not (
+        args.guidance
+    ):
+        raise ValueError("--guidance-schedule/-interval/-reference need --guidance SPEC")
+    return options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
