@@ -25,6 +25,7 @@ interpolant: diffusion, flow and stochastic-interpolant models on one core.
   interpolant train --preset toy2d-flow train.steps=500
   interpolant sample runs/toy2d-flow --solver heun --nfe 20
   interpolant eval runs/toy2d-flow/samples
+  interpolant inverse digits-mixture --operator sr:2 --solver dps   inverse problems
   interpolant info                                     versions, devices, registries
   interpolant repro --list                             the reproductions of the seed papers
 
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance-reference", type=Path, metavar="RUN_DIR", help="autoguidance: the weaker run"
     )
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
+
+    from .inverse import add_parser as add_inverse
+
+    add_inverse(sub, _Formatter)
 
     # eval
     p = sub.add_parser(
@@ -406,6 +411,12 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inverse(args: argparse.Namespace) -> int:
+    from .inverse import cmd_inverse as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -413,6 +424,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "info": cmd_info,
     "repro": cmd_repro,
+    "inverse": cmd_inverse,
 }
 
 
