@@ -79,12 +79,16 @@ class DiscretePath:
         if tokens.dtype != torch.long:
             raise TypeError(f"tokens must be int64 ids, got {tokens.dtype}")
         keep_p = self.alpha(t).to(torch.float64).reshape(-1, *([1] * (tokens.ndim - 1)))
-        u = torch.rand(tokens.shape, generator=generator, dtype=torch.float64)
+        # Draw on the generator's device (a CUDA generator cannot fill a CPU tensor).
+        where = generator.device if generator is not None else tokens.device
+        u = torch.rand(tokens.shape, generator=generator, dtype=torch.float64, device=where)
         corrupted = u.to(keep_p.device) >= keep_p
         if self.kind == "mask":
             noise = torch.full_like(tokens, vocab_size)
         else:
-            noise = torch.randint(0, vocab_size, tokens.shape, generator=generator).to(tokens)
+            noise = torch.randint(
+                0, vocab_size, tokens.shape, generator=generator, device=where
+            ).to(tokens)
         return torch.where(corrupted, noise, tokens)
 
     def config(self) -> dict[str, Any]:

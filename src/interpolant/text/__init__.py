@@ -1,1 +1,28 @@
-"""text"""
+"""Text: masked and uniform-noise discrete diffusion language models (seed papers 7, 19, 29, 31).
+
+``run = interpolant.text.train_text("markov-char", {"steps": 200}, "runs/markov")`` trains a
+masked-diffusion model; ``run.model(tokens, t)`` is its denoiser, (B, L) ids in [0, V] ->
+(B, L, V) logits over the V clean tokens (id V is the mask, see ``text.base``).
+"""
+
+# --- tokenizers, languages, corpora, models, losses, training (tokenize, pcfg, corpora, models,
+# losses, train) ---
+from .corpora import records as records
+from .corpora import render_json as render_json
+from .corpora import render_text as render_text
+from .corpora import stdlib_docs as stdlib_docs
+from .losses import TextObjective as TextObjective
+from .losses import elbo_nll as elbo_nll
+from .losses import masked_nelbo as masked_nelbo
+from .losses import uniform_nelbo as uniform_nelbo
+from .models import CausalTransformer as CausalTransformer
+from .models import DiffusionTransformer as DiffusionTransformer
+from .models import build_text_model as build_text_model
+from .pcfg import PCFG as PCFG
+from .pcfg import PCFGLanguage as PCFGLanguage
+from .pcfg import toy_grammar as toy_grammar
+from .tokenize import Tokenizer as Tokenizer
+from .train import PRESETS as PRESETS
+from .train import TextRun as TextRun
+from .train import load_text_run as load_text_run
+from .train import train_text as train_text

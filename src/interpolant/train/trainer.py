@@ -43,7 +43,8 @@ StepHook = Callable[["Trainer", int], Any]
 
 
 class Objective(Protocol):
-    """What the trainer needs from a loss (``interpolant.losses.Objective`` fits)."""
+    """What the trainer needs from a loss (``interpolant.losses.Objective`` fits). An objective
+    over token ids sets the attribute ``integer_data = True`` and then gets int64 rows."""
 
     def loss(
         self,
@@ -97,7 +98,7 @@ class Trainer:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not callable(getattr(objective, "loss", None)):
             raise TypeError(f"objective needs a loss(model, x0, ...) method, got {objective!r}")
-        _check_data(data, labels)
+        _check_data(data, labels, integer=bool(getattr(objective, "integer_data", False)))
         self.info = info = dist_util.setup(cfg.device)
         self.batch_per_gpu, self.rounds = cfg.rounds(info.world_size)
         self.noise_block = cfg.noise_block or self.batch_per_gpu
@@ -481,8 +482,13 @@ class Trainer:
         dist_util.cleanup(self.info)
 
 
-def _check_data(data: Tensor, labels: Tensor | None) -> None:
-    if not isinstance(data, Tensor) or data.ndim < 2 or not data.is_floating_point():
+def _check_data(data: Tensor, labels: Tensor | None, integer: bool = False) -> None:
+    """``integer``: the objective declares ``integer_data = True`` (token ids, int64 rows)."""
+    if integer:
+        if not isinstance(data, Tensor) or data.ndim < 2 or data.dtype != torch.long:
+            got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
+            raise ValueError(f"data must be an int64 tensor of shape (N, ...), got {got}")
+    elif not isinstance(data, Tensor) or data.ndim < 2 or not data.is_floating_point():
         got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
         raise ValueError(f"data must be a floating tensor of shape (N, ...), got {got}")
     bad_labels = not isinstance(labels, Tensor) or labels.shape[:1] != data.shape[:1]

@@ -1,0 +1,206 @@
+"""Transformers over token ids: a bidirectional denoiser for discrete diffusion and a causal
+language model (the autoregressive baseline and EDLM's energy, seed paper 19).
+
+Both are pre-LayerNorm transformers with rotary position embeddings (RoPE, Su et al. 2021) and
+``torch.nn.functional.scaled_dot_product_attention``. Rotary positions make attention scores
+depend on positions only through their difference, so the network has no length-specific
+position table.
+
+* :class:`DiffusionTransformer`: ``net(tokens (B, L) in [0, V], t (B,)) -> logits (B, L, V)``.
+  It embeds V + 1 ids (id V is the mask, ``text.base``) and outputs logits over the V clean
+  tokens only, so the mask gets zero probability (half of MDLM's SUBS parameterisation; the
+  other half, carrying visible tokens over, is :func:`interpolant.text.losses.subs_log_probs`).
+  Masked diffusion is time-agnostic (seed 7): by default ``t`` is ignored. Uniform-noise
+  diffusion needs the time, so ``time_conditioning=True`` adds an embedding of ``t``.
+* :class:`CausalTransformer`: ``net.log_prob(tokens) -> (B,)`` the exact log-likelihood
+  ``sum_i log p(x_i | x_<i)``; the first token is predicted from a begin-of-sequence id V.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import check_tokens
+
+
+def rotary_tables(
+    length: int, head_dim: int, base: float = 10000.0, device: Any = None
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables (length, head_dim / 2) of RoPE angles ``pos * base^(-2k / head_dim)``."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
+    )
+    angles = torch.arange(length, dtype=torch.float32, device=device)[:, None] * inv_freq[None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate consecutive pairs (x_{2k}, x_{2k+1}) of the last dim of x (B, H, L, D) by the
+    position's angles, so <R_m q, R_n k> depends on m - n only."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    c, s = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-LN attention + MLP block with rotary self-attention."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, causal: bool) -> Tensor:
+        b, length, dim = h.shape
+        qkv = self.qkv(self.norm1(h)).reshape(b, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        p = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+        h = h + self.proj(att.transpose(1, 2).reshape(b, length, dim))
+        return h + self.mlp(self.norm2(h))
+
+
+class _Transformer(nn.Module):
+    """Shared trunk: embedding of ``n_ids`` ids, ``depth`` rotary blocks, LN, head over V."""
+
+    causal = False
+    kind = ""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_ids: int,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+        if dim % heads or (dim // heads) % 2:
+            raise ValueError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
+        self.vocab_size = vocab_size
+        self.heads = heads
+        self._config: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "mlp_ratio": mlp_ratio,
+            "dropout": dropout,
+        }
+        self.embed = nn.Embedding(n_ids, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+        self.apply(_init)
+
+    def trunk(self, h: Tensor) -> Tensor:
+        """Blocks and the output head on embeddings h (B, L, dim) -> logits (B, L, V)."""
+        head_dim = h.shape[-1] // self.heads
+        cos, sin = rotary_tables(h.shape[1], head_dim, device=h.device)
+        for block in self.blocks:
+            h = block(h, cos, sin, self.causal)
+        return self.head(self.norm(h))
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments plus the class name under ``kind``."""
+        return {"kind": self.kind, **self._config}
+
+
+class DiffusionTransformer(_Transformer):
+    """Bidirectional denoiser: tokens (B, L) in [0, V] (V = mask), t (B,) -> logits (B, L, V).
+
+    Args:
+        vocab_size: V clean tokens (the network embeds V + 1 ids).
+        time_conditioning: add a learned embedding of t (needed for uniform-noise diffusion;
+            masked diffusion is time-agnostic, seed 7).
+    """
+
+    kind = "diffusion"
+
+    def __init__(self, vocab_size: int, *, time_conditioning: bool = False, **kwargs: Any):
+        super().__init__(vocab_size, vocab_size + 1, **kwargs)
+        self._config["time_conditioning"] = bool(time_conditioning)
+        dim = int(self._config["dim"])
+        self.time_mlp = (
+            nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            if time_conditioning
+            else None
+        )
+
+    def forward(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
+        check_tokens(tokens, self.vocab_size)
+        h = self.embed(tokens)
+        if self.time_mlp is not None:
+            if t is None:
+                raise ValueError("this denoiser is time-conditioned: pass t (B,)")
+            t = torch.as_tensor(t, dtype=h.dtype, device=h.device).reshape(-1)
+            h = h + self.time_mlp(_sinusoidal(t.expand(h.shape[0]), h.shape[-1]))[:, None]
+        return self.trunk(h)
+
+
+class CausalTransformer(_Transformer):
+    """Autoregressive language model over V tokens: ``forward(tokens)`` gives the logits of
+    ``p(x_i | x_<i)`` at every position i (B, L, V); id V is the begin-of-sequence input."""
+
+    kind = "causal"
+    causal = True
+
+    def __init__(self, vocab_size: int, **kwargs: Any):
+        super().__init__(vocab_size, vocab_size + 1, **kwargs)
+
+    def forward(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
+        check_tokens(tokens, self.vocab_size, allow_mask=False)
+        bos = torch.full_like(tokens[:, :1], self.vocab_size)
+        return self.trunk(self.embed(torch.cat([bos, tokens[:, :-1]], 1)))
+
+    def log_prob(self, tokens: Tensor) -> Tensor:
+        """Exact log p(x) = sum_i log p(x_i | x_<i), (B,) in float32."""
+        logp = torch.log_softmax(self(tokens).float(), -1)
+        return logp.gather(-1, tokens[..., None])[..., 0].sum(-1)
+
+
+def _sinusoidal(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 like DDPM's timestep embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = 1000.0 * t[:, None].float() * freqs[None]
+    return torch.cat([args.cos(), args.sin()], -1).to(t.dtype)
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+TEXT_MODELS: dict[str, type[_Transformer]] = {
+    "diffusion": DiffusionTransformer,
+    "causal": CausalTransformer,
+}
+
+
+def build_text_model(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from its :meth:`config` (``{"kind": "diffusion" | "causal", ...}``)."""
+    spec = dict(config)
+    kind = spec.pop("kind", None)
+    if kind not in TEXT_MODELS:
+        raise ValueError(f"model kind must be one of {sorted(TEXT_MODELS)}, got {kind!r}")
+    vocab_size = spec.pop("vocab_size")
+    return TEXT_MODELS[kind](vocab_size, **spec)
