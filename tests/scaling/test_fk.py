@@ -1,0 +1,257 @@
+"""FK steering: resampling primitives, exactness against the tilted mixture, potentials that
+telescope, hook bookkeeping, batch invariance and errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from interpolant.data.oracles import GaussianMixture
+from interpolant.metrics import sliced_wasserstein
+from interpolant.paths import get_path
+from interpolant.scaling import (
+    FKSteering,
+    LinearReward,
+    QuadraticReward,
+    effective_sample_size,
+    fk_steer,
+    resample_indices,
+    take,
+    tilt,
+)
+from interpolant.solvers import sample
+
+D64 = torch.float64
+
+
+def three_modes() -> GaussianMixture:
+    means = torch.tensor([[-2.0, 0.0], [1.0, 1.5], [1.0, -1.5]], dtype=D64)
+    covs = 0.16 * torch.eye(2, dtype=D64).expand(3, 2, 2).clone()
+    return GaussianMixture(means, covs, torch.tensor([0.5, 0.3, 0.2]))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    mix = three_modes()
+    model = mix.model(get_path("linear"))
+    return mix, model
+
+
+def test_systematic_resampling_counts_are_floor_or_ceil():
+    g = torch.Generator().manual_seed(0)
+    logw = torch.randn(50, 7, generator=g, dtype=D64) * 2
+    idx = resample_indices(
+        logw, "systematic", [torch.Generator().manual_seed(i) for i in range(50)]
+    )
+    counts = torch.stack([torch.bincount(row, minlength=7) for row in idx])
+    expected = 7 * torch.softmax(logw, -1)
+    assert bool(((counts >= expected.floor()) & (counts <= expected.ceil())).all())
+
+
+def test_multinomial_resampling_frequencies():
+    logw = torch.log(torch.tensor([[0.1, 0.2, 0.7]], dtype=D64)).expand(4000, 3)
+    idx = resample_indices(logw, "multinomial", torch.Generator().manual_seed(1))
+    freq = torch.bincount(idx.flatten(), minlength=3).to(D64) / idx.numel()
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.7], dtype=D64), atol=0.01)
+    with pytest.raises(ValueError, match="resampler"):
+        resample_indices(logw, "stratified")
+
+
+def test_ess_and_take():
+    assert torch.allclose(effective_sample_size(torch.zeros(2, 5)), torch.tensor([5.0, 5.0]))
+    one_hot = torch.tensor([[0.0, -1e9, -1e9]])
+    assert float(effective_sample_size(one_hot)) == pytest.approx(1.0)
+    x0 = torch.arange(8.0).reshape(4, 2)
+    history = ((0.5, x0), {"a": torch.arange(4), "b": torch.zeros(3)}, [torch.tensor(2.0)])
+    index = torch.tensor([3, 3, 0, 1])
+    out = take(history, index, 4)
+    assert out[0][0] == 0.5 and torch.equal(out[0][1], x0[index])
+    assert torch.equal(out[1]["a"], index) and out[1]["b"].shape == (3,)
+    assert float(out[2][0]) == 2.0
+
+
+def test_fk_approaches_the_exact_tilted_target(setup):
+    # Distance to the exact tilted mixture falls with the number of particles, and the expected
+    # reward of the returned samples approaches the exact E_{p*}[r]. (The second-order SDE solver
+    # keeps the sampler's own bias small at 20 steps; its history is resampled too.)
+    mix, model = setup
+    reward, temperature = LinearReward([1.0, 0.5]), 1.0
+    target = tilt(mix, reward, temperature)
+    reference = target.mixture.sample(3000, torch.Generator().manual_seed(5))
+    distances, means = [], []
+    for k in (1, 4, 32):
+        out = fk_steer(
+            model,
+            reward,
+            k,
+            n=300,
+            shape=(2,),
+            steps=20,
+            solver="dpmpp_2m_sde",
+            grid="uniform",
+            temperature=temperature,
+            choose="sample",
+            seed=1,
+        )
+        distances.append(float(sliced_wasserstein(out.x, reference)))
+        means.append(float(out.rewards.mean()))
+    assert distances[0] > distances[1] > distances[2]
+    assert distances[2] < 0.2 * distances[0]
+    # Monte Carlo error of the mean: std(r) / sqrt(300) ~ 0.06; allow the sampler's bias too.
+    assert means[2] == pytest.approx(target.expected_reward, abs=0.15)
+    assert means[0] == pytest.approx(float(mix.means @ reward.a @ mix.weights), abs=0.2)
+
+
+@pytest.mark.parametrize("potential", ["diff", "max", "sum"])
+def test_potentials_multiply_to_the_terminal_tilt(setup, potential):
+    # Along every surviving path the product of the potentials is exp(r(x0) / T) exactly.
+    _, model = setup
+    reward, temperature = QuadraticReward([1.0, 1.0]), 0.7
+    steer = FKSteering(reward, 4, temperature=temperature, potential=potential, every=3)
+    x = sample(
+        model,
+        torch.randn(12, 2, dtype=D64, generator=torch.Generator().manual_seed(0)),
+        solver="ddim",
+        solver_options={"eta": 1.0},
+        steps=10,
+        grid="uniform",
+        hooks=[steer.capture],
+        step_hooks=[steer],
+        seed=0,
+    )
+    assert isinstance(x, torch.Tensor)
+    assert torch.allclose(steer.log_product, reward(x) / temperature, atol=1e-10)
+    assert steer.resample_steps == [3, 6, 9]
+    assert [s for s, _ in steer.ess_trace] == [3, 6, 9, 10]
+
+
+def test_ledger_counts_are_exact(setup):
+    _, model = setup
+    out = fk_steer(
+        model, LinearReward([1.0, 0.0]), 8, n=3, shape=(2,), steps=12, every=4, budget=8 * 12
+    )
+    assert out.ledger.model_evals == 3 * 8 * 12
+    # Weighting at steps 4, 8 and the final step 12: one reward per particle each.
+    assert out.ledger.reward_evals == 3 * 8 * 3
+    with pytest.raises(RuntimeError, match="budget"):
+        fk_steer(model, LinearReward([1.0, 0.0]), 8, n=3, shape=(2,), steps=12, budget=95)
+
+
+def test_infinite_temperature_with_ess_is_the_base_sampler(setup):
+    # lambda = 1 / T -> 0: weights stay uniform, ESS = K, nothing is resampled.
+    _, model = setup
+    noise = torch.randn(10, 2, dtype=D64, generator=torch.Generator().manual_seed(3))
+    solvers = (
+        ("ddim", {"eta": 1.0}),
+        ("dpmpp_2m_sde", {}),
+        ("sde_euler", {}),
+        ("pc", {"corrector": "ald"}),
+        ("heun", {"s_churn": 2.0, "s_tmax": 10.0}),  # churn needs alpha > 0
+    )
+    for solver, options in solvers:
+        base = sample(
+            model, noise, solver=solver, solver_options=options, steps=15, grid="uniform", seed=4
+        )
+        out = fk_steer(
+            model,
+            LinearReward([1.0, 0.0]),
+            5,
+            n=2,
+            noise=noise,
+            solver=solver,
+            solver_options=options,
+            steps=15,
+            temperature=1e12,
+            ess_threshold=0.5,
+            seed=4,
+        )
+        assert out.resample_steps == []
+        assert torch.equal(out.particles.reshape(10, 2), base)
+
+
+def test_resampled_copies_get_fresh_noise_and_history_follows(setup):
+    # A reward that singles out one particle: after the resampling at step 4 every slot holds
+    # the same state, yet the final samples differ (each slot keeps its own generator). The
+    # multistep SDE solver's history is resampled with the state, so a copy's next step uses
+    # its ancestor's previous x0 (checked by rerunning the ancestor alone from the copy).
+    _, model = setup
+    k = 6
+    noise = torch.randn(k, 2, dtype=D64, generator=torch.Generator().manual_seed(7))
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(state, node, ctx):
+        if state.step == 4:
+            seen["x"] = state.x.clone()
+            seen["x0_prev"] = state.history[-1][1].clone()
+        return state
+
+    steer = FKSteering(LinearReward([1.0, 0.0]), k, temperature=1e-6, at_steps=[4])
+    out = sample(
+        model,
+        noise,
+        solver="dpmpp_2m_sde",
+        steps=10,
+        grid="uniform",
+        hooks=[steer.capture],
+        step_hooks=[steer, record],
+        seed=0,
+    )
+    assert isinstance(out, torch.Tensor)
+    assert steer.resample_steps == [4]
+    assert torch.equal(seen["x"], seen["x"][:1].expand(k, 2))
+    assert torch.equal(seen["x0_prev"], seen["x0_prev"][:1].expand(k, 2))
+    assert float(torch.cdist(out, out).add(torch.eye(k, dtype=D64)).min()) > 1e-3
+
+
+def test_groups_are_independent_of_their_number(setup):
+    _, model = setup
+    kwargs = dict(
+        shape=(2,), steps=10, temperature=0.5, choose="sample", seed=2, resampler="multinomial"
+    )
+    small = fk_steer(model, LinearReward([1.0, 0.0]), 4, n=2, **kwargs)
+    large = fk_steer(model, LinearReward([1.0, 0.0]), 4, n=5, **kwargs)
+    assert torch.equal(small.x, large.x[:2])
+    assert torch.equal(small.particles, large.particles[:2])
+
+
+def test_argmax_choice_and_errors(setup):
+    _, model = setup
+    out = fk_steer(model, LinearReward([0.0, 1.0]), 6, n=3, shape=(2,), steps=8)
+    assert torch.equal(out.rewards, out.particle_rewards.max(1).values)
+    assert torch.allclose(out.rewards, out.x[:, 1])
+    with pytest.raises(ValueError, match="stochastic"):
+        fk_steer(model, LinearReward([1.0, 0.0]), 4, shape=(2,), solver="dpmpp_2m", steps=8)
+    steer = FKSteering(LinearReward([1.0, 0.0]), 2)
+    with pytest.raises(ValueError, match="stochastic"):
+        sample(
+            model,
+            torch.randn(4, 2),
+            solver="heun",
+            steps=4,
+            hooks=[steer.capture],
+            step_hooks=[steer],
+        )
+    with pytest.raises(ValueError, match="multiple of particles"):
+        sample(
+            model,
+            torch.randn(5, 2),
+            solver="ddim",
+            solver_options={"eta": 1.0},
+            steps=4,
+            hooks=[steer.capture],
+            step_hooks=[steer],
+        )
+    for bad in (
+        {"potential": "prod"},
+        {"temperature": 0.0},
+        {"every": 0},
+        {"ess_threshold": 1.5},
+        {"every": 2, "at_steps": [1]},
+    ):
+        with pytest.raises(ValueError):
+            FKSteering(LinearReward([1.0, 0.0]), 2, **bad)
+    with pytest.raises(ValueError, match="non-finite"):
+        fk_steer(model, lambda x: x[:, 0] / 0.0 * 0.0, 2, shape=(2,), steps=4)
+    assert math.isfinite(float(out.rewards.sum()))
