@@ -185,3 +185,22 @@ def test_nfe_bookkeeping_matches_the_model_calls(solver, options):
         result = sample(model, torch.zeros(2, 2), solver=obj, nfe=nfe, seed=0, return_result=True)
         steps = obj.steps_for_nfe(nfe)
         assert result.nfe == obj.nfe_for_steps(steps) <= nfe < obj.nfe_for_steps(steps + 1)
+
+
+def test_heun_churn_is_finite_on_a_path_with_alpha_zero_at_t1():
+    """On the linear path alpha(1) = 0: no churn at the first node (there is no noise to add),
+    churn at the later ones, and the result is finite."""
+    model = _three_modes().model(paths.Linear())
+    noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = sample(
+        model,
+        noise,
+        solver="heun",
+        steps=8,
+        grid="uniform",
+        seed=0,
+        solver_options={"s_churn": 10.0},
+    )
+    plain = sample(model, noise, solver="heun", steps=8, grid="uniform")
+    assert torch.isfinite(x).all()
+    assert not torch.allclose(x, plain)

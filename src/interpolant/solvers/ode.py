@@ -52,7 +52,9 @@ class Heun(Solver):
         return 2 * steps - 1
 
     def _gamma(self, now: Node, ctx: StepContext) -> float:
-        if self.s_churn > 0 and self.s_tmin <= now.edm_sigma <= self.s_tmax:
+        # No churn where alpha = 0 (sigma/alpha infinite): there is no more noise to add.
+        sigma = now.edm_sigma
+        if self.s_churn > 0 and math.isfinite(sigma) and self.s_tmin <= sigma <= self.s_tmax:
             return min(self.s_churn / ctx.n_steps, math.sqrt(2) - 1)
         return 0.0
 
