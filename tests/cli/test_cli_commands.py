@@ -221,3 +221,25 @@ def test_cfg_on_an_unconditional_run_is_a_clear_error(toy_run, tmp_path, capsys)
     code = main(["sample", str(toy_run), "-n", "4", "--out", str(tmp_path), "--guidance", "cfg:2"])
     assert code == 2
     assert "class-conditional" in capsys.readouterr().err
+
+
+def test_sample_with_search_and_fk_steering(toy_run, tmp_path, capsys):
+    """--search and --steer raise the mean reward over plain sampling and record the NFE."""
+    common = [str(toy_run), "-n", "16", "--nfe", "8", "--seed", "0", "--reward", "linear:1,0"]
+    runs = {
+        "random": ["--search", "random:4"],
+        "fk": ["--steer", "fk", "--particles", "4", "--temperature", "0.1"],
+    }
+    plain = main(["sample", str(toy_run), "-n", "16", "--nfe", "8", "--out", str(tmp_path / "p")])
+    assert plain == 0
+    base = np.load(tmp_path / "p" / "samples.npz")["samples"][:, 0].mean()
+    for name, extra in runs.items():
+        assert main(["sample", *common, *extra, "--out", str(tmp_path / name)]) == 0
+        meta = json.loads(str(np.load(tmp_path / name / "samples.npz")["meta"]))
+        assert meta["scaling"]["model_evals_per_sample"] >= 4 * 7
+        assert meta["scaling"]["mean_reward"] > base + 0.1
+    capsys.readouterr()
+    assert main(["sample", *common[:-2], "--search", "random:4"]) == 2
+    assert "need --reward" in capsys.readouterr().err
+    assert main(["sample", *common, "--steer", "fk", "--solver", "heun"]) == 2
+    assert "stochastic" in capsys.readouterr().err

@@ -138,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--guidance-reference", type=Path, metavar="RUN_DIR", help="autoguidance: the weaker run"
     )
+    g = p.add_argument_group("inference-time scaling (docs/howto/inference-scaling.md)")
+    g.add_argument(
+        "--search", metavar="METHOD[:N]", help="best_of_n:N, random:N, zero_order:K or paths:W"
+    )
+    g.add_argument("--steer", choices=["fk"], help="FK steering over a stochastic sampler")
+    g.add_argument("--particles", type=int, default=4, help="FK particles per sample")
+    g.add_argument(
+        "--reward",
+        metavar="SPEC",
+        help="classifier:C, linear:A;b=B, quadratic:C;q=Q, component:ORACLE:K or module:function",
+    )
+    g.add_argument("--budget", type=int, help="model evaluations per final sample (a cap)")
+    g.add_argument("--temperature", type=float, help="FK: target p(x) exp(r(x) / temperature)")
+    g.add_argument("--potential", choices=["diff", "max", "sum"], help="FK potential")
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
 
     from .inverse import add_parser as add_inverse
@@ -262,6 +276,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         settings["ema"] = False
     if args.float64:
         settings["float64"] = True
+    if args.search or args.steer or args.reward:
+        return _scaled_sample(args, settings)
     out = sample(
         args.run_dir,
         args.overrides,
@@ -283,6 +299,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"{out.x.shape[0]} samples from {out.meta['checkpoint']} "
         f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} {s['nfe']} NFE on the "
         f"{s['grid']} grid, seed {s['seed']}"
+    )
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    from ..api.runs import save_samples
+    from ..api.steering import scaled_sample
+
+    if not args.reward:
+        raise ValueError("--search and --steer need --reward SPEC")
+    if args.guidance or args.overrides or args.trajectories or args.float64 or args.raw_weights:
+        raise ValueError(
+            "--search/--steer do not combine with guidance, overrides, --trajectories, --float64 "
+            "or --raw-weights"
+        )
+    options = {
+        key: value
+        for key, value in (("temperature", args.temperature), ("potential", args.potential))
+        if value is not None
+    }
+    if options and not args.steer:
+        raise ValueError("--temperature and --potential are FK options: add --steer fk")
+    settings.pop("batch_size", None)
+    out = scaled_sample(
+        args.run_dir,
+        reward=args.reward,
+        search=args.search,
+        steer=args.steer,
+        particles=args.particles,
+        budget=args.budget,
+        device=args.device,
+        **settings,
+        **options,
+    )
+    paths = save_samples(out, args.out or args.run_dir / "samples")
+    s = out.meta["scaling"]
+    print(
+        f"{out.x.shape[0]} samples by {s['method']} toward {s['reward']}: mean reward "
+        f"{s['mean_reward']:.4g}, {s['model_evals_per_sample']:.0f} model evaluations per sample"
     )
     for path in paths.values():
         print(f"wrote {path}")
