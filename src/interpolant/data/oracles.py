@@ -106,6 +106,35 @@ class GaussianMixture:
 
         return convert(self.denoiser(x, t, path), "x0", "velocity", x.to(torch.float64), t, path)
 
+    def flow_map(self, x: Tensor, t_from: float, t_to: float, path: GaussianPath) -> Tensor:
+        """The exact probability-flow ODE solution from (x, t_from) to t_to for one Gaussian.
+
+        For x0 ~ N(mu, C), C = Q diag(lam) Q^T, the marginal of x_t is N(alpha mu, S_t) with
+        S_t = Q diag(alpha^2 lam + sigma^2) Q^T, and the probability-flow velocity is
+        alpha' mu + (S_t' / 2) S_t^{-1} (x - alpha mu). In eigen-coordinates y = Q^T (x - alpha mu)
+        every mode therefore obeys dy_k/dt = (m_k' / 2 m_k) y_k with m_k = alpha^2 lam_k + sigma^2,
+        whose solution is (Wang & Vastola 2023 for VE and VP; the same on any Gaussian path)
+
+            y_k(t_to) = sqrt(m_k(t_to) / m_k(t_from)) y_k(t_from).
+
+        High-variance modes (lam_k >> sigma^2) settle first: the outline before the details.
+        Needs one component (K = 1) and m_k(t_from) > 0; float64 inside, x's dtype out.
+        """
+        if self.means.shape[0] != 1:
+            raise ValueError(
+                f"flow_map needs a single Gaussian (K = 1), this mixture has {self.means.shape[0]}"
+            )
+        flat = x.to(torch.float64).reshape(x.shape[0], -1)
+        if flat.shape[1] != self.dim:
+            raise ValueError(f"x must have {self.dim} features per sample, got {flat.shape[1]}")
+        times = torch.tensor([float(t_from), float(t_to)], dtype=torch.float64)
+        a, s = path.alpha(times).tolist(), path.sigma(times).tolist()
+        lam, q, mu = (v[0].to(flat.device) for v in (self.eigvals, self.eigvecs, self.means))
+        m_from, m_to = a[0] ** 2 * lam + s[0] ** 2, a[1] ** 2 * lam + s[1] ** 2
+        y = (flat - a[0] * mu) @ q  # eigen-coordinates at t_from
+        y = y * torch.sqrt(m_to / m_from)
+        return (a[1] * mu + y @ q.T).reshape(x.shape).to(x.dtype)
+
     def model(self, path: GaussianPath, dtype: torch.dtype = torch.float64) -> Model:
         """This mixture's exact denoiser as a :class:`Model` predicting x0 on ``path``."""
 
@@ -113,6 +142,24 @@ class GaussianMixture:
             return self.denoiser(x, t.to(torch.float64), path).to(dtype)
 
         return Model(net, path, predicts="x0")
+
+
+def fit_gaussian(data: Tensor, floor: float = 1e-6) -> GaussianMixture:
+    """The Gaussian N(mean, covariance) of ``data`` (N, ...) as a one-component mixture.
+
+    Directions of zero variance (constant pixels) get ``floor`` times the mean variance, so the
+    covariance is positive definite; such a floor changes the fit by that relative amount only.
+    """
+    flat = torch.as_tensor(data).detach().to("cpu", torch.float64).reshape(len(data), -1)
+    if flat.shape[0] < 2:
+        raise ValueError(f"data must have at least 2 rows, got {flat.shape[0]}")
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    mean = flat.mean(0)
+    cov = torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
+    level = floor * max(float(torch.diagonal(cov).mean()), 1e-12)
+    cov = cov + level * torch.eye(flat.shape[1], dtype=torch.float64)
+    return GaussianMixture(mean[None], cov[None])
 
 
 def ring2d(n_modes: int = 8, radius: float = 2.0, std: float = 0.05) -> GaussianMixture:
