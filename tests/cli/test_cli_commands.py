@@ -229,6 +229,7 @@ def test_sample_with_search_and_fk_steering(toy_run, tmp_path, capsys):
     runs = {
         "random": ["--search", "random:4"],
         "fk": ["--steer", "fk", "--particles", "4", "--temperature", "0.1"],
+        "rbf": ["--steer", "rbf", "--budget", "40"],
     }
     plain = main(["sample", str(toy_run), "-n", "16", "--nfe", "8", "--out", str(tmp_path / "p")])
     assert plain == 0

@@ -12,7 +12,7 @@ import torch
 from .runs import LoadedRun, Samples, _classes_of, load_run
 
 #: Steering methods of ``--steer``.
-STEER_METHODS = ("fk",)
+STEER_METHODS = ("fk", "rbf")
 
 
 def scaled_sample(
@@ -33,7 +33,8 @@ def scaled_sample(
     **options: Any,
 ) -> Samples:
     """``n`` samples of a run chosen by a search method (``search="random:8"``, ``"best_of_n:8"``,
-    ``"zero_order:4"``, ``"paths:4"``) or steered with FK (``steer="fk"``, ``particles`` K)
+    ``"zero_order:4"``, ``"paths:4"``), steered with FK (``steer="fk"``, ``particles`` K) or
+    with rollover budget forcing (``steer="rbf"``, ``budget`` required, ``nfe`` its steps)
     toward a reward spec (``"classifier:3"``, ``"linear:1,0"``, ``"module:function"``; see
     :func:`interpolant.scaling.reward_from_spec`).
 
@@ -42,7 +43,7 @@ def scaled_sample(
     sample; ``options`` go to the method (``temperature``, ``potential``, ``neighbors``, ...).
     The result's ``meta["scaling"]`` records the rewards and the evaluations spent.
     """
-    from ..scaling import fk_steer, reward_from_spec
+    from ..scaling import fk_steer, rbf_sample, reward_from_spec
     from ..scaling import search as run_search
 
     if (search is None) == (steer is None):
@@ -78,6 +79,25 @@ def scaled_sample(
             loaded.model, search, fn, solver=solver or settings.solver, **common, **options
         )
         method = search
+    elif steer == "rbf":
+        if budget is None:
+            raise ValueError("--steer rbf needs --budget NFE (model evaluations per sample)")
+        if solver is not None:
+            raise ValueError("--steer rbf uses its own SDE sampler; drop --solver")
+        steps = max(2, (nfe or settings.nfe))
+        result = rbf_sample(
+            loaded.model,
+            fn,
+            budget,
+            shape,
+            n=n,
+            steps=steps,
+            seed=seed,
+            cond=cond,
+            device=next(loaded.model.parameters()).device,
+            **options,
+        )
+        method = f"rbf (budget {budget})"
     else:
         if solver is not None:
             common["solver"] = solver

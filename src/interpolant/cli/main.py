@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--search", metavar="METHOD[:N]", help="best_of_n:N, random:N, zero_order:K or paths:W"
     )
-    g.add_argument("--steer", choices=["fk"], help="FK steering over a stochastic sampler")
+    g.add_argument(
+        "--steer", choices=["fk", "rbf"], help="FK steering, or RBF (rollover budget forcing)"
+    )
     g.add_argument("--particles", type=int, default=4, help="FK particles per sample")
     g.add_argument(
         "--reward",
