@@ -22,6 +22,7 @@ from .layers import (
     FinalLayer,
     LabelEmbedding,
     PatchEmbed,
+    SkippableBlocks,
     TimestepEmbedding,
     attention,
     check_input,
@@ -66,7 +67,7 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-class DiT(Backbone):
+class DiT(Backbone, SkippableBlocks):
     """DiT backbone ``net(x, t, class_labels=None, generator=None) -> tensor shaped like x``.
 
     Args:
@@ -81,6 +82,9 @@ class DiT(Backbone):
         pos_embed: "sincos" (fixed, as in the paper) or "learned".
         qk_norm: RMS-normalise q and k per head (not in the paper; stabilises bf16).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+
+    Transformer blocks listed in ``skip_blocks`` (default none) run as the identity
+    (:class:`~interpolant.models.layers.SkippableBlocks`); every block is skippable.
     """
 
     registry_name = "dit"
@@ -143,6 +147,10 @@ class DiT(Backbone):
         self.final = FinalLayer(hidden_size, patch_size * patch_size * in_channels)
         init_embeddings(self.time_embed, self.label_embed)
 
+    @property
+    def skippable_blocks(self) -> tuple[int, ...]:
+        return tuple(range(len(self.blocks)))
+
     def forward(
         self,
         x: Tensor,
@@ -156,7 +164,8 @@ class DiT(Backbone):
         if y is not None:
             c = c + y
         tokens = self.patch_embed(x) + self.pos_embed
-        for block in self.blocks:
-            tokens = block(tokens, c)
+        for i, block in enumerate(self.blocks):
+            if i not in self._skip_blocks:
+                tokens = block(tokens, c)
         out = self.final(tokens, c)
         return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)

@@ -57,6 +57,39 @@ class Backbone(nn.Module):
         return {"name": self.registry_name, **self.config}
 
 
+class SkippableBlocks:
+    """Training-free block skipping (AutoDiffusion, Li et al. 2023, sec. 3.3): blocks whose
+    indices are in ``skip_blocks`` run as the identity. Default: nothing skipped, so the forward
+    pass is unchanged. ``skippable_blocks`` lists the indices whose input and output shapes
+    match (the only blocks that can be replaced by the identity); setting ``skip_blocks`` to any
+    other index raises. AutoDiffusion varies the set per sampling step: see
+    :func:`interpolant.scaling.autodiffusion.skipping`.
+    """
+
+    _skip_blocks: frozenset[int] = frozenset()
+
+    @property
+    def skippable_blocks(self) -> tuple[int, ...]:
+        """Indices of the blocks that may be skipped."""
+        raise AttributeError(f"{type(self).__name__} defines no skippable blocks")
+
+    @property
+    def skip_blocks(self) -> frozenset[int]:
+        """The indices of the blocks currently run as the identity (empty by default)."""
+        return self._skip_blocks
+
+    @skip_blocks.setter
+    def skip_blocks(self, blocks: Any) -> None:
+        chosen = frozenset(int(b) for b in blocks)
+        bad = sorted(chosen - set(self.skippable_blocks))
+        if bad:
+            raise ValueError(
+                f"skip_blocks {bad} are not skippable blocks of {type(self).__name__}; "
+                f"choose from {list(self.skippable_blocks)}"
+            )
+        object.__setattr__(self, "_skip_blocks", chosen)
+
+
 def image_size_hw(image_size: int | tuple[int, int] | list[int], argument: str) -> tuple[int, int]:
     """Normalise an image size given as ``s`` or ``(h, w)``."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)

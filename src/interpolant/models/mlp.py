@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Backbone, LabelEmbedding, TimestepEmbedding, optional_labels, time_batch
+from .layers import (
+    Backbone,
+    LabelEmbedding,
+    SkippableBlocks,
+    TimestepEmbedding,
+    optional_labels,
+    time_batch,
+)
 
 
 class ResidualBlock(nn.Module):
@@ -33,7 +40,7 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(self.dropout(z))
 
 
-class MLP(Backbone):
+class MLP(Backbone, SkippableBlocks):
     """MLP backbone ``net(x, t, class_labels=None, generator=None) -> tensor shaped like x``.
 
     Args:
@@ -46,6 +53,9 @@ class MLP(Backbone):
         emb_dim: time/class embedding size (default: width).
         num_classes, class_dropout_prob: optional class conditioning (see LabelEmbedding).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+
+    Residual blocks listed in ``skip_blocks`` (default none) run as the identity
+    (:class:`~interpolant.models.layers.SkippableBlocks`); every block is skippable.
     """
 
     registry_name = "mlp"
@@ -93,6 +103,10 @@ class MLP(Backbone):
         nn.init.zeros_(self.fc_out.weight)
         nn.init.zeros_(self.fc_out.bias)
 
+    @property
+    def skippable_blocks(self) -> tuple[int, ...]:
+        return tuple(range(len(self.blocks)))
+
     def forward(
         self,
         x: Tensor,
@@ -109,6 +123,7 @@ class MLP(Backbone):
         y = optional_labels(self.label_embed, class_labels, x.shape[0], x.device, generator)
         emb = F.silu(emb if y is None else emb + y)
         h = self.fc_in(x.reshape(x.shape[0], self.dim))
-        for block in self.blocks:
-            h = block(h, emb)
+        for i, block in enumerate(self.blocks):
+            if i not in self._skip_blocks:
+                h = block(h, emb)
         return self.fc_out(F.silu(self.norm_out(h))).reshape(x.shape)

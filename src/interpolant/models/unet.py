@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .layers import (
     Backbone,
     LabelEmbedding,
+    SkippableBlocks,
     TimestepEmbedding,
     attention,
     check_input,
@@ -98,7 +99,7 @@ class Level(nn.Module):
         return x if self.attn is None else self.attn(x)
 
 
-class UNet(Backbone):
+class UNet(Backbone, SkippableBlocks):
     """UNet backbone ``net(x, t, class_labels=None, generator=None) -> tensor shaped like x``.
 
     Args:
@@ -114,6 +115,12 @@ class UNet(Backbone):
         dropout: dropout inside the resblocks.
         num_classes, class_dropout_prob: optional class conditioning (see LabelEmbedding).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+
+    Block skipping (:class:`~interpolant.models.layers.SkippableBlocks`): the blocks are the
+    resblock(+attention) levels numbered in forward order (encoder, middle, decoder); those with
+    equal input and output channels (encoder and middle levels without a channel change) are
+    skippable and run as the identity when listed in ``skip_blocks`` (default none). Decoder
+    levels consume a skip connection and change the channels, so they always run.
     """
 
     registry_name = "unet"
@@ -214,6 +221,11 @@ class UNet(Backbone):
         self.norm_out = group_norm(ch)
         self.conv_out = zero(nn.Conv2d(ch, in_channels, 3, padding=1))
 
+    @property
+    def skippable_blocks(self) -> tuple[int, ...]:
+        levels = [m for m in (*self.down, *self.mid, *self.up) if isinstance(m, Level)]
+        return tuple(i for i, m in enumerate(levels) if isinstance(m.res.skip, nn.Identity))
+
     def forward(
         self,
         x: Tensor,
@@ -228,11 +240,17 @@ class UNet(Backbone):
             emb = emb + y
         h = self.conv_in(x)
         skips = [h]
+        skip, level = self._skip_blocks, 0  # level: index of the next Level in forward order
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, Level) else layer(h)
+            if not isinstance(layer, Level):
+                h = layer(h)
+            else:
+                h = h if level in skip else layer(h, emb)
+                level += 1
             skips.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = h if level in skip else layer(h, emb)
+            level += 1
         for layer in self.up:
             if isinstance(layer, Level):
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)

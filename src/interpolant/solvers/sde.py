@@ -100,6 +100,13 @@ def _per_sample_norm(v: Tensor) -> Tensor:
 CORRECTORS = ("langevin", "ald")
 
 
+def langevin_move(x: Tensor, step_size: Tensor | float, drift: Tensor, z: Tensor) -> Tensor:
+    """One Langevin step ``x + e drift + sqrt(2 e) z`` (e a float or per-sample tensor)."""
+    if isinstance(step_size, Tensor):
+        return x + step_size * drift + torch.sqrt(2.0 * step_size) * z
+    return x + step_size * drift + math.sqrt(2.0 * step_size) * z
+
+
 @register
 class PredictorCorrector(Solver):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1 and App. G; score_sde's
@@ -177,14 +184,17 @@ class PredictorCorrector(Solver):
             # Langevin corrector step at the new node.
             score = ctx.evaluate(x, nxt).score
             z = ctx.noise(x)
-            if self.corrector == "langevin":
-                ratio = _per_sample_norm(z) / _per_sample_norm(score).clamp_min(1e-30)
-                step_size = 2.0 * retention * (self.snr * ratio) ** 2
-                x = x + step_size * score + torch.sqrt(2.0 * step_size) * z
-            else:
-                step_size_t = 2.0 * retention * (self.snr * nxt.sigma) ** 2
-                x = x + step_size_t * score + math.sqrt(2.0 * step_size_t) * z
+            x = langevin_move(x, self.corrector_step_size(score, z, nxt, retention), score, z)
         return state.replace(x=x)
+
+    def corrector_step_size(
+        self, score: Tensor, z: Tensor, node: Node, retention: float
+    ) -> Tensor | float:
+        """The Langevin step size e at ``node`` (per sample for "langevin", see the class doc)."""
+        if self.corrector == "langevin":
+            ratio = _per_sample_norm(z) / _per_sample_norm(score).clamp_min(1e-30)
+            return 2.0 * retention * (self.snr * ratio) ** 2
+        return 2.0 * retention * (self.snr * node.sigma) ** 2
 
     def config(self) -> dict[str, Any]:
         predictor = self.predictor.config()

@@ -114,6 +114,37 @@ class GridSearchResult:
     trace: list[float] = field(default_factory=list)
 
 
+def sample_on_grid(
+    model: Model,
+    noise: Tensor,
+    grid: Tensor,
+    *,
+    solver: Solver,
+    t_max: float = 1.0,
+    solver_dtype: torch.dtype | None = torch.float64,
+    cond: dict[str, Any] | None = None,
+    seed: int | Sequence[int] | None = None,
+) -> Tensor | None:
+    """The float64 sample of ``solver`` from ``noise`` on a candidate ``grid``, or None when
+    the run diverges (non-finite values): the fitness evaluation shared by the grid searches
+    (this module's Nelder-Mead, :mod:`interpolant.scaling.autodiffusion`'s evolution)."""
+    from .loop import sample
+
+    x = sample(
+        model,
+        noise,
+        solver=solver,
+        grid=grid,
+        t_max=t_max,
+        solver_dtype=solver_dtype,
+        cond=cond,
+        seed=seed,
+    )
+    assert isinstance(x, Tensor)
+    x = x.to(torch.float64)
+    return x if bool(torch.isfinite(x).all()) else None
+
+
 def nelder_mead(
     f: Callable[[list[float]], float], x0: Sequence[float], step: float, budget: int
 ) -> tuple[list[float], float, int]:
@@ -191,8 +222,6 @@ def search_grid(
         A :class:`GridSearchResult`; ``result.grid`` goes to ``sample(..., grid=result.grid)``
         and ``result.density.times(path, steps)`` gives the family's grid for other budgets.
     """
-    from .loop import sample
-
     if knots < 2:
         raise ValueError(f"knots must be >= 2, got {knots}")
     if budget < knots + 2:
@@ -215,17 +244,12 @@ def search_grid(
             t = density.times(model.path, steps, t_max)
         except ValueError:
             return math.inf
-        x = sample(
-            model,
-            noise,
-            solver=solver_obj,
-            grid=t,
-            t_max=t_max,
-            solver_dtype=solver_dtype,
-            cond=cond,
+        x = sample_on_grid(
+            model, noise, t, solver=solver_obj, t_max=t_max, solver_dtype=solver_dtype, cond=cond
         )
-        assert isinstance(x, Tensor)
-        err = float((x.to(torch.float64) - reference).square().mean().sqrt())
+        if x is None:
+            return math.inf
+        err = float((x - reference).square().mean().sqrt())
         return err if math.isfinite(err) else math.inf
 
     def objective(params: list[float]) -> float:
