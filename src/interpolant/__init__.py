@@ -8,13 +8,36 @@ Convention: t in [0, 1], t = 0 is data, t = 1 the source. See docs/concepts.md.
     result = ip.likelihood(model, x_data)
 """
 
-from . import adapters, data, losses, metrics, models, paths, predictions, solvers
+from . import (
+    adapters,
+    data,
+    guidance,
+    inverse,
+    losses,
+    metrics,
+    models,
+    paths,
+    predictions,
+    scaling,
+    solvers,
+)
 from .paths import get_path
 from .predictions import KINDS, Model, Preconditioned, Prediction, convert
 from .solvers import log_likelihood as likelihood
 from .solvers import sample
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The text package loads the trainer and (on use) the optional tokenizers library: import it
+    # on first access (``ip.text``) rather than with the package.
+    if name == "text":
+        import importlib
+
+        return importlib.import_module(".text", __name__)
+    raise AttributeError(f"module 'interpolant' has no attribute {name!r}")
+
 
 __all__ = [
     "KINDS",
@@ -26,6 +49,8 @@ __all__ = [
     "convert",
     "data",
     "get_path",
+    "guidance",
+    "inverse",
     "likelihood",
     "losses",
     "metrics",
@@ -33,5 +58,7 @@ __all__ = [
     "paths",
     "predictions",
     "sample",
+    "scaling",
     "solvers",
+    "text",
 ]
