@@ -44,7 +44,8 @@ Peers, driven by the same exact model:
 NFE: every method gets the most steps whose model evaluations do not exceed the budget (Heun-type
 methods use 2n - 1 for n steps); the JSON records the NFE used.
 
-Ours: every registered deterministic solver with its defaults (and unipc order 3) on the paths
+Ours: every registered deterministic solver with its defaults (and unipc with order 3 and with
+B(h) = h, "bh1") on the paths
 EDM, VP and Linear with the grids uniform, karras, logsnr and shift; plus "searched" grids
 (``interpolant.solvers.search``) for adams (order 3) and unipc (order 2) on the EDM path: the
 grid family (a density over logsnr) is searched at NFE 10 and at NFE 20 on separate calibration
@@ -53,6 +54,15 @@ budget up to 20 uses the family searched at the nearer of the two (NFE 4-10: the
 family; 15 and 20: the NFE-20 one). A family keeps its last noise level sigma_min, which should
 shrink with the budget, so NFE 50 has no searched grid. The evaluation noise above is never seen
 by the search, so the searched grids' errors measure what transfers to new noise.
+
+Diagnosis (``results.<oracle>.diagnosis.<nfe>``, NFE 10 and 20): for our best run on the EDM
+path, the endpoint error split into the high-variance directions of the nearest component (data
+variance > 1e-2) and the rest, and what each step adds to the endpoint error (the exact flow of
+each node's state to the data, on the first 64 evaluation draws). On lowrank64 at NFE 10 it
+shows that the last step, the denoising jump from the searched grid's last noise level (~0.4)
+to 0, adds ~1e-2, nearly all of it in the 60 directions of variance 1e-4 per component (std
+0.01): those directions only settle at noise levels ~0.01, so a grid that does not evaluate the
+model there leaves an error of about their std, whatever the solver.
 
 Run ``python benchmarks/sampler_oracle.py`` (``--quick`` for a smoke run); results go to
 ``benchmarks/results/sampler_oracle.json``.
@@ -90,7 +100,9 @@ HEADLINE_NFES = (10, 20)
 PATHS = {"edm": EDM, "vp": VPLinear, "linear": Linear}
 GRIDS = ("uniform", "karras", "logsnr", "shift")
 #: Option variants run besides each solver's defaults.
-SOLVER_VARIANTS: dict[str, list[dict[str, Any]]] = {"unipc": [{"order": 3}]}
+SOLVER_VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "unipc": [{"order": 3}, {"variant": "bh1"}, {"order": 3, "variant": "bh1"}]
+}
 #: Solvers whose grids are searched (on the EDM path).
 SEARCHED = (("adams", {"order": 3}), ("unipc", {"order": 2}))
 #: Budgets at which grids are searched; the others use the family searched at the nearest one.
@@ -354,6 +366,123 @@ def searched_grids(
     return out
 
 
+# -- diagnosis -------------------------------------------------------------------------------
+
+#: Data directions with a variance above this are "resolved" in the error split (lowrank64: the
+#: rank-4 directions of variance ~4 against the 1e-4 floor; ring2d has none).
+RESOLVED_VARIANCE = 1e-2
+#: Samples (the first of the evaluation noise) and tolerance of the per-step diagnosis.
+DIAGNOSIS_SAMPLES, DIAGNOSIS_RTOL = 64, 1e-9
+
+
+def error_split(gmm: GaussianMixture, x: Tensor, ref: Tensor) -> dict[str, float]:
+    """RMSE per dimension of x - ref split into the directions of the nearest component (at the
+    reference) whose data variance exceeds RESOLVED_VARIANCE, and the rest (the "floor")."""
+    err = (x.to(torch.float64) - ref).reshape(ref.shape[0], -1)
+    comp = gmm.posterior_weights(ref, torch.zeros(ref.shape[0], dtype=torch.float64), EDM())
+    k = comp.argmax(1)
+    keep = (gmm.eigvals[k] > RESOLVED_VARIANCE).to(torch.float64)  # (B, d) eigen-directions
+    coords = torch.einsum("bdj,bd->bj", gmm.eigvecs[k], err)
+    resolved = float((coords.square() * keep).sum() / err.numel())
+    total = float(err.square().mean())
+    return {"resolved": math.sqrt(resolved), "floor": math.sqrt(max(total - resolved, 0.0))}
+
+
+def step_contributions(
+    problem: Problem, solver: str, options: dict[str, Any], grid: Tensor
+) -> dict[str, Any]:
+    """Where the endpoint error of one run on the EDM path comes from (Lady Windermere's fan).
+
+    With x_i the run's state at node i and F_i the exact flow from node i to the data, the
+    endpoint error is the sum over steps of F_{i+1}(x_{i+1}) - F_i(x_i): what step i adds, as
+    seen at the end. For UniPC x_i is the corrected state (the corrector of step i runs at the
+    start of step i + 1 and is kept in its history), so each step is charged with its own
+    predictor and corrector. Other solvers with a corrector (adams) keep only the predicted
+    state, so a step's predictor error and the next step's correction appear as two large
+    terms of opposite sign. Flows are float64 Dormand-Prince in the angle variable.
+    """
+    z = problem.z[:DIAGNOSIS_SAMPLES]
+    model = oracle_model(problem.gmm, EDM())
+    field, _, _ = angle_field(model, 1.0)
+    path = model.path
+    states: list[Tensor] = []
+
+    def record(state: ip.solvers.State, node: Any, ctx: Any) -> ip.solvers.State:
+        if solver == "unipc" and state.history and len(states) > 1:
+            states[-1] = state.history[0]  # the corrected state at the step's start
+        states.append(state.x)
+        return state
+
+    x_start = z * float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
+    states.append(x_start)
+    ip.sample(
+        model,
+        z,
+        solver=solver,
+        solver_options=options,
+        grid=grid,
+        solver_dtype=torch.float64,
+        step_hooks=[record],
+    )
+    sigmas = [
+        float(path.edm_sigma(torch.tensor(t, dtype=torch.float64))) if t > 0 else 0.0
+        for t in grid.tolist()
+    ]
+    thetas = [math.atan(s) for s in sigmas]
+    ends = []
+    for x, sigma, theta in zip(states, sigmas, thetas):
+        r = math.hypot(1.0, sigma)  # EDM: alpha = 1
+        ends.append(odeint_dopri5(field, x / r, theta, 0.0, DIAGNOSIS_RTOL, DIAGNOSIS_RTOL)[0])
+    exact = ends[0]
+    return {
+        "samples": z.shape[0],
+        "rmse": rmse(ends[-1], exact),
+        "split": error_split(problem.gmm, ends[-1], exact),
+        "steps": [
+            {
+                "sigma_from": sigmas[i],
+                "sigma_to": sigmas[i + 1],
+                "endpoint_rmse": rmse(ends[i + 1], ends[i]),
+                "split": error_split(problem.gmm, ends[i + 1] + exact - ends[i], exact),
+            }
+            for i in range(len(sigmas) - 1)
+        ],
+    }
+
+
+def diagnose(
+    problem: Problem, result: dict[str, Any], nfe: int, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Per-step error contributions of our best EDM-path run at ``nfe`` (None if it is not on
+    the EDM path)."""
+    method = best(result["ours"], nfe)[0]
+    solver_label, grid_name, path_name = (s.strip() for s in method.split("|"))
+    if path_name != "edm":
+        return None
+    name, *opts = solver_label.split()
+    options: dict[str, Any] = {}
+    for opt in opts:
+        key, value = opt.split("=")
+        options[key] = int(value) if value.isdigit() else value
+    if grid_name == "searched":
+        grid = torch.tensor(
+            result["search"]["grids"][f"{solver_label}|{nfe}"]["grid_t"], dtype=torch.float64
+        )
+    else:
+        steps = ip.solvers.get_solver(name, **options).steps_for_nfe(nfe)
+        grid = ip.solvers.get_grid(grid_name, EDM(), steps)
+    begin = time.perf_counter()
+    out = {"method": method, "nfe": nfe, **step_contributions(problem, name, options, grid)}
+    worst = max(out["steps"], key=lambda s: s["endpoint_rmse"])
+    log(
+        f"  {problem.name} NFE {nfe} {method}: rmse {out['rmse']:.2e} (resolved directions "
+        f"{out['split']['resolved']:.2e}, floor {out['split']['floor']:.2e}); largest step "
+        f"sigma {worst['sigma_from']:.3g} -> {worst['sigma_to']:.3g}: "
+        f"{worst['endpoint_rmse']:.2e} ({time.perf_counter() - begin:.0f}s)"
+    )
+    return out
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -418,13 +547,17 @@ def evaluate(
                 "ratio_fixed_grid": fixed_rmse / peer_rmse,
             }
         )
-    return {
+    out = {
         "ours": ours,
         "peers": peers,
         "search": search,
         "headline": headline,
         "reference_seconds": problem.reference_seconds,
     }
+    out["diagnosis"] = {
+        str(nfe): diagnose(problem, out, nfe, log) for nfe in HEADLINE_NFES if nfe in nfes
+    }
+    return out
 
 
 def print_tables(name: str, result: dict[str, Any], nfes: tuple[int, ...]) -> None:

@@ -106,6 +106,7 @@ def test_smallest_budgets_that_work():
         ("unipc", {"order": 4}, "order must be 1, 2 or 3"),
         ("unipc", {"order": True}, "order must be 1, 2 or 3"),
         ("unipc", {"use_corrector": 1}, "use_corrector must be a bool"),
+        ("unipc", {"variant": "bh3"}, "variant must be 'bh1' or 'bh2'"),
         ("sde_euler", {"eps": -0.5}, "eps must be a finite number >= 0"),
         ("sde_euler", {"eps": math.inf}, "eps must be a finite number >= 0"),
         ("sde_euler", {"eps": "high"}, "eps must be a float >= 0 or a callable"),

@@ -78,12 +78,16 @@ def _rms_error(setup, solver: str, steps: int, **options) -> float:
 CASES = [
     ("euler", {}, 1.0),
     ("heun", {}, 2.0),
+    ("midpoint", {}, 2.0),
     ("ddim", {}, 1.0),
     ("dpmpp_2m", {}, 2.0),
     ("dpmpp_3m", {"lower_order_final": False}, 3.0),
     ("unipc", {"order": 2, "lower_order_final": False}, 3.0),
     ("unipc", {"order": 3, "lower_order_final": False}, 4.0),
     ("unipc", {"order": 3, "lower_order_final": False, "use_corrector": False}, 3.0),
+    # B(h) = h ("bh1") changes the coefficients, not the order (Zhao et al. 2023, Thm. 3.3).
+    ("unipc", {"order": 2, "lower_order_final": False, "variant": "bh1"}, 3.0),
+    ("unipc", {"order": 3, "lower_order_final": False, "variant": "bh1"}, 4.0),
 ]
 
 
@@ -171,13 +175,15 @@ def test_multistep_step_is_exact_for_polynomial_x0(solver, options, degree):
         assert (err < 1e-13) == exact, f"{solver} degree {deg}: error {err:.2e}"
 
 
-def test_unic_corrector_is_exact_one_degree_higher():
+@pytest.mark.parametrize("variant", ["bh2", "bh1"])
+def test_unic_corrector_is_exact_one_degree_higher(variant):
     # UniC-3 also uses the prediction at the new node: exact for x0 cubic in lambda when the
-    # step's start is exact, where the predictor UniP-3 alone is not.
+    # step's start is exact, where the predictor UniP-3 alone is not. Either B(h) (bh1, bh2):
+    # the rho solve matches the Taylor terms whatever B(h) is.
     nodes = [node_at(paths.VPLinear(), t) for t in (*TIMES, 0.4)]
     x0_of_lambda = _polynomial(3)
     x = torch.tensor([[0.3]], dtype=torch.float64)
-    solver = get_solver("unipc", order=3, lower_order_final=False)
+    solver = get_solver("unipc", order=3, lower_order_final=False, variant=variant)
     states = _run_steps(solver, nodes[:-1], x0_of_lambda, x)
     _, order_used, outputs, prev = states[-1].history
     assert order_used == 3 and prev == nodes[2]
@@ -190,7 +196,9 @@ def test_unic_corrector_is_exact_one_degree_higher():
     corrected = solver.step(state, pred, nodes[3], nodes[4], _ctx(3)).history[0]
     assert abs(float(corrected) - want) < 1e-13
     # UniP-3 alone from the same exact start is not exact for a cubic.
-    no_corrector = get_solver("unipc", order=3, lower_order_final=False, use_corrector=False)
+    no_corrector = get_solver(
+        "unipc", order=3, lower_order_final=False, use_corrector=False, variant=variant
+    )
     m2 = torch.full_like(x, float(x0_of_lambda(0.5 * nodes[2].logsnr)))
     pred2 = Prediction(exact_start, nodes[2].t, "x0", m2, nodes[2].coeffs)
     start = states[-2].replace(x=exact_start)

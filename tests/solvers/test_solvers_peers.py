@@ -79,6 +79,35 @@ def test_matches_diffusers(peer, peer_options, solver, options, steps):
         torch.testing.assert_close(ours, expected, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_bh1_matches_diffusers(order):
+    # diffusers' bh1 step to sigma = 0 is 0 * inf = nan (B(h) = h_hat is infinite there), so
+    # both end at diffusers' last nonzero noise level ("sigma_min").
+    diffusers = pytest.importorskip("diffusers")
+    gm, path = _oracle(), paths.VPLinear(beta_max=25.0)
+    noise = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for n in (5, 10):
+        scheduler = diffusers.UniPCMultistepScheduler(
+            prediction_type="sample",
+            final_sigmas_type="sigma_min",
+            solver_order=order,
+            solver_type="bh1",
+        )
+        scheduler.set_timesteps(n)
+        grid = path.t_of_logsnr(-2.0 * torch.log(scheduler.sigmas.to(torch.float64)))
+        x = (noise * float(path.sigma(grid[:1])[0])).float()
+        for i, timestep in enumerate(scheduler.timesteps):
+            x0 = gm.denoiser(x.double(), _times(grid[i], x), path).float()
+            x = scheduler.step(x0, timestep, x).prev_sample
+        options = {"order": order, "variant": "bh1"}
+        ours = sample(gm.model(path), noise, solver="unipc", grid=grid, solver_options=options)
+        torch.testing.assert_close(ours, x.double(), rtol=0, atol=2e-6)
+        bh2 = sample(
+            gm.model(path), noise, solver="unipc", grid=grid, solver_options={"order": order}
+        )
+        assert float((bh2 - ours).abs().max()) > 1e-4  # the variants differ
+
+
 def test_dpmpp_3m_differs_from_diffusers_where_it_takes_third_order_steps():
     diffusers = pytest.importorskip("diffusers")
     gm, path = _oracle(), paths.VPLinear(beta_max=25.0)

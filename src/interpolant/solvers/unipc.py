@@ -36,15 +36,19 @@ from .dpm import check_multistep_nfe
 Output = tuple[float, Tensor]
 
 
-def _rho(h: float, rks: list[float], order: int, corrector: bool) -> tuple[list[float], float]:
-    """The UniP (``corrector=False``) or UniC coefficients rho and B(h) for one step (bh2).
+def _rho(
+    h: float, rks: list[float], order: int, corrector: bool, variant: str = "bh2"
+) -> tuple[list[float], float]:
+    """The UniP (``corrector=False``) or UniC coefficients rho and B(h) for one step.
 
     ``rks`` are r_i = (lambda_i - lambda_0) / h of the order - 1 earlier outputs; UniC has one
-    more coefficient, for the new output (m' - m_0).
+    more coefficient, for the new output (m' - m_0). ``variant`` picks B(h): "bh2" is
+    e^{h_hat} - 1, "bh1" is h_hat (Zhao et al. 2023, sec. 3.3; both keep the order).
     """
     hh = -h  # h_hat: the data-prediction form integrates in -lambda
-    b_h = math.expm1(hh)  # B(h) = e^{h_hat} - 1 ("bh2"), also h_hat phi_1(h_hat)
-    h_phi_k = b_h / hh - 1.0  # h_hat phi_2(h_hat), then the next phi_k by recursion
+    h_phi_1 = math.expm1(hh)  # h_hat phi_1(h_hat) = e^{h_hat} - 1
+    b_h = h_phi_1 if variant == "bh2" else hh
+    h_phi_k = h_phi_1 / hh - 1.0  # h_hat phi_2(h_hat), then the next phi_k by recursion
     factorial = 1
     b = []
     for i in range(1, order + 1):
@@ -72,6 +76,7 @@ def _update(
     nxt: Node,
     order: int,
     model_next: Tensor | None,
+    variant: str = "bh2",
 ) -> Tensor:
     """UniP-order from (x, now) to nxt (``model_next`` None) or UniC-order (``model_next`` the
     data prediction at nxt at the predictor's result); ``outputs[-1]`` is the prediction at now."""
@@ -81,7 +86,7 @@ def _update(
     base = ratio * x + (nxt.alpha * one_minus_exp) * m0
     earlier = outputs[-order:-1][::-1]  # m_1, m_2, ... (newest first)
     rks = [0.5 * (logsnr_i - logsnr0) / h for logsnr_i, _ in earlier]
-    rho, b_h = _rho(h, rks, order, corrector=model_next is not None)
+    rho, b_h = _rho(h, rks, order, corrector=model_next is not None, variant=variant)
     residual = torch.zeros_like(x)
     for rho_i, rk, (_, m_i) in zip(rho, rks, earlier):
         residual = residual + (rho_i / rk) * (m_i - m0)
@@ -105,14 +110,42 @@ class UniPC(Solver):
     Warm-up: step k uses order min(p, k + 1). With ``lower_order_final`` (default, as diffusers)
     the order is also at most the number of steps left, so the last step is first order; the
     final step to sigma = 0 is always first order (h is infinite there: x' = x0).
+
+    ``max_step_ratio`` (default None: off, as diffusers): a step more than this many times
+    longer in lambda than the one before restarts the history, so its predictor is first order
+    (its corrector UniC-1 still uses the new prediction). Extrapolating the earlier data
+    predictions over such a step multiplies their differences by ~h / h_prev, and x0 is not a
+    polynomial in lambda over long spans (it saturates as sigma -> 0); searched few-step grids
+    that jump from the mode decision straight to a small noise level need this (measured in
+    ``benchmarks/sampler_oracle.py``).
     """
 
     name = "unipc"
     order = 2
 
-    def __init__(self, order: int = 2, lower_order_final: bool = True, use_corrector: bool = True):
+    def __init__(
+        self,
+        order: int = 2,
+        lower_order_final: bool = True,
+        use_corrector: bool = True,
+        variant: str = "bh2",
+        max_step_ratio: float | None = None,
+    ):
         if order not in (1, 2, 3) or isinstance(order, bool):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        if max_step_ratio is not None and not (
+            isinstance(max_step_ratio, float | int)
+            and not isinstance(max_step_ratio, bool)
+            and math.isfinite(max_step_ratio)
+            and max_step_ratio >= 1
+        ):
+            raise ValueError(
+                f"max_step_ratio must be None or a number >= 1, got {max_step_ratio!r}"
+            )
+        self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
+        if variant not in ("bh1", "bh2"):
+            raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
+        self.variant = variant
         for arg, value in (
             ("lower_order_final", lower_order_final),
             ("use_corrector", use_corrector),
@@ -133,7 +166,9 @@ class UniPC(Solver):
             x_prev, order_prev, outputs, prev = state.history
             if self.use_corrector:
                 # UniC: correct the last step with the prediction at its result.
-                x = _update(x_prev, outputs, prev, now, order_prev, m_now)
+                x = _update(x_prev, outputs, prev, now, order_prev, m_now, self.variant)
+            if self.max_step_ratio is not None and self._restarts(prev, now, nxt):
+                outputs = ()  # a much longer step: extrapolate nothing from before it
         outputs = (*outputs, (now.logsnr, m_now))[-self.order :]
         order = min(self.order, len(outputs))
         if nxt.sigma == 0.0:
@@ -141,8 +176,16 @@ class UniPC(Solver):
         elif self.lower_order_final:
             order = min(order, ctx.n_steps - ctx.index)
         # UniP: predict the next node from the (corrected) x.
-        x_next = _update(x, outputs, now, nxt, order, None)
+        x_next = _update(x, outputs, now, nxt, order, None, self.variant)
         return state.replace(x=x_next, history=(x, order, outputs, now))
+
+    def _restarts(self, prev: Node, now: Node, nxt: Node) -> bool:
+        """Whether the step now -> nxt is over max_step_ratio times the step prev -> now."""
+        assert self.max_step_ratio is not None
+        if nxt.sigma == 0.0:
+            return False  # the final step is first order anyway
+        h_prev = exp_integrator_coeffs(prev, now)[2]
+        return exp_integrator_coeffs(now, nxt)[2] > self.max_step_ratio * h_prev
 
     def config(self) -> dict[str, Any]:
         return {
@@ -150,4 +193,6 @@ class UniPC(Solver):
             "order": self.order,
             "lower_order_final": self.lower_order_final,
             "use_corrector": self.use_corrector,
+            "variant": self.variant,
+            "max_step_ratio": self.max_step_ratio,
         }
