@@ -26,3 +26,24 @@ from .train import PRESETS as PRESETS
 from .train import TextRun as TextRun
 from .train import load_text_run as load_text_run
 from .train import train_text as train_text
+
+# isort: split
+# --- exact languages, samplers, EDLM, S3, metrics (markov, regular, samplers, edlm, s3,
+# metrics) ---
+from . import metrics as metrics
+from .edlm import AREnergy as AREnergy
+from .edlm import edlm_sample as edlm_sample
+from .markov import MarkovLanguage as MarkovLanguage
+from .markov import UnigramLanguage as UnigramLanguage
+from .regular import Automaton as Automaton
+from .regular import RegularLanguage as RegularLanguage
+from .s3 import Scaffold as Scaffold
+from .s3 import build_scaffold as build_scaffold
+from .s3 import sample_json as sample_json
+from .s3 import schema_errors as schema_errors
+from .samplers import TextSample as TextSample
+from .samplers import ancestral as ancestral
+from .samplers import confidence_decode as confidence_decode
+from .samplers import first_hitting as first_hitting
+from .samplers import masked_canvas as masked_canvas
+from .samplers import sample_text as sample_text

@@ -28,7 +28,9 @@ class MarkovLanguage:
         if k < 1 or any(d != vocab for d in init.shape):
             raise ValueError(f"init must have shape (V,)*order, got {tuple(init.shape)}")
         if tuple(trans.shape) != (vocab,) * (k + 1):
-            raise ValueError(f"trans must have shape {(vocab,) * (k + 1)}, got {tuple(trans.shape)}")
+            raise ValueError(
+                f"trans must have shape {(vocab,) * (k + 1)}, got {tuple(trans.shape)}"
+            )
         if length < k:
             raise ValueError(f"length must be >= order {k}, got {length}")
         init, trans = init.to(torch.float64), trans.to(torch.float64)
@@ -190,7 +192,8 @@ class MarkovLanguage:
         return {"name": "markov", "order": self.order, "vocab_size": self.vocab_size}
 
     def __repr__(self) -> str:
-        return f"MarkovLanguage(order={self.order}, vocab_size={self.vocab_size}, length={self.length})"
+        k, v, n = self.order, self.vocab_size, self.length
+        return f"MarkovLanguage(order={k}, vocab_size={v}, length={n})"
 
 
 def _inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
@@ -231,7 +234,6 @@ def sequence_index(tokens: Tensor, vocab_size: int) -> Tensor:
     """Row index of each sequence in :func:`all_sequences` (base-``vocab_size`` number)."""
     weights = vocab_size ** torch.arange(tokens.shape[1] - 1, -1, -1)
     return (tokens * weights).sum(1)
-
 
 
 class UnigramLanguage:

@@ -1,0 +1,288 @@
+"""Masked-diffusion text samplers on an exact oracle: quality, diversity and time against steps.
+
+The problem. A first-order Markov chain (V = 16 tokens, Dirichlet(0.3) transition rows, L = 32)
+whose exact masked denoiser is forward-backward (``interpolant.text.markov``). Every sampler
+drives that same denoiser, so differences are the sampler's. Metrics per sampler and step
+budget: per-token NLL of the samples under the true chain (its expectation for exact samples
+is the exact entropy per token, printed as the reference), unigram entropy (diversity),
+bigram total variation to exact samples (with the exact-vs-exact floor), batched model calls,
+model evaluations per sample (what caching saves) and wall time (one thread).
+
+Samplers: ours (``interpolant.text.samplers``) ancestral (float64, with and without caching),
+first-hitting (one call per token), LLaDA confidence decoding with low-confidence remasking
+(temperature 1; full and semi-AR blocks of 8); the autoregressive baseline (the exact chain
+sampled left to right: L steps, what a perfect AR model gives); and the peer
+``flow_matching.solver.MixtureDiscreteEulerSolver`` on a ``MixtureDiscreteProbPath`` with a
+``PolynomialConvexScheduler(n=1)`` (kappa = t: the masked path with linear alpha in flow
+matching's time, t_fm = 1 - t), masked source (all tokens = the mask id V, vocabulary V + 1),
+fed the same posterior with zero mass on the mask, in float64 and in its default float32
+categorical precision.
+
+With ``--run DIR`` (a run of ``text.train_text("markov-char", ...)``) the run's chain replaces
+the default one and its trained denoiser adds "trained" rows (first-hitting, ancestral with and
+without cache, confidence remasking); ``--ar-run DIR`` (the same preset with ``loss="ar"``) adds
+the trained autoregressive baseline and EDLM-AR with the trained AR model as energy.
+
+Run: ``.venv/bin/python benchmarks/text.py [--quick] [--run DIR --ar-run DIR]``;
+``--markdown`` prints the README table from the saved JSON (benchmarks/results/text.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import interpolant as ip
+from interpolant.text.markov import MarkovLanguage
+from interpolant.text.metrics import ngram_tv, token_entropy, true_nll
+from interpolant.text.samplers import (
+    Randomness,
+    TextSample,
+    ancestral,
+    confidence_decode,
+    first_hitting,
+    inverse_cdf,
+    masked_canvas,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "text.json"
+STEPS = (8, 32, 128, 512)
+QUICK_STEPS = (8, 32)
+
+
+class CountingDenoiser:
+    """The oracle, counting batched calls."""
+
+    def __init__(self, lang: MarkovLanguage) -> None:
+        self.lang, self.calls = lang, 0
+
+    def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.lang(tokens, t)
+
+
+def flow_matching_euler(
+    lang: MarkovLanguage, n: int, steps: int, dtype: torch.dtype, seed: int
+) -> TextSample:
+    """flow_matching's mixture-path Euler solver from the all-mask source, driven by the exact
+    posterior (probabilities over V + 1 classes, the mask class at 0)."""
+    from flow_matching.path import MixtureDiscreteProbPath
+    from flow_matching.path.scheduler import PolynomialConvexScheduler
+    from flow_matching.solver import MixtureDiscreteEulerSolver
+    from flow_matching.utils import ModelWrapper
+
+    vocab = lang.vocab_size
+    counter = CountingDenoiser(lang)
+
+    class Posterior(ModelWrapper):
+        def __init__(self) -> None:
+            super().__init__(torch.nn.Identity())
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor, **extras: Any) -> torch.Tensor:
+            probs = torch.softmax(counter(x, t).to(torch.float64), -1)
+            return torch.cat([probs, torch.zeros_like(probs[..., :1])], -1)
+
+    path = MixtureDiscreteProbPath(scheduler=PolynomialConvexScheduler(n=1.0))
+    solver = MixtureDiscreteEulerSolver(model=Posterior(), path=path, vocabulary_size=vocab + 1)
+    x_init = masked_canvas(n, lang.length, vocab)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    # Stop just short of t = 1 (kappa'/(1 - kappa) blows up there); the last step then
+    # unmasks everything with probability 1 - exp(-h / (1 - t)) ~ 1.
+    grid = torch.linspace(0.0, 1.0 - 1e-6, steps + 1, dtype=torch.float64)
+    x = solver.sample(x_init, step_size=None, time_grid=grid, dtype_categorical=dtype)
+    wall = time.perf_counter() - start
+    return TextSample(x, counter.calls, torch.full((n,), counter.calls), wall)
+
+
+def autoregressive(lang: MarkovLanguage, n: int, seed: int) -> TextSample:
+    """The exact chain sampled left to right (a perfect AR model: L steps)."""
+    start = time.perf_counter()
+    x = lang.sample(n, torch.Generator().manual_seed(seed))
+    return TextSample(x, lang.length, torch.full((n,), lang.length), time.perf_counter() - start)
+
+
+@torch.no_grad()
+def ar_sample(model: torch.nn.Module, n: int, length: int, seed: int) -> TextSample:
+    """Left-to-right sampling from a causal model (L calls; float64 inverse-CDF draws)."""
+    x = torch.zeros(n, length, dtype=torch.long)
+    rng = Randomness(n, seed)
+    start = time.perf_counter()
+    for i in range(length):
+        probs = torch.softmax(model(x)[:, i].to(torch.float64), -1)
+        x[:, i] = inverse_cdf(probs, rng.uniform(()))
+    return TextSample(x, length, torch.full((n,), length), time.perf_counter() - start)
+
+
+def trained_rows(
+    run_dir: Path, ar_dir: Path | None, n: int, steps: tuple[int, ...], seed: int, add: Any
+) -> None:
+    """Rows for a trained masked-diffusion run (and an AR run on the same data)."""
+    from interpolant.text import AREnergy, edlm_sample, load_text_run
+
+    run = load_text_run(run_dir)
+    model, vocab, length = run.model, run.tokenizer.vocab_size, run.language.length
+    denoiser = torch.no_grad()(lambda x, t: model(x, t))
+    canvas = masked_canvas(n, length, vocab)
+    add("trained: first-hitting", length, first_hitting(denoiser, canvas, vocab, seed=seed))
+    for t in steps:
+        add("trained: ancestral", t, ancestral(denoiser, canvas, vocab, steps=t, seed=seed))
+        add("trained: ancestral + cache", t, ancestral(
+            denoiser, canvas, vocab, steps=t, cache=True, seed=seed))  # fmt: skip
+        add("trained: confidence remasking (T=1)", t, confidence_decode(
+            denoiser, canvas, vocab, steps=t, temperature=1.0, seed=seed))  # fmt: skip
+    if ar_dir is None:
+        return
+    ar = load_text_run(ar_dir).model
+    add("trained: autoregressive", length, ar_sample(ar, n, length, seed))
+    energy = AREnergy(torch.no_grad()(lambda x: ar.log_prob(x)))
+    for t in steps:
+        out = edlm_sample(denoiser, canvas, vocab, t, energy, n_proposals=4, seed=seed)
+        add("trained: EDLM-AR (K=4)", t, out)
+
+
+def evaluate(
+    n: int,
+    steps: tuple[int, ...],
+    seed: int,
+    log: Callable[[str], None],
+    run_dir: Path | None = None,
+    ar_dir: Path | None = None,
+) -> dict:
+    if run_dir is None:
+        lang = MarkovLanguage.random(16, 32, concentration=0.3, seed=seed)
+    else:
+        from interpolant.text import load_text_run
+
+        lang = load_text_run(run_dir).language
+        if not isinstance(lang, MarkovLanguage):
+            raise ValueError(f"--run must be a Markov-chain run (preset markov-char), got {lang}")
+    vocab = lang.vocab_size
+    reference = lang.sample(n, torch.Generator().manual_seed(seed + 1))
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, nominal_steps: int, out: TextSample) -> None:
+        bad = int((out.tokens >= vocab).sum())
+        if bad:
+            raise RuntimeError(f"{name} left {bad} masked tokens")
+        rows.append(
+            {
+                "sampler": name,
+                "steps": nominal_steps,
+                "model_calls": int(out.nfe),
+                "row_evals_mean": float(out.row_evals.to(torch.float64).mean()),
+                "true_nll_per_token": true_nll(out.tokens, lang.log_prob),
+                "unigram_entropy": token_entropy(out.tokens, vocab),
+                "bigram_tv": ngram_tv(out.tokens, reference, 2),
+                "wall_s": out.wall_s,
+            }
+        )
+        log(f"{name:<34} steps {nominal_steps:>4}  NLL {rows[-1]['true_nll_per_token']:.3f}  "
+            f"calls {out.nfe:>4}  {out.wall_s:.2f}s")  # fmt: skip
+
+    canvas = masked_canvas(n, lang.length, vocab)
+    add("autoregressive (exact chain)", lang.length, autoregressive(lang, n, seed))
+    add("first-hitting", lang.length, first_hitting(lang, canvas, vocab, seed=seed))
+    for t in steps:
+        add("ancestral", t, ancestral(lang, canvas, vocab, steps=t, seed=seed))
+        add("ancestral + cache", t, ancestral(lang, canvas, vocab, steps=t, cache=True, seed=seed))
+        add("confidence remasking (T=1)", t, confidence_decode(
+            lang, canvas, vocab, steps=t, temperature=1.0, seed=seed))  # fmt: skip
+        if t >= 4:
+            semi = confidence_decode(
+                lang, canvas, vocab, steps=t, temperature=1.0, block_length=8, seed=seed
+            )
+            add("semi-AR blocks of 8 (T=1)", t, semi)
+        for dtype in (torch.float64, torch.float32):
+            name = f"flow_matching Euler ({str(dtype).removeprefix('torch.')})"
+            add(name, t, flow_matching_euler(lang, n, t, dtype, seed))
+    if run_dir is not None:
+        trained_rows(run_dir, ar_dir, n, steps, seed, add)
+    floor = ngram_tv(lang.sample(n, torch.Generator().manual_seed(seed + 2)), reference, 2)
+    return {
+        "language": repr(lang),
+        "trained_run": None if run_dir is None else str(run_dir),
+        "ar_run": None if ar_dir is None else str(ar_dir),
+        "exact_entropy_per_token": lang.sequence_entropy() / lang.length,
+        "bigram_tv_floor": floor,
+        "rows": rows,
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The README table: every sampler and step budget."""
+    res = record["results"]
+    lines = [
+        f"Exact entropy per token {res['exact_entropy_per_token']:.3f}; bigram TV floor "
+        f"{res['bigram_tv_floor']:.3f} ({record['settings']['samples']} samples).",
+        "",
+        "| sampler | steps | batched calls | calls per sample | true NLL/token | unigram entropy "
+        "| bigram TV | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {r['model_calls']} | {r['row_evals_mean']:.1f} | "
+            f"{r['true_nll_per_token']:.3f} | {r['unigram_entropy']:.3f} | {r['bigram_tv']:.3f} "
+            f"| {r['wall_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 samples, steps 8 and 32")
+    parser.add_argument("--samples", type=int, default=None, help="samples (default 400)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--markdown", action="store_true", help="print the table from --out")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a trained masked-diffusion run of preset markov-char (its language "
+                        "replaces the default chain; its model adds 'trained' rows)")  # fmt: skip
+    parser.add_argument("--ar-run", type=Path, default=None,
+                        help="an AR run on the same preset (AR baseline, EDLM energy)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.markdown:
+        saved = json.loads(args.out.read_text())
+        print(markdown(saved))
+        return saved
+    torch.set_num_threads(1)
+    n = args.samples or (100 if args.quick else 400)
+    steps = QUICK_STEPS if args.quick else STEPS
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)
+
+    results = evaluate(n, steps, 0, log, args.run, args.ar_run)
+    import flow_matching
+
+    record = {
+        "benchmark": "text",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"samples": n, "steps": list(steps), "quick": args.quick, "seed": 0},
+        "versions": {
+            "interpolant": ip.__version__,
+            "torch": torch.__version__,
+            "flow_matching": getattr(flow_matching, "__version__", "unknown"),
+        },
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "seconds": time.perf_counter() - start,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(markdown(record))
+    log(f"saved {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""EDLM importance sampling: the weights, the K = 1 reduction to MDLM, and that IS with the true
+law as energy moves one-step parallel decoding towards the exact law."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interpolant.text.edlm import AREnergy, draw_proposals, edlm_sample, importance_weights
+from interpolant.text.markov import MarkovLanguage, all_sequences
+from interpolant.text.metrics import exact_tv
+from interpolant.text.samplers import Randomness, ancestral, masked_canvas
+
+V, L = 3, 4
+LANG = MarkovLanguage.random(V, L, order=1, concentration=0.3, seed=2)
+PROBS = LANG.log_prob(all_sequences(V, L)).exp()
+
+
+def test_weights_favour_higher_ar_likelihood() -> None:
+    # Two proposals with equal proposal probability: the likelier one under p_AR gets the
+    # weight p_AR(a) / (p_AR(a) + p_AR(b)); the flipped sign reverses the order.
+    x = LANG.sample(2, torch.Generator().manual_seed(0))
+    energy = AREnergy(LANG.log_prob)
+    e = energy(x, x, torch.zeros(2))
+    w = importance_weights(e[None])[0]
+    p = LANG.log_prob(x).exp()
+    torch.testing.assert_close(w, p / p.sum())
+    flipped = importance_weights(e[None], sign=-1.0)[0]
+    assert (w[0] > w[1]) == (flipped[0] < flipped[1])
+    uniform = torch.full((1, 3), 1 / 3, dtype=torch.float64)
+    torch.testing.assert_close(importance_weights(torch.full((1, 3), torch.inf)), uniform)
+
+
+def test_proposals_keep_visible_tokens_and_score_masked_ones() -> None:
+    x_t = torch.tensor([[V, 1, V, 0]])
+    probs = LANG.posterior(x_t)
+    x0, logq = draw_proposals(x_t, probs, 5, Randomness(1, seed=0))
+    assert x0.shape == (1, 5, L) and bool((x0[..., 1] == 1).all() and (x0[..., 3] == 0).all())
+    expect = probs[0, 0].log()[x0[0, :, 0]] + probs[0, 2].log()[x0[0, :, 2]]
+    torch.testing.assert_close(logq[0], expect)
+
+
+def test_one_proposal_is_mdlm_in_law() -> None:
+    # K = 1 and ancestral are the same one-step sampler: both give the product of marginals.
+    canvas = masked_canvas(4000, L, V)
+    a = edlm_sample(LANG, canvas, V, 1, AREnergy(LANG.log_prob), n_proposals=1, seed=0).tokens
+    b = ancestral(LANG, canvas, V, steps=1, seed=1).tokens
+    marg = LANG.posterior(canvas[:1])[0]
+    product = torch.ones(V**L, dtype=torch.float64)
+    for i in range(L):
+        product = product * marg[i][all_sequences(V, L)[:, i]]
+    for tokens in (a, b):
+        assert exact_tv(tokens, product, V)[1] < 80 + 6 * 160**0.5
+
+
+def test_importance_sampling_approaches_the_exact_law() -> None:
+    canvas = masked_canvas(3000, L, V)
+    energy = AREnergy(LANG.log_prob)
+    tv = {}
+    for k in (1, 32):
+        out = edlm_sample(LANG, canvas, V, 1, energy, n_proposals=k, seed=3)
+        tv[k] = exact_tv(out.tokens, PROBS, V)[0]
+    assert tv[32] < 0.5 * tv[1]
+    # Outside the window the step is MDLM's: a window that excludes every step changes nothing.
+    off = edlm_sample(LANG, canvas[:50], V, 2, energy, n_proposals=8, window=(0.0, 0.1), seed=4)
+    plain = edlm_sample(LANG, canvas[:50], V, 2, energy, n_proposals=1, seed=4)
+    assert torch.equal(off.tokens, plain.tokens)
+
+
+def test_bad_arguments() -> None:
+    energy = AREnergy(LANG.log_prob)
+    with pytest.raises(ValueError, match="n_proposals"):
+        edlm_sample(LANG, masked_canvas(2, L, V), V, 2, energy, n_proposals=0)
+    with pytest.raises(ValueError, match="window"):
+        edlm_sample(LANG, masked_canvas(2, L, V), V, 2, energy, window=(0.8, 0.2))
