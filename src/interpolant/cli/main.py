@@ -28,6 +28,9 @@ interpolant: diffusion, flow and stochastic-interpolant models on one core.
   interpolant inverse digits-mixture --operator sr:2 --solver dps   inverse problems
   interpolant info                                     versions, devices, registries
   interpolant repro --list                             the reproductions of the seed papers
+  interpolant train text --preset markov-char          masked diffusion on text (also: pcfg,
+  interpolant sample text runs/text-markov-char          corpus-char, json-records)
+  interpolant sample json RUN --schema schema.json     S3: fill a JSON schema's values
 
 Run `interpolant COMMAND --help` for each command's options; `interpolant train --help` lists
 every config key."""
@@ -487,6 +490,20 @@ COMMANDS = {
 }
 
 
+def _run_text(argv: list[str], traceback: bool) -> int:
+    from .text import run_topic
+
+    try:
+        return run_topic(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except _expected_errors() as err:
+        if traceback:
+            raise
+        print(f"interpolant: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..train import CheckpointError
 
@@ -501,7 +518,21 @@ def _message(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    from .text import TOPICS
+
+    # `train text`, `sample text` and `sample json` have their own parsers (cli/text.py); the
+    # global options before them still apply.
+    head = 0
+    while head < len(argv) and argv[head] in ("--traceback", "--threads"):
+        head += 2 if argv[head] == "--threads" else 1
+    if len(argv) >= head + 2 and (argv[head], argv[head + 1]) in TOPICS:
+        if "--threads" in argv[:head]:
+            import torch
+
+            torch.set_num_threads(max(1, int(argv[argv.index("--threads") + 1])))
+        return _run_text(argv[head:], "--traceback" in argv[:head])
     try:
         args, extra = parser.parse_known_args(argv)
         # Overrides may stand between options (argparse takes one run of positionals).
