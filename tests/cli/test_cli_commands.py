@@ -244,3 +244,8 @@ def test_sample_with_search_and_fk_steering(toy_run, tmp_path, capsys):
     assert "need --reward" in capsys.readouterr().err
     assert main(["sample", *common, "--steer", "fk", "--solver", "heun"]) == 2
     assert "stochastic" in capsys.readouterr().err
+    for method in (["--search", "random:4"], ["--steer", "fk"], ["--steer", "rbf"]):
+        assert main(["sample", *common, *method, "--budget", "1"]) == 2
+        assert "budget" in capsys.readouterr().err
+    assert main(["sample", *common[:-1], "linear:1,0,3", "--search", "random:2"]) == 2
+    assert "expects samples of 3 numbers" in capsys.readouterr().err

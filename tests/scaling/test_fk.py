@@ -12,6 +12,7 @@ from interpolant.data.oracles import GaussianMixture
 from interpolant.metrics import sliced_wasserstein
 from interpolant.paths import get_path
 from interpolant.scaling import (
+    BudgetError,
     FKSteering,
     LinearReward,
     QuadraticReward,
@@ -135,7 +136,7 @@ def test_ledger_counts_are_exact(setup):
     assert out.ledger.model_evals == 3 * 8 * 12
     # Weighting at steps 4, 8 and the final step 12: one reward per particle each.
     assert out.ledger.reward_evals == 3 * 8 * 3
-    with pytest.raises(RuntimeError, match="budget"):
+    with pytest.raises(BudgetError, match="budget"):
         fk_steer(model, LinearReward([1.0, 0.0]), 8, n=3, shape=(2,), steps=12, budget=95)
 
 

@@ -5,7 +5,7 @@ __all__: list[str] = []
 
 # --- verifiers, exact tilted targets, search, FK steering (rewards.py, targets.py, search.py,
 # fk.py; seed papers 16 and 28) ---
-from .base import Ledger, Reward, check_rewards
+from .base import BudgetError, Ledger, Reward, check_rewards
 from .fk import FKResult, FKSteering, effective_sample_size, fk_steer, resample_indices, take
 from .rewards import (
     ClassifierReward,
@@ -35,6 +35,7 @@ from .targets import (
 
 __all__ += [
     "BaseSampler",
+    "BudgetError",
     "ClassifierReward",
     "ComponentReward",
     "FKResult",

@@ -15,6 +15,11 @@ import torch
 from torch import Tensor
 
 
+class BudgetError(ValueError):
+    """A method would spend more model evaluations than its budget allows (a ValueError: the
+    budget given is too small for what was asked)."""
+
+
 class Reward(Protocol):
     """``reward(x) -> Tensor[B]``: one finite score per sample of ``x`` (B, ...); higher is
     better. ``**cond`` carries whatever the verifier needs (class labels, ...)."""
@@ -56,7 +61,7 @@ class Ledger:
         if model_evals < 0 or reward_evals < 0:
             raise ValueError("costs must be non-negative")
         if self.budget is not None and self.model_evals + model_evals > self.budget:
-            raise RuntimeError(
+            raise BudgetError(
                 f"NFE budget exceeded: {self.model_evals} + {model_evals} > {self.budget}"
                 + (f" (at {what})" if what else "")
             )

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..predictions import Model
 from ..solvers import SampleResult, Solver, get_grid, get_solver, node_at, sample
-from .base import Ledger, Reward
+from .base import BudgetError, Ledger, Reward
 
 #: Initial-noise generators are seeded apart from the solver's per-sample generators (seed + i).
 NOISE_SEED_OFFSET = 1_000_003
@@ -128,7 +128,10 @@ class BaseSampler:
         ``ledger`` (checked against its budget before running)."""
         bound = (end - start) * self.solver.evals_per_step * x.shape[0]
         if ledger.remaining is not None and bound > ledger.remaining:
-            raise RuntimeError(f"NFE budget exceeded: {bound} needed, {ledger.remaining} left")
+            raise BudgetError(
+                f"NFE budget exceeded: {bound} needed, {ledger.remaining} left (the budget is "
+                "model evaluations per final sample; one plain sample costs the solver's NFE)"
+            )
         self.calls += 1
         out = sample(
             self.model,
