@@ -10,9 +10,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "howto"
 # for minutes or need a GPU): a page opts out with the line ``<!-- docs-test: skip -->``.
 SKIP = "<!-- docs-test: skip -->"
 PAGES = sorted(
-    p.name
-    for p in DOCS.glob("*.md")
-    if "```python" in p.read_text() and SKIP not in p.read_text()
+    p.name for p in DOCS.glob("*.md") if "```python" in p.read_text() and SKIP not in p.read_text()
 )
 
 
