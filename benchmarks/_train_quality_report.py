@@ -10,17 +10,22 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-OURS = ("rf", "edm", "vp")
+#: "rf_ot" is the RF recipe with exact minibatch OT coupling (``coupling="ot"``), as OT-CFM.
+OURS = ("rf", "edm", "vp", "rf_ot")
+ALL_SETS = ("moons", "swiss_roll", "8gaussians", "checkerboard", "digits")
 PEERS = ("icfm", "otcfm", "ddpm")
 #: Ours with uniform time instead of logit-normal: the I-CFM objective written with our library
 #: (same optimum, same estimator up to t -> 1 - t), to separate implementation from recipe. It is
 #: reported as a diagnostic and never counted as "ours best" (it was added after a first run).
-DIAGNOSTIC = ("rf_uniform",)
+#: "rf_uniform_ot" adds exact minibatch OT coupling to it (OT-CFM's objective in our library).
+DIAGNOSTIC = ("rf_uniform", "rf_uniform_ot")
 METHODS = (*OURS, *PEERS, *DIAGNOSTIC)
 OUR_SIDE = (*OURS, *DIAGNOSTIC)
 LABELS = {
     "rf": "ours RF",
     "rf_uniform": "ours RF, uniform t",
+    "rf_ot": "ours RF + OT",
+    "rf_uniform_ot": "ours RF + OT, uniform t",
     "edm": "ours EDM",
     "vp": "ours VP",
     "icfm": "torchcfm I-CFM",
@@ -47,9 +52,11 @@ def aggregate(
                 entry["methods"][method] = _select(runs, natural)
                 if crossed:
                     entry["peer_nets_with_our_solvers"][method] = _select(runs, crossed)
-            ours = min(entry["methods"][m]["test_median"] for m in OURS)
+            # A saved run from before a recipe was added lacks it: rank what was run.
+            ran = [m for m in OURS if m in entry["methods"]]
+            ours = min(entry["methods"][m]["test_median"] for m in ran)
             peers = min(entry["methods"][m]["test_median"] for m in PEERS)
-            entry["ours_best"] = min(OURS, key=lambda m: entry["methods"][m]["test_median"])
+            entry["ours_best"] = min(ran, key=lambda m: entry["methods"][m]["test_median"])
             entry["peer_best"] = min(PEERS, key=lambda m: entry["methods"][m]["test_median"])
             entry["ratio_ours_best_over_peer_best"] = ours / peers
             table[f"{set_name}|nfe{nfe}"] = entry
@@ -79,13 +86,16 @@ def metric_name(set_name: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The README table: medians over seeds of the test metric, each with its chosen solver."""
     s = result["settings"]
-    head = "| set | NFE | metric | " + " | ".join(LABELS[m] for m in (*OURS, *PEERS))
+    # Columns of the recipes that were run (a saved run may predate one).
+    first = next(iter(result["table"].values()))["methods"]
+    cols = tuple(m for m in (*OURS, *PEERS) if m in first)
+    head = "| set | NFE | metric | " + " | ".join(LABELS[m] for m in cols)
     head += " | floor | ours/peer best |"
-    lines = [head, "|" + "---|" * (len(OURS) + len(PEERS) + 5)]
+    lines = [head, "|" + "---|" * (len(cols) + 5)]
     for key, e in result["table"].items():
         set_name, nfe = key.split("|nfe")
         cells = []
-        for m in (*OURS, *PEERS):
+        for m in cols:
             v = e["methods"][m]
             mark = "**" if m in (e["ours_best"], e["peer_best"]) else ""
             cells.append(f"{mark}{v['test_median']:.4g}{mark}")
@@ -111,25 +121,26 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Solver chosen on validation data (per set, NFE and method):")
     lines.append("")
-    lines.append("| set | NFE | " + " | ".join(LABELS[m] for m in (*OURS, *PEERS)) + " |")
-    lines.append("|" + "---|" * (len(OURS) + len(PEERS) + 2))
+    lines.append("| set | NFE | " + " | ".join(LABELS[m] for m in cols) + " |")
+    lines.append("|" + "---|" * (len(cols) + 2))
     for key, e in result["table"].items():
         set_name, nfe = key.split("|nfe")
-        solvers = " | ".join(e["methods"][m]["solver"] for m in (*OURS, *PEERS))
+        solvers = " | ".join(e["methods"][m]["solver"] for m in cols)
         lines.append(f"| {set_name} | {nfe} | {solvers} |")
     lines.append("")
     lines.append(
         "Diagnostics (not in the ratio): our RF objective with uniform t instead of logit-normal "
-        "(the I-CFM objective in our library), and the peers' trained networks sampled with our "
-        "solvers (chosen the same way); solver in brackets."
+        "(the I-CFM objective in our library; with OT coupling, OT-CFM's), and the peers' "
+        "trained networks sampled with our solvers (chosen the same way); solver in brackets."
     )
     lines.append("")
-    names = [LABELS[m] for m in DIAGNOSTIC] + [LABELS[m] + " + our solver" for m in PEERS]
+    diagnostic = [m for m in DIAGNOSTIC if m in first]
+    names = [LABELS[m] for m in diagnostic] + [LABELS[m] + " + our solver" for m in PEERS]
     lines.append("| set | NFE | " + " | ".join(names) + " |")
     lines.append("|" + "---|" * (len(names) + 2))
     for key, e in result["table"].items():
         set_name, nfe = key.split("|nfe")
-        picks = [e["methods"][m] for m in DIAGNOSTIC if m in e["methods"]]
+        picks = [e["methods"][m] for m in diagnostic]
         picks += [e["peer_nets_with_our_solvers"][m] for m in PEERS]
         cells = [f"{v['test_median']:.4g} ({v['solver'].removeprefix('ours:')})" for v in picks]
         lines.append(f"| {set_name} | {nfe} | " + " | ".join(cells) + " |")
@@ -143,6 +154,9 @@ def markdown(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in result["params"].items())
         + "."
     )
+    skipped = [n for n in ALL_SETS if n not in s["sets"]]
+    if skipped:  # a run restricted with --sets (e.g. for time): say what it does not cover
+        lines.append(f"This run covers {', '.join(s['sets'])} only (not {', '.join(skipped)}).")
     load = result["machine"].get("loadavg_1_5_15_at_start")
     lines.append(
         f"This run: {result['wall_s'] / 60:.0f} min wall on {result['machine']['cpus']} CPUs "

@@ -4,6 +4,8 @@ diffusers' DDPM recipe, at equal backbone, optimiser, training steps and NFE.
     .venv/bin/python benchmarks/train_quality.py                     # full run, ~20 min, 2 cores
     .venv/bin/python benchmarks/train_quality.py --quick             # smoke run, 1-2 min
     .venv/bin/python benchmarks/train_quality.py --readme README.md  # and rewrite the README table
+    .venv/bin/python benchmarks/train_quality.py --sets moons swiss_roll 8gaussians checkerboard \
+        --methods rf_uniform_ot                                        # 2-D only, one diagnostic
 
 What is equal for every method: the backbone (``models.MLP``, same width/depth, same initial
 weights for a seed; digits are flattened to 64-d), the trainer (``interpolant.train``: AdamW,
@@ -13,7 +15,9 @@ each library's own code:
 
 * ours: ``rf`` = linear path, velocity target, logit-normal(0, 1) time (SD3); ``edm`` = EDM path,
   Preconditioned x0 net, log-normal(-1.2, 1.2) sigma, lambda(sigma) weighting, sigma_data
-  measured on the training data; ``vp`` = cosine VP path, v target, uniform t, min-SNR-5.
+  measured on the training data; ``vp`` = cosine VP path, v target, uniform t, min-SNR-5;
+  ``rf_ot`` = ``rf`` with exact minibatch OT coupling of noise and data (``coupling="ot"``,
+  scipy's ``linear_sum_assignment`` on squared Euclidean cost within each batch, as OT-CFM).
 * torchcfm: ``ConditionalFlowMatcher`` (I-CFM) and ``ExactOptimalTransportConditionalFlowMatcher``
   (OT-CFM, POT's exact plan), both sigma = 0 (the default); the target comes from their
   ``sample_location_and_conditional_flow``; loss MSE(v(x_t, t), u_t).
@@ -23,7 +27,7 @@ each library's own code:
   sinusoidal embedding; no parameter changes).
 
 Sampling, each at the same NFE, from the EMA weights: ours with our solvers (Euler, Heun,
-DPM-Solver++ 2M, UniPC on uniform-t, Karras or logSNR grids); torchcfm with
+midpoint, DPM-Solver++ 2M, UniPC on uniform-t, Karras or logSNR grids); torchcfm with
 fixed-step ``torchdiffeq`` (euler, midpoint, heun2); diffusers with its own schedulers (DDPM
 ancestral with leading/trailing spacing, DDIM trailing, DPM-Solver++ 2M, UniPC). From each
 method's candidate solvers one is chosen per (set, method, NFE) by the median over seeds of the
@@ -31,7 +35,8 @@ metric against a *validation* reference (an independent draw for 2-D sets, the t
 digits) on samples drawn with other noise than the reported ones; the test metric of that solver
 is reported. Peer networks are also sampled with our solvers (through ``interpolant.adapters``) as
 a diagnostic that separates training from sampling, and our RF objective is also trained with
-uniform t (the I-CFM objective written with our library) to separate implementation from recipe.
+uniform t (the I-CFM objective written with our library, and with OT coupling OT-CFM's) to
+separate implementation from recipe.
 
 Metrics: sliced Wasserstein-2 (128 projections) in the data's own units against a large
 held-out sample (2-D sets); Frechet distance in the shipped digits classifier's feature space
@@ -66,8 +71,12 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _train_quality_report import (
+    ALL_SETS,
+    DIAGNOSTIC,
     METHODS,
     OUR_SIDE,
+    OURS,
+    PEERS,
     aggregate,
     markdown,
     update_readme,
@@ -89,11 +98,12 @@ from interpolant.train import TrainConfig, build_network, derive_seed, train
 
 RESULTS = Path(__file__).parent / "results" / "train_quality.json"
 TOY_SETS = ("moons", "swiss_roll", "8gaussians", "checkerboard")
-SETS = (*TOY_SETS, "digits")
+SETS = ALL_SETS
 #: Our candidate (solver, grid) pairs; each is applied to every model on our side.
 OUR_SOLVERS = (
     ("euler", "uniform"),
     ("heun", "uniform"),
+    ("midpoint", "uniform"),
     ("dpmpp_2m", "uniform"),
     ("unipc", "uniform"),
     ("heun", "karras"),
@@ -301,6 +311,14 @@ def our_recipe(method: str, sigma_data: float) -> tuple[dict[str, Any], Objectiv
         path = Linear()
         objective = Objective(path, "velocity", LogitNormal(0.0, 1.0), "uniform")
         return {"path": path.config(), "predicts": "velocity"}, objective
+    if method == "rf_ot":  # the same with exact minibatch OT pairing (Tong et al. 2023)
+        path = Linear()
+        objective = Objective(path, "velocity", LogitNormal(0.0, 1.0), "uniform", coupling="ot")
+        return {"path": path.config(), "predicts": "velocity"}, objective
+    if method == "rf_uniform_ot":  # OT-CFM's objective (Tong et al. 2023): uniform t, OT pairs
+        path = Linear()
+        objective = Objective(path, "velocity", Uniform(), "uniform", coupling="ot")
+        return {"path": path.config(), "predicts": "velocity"}, objective
     if method == "edm":  # Karras et al. 2022, Table 1
         path = EDM()
         weight = EDMWeight(sigma_data)
@@ -483,6 +501,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="1-2 minute smoke run")
     parser.add_argument("--sets", nargs="+", choices=SETS, help="subset of the sets")
     parser.add_argument("--seeds", nargs="+", type=int, help="training seeds (default 0 1 2)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        help="subset of the recipes (default all; ours and the peers are always kept)",
+    )
     parser.add_argument("--nfe", nargs="+", type=int, help="NFE budgets (default 10)")
     parser.add_argument("--workers", type=int, help="processes (default 2, one thread each)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output")
@@ -506,7 +530,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import diffusers  # noqa: F401  (import once before the workers fork)
     import torchcfm  # noqa: F401
 
-    jobs = [(n, m, seed, s) for n in s.sets for m in METHODS for seed in s.seeds]
+    methods = (*OURS, *PEERS, *(m for m in DIAGNOSTIC if not args.methods or m in args.methods))
+    jobs = [(n, m, seed, s) for n in s.sets for m in methods for seed in s.seeds]
     jobs.sort(key=lambda j: j[0] != "digits")  # the longest jobs first
     t0 = time.perf_counter()
     load_start = os.getloadavg()

@@ -79,7 +79,8 @@ TRAIN_NOTES = {
     "path": "Gaussian path {name: linear|vp|cosine|ve|edm|trig|pfgm, **options}",
     "predicts": "what the network outputs: x0, eps, velocity, score or v",
     "objective": "target (a kind), time (uniform, logit-normal, edm-log-normal, mode, cosmap, or "
-    "{name: ..., **options}), weight (uniform, snr, min-snr-5, edm)",
+    "{name: ..., **options}), weight (uniform, snr, min-snr-5, edm), coupling (independent, "
+    "ot: exact minibatch OT pairing of noise and data, sinkhorn)",
     "run_dir": "run folder: checkpoints/, stats.jsonl, config.json, run_config.json, log.txt",
     "seed": "seed of the initial weights, the data order and the loss's noise",
     "steps": "optimiser updates in all (a resumed run continues up to this)",

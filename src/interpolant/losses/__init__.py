@@ -8,6 +8,7 @@ The time sampler says where the loss is evaluated (a density on t), the weightin
 t counts (a factor on the squared error in the target's space); see docs/concepts.md.
 """
 
+from .coupling import COUPLINGS, Coupling, coupling_from_config, get_coupling, sinkhorn_plan
 from .objective import Objective
 from .time import (
     TIME_SAMPLERS,
@@ -37,10 +38,12 @@ from .weights import (
 )
 
 __all__ = [
+    "COUPLINGS",
     "TIME_SAMPLERS",
     "WEIGHTINGS",
     "CallableWeight",
     "CosMap",
+    "Coupling",
     "DensityWeight",
     "EDMLogNormal",
     "EDMWeight",
@@ -55,9 +58,12 @@ __all__ = [
     "UniformWeight",
     "Weighting",
     "X0SpaceWeighting",
+    "coupling_from_config",
+    "get_coupling",
     "get_time_sampler",
     "get_weighting",
     "kind_factor",
+    "sinkhorn_plan",
     "time_from_config",
     "weight_from_config",
 ]

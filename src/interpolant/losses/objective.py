@@ -8,6 +8,10 @@ with eps from ``path.noise_like``, ``x_t = path.sample_xt(x0, t, eps)``, ``k`` t
 conditional expectation ``E[k | x_t]``, so every target kind has the same optimum (the exact
 denoiser); the choices of target, time density and weighting change only how errors at
 different t are traded off.
+
+An optional minibatch ``coupling`` (``losses.coupling``; "ot" as in OT-CFM) re-pairs the eps
+draws with the x0 of the batch before x_t is built; it changes the joint law of (x0, eps), so the
+optimum is then the velocity of the coupled interpolant (a flow, not a score).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor
 from ..paths import GaussianPath
 from ..paths import from_config as path_from_config
 from ..predictions import Coefficients, Model, Prediction, check_kind, from_x0_eps
+from .coupling import Coupling, get_coupling
 from .time import TimeSampler, get_time_sampler, time_from_config
 from .weights import Weighting, get_weighting, weight_from_config
 
@@ -37,6 +42,10 @@ class Objective:
             :class:`Weighting`, a name ("uniform", "snr", "min-snr-5", "edm") or a callable.
         predicts: what a plain callable ``net(x_t, t, **cond)`` predicts (default: ``target``);
             an :class:`~interpolant.Model` declares its own kind.
+        coupling: how source draws are paired with the data within a batch (see
+            ``losses.coupling``): "independent" (default), "ot" (exact minibatch OT, as OT-CFM),
+            "sinkhorn", a config dict or a :class:`Coupling`. A non-independent coupling trains
+            a flow (velocity) but not a score: sample it with ODE solvers.
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class Objective:
         time: TimeSampler | str | None = None,
         weight: Weighting | str | Callable[..., Tensor] | None = "uniform",
         predicts: str | None = None,
+        coupling: Coupling | str | dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(path, GaussianPath):
             raise TypeError(f"path must be a GaussianPath, got {type(path).__name__}")
@@ -54,6 +64,7 @@ class Objective:
         self.time = get_time_sampler(time).with_path(path)
         self.weight = get_weighting(weight)
         self.predicts = check_kind(predicts if predicts is not None else target, "predicts")
+        self.coupling = get_coupling(coupling)
 
     # -- the four pieces -------------------------------------------------------------------------
 
@@ -101,6 +112,7 @@ class Objective:
 
         t and eps are drawn with ``generator`` (t first) unless given; t is rounded to the data's
         dtype (float32 at least) first, so that x_t, the target and the model see the same time.
+        eps (drawn or given) is then re-paired with x0 by the coupling (identity by default).
         """
         if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
             raise ValueError("x0 must be a tensor of shape (batch, ...) with batch >= 1")
@@ -118,6 +130,7 @@ class Objective:
             raise ValueError(
                 f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
             )
+        eps = self.coupling.pair(x0, eps, generator)
         x_t = self.path.sample_xt(x0, t, eps)
         target = self.regression_target(x0, eps, t)
         pred = self.prediction(model, x_t, t, **(cond or {})).get(self.target)
@@ -141,13 +154,16 @@ class Objective:
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description; :meth:`from_config` rebuilds the objective."""
-        return {
+        config = {
             "path": self.path.config(),
             "target": self.target,
             "predicts": self.predicts,
             "time": self.time.config(),
             "weight": self.weight.config(),
         }
+        if self.coupling.name != "independent":  # configs of plain objectives stay as they were
+            config["coupling"] = self.coupling.config()
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Objective:
@@ -161,10 +177,11 @@ class Objective:
             time=time_from_config(config["time"]),
             weight=weight_from_config(config["weight"]),
             predicts=config.get("predicts"),
+            coupling=config.get("coupling"),
         )
 
     def __repr__(self) -> str:
         return (
             f"Objective(path={self.path!r}, target={self.target!r}, time={self.time!r}, "
-            f"weight={self.weight!r}, predicts={self.predicts!r})"
+            f"weight={self.weight!r}, predicts={self.predicts!r}, coupling={self.coupling!r})"
         )

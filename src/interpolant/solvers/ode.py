@@ -96,3 +96,25 @@ class Heun(Solver):
             "s_tmax": self.s_tmax,
             "s_noise": self.s_noise,
         }
+
+
+@register
+class Midpoint(Solver):
+    """Explicit midpoint rule (2nd-order Runge-Kutta) on dx/dt = u(x, t), 2 evaluations a step:
+
+        x_mid = x + (h / 2) u(x, t),    x_next = x + h u(x_mid, t + h / 2),    h = t_next - t.
+
+    The midpoint time is inside (t_next, t), so the last step to t = 0 needs no special case.
+    """
+
+    name = "midpoint"
+    order = 2
+    evals_per_step = 2
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+        x, h = state.x, nxt.t - now.t
+        # Half Euler step to the midpoint.
+        mid = node_at(ctx.path, now.t + 0.5 * h)
+        x_mid = x + 0.5 * h * pred.velocity
+        # Full step with the midpoint's velocity.
+        return state.replace(x=x + h * ctx.evaluate(x_mid, mid).velocity)
