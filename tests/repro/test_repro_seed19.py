@@ -17,4 +17,13 @@ def test_quick_run_is_consistent() -> None:
         gain = n[f"T={t} K=1: true NLL/token"] - n[f"T={t} K={k}: true NLL/token"]
         assert math.isclose(n[f"T={t}: NLL gain of K={k} over MDLM"], gain)
         assert n[f"T={t} K=1: true NLL/token"] > 0
-    assert isinstance(result.claim_held, bool)
+        nce_gain = n[f"T={t} K=1: true NLL/token"] - n[f"T={t} K={k} NCE: true NLL/token"]
+        assert math.isclose(n[f"T={t}: NLL gain of NCE K={k} over MDLM"], nce_gain)
+        # A discrete law gives every sample a positive NLL.
+        assert n[f"T={t} K={k} NCE: true NLL/token"] > 0
+    # The NCE loss of any energy is positive; 2 log 2 is the zero energy's.
+    assert 0 < n["NCE held-out loss"] and math.isclose(
+        n["NCE loss of a zero energy (2 log 2)"], 2 * math.log(2.0)
+    )
+    assert n["NCE part held"] in (0.0, 1.0) and n["AR part held"] in (0.0, 1.0)
+    assert result.claim_held == bool(n["AR part held"] and n["NCE part held"])

@@ -28,11 +28,16 @@ from .train import load_text_run as load_text_run
 from .train import train_text as train_text
 
 # isort: split
-# --- exact languages, samplers, EDLM, S3, metrics (markov, regular, samplers, edlm, s3,
-# metrics) ---
+# --- exact languages, samplers, EDLM, EDLM-NCE, S3, metrics (markov, regular, samplers, edlm,
+# edlm_nce, s3, metrics) ---
 from . import metrics as metrics
 from .edlm import AREnergy as AREnergy
 from .edlm import edlm_sample as edlm_sample
+from .edlm_nce import EnergyTransformer as EnergyTransformer
+from .edlm_nce import NCEEnergy as NCEEnergy
+from .edlm_nce import NCEObjective as NCEObjective
+from .edlm_nce import nce_loss as nce_loss
+from .edlm_nce import train_nce_energy as train_nce_energy
 from .markov import MarkovLanguage as MarkovLanguage
 from .markov import UnigramLanguage as UnigramLanguage
 from .regular import Automaton as Automaton

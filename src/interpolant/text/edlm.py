@@ -64,7 +64,7 @@ def draw_proposals(
     """K full sequences per row, masked positions drawn independently from ``probs`` (B, L, V)
     and visible ones carried over: (B, K, L) and their log p_theta(x0 | x_t) (B, K)."""
     batch, length, vocab = probs.shape
-    u = rng.uniform((n_proposals, length))
+    u = rng.uniform((n_proposals, length)).to(probs.device)
     expanded = probs[:, None].expand(batch, n_proposals, length, vocab)
     draws = inverse_cdf(expanded, u)
     masked = (x_t == mask_id(vocab))[:, None].expand_as(draws)
