@@ -25,11 +25,11 @@ interpolant: diffusion, flow and stochastic-interpolant models on one core.
   interpolant train --preset toy2d-flow train.steps=500
   interpolant sample runs/toy2d-flow --solver heun --nfe 20
   interpolant eval runs/toy2d-flow/samples
-  interpolant inverse digits-mixture --operator sr:2 --solver dps   inverse problems
+  interpolant inverse digits-mixture --operator sr:2   an inverse problem (exact prior)
   interpolant info                                     versions, devices, registries
   interpolant repro --list                             the reproductions of the seed papers
-  interpolant train text --preset markov-char          masked diffusion on text (also: pcfg,
-  interpolant sample text runs/text-markov-char          corpus-char, json-records)
+  interpolant train text --preset markov-char          masked diffusion for text
+  interpolant sample text runs/text-markov-char        first-hitting sampling
   interpolant sample json RUN --schema schema.json     S3: fill a JSON schema's values
 
 Run `interpolant COMMAND --help` for each command's options; `interpolant train --help` lists
