@@ -37,6 +37,31 @@ def _edm(sigma_data: float) -> dict[str, Any]:
     }
 
 
+# The training schedule shared by the digits presets, and by the 2-D presets (same MLP, steps,
+# optimiser and EMA; the recipes differ only in path, target and sampler).
+_DIGITS_TRAIN: dict[str, Any] = {
+    "model": {"name": "mlp", "width": 384, "depth": 3},
+    "steps": 6000,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "lr_schedule": "cosine",
+    "lr_min_ratio": 0.05,
+    "ema_halflife_kimg": 25.0,
+    "log_every": 100,
+    "checkpoint_every": 2000,
+}
+_TOY_TRAIN: dict[str, Any] = {
+    "model": {"name": "mlp", "width": 256, "depth": 3},
+    "steps": 2000,
+    "batch_size": 512,
+    "lr": 2e-3,
+    "lr_schedule": "cosine",
+    "ema_halflife_kimg": 100.0,
+    "log_every": 50,
+    "checkpoint_every": 1000,
+}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "digits-flow": {
         "description": "rectified flow on sklearn's 8x8 digits, residual MLP on the 64 pixels "
@@ -44,16 +69,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "digits"},
         "train": {
             **_FLOW,
-            "model": {"name": "mlp", "width": 384, "depth": 3},
+            **_DIGITS_TRAIN,
             "run_dir": "runs/digits-flow",
-            "steps": 6000,
-            "batch_size": 128,
-            "lr": 2e-3,
-            "lr_schedule": "cosine",
-            "lr_min_ratio": 0.05,
-            "ema_halflife_kimg": 25.0,
-            "log_every": 100,
-            "checkpoint_every": 2000,
         },
         # UniPC was the best of our solvers at 10 NFE on this model (docs/howto/presets.md).
         "sample": {"solver": "unipc", "nfe": 10, "grid": "uniform", "n": 1000},
@@ -65,16 +82,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "digits"},
         "train": {
             **_edm(SIGMA_DATA_DIGITS),
-            "model": {"name": "mlp", "width": 384, "depth": 3},
+            **_DIGITS_TRAIN,
             "run_dir": "runs/digits-edm",
-            "steps": 6000,
-            "batch_size": 128,
-            "lr": 2e-3,
-            "lr_schedule": "cosine",
-            "lr_min_ratio": 0.05,
-            "ema_halflife_kimg": 25.0,
-            "log_every": 100,
-            "checkpoint_every": 2000,
         },
         "sample": {"solver": "heun", "nfe": 35, "grid": "karras", "n": 1000},
         "eval": {"metrics": ["auto"]},
@@ -85,15 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "moons"},
         "train": {
             **_FLOW,
-            "model": {"name": "mlp", "width": 256, "depth": 3},
+            **_TOY_TRAIN,
             "run_dir": "runs/toy2d-flow",
-            "steps": 2000,
-            "batch_size": 512,
-            "lr": 2e-3,
-            "lr_schedule": "cosine",
-            "ema_halflife_kimg": 100.0,
-            "log_every": 50,
-            "checkpoint_every": 1000,
         },
         "sample": {"solver": "heun", "nfe": 20, "grid": "uniform", "n": 2000},
         "eval": {"metrics": ["auto"]},
@@ -104,15 +106,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "moons"},
         "train": {
             **_edm(SIGMA_DATA_MOONS),
-            "model": {"name": "mlp", "width": 256, "depth": 3},
+            **_TOY_TRAIN,
             "run_dir": "runs/toy2d-edm",
-            "steps": 2000,
-            "batch_size": 512,
-            "lr": 2e-3,
-            "lr_schedule": "cosine",
-            "ema_halflife_kimg": 100.0,
-            "log_every": 50,
-            "checkpoint_every": 1000,
         },
         "sample": {"solver": "heun", "nfe": 35, "grid": "karras", "n": 2000},
         "eval": {"metrics": ["auto"]},

@@ -70,9 +70,8 @@ def scaled_sample(
         "seed": seed,
         "cond": cond,
         "budget": budget,
+        "nfe": nfe or settings.nfe,
     }
-    if nfe is not None or steer is None:
-        common["nfe"] = nfe or settings.nfe
     result: Any
     if search is not None:
         result = run_search(
@@ -84,14 +83,13 @@ def scaled_sample(
             raise ValueError("--steer rbf needs --budget NFE (model evaluations per sample)")
         if solver is not None:
             raise ValueError("--steer rbf uses its own SDE sampler; drop --solver")
-        steps = max(2, (nfe or settings.nfe))
         result = rbf_sample(
             loaded.model,
             fn,
             budget,
             shape,
             n=n,
-            steps=steps,
+            steps=max(2, common["nfe"]),
             seed=seed,
             cond=cond,
             device=next(loaded.model.parameters()).device,
@@ -99,10 +97,8 @@ def scaled_sample(
         )
         method = f"rbf (budget {budget})"
     else:
-        if solver is not None:
+        if solver is not None:  # else FK's own default, ancestral DDIM (the run's may be an ODE)
             common["solver"] = solver
-        if "nfe" not in common:
-            common["nfe"] = settings.nfe
         result = fk_steer(loaded.model, fn, particles, **common, **options)
         method = f"fk (K={particles})"
     ledger = result.ledger
