@@ -22,6 +22,7 @@ smoke run); results go to ``benchmarks/results/overhead.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -98,13 +99,11 @@ def time_per_step(
 
 def machine() -> dict[str, str | int]:
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc (macOS, Windows): keep platform's name
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     return {
         "cpu": cpu,
         "platform": platform.platform(),

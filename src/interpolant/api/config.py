@@ -17,6 +17,7 @@ with the list of valid ones: ``TrainConfig.from_dict`` checks the train section.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -250,10 +251,8 @@ def parse_scalar(text: str) -> Any:
     if low in _NONE:
         return None
     for parse in (int, float):
-        try:
+        with contextlib.suppress(ValueError):  # not this kind of number: try the next reading
             return parse(text)
-        except ValueError:
-            pass
     if text.strip()[:1] in "[{":
         return _parse_structured(text)
     return text
@@ -261,10 +260,8 @@ def parse_scalar(text: str) -> Any:
 
 def _parse_structured(text: str) -> Any:
     """A list or mapping written as JSON, or as YAML flow style when pyyaml is installed."""
-    try:
+    with contextlib.suppress(json.JSONDecodeError):  # not JSON: try YAML flow style below
         return json.loads(text)
-    except json.JSONDecodeError:
-        pass
     try:
         import yaml
     except ImportError:
@@ -499,12 +496,10 @@ def dump_config(config: RunConfig, fmt: str = "yaml") -> str:
     """The config as YAML (when pyyaml is installed and ``fmt="yaml"``) or JSON text."""
     values = config.to_dict()
     if fmt == "yaml":
-        try:
+        with contextlib.suppress(ImportError):  # without pyyaml the config is written as JSON
             import yaml
 
             return str(yaml.safe_dump(values, sort_keys=False, default_flow_style=None))
-        except ImportError:
-            pass
     return json.dumps(values, indent=2)
 
 
