@@ -17,9 +17,11 @@ from interpolant.text.edlm_nce import (
     NCEEnergy,
     NCEObjective,
     nce_loss,
+    optimal_energy,
     train_nce_energy,
 )
 from interpolant.text.markov import MarkovLanguage, all_sequences
+from interpolant.text.models import DiffusionTransformer
 from interpolant.text.samplers import masked_canvas
 
 V, L = 3, 4
@@ -129,6 +131,82 @@ def test_importance_sampling_with_the_trained_energy(trained: NCEEnergy) -> None
     se = math.hypot(nll["mdlm"][1], nll["nce"][1])
     assert nll["nce"][0] < nll["mdlm"][0] - 3 * se
     assert nll["oracle"][0] < nll["nce"][0] + 3 * se  # the exact energy is at least as good
+
+
+def test_optimal_energy_matches_enumeration() -> None:
+    # The forward-algorithm E* (log P(visible) from MarkovLanguage.log_marginal) is the
+    # enumerated one, including the all-masked and nothing-masked rows.
+    gen = torch.Generator().manual_seed(5)
+    x0 = LANG.sample(64, gen)
+    x_t = NCEObjective(LANG, V).path.corrupt(x0, torch.rand(64, generator=gen), V, gen)
+    x_t[0], x_t[1] = V, x0[1]
+    negative = LANG.sample(64, gen)
+    negative = torch.where(x_t == V, negative, x_t)
+    for rows in (x0, negative):
+        torch.testing.assert_close(
+            optimal_energy(LANG, rows, x_t).float(), exact_energy(rows, x_t), rtol=1e-5, atol=1e-5
+        )
+    assert float(optimal_energy(LANG, x0[1:2], x_t[1:2])) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_load_denoiser_copies_the_trunk() -> None:
+    # After load_denoiser the energy's trunk is the denoiser's blocks and norm applied to
+    # proj([embed(x_t); embed(x0)]) = embed(x_t) + embed(x0).
+    torch.manual_seed(0)
+    dit = DiffusionTransformer(V, dim=16, depth=2, heads=2)
+    for param in dit.parameters():  # away from the shared initial law
+        param.data.normal_(0.0, 0.3)
+    net = EnergyTransformer(V, dim=16, depth=2, heads=2).load_denoiser(dit)
+    features: dict[str, Tensor] = {}
+    dit.norm.register_forward_hook(lambda m, i, o: features.__setitem__("dit", o))
+    net.norm.register_forward_hook(lambda m, i, o: features.__setitem__("energy", o))
+    x_t = torch.tensor([[V, 1, V, 0], [2, V, V, V], [V, V, V, V]])
+    x0 = ALL[[5, 17, 40]]
+    with torch.no_grad():
+        dit.trunk(dit.embed(x_t) + dit.embed(x0))
+        energy = net(x0, x_t)
+        torch.testing.assert_close(features["energy"], features["dit"])
+        torch.testing.assert_close(net.embed.weight, dit.embed.weight)
+        assert not torch.equal(energy, net(ALL[[70, 3, 11]], x_t))  # x0 matters from the start
+    for bad in (
+        DiffusionTransformer(V, dim=16, depth=1, heads=2),
+        DiffusionTransformer(V + 1, dim=16, depth=2, heads=2),
+        DiffusionTransformer(V, dim=16, depth=2, heads=2, time_conditioning=True),
+    ):
+        with pytest.raises(ValueError, match="denoiser"):
+            EnergyTransformer(V, dim=16, depth=2, heads=2).load_denoiser(bad)
+    with pytest.raises(TypeError, match="DiffusionTransformer"):
+        net.load_denoiser(net)  # type: ignore[arg-type]
+
+
+def test_train_nce_energy_starts_from_the_denoiser(tmp_path: Path) -> None:
+    # One step at a negligible learning rate: the trained energy still holds the denoiser's
+    # embedding and blocks and the [I | I] projection, so the trainer started from them.
+    torch.manual_seed(1)
+    dit = DiffusionTransformer(V, dim=16, depth=1, heads=2)
+    for param in dit.parameters():
+        param.data.normal_(0.0, 0.3)
+    config = {
+        "steps": 1,
+        "batch_size": 8,
+        "lr": 1e-9,
+        "run_dir": str(tmp_path),
+        "progress": False,
+        "ema": "none",
+        "log_every": 1000,
+        "checkpoint_every": 1000,
+    }
+    data = LANG.sample(64, torch.Generator().manual_seed(0))
+    net = {"dim": 16, "depth": 1, "heads": 2}
+    energy, _ = train_nce_energy(LANG, data, V, config, net, init=dit)
+    torch.testing.assert_close(energy.net.embed.weight, dit.embed.weight, atol=1e-6, rtol=0)
+    block, dit_block = energy.net.blocks[0].state_dict(), dit.blocks[0].state_dict()
+    for key, value in dit_block.items():
+        torch.testing.assert_close(block[key], value, atol=1e-6, rtol=0)
+    eye = torch.eye(16)
+    torch.testing.assert_close(
+        energy.net.vocab_proj.weight, torch.cat([eye, eye], 1), atol=1e-6, rtol=0
+    )
 
 
 def test_bad_arguments() -> None:

@@ -72,3 +72,19 @@ def test_bad_inputs_are_named() -> None:
         lang.posterior(torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="token ids must lie"):
         lang.log_prob(torch.full((1, 4), 3))
+
+
+def test_log_marginal_matches_enumeration(lang: MarkovLanguage) -> None:
+    # log P(visible tokens) = log sum of p(x) over the sequences that agree with them.
+    seqs = all_sequences(lang.vocab_size, lang.length)
+    p = lang.log_prob(seqs).exp()
+    gen = torch.Generator().manual_seed(3)
+    x0 = lang.sample(40, gen)
+    tokens = torch.where(torch.rand(x0.shape, generator=gen) < 0.5, lang.vocab_size, x0)
+    tokens[0] = lang.vocab_size  # all masked: log 1
+    tokens[1] = x0[1]  # none masked: log p(x)
+    agree = ((tokens[:, None] == lang.vocab_size) | (tokens[:, None] == seqs[None])).all(-1)
+    expect = (agree * p).sum(1).log()
+    torch.testing.assert_close(lang.log_marginal(tokens), expect)
+    assert float(lang.log_marginal(tokens[:1])) == pytest.approx(0.0, abs=1e-12)
+    torch.testing.assert_close(lang.log_marginal(tokens[1:2]), lang.log_prob(x0[1:2]))

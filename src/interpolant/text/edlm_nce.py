@@ -27,6 +27,21 @@ diffusion with an exact or time-agnostic denoiser the optimum E* depends on x_t 
 and x_t carries the masking level, so time conditioning is optional here (``time_conditioning``).
 The untrained energy is small (weights ~N(0, 0.02^2)), so importance sampling with it is
 close to MDLM.
+
+Initialisation (the paper's EDLM-NCE starts from the pretrained diffusion transformer):
+:meth:`EnergyTransformer.load_denoiser` copies the embedding, blocks and final norm of a trained
+:class:`~interpolant.text.models.DiffusionTransformer` and sets ``vocab_proj`` to ``[I | I]``, so
+the initial trunk runs the denoiser's blocks (whose attention has learned which neighbours a
+token depends on) on ``embed(x_t) + embed(x0)``. The x0 half must not start at zero: at t = 1
+x_t is all masks, and with rotary positions only every position of an all-mask input is the
+same, so features of x_t alone carry nothing there (measured: held-out loss after 1000 steps
+1.09 with ``[I | I]``, 1.16 with ``[I | 0]``, 1.20 with a random ``vocab_proj``). From scratch, on a
+sparse order-2 chain (V 16, L 32), training does not leave the zero energy: the marginals of the
+proposal are exact, so a randomly initialised trunk (near-uniform attention) gives the loss no
+first-order signal, while the random initial energy costs loss (1.398 > 2 log 2); within ~25
+Adam steps the head's ReLUs die (94% of units), the gradient norm falls from 10 to 1e-3 and the
+energy is a constant, although the Bayes-optimal energy reaches 0.45 on the same pairs (seed-19
+reproduction, ``docs/papers/19-edlm.md``).
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ from ..train import TrainConfig, Trainer, as_config, derive_seed
 from .base import Denoiser, check_tokens
 from .edlm import draw_proposals
 from .losses import stratified_times
-from .models import Block, _init, _sinusoidal, rotary_tables
+from .models import Block, DiffusionTransformer, _init, _sinusoidal, rotary_tables
 from .samplers import Randomness, denoiser_probs
 
 
@@ -128,6 +143,47 @@ class EnergyTransformer(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"kind": "edlm-energy", **self._config}
+
+    @torch.no_grad()
+    def load_denoiser(self, denoiser: DiffusionTransformer) -> EnergyTransformer:
+        """Initialise the trunk from a trained masked-diffusion transformer (EDLM-NCE starts from
+        the pretrained DiT): its embedding, blocks and final norm are copied and ``vocab_proj``
+        becomes ``[I | I]``, so ``proj([embed(x_t); embed(x0)]) = embed(x_t) + embed(x0)`` goes
+        through the denoiser's blocks; the head keeps its own initialisation. Returns ``self``.
+        The sizes (V, dim, depth, heads, mlp_ratio) must match."""
+        if not isinstance(denoiser, DiffusionTransformer):
+            raise TypeError(f"denoiser must be a DiffusionTransformer, got {type(denoiser)!r}")
+        ours, theirs = self._config, denoiser.config()
+        for key in ("vocab_size", "dim", "depth", "heads", "mlp_ratio"):
+            if ours[key] != theirs[key]:
+                raise ValueError(
+                    f"denoiser {key}={theirs[key]!r} does not match the energy's {ours[key]!r}"
+                )
+        if denoiser.time_mlp is not None or getattr(denoiser, "position", None) is not None:
+            raise ValueError(
+                "the denoiser must be a plain masked-diffusion transformer (no time "
+                "conditioning, no absolute positions): the energy has no such inputs"
+            )
+        self.embed.load_state_dict(denoiser.embed.state_dict())
+        self.blocks.load_state_dict(denoiser.blocks.state_dict())
+        self.norm.load_state_dict(denoiser.norm.state_dict())
+        dim = int(ours["dim"])
+        eye = torch.eye(dim, dtype=self.vocab_proj.weight.dtype)
+        self.vocab_proj.weight.copy_(torch.cat([eye, eye], 1))
+        self.vocab_proj.bias.zero_()
+        return self
+
+
+def optimal_energy(language: Any, x0: Tensor, x_t: Tensor) -> Tensor:
+    """The NCE optimum E*(x0, x_t) = log q(x0 | x_t) - log p(x0 | x_t) (N,) float64 against the
+    exact denoiser q of a language with exact ``posterior``, ``log_prob`` and ``log_marginal``
+    (:class:`~interpolant.text.markov.MarkovLanguage`): log p(x0 | x_t) = log p(x0) - log P(x_t's
+    visible tokens). Its loss is the Bayes-optimal NCE loss, the floor of any trained energy."""
+    check_tokens(x0, language.vocab_size, allow_mask=False)
+    masked = x_t == language.vocab_size
+    q = language.posterior(x_t).gather(-1, x0[..., None])[..., 0]
+    log_q = torch.where(masked, q.clamp_min(1e-300).log(), torch.zeros_like(q)).sum(1)
+    return log_q - language.log_prob(x0) + language.log_marginal(x_t)
 
 
 def nce_loss(energy_pos: Tensor, energy_neg: Tensor) -> Tensor:
@@ -226,14 +282,19 @@ def train_nce_energy(
     config: TrainConfig | dict[str, Any],
     net: dict[str, Any] | None = None,
     path: DiscretePath | None = None,
+    init: DiffusionTransformer | None = None,
 ) -> tuple[NCEEnergy, Trainer]:
     """Train an EDLM-NCE energy on token rows ``data`` (N, L) against the frozen ``denoiser``
     through :class:`interpolant.train.Trainer` (one process or ``torchrun`` DDP, checkpoints in
-    ``config.run_dir``, resume). ``net`` holds :class:`EnergyTransformer` keywords. Returns the
-    energy (EMA weights when the config keeps an EMA) and the finished trainer."""
+    ``config.run_dir``, resume). ``net`` holds :class:`EnergyTransformer` keywords; ``init``, a
+    trained masked-diffusion transformer of the same size, initialises the trunk
+    (:meth:`EnergyTransformer.load_denoiser`, as the paper does). Returns the energy (EMA
+    weights when the config keeps an EMA) and the finished trainer."""
     cfg = as_config(config)
     torch.manual_seed(derive_seed("init", cfg.seed))  # identical initial weights on every rank
     model = EnergyTransformer(vocab_size, **(net or {}))
+    if init is not None:
+        model.load_denoiser(init)
     objective = NCEObjective(denoiser, vocab_size, path)
     network = {"text_model": model.config(), "objective": objective.config()}
     trainer = Trainer(model, objective, data, cfg, network=network)

@@ -184,6 +184,28 @@ class MarkovLanguage:
             out[:, i] = post[i - k + 1] @ onehot[digits[:, -1]]
         return out
 
+    def log_marginal(self, tokens: Tensor) -> Tensor:
+        """log P(visible tokens) of (B, L) ids in [0, V] (V = mask) -> (B,) float64: the
+        forward pass of :meth:`posterior` keeping its normalisers (0 when all are masked,
+        log p(x) when none are; -inf for impossible visible tokens)."""
+        check_tokens(tokens, self.vocab_size)
+        if tokens.shape[1] != self.length:
+            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
+        k, vocab = self.order, self.vocab_size
+        digits = _state_digits(vocab, k)
+        masked = tokens == mask_id(vocab)
+        ok = torch.ones(tokens.shape[0], self.n_states, dtype=torch.float64)
+        for j in range(k):
+            ok = ok * (masked[:, j, None] | (digits[None, :, j] == tokens[:, j, None])).double()
+        weights = self.init.reshape(1, -1) * ok
+        log_z = torch.zeros(tokens.shape[0], dtype=torch.float64)
+        for i in range(k, self.length):
+            z = weights.sum(-1, keepdim=True)
+            log_z = log_z + z[:, 0].log()
+            allowed = masked[:, i, None] | (digits[None, :, -1] == tokens[:, i, None])
+            weights = self._push(weights / z.clamp_min(1e-300)) * allowed.double()
+        return log_z + weights.sum(-1).log()
+
     def __call__(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
         """The exact denoiser as logits (B, L, V) = log posterior (float64; -inf = impossible)."""
         return self.posterior(tokens).log()
