@@ -9,7 +9,10 @@
   that small).
 * :func:`records` / :func:`render_json` / :func:`render_text`: synthetic biographical records with
   typed fields rendered as JSON with a fixed schema (for S3 schema scaffolding, seed paper 29),
-  and as free text for the extraction prompt.
+  and as free text for the extraction prompt. :func:`record_json_schema` is that schema as a
+  JSON Schema; :func:`render_json_slotted` writes a record in the slot layout an S3 model is
+  trained on (each value followed by a random run of JSON whitespace, within a fixed budget);
+  :func:`record_field_accuracy` scores generated records against the corpus' value domain.
 
 The Markov-chain language with its exact denoiser lives in ``text.markov``.
 """
@@ -23,6 +26,7 @@ import importlib
 import inspect
 import io
 import json
+import re
 from typing import Any
 
 import torch
@@ -186,3 +190,91 @@ def parse_json_record(text: str) -> dict[str, Any]:
         raise ValueError(f"not valid JSON: {err}") from err
     check_record(record)
     return record
+
+
+# --- records in the slot layout, schema and value domain (S3 with a trained model) --------------
+
+#: Longest name ``"Xxyyy Xxyyy"``: two syllable pairs and a space.
+NAME_LENGTH = 2 * max(len(f) + len(g) for f in FIRST_SYLLABLES for g in LAST_SYLLABLES) + 1
+_SYLLABLE_NAME = "(?:{})(?:{})".format("|".join(FIRST_SYLLABLES), "|".join(LAST_SYLLABLES))
+NAME_PATTERN = re.compile(f"{_SYLLABLE_NAME} {_SYLLABLE_NAME}", re.IGNORECASE)
+YEARS = (1900, 2000)
+
+
+def record_json_schema() -> dict[str, Any]:
+    """:data:`RECORD_SCHEMA` as a JSON Schema (the subset ``text.s3`` scaffolds): string
+    ``maxLength`` is the longest value of the corpus, so a slot fits every record."""
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": NAME_LENGTH},
+            "birth_year": {"type": "integer", "minimum": YEARS[0], "maximum": YEARS[1]},
+            "birth_place": {"type": ["string", "null"], "maxLength": max(map(len, CITIES))},
+            "occupation": {"type": ["string", "null"], "maxLength": max(map(len, OCCUPATIONS))},
+            "spouse": {"type": ["string", "null"], "maxLength": NAME_LENGTH},
+        },
+        "required": ["name", "birth_year"],
+    }
+
+
+def render_json_slotted(
+    record: dict[str, Any],
+    budgets: dict[str, int],
+    generator: torch.Generator,
+    p_aligned: float = 0.5,
+) -> str:
+    """The record as one line of JSON where each value (``json.dumps`` of it) is followed by
+    k spaces: with probability ``p_aligned`` k = budget - len(value) for every field (the S3
+    canvas layout, each value padded to its slot), otherwise k uniform on 0..budget - len(value)
+    per field (ragged layouts). Either way valid JSON for the same record. ``budgets`` maps each
+    field to its slot length in characters (an S3 scaffold's slot lengths)."""
+    check_record(record)
+    if set(budgets) != set(RECORD_SCHEMA):
+        raise ValueError(f"budgets must name the fields {sorted(RECORD_SCHEMA)}, got {budgets}")
+    if not 0.0 <= p_aligned <= 1.0:
+        raise ValueError(f"p_aligned must lie in [0, 1], got {p_aligned!r}")
+    aligned = float(torch.rand((), generator=generator)) < p_aligned
+    parts = []
+    for i, key in enumerate(RECORD_SCHEMA):
+        value = json.dumps(record[key], ensure_ascii=True)
+        spare = budgets[key] - len(value)
+        if spare < 0:
+            raise ValueError(f"budgets[{key!r}] = {budgets[key]} is shorter than {value}")
+        k = spare if aligned else int(torch.randint(spare + 1, (), generator=generator))
+        parts.append(("{" if i == 0 else ", ") + json.dumps(key) + ": " + value + " " * k)
+    return "".join(parts) + "}"
+
+
+def in_record_domain(key: str, value: Any) -> bool:
+    """Whether ``value`` is one :func:`records` can produce for field ``key`` (a syllable name,
+    a year in 1900..2000, a listed city or occupation, null where the field is nullable)."""
+    if key not in RECORD_SCHEMA:
+        raise ValueError(f"unknown record field {key!r}; expected one of {list(RECORD_SCHEMA)}")
+    if value is None:
+        return RECORD_SCHEMA[key][1]
+    if key in ("name", "spouse"):
+        return isinstance(value, str) and _is_name(value)
+    if key == "birth_year":
+        return type(value) is int and YEARS[0] <= value <= YEARS[1]
+    return value in (CITIES if key == "birth_place" else OCCUPATIONS)
+
+
+def _is_name(text: str) -> bool:
+    """Two capitalised syllable pairs, as :func:`records` writes them."""
+    return NAME_PATTERN.fullmatch(text) is not None and text == " ".join(
+        w.capitalize() for w in text.split(" ")
+    )
+
+
+def record_field_accuracy(text: str) -> float:
+    """Domain field accuracy of one generated record: the fraction of the schema's fields that
+    the parsed text holds with a value in the corpus' domain (:func:`in_record_domain`); 0 if
+    the text is not a JSON object. Extra keys are ignored; a missing key counts as wrong."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return 0.0
+    if not isinstance(obj, dict):
+        return 0.0
+    hits = sum(key in obj and in_record_domain(key, obj[key]) for key in RECORD_SCHEMA)
+    return hits / len(RECORD_SCHEMA)

@@ -12,6 +12,10 @@ position table.
   other half, carrying visible tokens over, is :func:`interpolant.text.losses.subs_log_probs`).
   Masked diffusion is time-agnostic (seed 7): by default ``t`` is ignored. Uniform-noise
   diffusion needs the time, so ``time_conditioning=True`` adds an embedding of ``t``.
+  ``max_length=N`` adds a learned absolute position embedding (rows of at most N tokens): with
+  rotary positions alone an all-mask canvas is the same input at every position (every value
+  vector is the mask's, so attention returns it whatever the scores), and the first prediction
+  is the unigram law everywhere; fixed-layout data (JSON records, S3) need to know where they are.
 * :class:`CausalTransformer`: ``net.log_prob(tokens) -> (B,)`` the exact log-likelihood
   ``sum_i log p(x_i | x_<i)``; the first token is predicted from a begin-of-sequence id V.
 """
@@ -129,14 +133,30 @@ class DiffusionTransformer(_Transformer):
         vocab_size: V clean tokens (the network embeds V + 1 ids).
         time_conditioning: add a learned embedding of t (needed for uniform-noise diffusion;
             masked diffusion is time-agnostic, seed 7).
+        max_length: if given, add a learned absolute position embedding for rows of at most
+            this many tokens (default: rotary positions only, as before).
     """
 
     kind = "diffusion"
 
-    def __init__(self, vocab_size: int, *, time_conditioning: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        time_conditioning: bool = False,
+        max_length: int | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(vocab_size, vocab_size + 1, **kwargs)
         self._config["time_conditioning"] = bool(time_conditioning)
         dim = int(self._config["dim"])
+        self.position: nn.Embedding | None = None
+        if max_length is not None:
+            if not isinstance(max_length, int) or max_length < 1:
+                raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+            self._config["max_length"] = max_length
+            self.position = nn.Embedding(max_length, dim)
+            _init(self.position)
         self.time_mlp = (
             nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
             if time_conditioning
@@ -146,6 +166,13 @@ class DiffusionTransformer(_Transformer):
     def forward(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
         check_tokens(tokens, self.vocab_size)
         h = self.embed(tokens)
+        if self.position is not None:
+            if tokens.shape[1] > self.position.num_embeddings:
+                raise ValueError(
+                    f"tokens have length {tokens.shape[1]} > max_length "
+                    f"{self.position.num_embeddings} of this denoiser"
+                )
+            h = h + self.position.weight[: tokens.shape[1]]
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this denoiser is time-conditioned: pass t (B,)")
