@@ -509,6 +509,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--nfe", nargs="+", type=int, help="NFE budgets (default 10)")
     parser.add_argument("--workers", type=int, help="processes (default 2, one thread each)")
+    parser.add_argument(
+        "--n-gen", type=int, help="generated samples per 2-D evaluation (default 5000)"
+    )
+    parser.add_argument(
+        "--n-ref", type=int, help="2-D reference samples, validation and test (default 20000)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output")
     parser.add_argument("--readme", type=Path, help="rewrite this README's generated table")
     parser.add_argument("--render", type=Path, help="only print/rewrite from a saved JSON")
@@ -523,8 +529,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for k, v in (("sets", args.sets), ("seeds", args.seeds), ("nfe", args.nfe))
         if v
     }
-    if args.workers:
-        changes["workers"] = args.workers
+    for key, value in (
+        ("workers", args.workers),
+        ("n_gen_toy", args.n_gen),
+        ("n_ref_toy", args.n_ref),
+    ):
+        if value:
+            changes[key] = value
     s = replace(s, **changes)
     torch.set_num_threads(1)
     import diffusers  # noqa: F401  (import once before the workers fork)
