@@ -81,3 +81,14 @@ def test_sample_json_keeps_the_scaffold(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert all(text.startswith('{"name": ') and text.endswith("}") for text in record["texts"])
     assert 0.0 <= record["json_valid"] <= 1.0
+
+
+def test_sample_json_uses_the_layout_the_run_was_trained_in():
+    from interpolant.cli.text import _layout_options
+    from interpolant.text.train import NULL_PAD, resolve
+
+    preset = resolve("json-records")
+    assert preset["data"]["layout"] == "null-pad"
+    assert _layout_options(preset) == {"pad": NULL_PAD, "null_pad": True}
+    assert _layout_options({"data": {"layout": "slots"}}) == {"quote_strings": False}
+    assert _layout_options({"data": {"name": "markov"}}) == {}

@@ -20,14 +20,20 @@ def test_quick_run_is_consistent() -> None:
         assert n[f"T={t} S3: field accuracy"] == 1.0
         assert 0.0 <= n[f"T={t} unconstrained: JSON validity"] <= 1.0
         assert n[f"T={t}: model calls (both)"] == t
-    assert n["trained: training steps"] == QUICK.trained_steps
-    assert n["trained: canvas length"] == n["canvas length"]  # same canvas for both decoders
-    for t in QUICK.trained_decode_steps:
-        for arm in ("unconstrained", "S3"):
-            key = f"trained T={t} {arm}"
-            assert 0.0 <= n[f"{key}: schema validity"] <= n[f"{key}: JSON validity"] <= 1.0
-            assert 0.0 <= n[f"{key}: field accuracy"] <= 1.0
-            assert 0.0 < n[f"{key}: distinct fraction"] <= 1.0
+    seeds = [f"seed {k} " for k in range(QUICK.trained_seeds)]  # one trained model per seed
+    per_seed = []
+    for p in seeds:
+        assert n[p + "trained: training steps"] == QUICK.trained_steps
+        assert n[p + "trained: canvas length"] == n["canvas length"]  # same canvas, both decoders
+        for t in QUICK.trained_decode_steps:
+            for arm in ("unconstrained", "S3"):
+                key = f"{p}trained T={t} {arm}"
+                assert 0.0 <= n[f"{key}: schema validity"] <= n[f"{key}: JSON validity"] <= 1.0
+                assert 0.0 <= n[f"{key}: field accuracy"] <= 1.0
+                assert 0.0 < n[f"{key}: distinct fraction"] <= 1.0
+        per_seed.append(n[p + "trained rule held"])
+    assert len({n[p + "trained: held-out NLL bound (nats/char)"] for p in seeds}) == len(seeds)
+    assert n["trained rule held"] == float(all(per_seed))  # every seed must pass
     assert result.claim_held == bool(n["oracle rule held"] and n["trained rule held"])
 
 

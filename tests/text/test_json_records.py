@@ -12,7 +12,14 @@ import torch
 from interpolant.text import corpora
 from interpolant.text.models import DiffusionTransformer, build_text_model
 from interpolant.text.s3 import build_scaffold
-from interpolant.text.train import build_data, build_model_and_objective, records_tokenizer, resolve
+from interpolant.text.train import (
+    NULL_PAD,
+    build_data,
+    build_model_and_objective,
+    records_scaffold,
+    records_tokenizer,
+    resolve,
+)
 
 TOK = records_tokenizer()
 SCAFFOLD = build_scaffold(corpora.record_json_schema(), TOK, pad=" ", quote_strings=False)
@@ -30,12 +37,38 @@ def test_aligned_layout_is_the_s3_canvas_and_ragged_layouts_parse() -> None:
         assert len(ragged) <= SCAFFOLD.length
     lengths = {len(corpora.render_json_slotted(recs[0], BUDGETS, gen, 0.0)) for _ in range(30)}
     assert len(lengths) > 3  # the whitespace really varies
-    with pytest.raises(ValueError, match="shorter than"):
+    with pytest.raises(ValueError, match="too short"):
         corpora.render_json_slotted(recs[0], {**BUDGETS, "name": 3}, gen)
     with pytest.raises(ValueError, match="budgets must name"):
         corpora.render_json_slotted(recs[0], {"name": 17}, gen)
     with pytest.raises(ValueError, match="p_aligned"):
         corpora.render_json_slotted(recs[0], BUDGETS, gen, p_aligned=1.5)
+
+
+def test_null_pad_layout_is_the_paper_canvas_and_strips_to_the_record() -> None:
+    tok = records_tokenizer(NULL_PAD)
+    scaffold = records_scaffold(tok, null_pad=True)
+    budgets = {slot.path[-1]: slot.stop - slot.start for slot in scaffold.slots}
+    assert scaffold.length == SCAFFOLD.length  # same canvas length as the "slots" layout
+    gen = torch.Generator().manual_seed(0)
+    recs = corpora.records(80, seed=3)
+    assert any(r["spouse"] is None for r in recs)
+    for rec in recs:
+        aligned = corpora.render_json_slotted(rec, budgets, gen, 1.0, NULL_PAD, null_pad=True)
+        assert torch.equal(torch.tensor(tok.encode(aligned)), scaffold.fill(rec, tok))
+        assert scaffold.decode(scaffold.fill(rec, tok), tok) == corpora.render_json(rec)
+        ragged = corpora.render_json_slotted(rec, budgets, gen, 0.0, NULL_PAD, null_pad=True)
+        assert corpora.parse_json_record(corpora.strip_pads(ragged, NULL_PAD)) == rec
+        assert '""' not in ragged  # a null keeps at least one pad between its quotes
+    with pytest.raises(ValueError, match="pad must be one character outside"):
+        corpora.render_json_slotted(recs[0], budgets, gen, pad="_", null_pad=True)  # birth_year
+    with pytest.raises(ValueError, match="pad must be one character"):
+        corpora.strip_pads("{}", "~~")
+    data = build_data({"name": "json-records", "n": 100, "layout": "null-pad"})
+    assert data.info["pad"] == NULL_PAD and data.tokenizer.to_dict() == tok.to_dict()
+    for row in data.tokenizer.decode_batch(data.train):
+        corpora.parse_json_record(corpora.strip_pads(row, NULL_PAD))
+    assert resolve("json-records")["data"]["layout"] == "null-pad"  # the preset's layout
 
 
 def test_domain_field_accuracy() -> None:

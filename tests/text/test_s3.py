@@ -140,3 +140,46 @@ def test_sample_json_fills_only_slots_with_an_exact_oracle() -> None:
     assert bool((out.tokens[:, sc.fixed] == sc.tokens[sc.fixed]).all())
     with pytest.raises(ValueError, match="shorter than prompt"):
         sample_json(lang, TOK, SCHEMA, length=10)
+
+
+def test_null_pad_layout_round_trips_and_cannot_break_the_syntax() -> None:
+    """The paper's layout: a nullable string keeps its quotes in the scaffold and an all-pad
+    slot is null, so whatever letters and pads fill the slots, the text parses (the default
+    layout's `"ull` failure cannot be written) and equals ``strip_pads`` of the raw canvas."""
+    tok = Tokenizer.characters(sorted(TOK.symbols | {"~"}))
+    props = {**SCHEMA["properties"], "occupation": {"type": "integer"}}
+    schema = {**SCHEMA, "properties": props, "required": ["name", "birth_year", "occupation"]}
+    sc = build_scaffold(schema, tok, pad="~", null_pad=True)
+    nullable = [s for s in sc.slots if s.nullable]
+    assert nullable and all(s.quoted for s in nullable)
+    for slot in nullable:  # quotes are fixed tokens just outside the slot
+        assert sc.fixed[slot.start - 1] and sc.fixed[slot.stop]
+        assert tok.decode([int(sc.tokens[slot.start - 1]), int(sc.tokens[slot.stop])]) == '""'
+    for rec in corpora.records(20, seed=5):
+        rec = {**rec, "birth_place": rec["birth_place"] and rec["birth_place"][:5], "occupation": 7}
+        filled = sc.fill(rec, tok)
+        text = sc.decode(filled, tok)
+        assert json.loads(text) == rec and text == json.dumps(rec)
+        assert text == corpora.strip_pads(tok.decode(filled.tolist()), "~")
+    gen = torch.Generator().manual_seed(0)
+    letters = torch.tensor(tok.encode("abcABE ~~~~~"))
+    nulls = 0
+    for _ in range(200):
+        row = sc.tokens.clone()
+        for slot in sc.slots:
+            n = slot.stop - slot.start
+            if slot.quoted:
+                row[slot.start : slot.stop] = letters[
+                    torch.randint(len(letters), (n,), generator=gen)
+                ]
+            else:
+                row[slot.start : slot.stop] = torch.tensor(tok.encode("12" + "~" * (n - 2)))
+        text = sc.decode(row, tok)
+        obj = json.loads(text)  # always parses
+        assert text == corpora.strip_pads(tok.decode(row.tolist()), "~")
+        nulls += obj["spouse"] is None
+    assert nulls == 0  # 15 random characters are almost never all pads
+    row = sc.fill({**rec, "spouse": None}, tok)
+    assert json.loads(sc.decode(row, tok))["spouse"] is None
+    with pytest.raises(ValueError, match="null_pad=True needs quote_strings"):
+        build_scaffold(schema, tok, pad="~", quote_strings=False, null_pad=True)

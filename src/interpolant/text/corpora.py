@@ -11,7 +11,9 @@
   typed fields rendered as JSON with a fixed schema (for S3 schema scaffolding, seed paper 29),
   and as free text for the extraction prompt. :func:`record_json_schema` is that schema as a
   JSON Schema; :func:`render_json_slotted` writes a record in the slot layout an S3 model is
-  trained on (each value followed by a random run of JSON whitespace, within a fixed budget);
+  trained on (each value followed by a random run of pads, within a fixed budget; JSON
+  whitespace, or the paper's layout with pads inside fixed quotes and null as an all-pad slot,
+  undone by :func:`strip_pads`);
   :func:`record_field_accuracy` scores generated records against the corpus' value domain.
 
 The Markov-chain language with its exact denoiser lives in ``text.markov``.
@@ -222,27 +224,51 @@ def render_json_slotted(
     budgets: dict[str, int],
     generator: torch.Generator,
     p_aligned: float = 0.5,
+    pad: str = " ",
+    null_pad: bool = False,
 ) -> str:
-    """The record as one line of JSON where each value (``json.dumps`` of it) is followed by
-    k spaces: with probability ``p_aligned`` k = budget - len(value) for every field (the S3
-    canvas layout, each value padded to its slot), otherwise k uniform on 0..budget - len(value)
-    per field (ragged layouts). Either way valid JSON for the same record. ``budgets`` maps each
-    field to its slot length in characters (an S3 scaffold's slot lengths)."""
+    """The record as one line of JSON where each value is followed by k ``pad`` characters:
+    with probability ``p_aligned`` k = spare for every field (the S3 canvas layout, each value
+    padded to its slot), otherwise k uniform on 0..spare per field (ragged layouts).
+    ``budgets`` maps each field to its slot length in characters (an S3 scaffold's slot lengths).
+
+    Default (``null_pad=False``, ``pad`` a space): the slot holds ``json.dumps`` of the value
+    (quotes or ``null`` included), so the text is valid JSON for the same record.
+    ``null_pad=True`` (the paper's layout, ``s3.build_scaffold(null_pad=True)``): string
+    quotes are outside the slot, the pads go inside them, and a null string is an all-pad slot
+    (at least one pad); the text is JSON after :func:`strip_pads`. ``pad`` must then be one
+    character that no value contains."""
     check_record(record)
     if set(budgets) != set(RECORD_SCHEMA):
         raise ValueError(f"budgets must name the fields {sorted(RECORD_SCHEMA)}, got {budgets}")
     if not 0.0 <= p_aligned <= 1.0:
         raise ValueError(f"p_aligned must lie in [0, 1], got {p_aligned!r}")
+    taken = '{}[]":, 0123456789' + "".join(RECORD_SCHEMA)  # JSON, digits, key characters
+    if null_pad and (len(pad) != 1 or pad in taken or pad.isalpha()):
+        raise ValueError(f"pad must be one character outside JSON and the values, got {pad!r}")
     aligned = float(torch.rand((), generator=generator)) < p_aligned
     parts = []
     for i, key in enumerate(RECORD_SCHEMA):
-        value = json.dumps(record[key], ensure_ascii=True)
-        spare = budgets[key] - len(value)
-        if spare < 0:
-            raise ValueError(f"budgets[{key!r}] = {budgets[key]} is shorter than {value}")
-        k = spare if aligned else int(torch.randint(spare + 1, (), generator=generator))
-        parts.append(("{" if i == 0 else ", ") + json.dumps(key) + ": " + value + " " * k)
+        value = record[key]
+        quoted = null_pad and RECORD_SCHEMA[key][0] == "string"
+        text = ("" if value is None else value) if quoted else json.dumps(value)
+        spare = budgets[key] - len(text)
+        if spare < 0 or (quoted and value is None and spare < 1):
+            raise ValueError(f"budgets[{key!r}] = {budgets[key]} is too short for {text!r}")
+        low = 1 if quoted and value is None else 0  # an all-pad slot needs a pad
+        k = spare if aligned else int(torch.randint(low, spare + 1, (), generator=generator))
+        body = f'"{text}{pad * k}"' if quoted else text + pad * k
+        parts.append(("{" if i == 0 else ", ") + json.dumps(key) + ": " + body)
     return "".join(parts) + "}"
+
+
+def strip_pads(text: str, pad: str) -> str:
+    """JSON text of a ``null_pad`` layout text (:func:`render_json_slotted`, an S3 canvas): a
+    quoted run of pads is null, every other pad is deleted. The same post-processing for every
+    decoder, scaffolded or not (the paper removes its ``<none>`` tokens the same way)."""
+    if len(pad) != 1:
+        raise ValueError(f"pad must be one character, got {pad!r}")
+    return re.sub(f'"{re.escape(pad)}+"', "null", text).replace(pad, "")
 
 
 def in_record_domain(key: str, value: Any) -> bool:

@@ -8,6 +8,16 @@ emit fills a slot's unused budget and is removed when decoding (the paper's ``<n
 self-adaptive length; pick a token that is JSON whitespace, e.g. a space, so that even
 undecoded text parses). Denoising touches the slots only (any sampler of ``text.samplers``).
 
+Nullable strings, two layouts. Default: the slot holds the whole JSON value (``null`` or a
+quoted string) followed by pads, so the model writes the quotes, and whether the value is null
+rests on one character (an opening quote or ``n``) that the rest of the slot must agree with.
+``null_pad=True`` (the paper's layout): the quotes are scaffold as for any string and the value
+is null when the model leaves the slot all pads (the paper's ``<none>`` abstention). This needs
+a pad token that never occurs inside a value (not the space of "Ada Lovelace"): with a space,
+an all-space slot would be ambiguous with a string of spaces. A model trained with a space pad
+on the default layout can commit the opening quote, then a run of pads, then ``ull``: the
+``"ull`` failure of seed 29's trained arm (docs/papers/29-s3.md), which this layout rules out.
+
 Supported schema (a subset of JSON Schema): ``object`` with ``properties`` (all emitted, in
 order; a property not in ``required`` or typed ``[T, "null"]`` may be null), ``string``
 (``maxLength`` = budget in tokens; quotes are scaffold unless the field may be null),
@@ -49,7 +59,8 @@ class TextTokenizer(Protocol):
 @dataclass(frozen=True)
 class Slot:
     """The masked positions [start, stop) holding the value at ``path`` (keys from the root);
-    ``quoted``: the quotes are scaffold (a non-null string); ``nullable``: may decode to null."""
+    ``quoted``: the quotes are scaffold; ``nullable``: may decode to null (if also ``quoted``:
+    an all-pad slot decodes to null, the ``null_pad`` layout)."""
 
     path: tuple[str, ...]
     start: int
@@ -84,11 +95,13 @@ class Scaffold:
 
     def slot_texts(self, tokens: Tensor, tokenizer: TextTokenizer) -> list[str]:
         """The text in every slot: leftover mask tokens dropped, pad tokens trimmed from both
-        ends (a pad inside a value, e.g. the space of "Ada Lovelace", is kept)."""
+        ends (a pad inside a value, e.g. the space of "Ada Lovelace", is kept; in the
+        ``null_pad`` layout the pad never belongs to a value and every pad is dropped)."""
         out = []
+        drop = {mask_id(self.vocab_size)} | ({self.pad_id} if self.meta.get("null_pad") else set())
         for slot in self.slots:
             ids = [int(i) for i in tokens[slot.start : slot.stop].tolist()]
-            ids = [i for i in ids if i != mask_id(self.vocab_size)]
+            ids = [i for i in ids if i not in drop]
             while ids and ids[0] == self.pad_id:
                 ids.pop(0)
             while ids and ids[-1] == self.pad_id:
@@ -97,10 +110,14 @@ class Scaffold:
         return out
 
     def decode(self, tokens: Tensor, tokenizer: TextTokenizer) -> str:
-        """The JSON text of one filled canvas (L,): scaffold strings plus slot texts."""
+        """The JSON text of one filled canvas (L,): scaffold strings plus slot texts (a quoted
+        nullable slot: ``null`` when empty, else the text in quotes)."""
         if tokens.shape != self.tokens.shape:
             raise ValueError(f"tokens must have shape {tuple(self.tokens.shape)}")
         values = self.slot_texts(tokens, tokenizer)
+        for i, slot in enumerate(self.slots):
+            if slot.quoted and slot.nullable:  # its quotes are fixed tokens but not in pieces
+                values[i] = "null" if not values[i] else f'"{values[i]}"'
         return "".join(p if isinstance(p, str) else values[p] for p in self.pieces)
 
     def fill(self, obj: dict[str, Any], tokenizer: TextTokenizer) -> Tensor:
@@ -111,8 +128,10 @@ class Scaffold:
             value: Any = obj
             for key in slot.path:
                 value = value[key]
-            text = value if slot.quoted else json.dumps(value)
-            ids = tokenizer.encode(text)
+            if slot.quoted and slot.nullable and value is None:
+                ids = []  # null: the slot is all pads
+            else:
+                ids = tokenizer.encode(value if slot.quoted else json.dumps(value))
             budget = slot.stop - slot.start
             if len(ids) > budget:
                 raise ValueError(
@@ -187,12 +206,18 @@ def build_scaffold(
     pad: int | str = " ",
     budget: int = 16,
     quote_strings: bool = True,
+    null_pad: bool = False,
 ) -> Scaffold:
     """Compile ``schema`` (an object schema) into a :class:`Scaffold` for ``tokenizer``.
     ``pad``: the padding token (id or text of one token) a slot may end with; ``budget``: the
     default slot length in tokens (strings without ``maxLength``, integers without bounds);
     ``quote_strings``: put the quotes of non-null strings in the scaffold (the paper's layout)
-    or leave them to the model (then every slot is a whole JSON value followed by pads)."""
+    or leave them to the model (then every slot is a whole JSON value followed by pads);
+    ``null_pad``: nullable strings keep their quotes in the scaffold too and are null when their
+    slot is all pads (the paper's ``<none>``; needs ``quote_strings`` and a pad that never occurs
+    inside a value)."""
+    if null_pad and not quote_strings:
+        raise ValueError("null_pad=True needs quote_strings=True (the quotes are scaffold)")
     kind, _ = _value_type(schema, ())
     if kind != "object":
         raise ValueError(f"schema at (root) must be an object schema, got type {kind!r}")
@@ -214,10 +239,11 @@ def build_scaffold(
     ids: list[int] = []
     fixed: list[bool] = []
 
-    def emit(text: str) -> None:
-        if pieces and isinstance(pieces[-1], str):
+    def emit(text: str, piece: bool = True) -> None:
+        # piece=False: fixed tokens that Scaffold.decode writes itself (a nullable slot's quotes)
+        if piece and pieces and isinstance(pieces[-1], str):
             pieces[-1] += text
-        else:
+        elif piece:
             pieces.append(text)
         enc = tokenizer.encode(text)
         ids.extend(enc)
@@ -234,20 +260,20 @@ def build_scaffold(
                 )
             obj(sub, path)
             return
-        quoted = kind == "string" and not nullable and quote_strings
+        quoted = kind == "string" and quote_strings and (not nullable or null_pad)
         n = _budget(sub, kind, budget, tokenizer)
         if not quoted and kind == "string":
             n += 2  # the quotes are the model's to write (or "null")
-        if nullable:
+        if nullable and not quoted:
             n = max(n, 4)  # room for null
         if quoted:
-            emit('"')
+            emit('"', piece=not nullable)
         pieces.append(len(slots))
         slots.append(Slot(path, len(ids), len(ids) + n, sub, quoted, nullable))
         ids.extend([mask_id(vocab)] * n)
         fixed.extend([False] * n)
         if quoted:
-            emit('"')
+            emit('"', piece=not nullable)
 
     def obj(sub: dict[str, Any], path: tuple[str, ...]) -> None:
         props = sub.get("properties")
@@ -269,7 +295,7 @@ def build_scaffold(
         schema,
         vocab,
         pad_id,
-        {"n_slot_tokens": sum(s.stop - s.start for s in slots)},
+        {"n_slot_tokens": sum(s.stop - s.start for s in slots), "null_pad": null_pad},
     )
 
 
@@ -345,6 +371,7 @@ def sample_json(
     pad: int | str = " ",
     budget: int = 16,
     quote_strings: bool = True,
+    null_pad: bool = False,
     seed: int = 0,
     **options: object,
 ) -> JSONSample:
@@ -352,7 +379,7 @@ def sample_json(
     a canvas of ``length`` tokens (default: just long enough; the tail is fixed padding), and
     let ``sampler`` (see :func:`~interpolant.text.samplers.sample_text`) fill the value slots."""
     scaffold = build_scaffold(
-        schema, tokenizer, pad=pad, budget=budget, quote_strings=quote_strings
+        schema, tokenizer, pad=pad, budget=budget, quote_strings=quote_strings, null_pad=null_pad
     )
     head = torch.as_tensor(list(prompt or []), dtype=torch.long)
     used = head.numel() + scaffold.length

@@ -13,8 +13,9 @@ markov-char    first-order Markov chain, 8 letters, length 32 (exact entropy kno
 pcfg           the toy English-like PCFG of ``text.pcfg``, 12 words + pad, length 16
 corpus-char    characters of the standard-library docstrings (``corpora.stdlib_docs``)
 json-records   biographical records as one-line JSON (``corpora.records``), characters, in
-               the S3 slot layout (values followed by JSON whitespace within their slot
-               budgets) with absolute positions; ~3 minutes on one thread (seed 29)
+               the paper's S3 slot layout ("null-pad": string quotes fixed, values followed
+               by "~" pads inside them, null = an all-pad slot) with absolute positions;
+               ~3 minutes on one thread (seed 29)
 =============  ==========================================================================
 
 Overrides are dotted keys: ``{"steps": 200, "model.dim": 64, "data.n": 5000, "loss": "uniform"}``
@@ -41,7 +42,7 @@ from ..train import checkpoint as ckpt
 from . import corpora
 from .losses import TextObjective, elbo_nll
 from .models import build_text_model
-from .s3 import build_scaffold
+from .s3 import Scaffold, build_scaffold
 from .tokenize import Tokenizer
 
 TEXT_FILE = "text.json"
@@ -74,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "name": "json-records",
             "n": 5000,
             "p_missing": 0.3,
-            "layout": "slots",
+            "layout": "null-pad",
             "p_aligned": 0.5,
         },
         "model": {"dim": 64, "depth": 3, "heads": 4, "max_length": 128},
@@ -206,35 +207,61 @@ def _json_records(spec: dict[str, Any], seed: int) -> TextData:
     S3 slot budget, padded to the budget w.p. ``p_aligned`` (all fields), else a ragged uniform
     run per field (``corpora.render_json_slotted``), rows as long as the
     S3 scaffold of ``corpora.record_json_schema()``, so a model learns the pad convention that
-    scaffolded decoding relies on (a compact-JSON model never saw a value followed by spaces)."""
+    scaffolded decoding relies on (a compact-JSON model never saw a value followed by spaces);
+    "null-pad": the same with the paper's layout (:func:`records_scaffold`), pads and trailing
+    fill ``NULL_PAD``, JSON after ``corpora.strip_pads``. Why "null-pad" is the preset's: with
+    "slots", a nullable slot's first character (``"`` or ``n``) decides string vs null and a
+    small model can commit ``"`` and then pads and ``ull`` (docs/papers/29-s3.md)."""
     layout = spec.get("layout", "compact")
     recs = corpora.records(spec["n"] + 256, seed=seed, p_missing=spec.get("p_missing", 0.3))
     if layout == "compact":
         texts = [corpora.render_json(r) for r in recs]
         tok = Tokenizer.characters(sorted(set("".join(texts)) | {" "}))
         length = spec.get("length") or 8 * math.ceil(max(map(len, texts)) / 8)
-    elif layout == "slots":
-        tok = records_tokenizer()
-        scaffold = build_scaffold(corpora.record_json_schema(), tok, pad=" ", quote_strings=False)
+    elif layout in ("slots", "null-pad"):
+        null_pad = layout == "null-pad"
+        pad = NULL_PAD if null_pad else " "
+        tok = records_tokenizer(pad)
+        scaffold = records_scaffold(tok, null_pad)
         budgets = {slot.path[-1]: slot.stop - slot.start for slot in scaffold.slots}
         gen = torch.Generator().manual_seed(derive_seed("json-layout", seed))
         p_aligned = float(spec.get("p_aligned", 0.5))
-        texts = [corpora.render_json_slotted(r, budgets, gen, p_aligned) for r in recs]
+        texts = [
+            corpora.render_json_slotted(r, budgets, gen, p_aligned, pad, null_pad) for r in recs
+        ]
         length = spec.get("length") or scaffold.length
     else:
-        raise ValueError(f"json-records data.layout must be 'compact' or 'slots', got {layout!r}")
-    rows = tok.encode_batch(texts, length, pad=" ")  # trailing spaces keep JSON valid
-    info = {"length": length, "layout": layout}
+        raise ValueError(
+            f"json-records data.layout must be 'compact', 'slots' or 'null-pad', got {layout!r}"
+        )
+    pad = NULL_PAD if layout == "null-pad" else " "
+    rows = tok.encode_batch(texts, length, pad=pad)  # trailing pads (spaces keep JSON valid)
+    info = {"length": length, "layout": layout, "pad": pad}
     return TextData(rows[: spec["n"]], rows[spec["n"] :], tok, None, info)
 
 
-def records_tokenizer() -> Tokenizer:
-    """Characters of every value ``corpora.records`` can produce in either JSON layout."""
+#: The pad of the ``null-pad`` layout: a character no key or value of the records contains.
+NULL_PAD = "~"
+
+
+def records_scaffold(tokenizer: Tokenizer, null_pad: bool) -> Scaffold:
+    """The S3 scaffold of ``corpora.record_json_schema()`` in a json-records layout: "slots"
+    (``null_pad=False``: every slot a whole JSON value then spaces) or "null-pad" (the paper's:
+    string quotes fixed, pads ``NULL_PAD``, null = an all-pad slot)."""
+    schema = corpora.record_json_schema()
+    if null_pad:
+        return build_scaffold(schema, tokenizer, pad=NULL_PAD, quote_strings=True, null_pad=True)
+    return build_scaffold(schema, tokenizer, pad=" ", quote_strings=False)
+
+
+def records_tokenizer(pad: str = " ") -> Tokenizer:
+    """Characters of every value ``corpora.records`` can produce in either JSON layout, plus
+    ``pad``."""
     names = corpora.FIRST_SYLLABLES + corpora.LAST_SYLLABLES
     capitals = (n.capitalize() for n in corpora.FIRST_SYLLABLES)
     words = (*names, *capitals, *corpora.CITIES, *corpora.OCCUPATIONS)
     keys = "".join(json.dumps(k) for k in corpora.RECORD_SCHEMA)
-    return Tokenizer.characters(sorted(set("".join(words) + keys + '{}":, 0123456789null')))
+    return Tokenizer.characters(sorted(set("".join(words) + keys + '{}":, 0123456789null' + pad)))
 
 
 def build_model_and_objective(
