@@ -485,28 +485,11 @@ def autodiffusion_search(
         raise ValueError(f"skip must be >= 0, got {skip}")
     like = torch.zeros(n_samples, *reference.shape[1:], dtype=reference.dtype)
     noise = randn_like(like, make_generators(seed, n_samples))
-    score = grid_fitness(
-        model,
-        noise,
-        reference,
-        solver=solver,
-        fitness=fitness,
-        features=features,
-        t_max=t_max,
-        solver_dtype=solver_dtype,
-        cond=cond,
-        seed=seed,
-    )
-    grids = [
-        get_grid(g, model.path, steps, t_max=t_max) if isinstance(g, str) else g for g in start
-    ]
-    result = search_timesteps(score, steps, config=config, t_max=t_max, start=grids, seed=seed)
-    if skip == 0:
-        return result
 
-    def planned_score(planned: Model) -> float:
+    def fitness_of(sampled: Model) -> Callable[[Tensor], float]:
+        # The same noise, reference and metric for the step search and the skip search.
         return grid_fitness(
-            planned,
+            sampled,
             noise,
             reference,
             solver=solver,
@@ -516,7 +499,18 @@ def autodiffusion_search(
             solver_dtype=solver_dtype,
             cond=cond,
             seed=seed,
-        )(result.grid)
+        )
+
+    score = fitness_of(model)
+    grids = [
+        get_grid(g, model.path, steps, t_max=t_max) if isinstance(g, str) else g for g in start
+    ]
+    result = search_timesteps(score, steps, config=config, t_max=t_max, start=grids, seed=seed)
+    if skip == 0:
+        return result
+
+    def planned_score(planned: Model) -> float:
+        return fitness_of(planned)(result.grid)
 
     run = search_skips(
         planned_score, model, result.grid, skip, config=skip_config or config, seed=seed

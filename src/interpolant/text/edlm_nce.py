@@ -59,7 +59,15 @@ from ..train import TrainConfig, Trainer, as_config, derive_seed
 from .base import Denoiser, check_tokens
 from .edlm import draw_proposals
 from .losses import stratified_times
-from .models import Block, DiffusionTransformer, _init, _sinusoidal, rotary_tables
+from .models import (
+    Block,
+    DiffusionTransformer,
+    _init,
+    add_time,
+    check_sizes,
+    run_blocks,
+    time_embedding,
+)
 from .samplers import Randomness, denoiser_probs
 
 
@@ -93,10 +101,7 @@ class EnergyTransformer(nn.Module):
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
         self.pool = pool
-        if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-        if dim % heads or (dim // heads) % 2:
-            raise ValueError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
+        check_sizes(vocab_size, dim, heads)
         self.vocab_size, self.heads = vocab_size, heads
         self._config: dict[str, Any] = {
             "vocab_size": vocab_size,
@@ -112,11 +117,7 @@ class EnergyTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, 0.0) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.energy_head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-        self.time_mlp = (
-            nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-            if time_conditioning
-            else None
-        )
+        self.time_mlp = time_embedding(dim) if time_conditioning else None
         # Small random init everywhere, the head included: with a zero last layer no gradient
         # reaches the trunk, and the head alone sees unigram features of x0, whose expected
         # NCE gradient vanishes (the proposal's marginals are the data's): a saddle.
@@ -128,15 +129,8 @@ class EnergyTransformer(nn.Module):
         if x0.shape != x_t.shape:
             raise ValueError(f"x0 and x_t must have one shape, got {x0.shape} and {x_t.shape}")
         h = self.vocab_proj(torch.cat([self.embed(x_t), self.embed(x0)], -1))
-        if self.time_mlp is not None:
-            if t is None:
-                raise ValueError("this energy is time-conditioned: pass t (B,)")
-            t = torch.as_tensor(t, dtype=h.dtype, device=h.device).reshape(-1)
-            h = h + self.time_mlp(_sinusoidal(t.expand(h.shape[0]), h.shape[-1]))[:, None]
-        cos, sin = rotary_tables(h.shape[1], h.shape[-1] // self.heads, device=h.device)
-        for block in self.blocks:
-            h = block(h, cos, sin, False)
-        h = self.norm(h)
+        h = add_time(h, self.time_mlp, t, "energy")
+        h = run_blocks(self.blocks, self.norm, h, self.heads, causal=False)
         if self.pool == "mean":
             return self.energy_head(h.mean(1))[:, 0]
         return self.energy_head(h)[..., 0].sum(1)

@@ -93,10 +93,7 @@ class _Transformer(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-        if dim % heads or (dim // heads) % 2:
-            raise ValueError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
+        check_sizes(vocab_size, dim, heads)
         self.vocab_size = vocab_size
         self.heads = heads
         self._config: dict[str, Any] = {
@@ -115,11 +112,7 @@ class _Transformer(nn.Module):
 
     def trunk(self, h: Tensor) -> Tensor:
         """Blocks and the output head on embeddings h (B, L, dim) -> logits (B, L, V)."""
-        head_dim = h.shape[-1] // self.heads
-        cos, sin = rotary_tables(h.shape[1], head_dim, device=h.device)
-        for block in self.blocks:
-            h = block(h, cos, sin, self.causal)
-        return self.head(self.norm(h))
+        return self.head(run_blocks(self.blocks, self.norm, h, self.heads, self.causal))
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments plus the class name under ``kind``."""
@@ -157,11 +150,7 @@ class DiffusionTransformer(_Transformer):
             self._config["max_length"] = max_length
             self.position = nn.Embedding(max_length, dim)
             _init(self.position)
-        self.time_mlp = (
-            nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-            if time_conditioning
-            else None
-        )
+        self.time_mlp = time_embedding(dim) if time_conditioning else None
 
     def forward(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
         check_tokens(tokens, self.vocab_size)
@@ -173,12 +162,7 @@ class DiffusionTransformer(_Transformer):
                     f"{self.position.num_embeddings} of this denoiser"
                 )
             h = h + self.position.weight[: tokens.shape[1]]
-        if self.time_mlp is not None:
-            if t is None:
-                raise ValueError("this denoiser is time-conditioned: pass t (B,)")
-            t = torch.as_tensor(t, dtype=h.dtype, device=h.device).reshape(-1)
-            h = h + self.time_mlp(_sinusoidal(t.expand(h.shape[0]), h.shape[-1]))[:, None]
-        return self.trunk(h)
+        return self.trunk(add_time(h, self.time_mlp, t, "denoiser"))
 
 
 class CausalTransformer(_Transformer):
@@ -200,6 +184,40 @@ class CausalTransformer(_Transformer):
         """Exact log p(x) = sum_i log p(x_i | x_<i), (B,) in float32."""
         logp = torch.log_softmax(self(tokens).float(), -1)
         return logp.gather(-1, tokens[..., None])[..., 0].sum(-1)
+
+
+def check_sizes(vocab_size: int, dim: int, heads: int) -> None:
+    """Raise a ValueError unless V >= 2 and the rotary head size dim / heads is an even int."""
+    if not isinstance(vocab_size, int) or vocab_size < 2:
+        raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+    if dim % heads or (dim // heads) % 2:
+        raise ValueError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
+
+
+def run_blocks(
+    blocks: nn.ModuleList, norm: nn.Module, h: Tensor, heads: int, causal: bool
+) -> Tensor:
+    """Rotary ``blocks`` then ``norm`` on embeddings h (B, L, dim) -> features (B, L, dim)."""
+    cos, sin = rotary_tables(h.shape[1], h.shape[-1] // heads, device=h.device)
+    for block in blocks:
+        h = block(h, cos, sin, causal)
+    return norm(h)
+
+
+def time_embedding(dim: int) -> nn.Sequential:
+    """The MLP applied to sinusoidal features of t (:func:`add_time`)."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+
+def add_time(h: Tensor, time_mlp: nn.Module | None, t: Tensor | None, owner: str) -> Tensor:
+    """h (B, L, dim) plus the embedding of t (B,) at every position; h itself without a
+    ``time_mlp``. ``owner`` names the network in the error for a missing t."""
+    if time_mlp is None:
+        return h
+    if t is None:
+        raise ValueError(f"this {owner} is time-conditioned: pass t (B,)")
+    t = torch.as_tensor(t, dtype=h.dtype, device=h.device).reshape(-1)
+    return h + time_mlp(_sinusoidal(t.expand(h.shape[0]), h.shape[-1]))[:, None]
 
 
 def _sinusoidal(t: Tensor, dim: int) -> Tensor:
