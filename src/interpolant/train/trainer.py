@@ -13,6 +13,7 @@ checkpointed tensors.
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import logging
@@ -478,7 +479,15 @@ class Trainer:
         dist_util.barrier(self.info)
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
+        """Leave the process group if this trainer created it.
+
+        The DDP wrapper holds the group, so it is dropped (and collected) first: a gloo group
+        whose last holder dies during interpreter shutdown can abort the finished process
+        ("terminate called without an active exception", 3 in 30 loaded runs before this).
+        """
+        if self.info.distributed:
+            self.wrapped, self.unit = self.module, dist_util.parallel_target(self.module)
+            gc.collect()
         dist_util.cleanup(self.info)
 
 
