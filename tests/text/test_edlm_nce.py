@@ -172,6 +172,7 @@ def test_load_denoiser_copies_the_trunk() -> None:
         DiffusionTransformer(V, dim=16, depth=1, heads=2),
         DiffusionTransformer(V + 1, dim=16, depth=2, heads=2),
         DiffusionTransformer(V, dim=16, depth=2, heads=2, time_conditioning=True),
+        DiffusionTransformer(V, dim=16, depth=2, heads=2, max_length=8),
     ):
         with pytest.raises(ValueError, match="denoiser"):
             EnergyTransformer(V, dim=16, depth=2, heads=2).load_denoiser(bad)

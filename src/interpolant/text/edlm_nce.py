@@ -153,7 +153,7 @@ class EnergyTransformer(nn.Module):
                 raise ValueError(
                     f"denoiser {key}={theirs[key]!r} does not match the energy's {ours[key]!r}"
                 )
-        if denoiser.time_mlp is not None or getattr(denoiser, "position", None) is not None:
+        if theirs["time_conditioning"] or theirs.get("max_length") is not None:
             raise ValueError(
                 "the denoiser must be a plain masked-diffusion transformer (no time "
                 "conditioning, no absolute positions): the energy has no such inputs"
