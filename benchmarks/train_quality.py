@@ -518,9 +518,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output")
     parser.add_argument("--readme", type=Path, help="rewrite this README's generated table")
     parser.add_argument("--render", type=Path, help="only print/rewrite from a saved JSON")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="pool saved runs that differ only in their seeds into --out (no training)",
+    )
     args = parser.parse_args(argv)
     if args.render:
         result = json.loads(args.render.read_text())
+        _report(result, args.readme)
+        return result
+    if args.merge:
+        result = merge([json.loads(path.read_text()) for path in args.merge])
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
         _report(result, args.readme)
         return result
     s = QUICK if args.quick else Settings()
@@ -588,6 +600,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"wrote {args.out}")
     _report(result, args.readme)
     return result
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs whose settings agree except for the seeds (and workers): their jobs
+    pooled, the tables aggregated again over all seeds."""
+    ignored = ("seeds", "workers")
+    first = {k: v for k, v in results[0]["settings"].items() if k not in ignored}
+    for other in results[1:]:
+        rest = {k: v for k, v in other["settings"].items() if k not in ignored}
+        differ = sorted(k for k in first.keys() | rest.keys() if first.get(k) != rest.get(k))
+        if differ:
+            raise ValueError(f"runs differ in settings {differ}: only the seeds may differ")
+    jobs = [job for r in results for job in r["jobs"]]
+    keys = [(j["set"], j["method"], j["seed"]) for j in jobs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"(set, method, seed) run twice: {repeated[:3]}")
+    seeds = sorted({j["seed"] for j in jobs})
+    settings = {**results[0]["settings"], "seeds": seeds}
+    sets, nfes = tuple(settings["sets"]), tuple(settings["nfe"])
+    return {
+        **results[0],
+        "settings": settings,
+        "merged_from": [r["settings"]["seeds"] for r in results],
+        "machine": [r["machine"] for r in results],
+        "wall_s": sum(r["wall_s"] for r in results),
+        "jobs": sorted(jobs, key=lambda j: (j["set"], j["method"], j["seed"])),
+        "table": aggregate(jobs, sets, nfes),
+    }
 
 
 def _report(result: dict[str, Any], readme: Path | None) -> None:
