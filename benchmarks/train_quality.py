@@ -624,7 +624,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         **results[0],
         "settings": settings,
         "merged_from": [r["settings"]["seeds"] for r in results],
-        "machine": [r["machine"] for r in results],
+        "merged_machines": [r["machine"] for r in results],
         "wall_s": sum(r["wall_s"] for r in results),
         "jobs": sorted(jobs, key=lambda j: (j["set"], j["method"], j["seed"])),
         "table": aggregate(jobs, sets, nfes),
