@@ -104,6 +104,51 @@ def test_sample_then_eval(toy_run, tmp_path, capsys):
     assert metrics["energy_distance"] < 0.5 * baseline["energy_distance"]
 
 
+def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
+    # --teleport F replaces round(F * steps) steps by the Gaussian's closed-form flow: the kept
+    # path starts later, and the samples equal teleport_sample's on the same per-sample noise.
+    from interpolant.api.runs import load_data, load_run
+    from interpolant.data.oracles import fit_gaussian
+    from interpolant.solvers import randn_like, teleport_sample
+    from interpolant.train import derive_seed
+
+    out = tmp_path / "t"
+    args = ["sample", str(toy_run), "--nfe", "8", "-n", "40", "--no-progress", "--trajectories"]
+    assert main([*args, "--teleport", "0.5", "--out", str(out)]) == 0
+    assert "first 0.5 of the steps teleported" in capsys.readouterr().out
+    with np.load(out / "samples.npz") as z:
+        x, trajectory = z["samples"], z["trajectory"]
+        assert json.loads(str(z["meta"]))["sample"]["teleport"] == 0.5
+    assert trajectory.shape == (3, 40, 2)  # heun, 8 NFE: 4 steps, 2 of them teleported
+
+    run = load_run(toy_run)
+    gaussian = fit_gaussian(load_data(run.config.data, "train").x)
+    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", 0, i)) for i in range(40)]
+    noise = randn_like(torch.empty(40, 2), gens)
+    expected = teleport_sample(
+        run.model,
+        noise,
+        gaussian,
+        skip=2,
+        steps=4,
+        solver="heun",
+        grid="uniform",
+        seed=list(range(40)),
+    )
+    np.testing.assert_allclose(x, expected.detach().numpy(), rtol=0, atol=1e-5)
+
+    # Teleporting 0 steps is plain sampling; F outside [0, 1) is refused.
+    plain, zero = tmp_path / "p", tmp_path / "z"
+    assert main([*args[:-1], "--out", str(plain)]) == 0
+    assert main([*args[:-1], "--teleport", "0", "--out", str(zero)]) == 0
+    with np.load(plain / "samples.npz") as a, np.load(zero / "samples.npz") as b:
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+        assert not np.allclose(a["samples"], x, atol=1e-3)
+    capsys.readouterr()
+    assert main([*args, "--teleport", "1.0", "--out", str(out)]) == 2
+    assert "sample.teleport must lie in [0, 1)" in capsys.readouterr().err
+
+
 def test_info_lists_the_registries(capsys):
     assert main(["info", "--json"]) == 0
     values = json.loads(capsys.readouterr().out)

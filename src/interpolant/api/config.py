@@ -61,6 +61,7 @@ class SampleConfig:
     float64: bool = False  # solver arithmetic in float64 whatever the model's dtype
     grid_options: dict[str, Any] = field(default_factory=dict)  # e.g. {rho: 7} or {shift: 3}
     solver_options: dict[str, Any] = field(default_factory=dict)  # e.g. {eps: 0.5} (sde_euler)
+    teleport: float = 0.0  # share of the steps jumped along the data's Gaussian (seed 32)
 
 
 @dataclass
@@ -184,6 +185,8 @@ def _validate(name: str, section: Any) -> None:
         for key in ("nfe", "n", "batch_size"):
             if getattr(section, key) < 1:
                 raise ValueError(f"sample.{key} must be >= 1, got {getattr(section, key)}")
+        if not 0.0 <= section.teleport < 1.0:
+            raise ValueError(f"sample.teleport must lie in [0, 1), got {section.teleport}")
     if name == "data" and not 0 < section.test_fraction < 1:
         raise ValueError(f"data.test_fraction must lie in (0, 1), got {section.test_fraction}")
     if name == "eval":

@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data import DataInfo, LoadedData, load_dataset
+from ..data.oracles import GaussianMixture, fit_gaussian
 from ..predictions import Model
-from ..solvers import SampleResult, randn_like
+from ..solvers import SampleResult, get_solver, randn_like, teleport_sample
 from ..solvers import sample as sample_loop
 from ..solvers.loop import PredictionHook
 from ..train import TrainConfig, Trainer, build_network, derive_seed
@@ -329,14 +330,19 @@ def draw_samples(
     progress: bool = False,
     trajectory: list[Tensor] | None = None,
     hooks: Sequence[PredictionHook] = (),
+    gaussian: GaussianMixture | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``settings.n`` samples of per-sample ``shape``. Sample i starts from noise drawn by its
     own generator (seed ``derive_seed("sample-noise", seed, i)``) and stochastic solvers use seed
     ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
     states at every grid time, one tensor (times, N, ...). ``hooks`` are prediction hooks
-    (guidance) passed to the sampling loop."""
+    (guidance) passed to the sampling loop. ``settings.teleport > 0`` jumps over that fraction
+    of the steps along ``gaussian``'s closed-form flow (:func:`~interpolant.solvers.
+    teleport_sample`)."""
     device = next(model.parameters()).device
     n, s = settings.n, settings
+    if s.teleport > 0 and gaussian is None:
+        raise ValueError("sample.teleport > 0 needs the Gaussian to teleport along (gaussian=)")
     labels = None
     if num_classes:
         if s.class_label is not None and not 0 <= s.class_label < num_classes:
@@ -356,11 +362,8 @@ def draw_samples(
         ]
         noise = randn_like(torch.empty(len(index), *shape), gens).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
-        result = sample_loop(
-            model,
-            noise,
+        common: dict[str, Any] = dict(
             solver=s.solver,
-            nfe=s.nfe,
             grid=s.grid,
             seed=[s.seed + i for i in index],
             solver_dtype=torch.float64 if s.float64 else None,
@@ -372,6 +375,14 @@ def draw_samples(
             keep_trajectory=trajectory is not None,
             hooks=hooks,
         )
+        if s.teleport > 0:
+            assert gaussian is not None
+            steps = get_solver(s.solver, **s.solver_options).steps_for_nfe(s.nfe)
+            result = teleport_sample(
+                model, noise, gaussian, skip_fraction=s.teleport, steps=steps, **common
+            )
+        else:
+            result = sample_loop(model, noise, nfe=s.nfe, **common)
         assert isinstance(result, SampleResult)
         parts.append(result.x.detach().cpu().float())
         if result.trajectory is not None:
@@ -416,15 +427,25 @@ def sample(
         raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
     paths: list[Tensor] | None = [] if keep_trajectory else None
     hooks = _guidance_hooks(loaded, guidance, guidance_options) if guidance else []
+    classes = _classes_of(loaded.config.train)
+    gaussian = None
+    if merged.teleport > 0:
+        if classes:
+            raise ValueError(
+                "sample.teleport fits one Gaussian to all training data, so it needs an "
+                f"unconditional run; {loaded.run_dir} is class-conditional"
+            )
+        gaussian = fit_gaussian(load_data(loaded.config.data, "train").x)
     x, labels = draw_samples(
         loaded.model,
         tuple(loaded.data_info.shape),
         merged,
-        _classes_of(loaded.config.train),
+        classes,
         loaded.config.train.cond_key,
         progress,
         paths,
         hooks,
+        gaussian,
     )
     meta = {
         "run_dir": str(loaded.run_dir),

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-label", type=int, help="conditional runs: sample only this class")
     p.add_argument("--raw-weights", action="store_true", help="the trained weights, not the EMA")
     p.add_argument("--float64", action="store_true", help="solver arithmetic in float64")
+    p.add_argument(
+        "--teleport",
+        type=float,
+        metavar="F",
+        help="jump over fraction F of the steps along the flow of the Gaussian fitted to the "
+        "training data (seed 32; unconditional runs)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/samples)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -274,6 +281,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             ("seed", args.seed),
             ("batch_size", args.batch_size),
             ("class_label", args.class_label),
+            ("teleport", args.teleport),
         )
         if value is not None
     }
@@ -304,6 +312,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"{out.x.shape[0]} samples from {out.meta['checkpoint']} "
         f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} {s['nfe']} NFE on the "
         f"{s['grid']} grid, seed {s['seed']}"
+        + (f", first {s['teleport']:g} of the steps teleported" if s.get("teleport") else "")
     )
     for path in paths.values():
         print(f"wrote {path}")
@@ -316,10 +325,17 @@ def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
 
     if not args.reward:
         raise ValueError("--search and --steer need --reward SPEC")
-    if args.guidance or args.overrides or args.trajectories or args.float64 or args.raw_weights:
+    if (
+        args.guidance
+        or args.overrides
+        or args.trajectories
+        or args.float64
+        or args.raw_weights
+        or args.teleport
+    ):
         raise ValueError(
-            "--search/--steer do not combine with guidance, overrides, --trajectories, --float64 "
-            "or --raw-weights"
+            "--search/--steer do not combine with guidance, overrides, --trajectories, --float64, "
+            "--raw-weights or --teleport"
         )
     options = {
         key: value
