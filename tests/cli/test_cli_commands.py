@@ -149,6 +149,39 @@ def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
     assert "sample.teleport must lie in [0, 1)" in capsys.readouterr().err
 
 
+def test_schedule_writes_a_grid_file_that_sample_reads(toy_run, tmp_path, capsys):
+    # `schedule` searches a 3-step DDIM grid (never worse than uniform on its own seeds, which
+    # are in its first population); `sample --grid FILE` samples on exactly the listed times.
+    grid_file = tmp_path / "g.json"
+    search = ["schedule", str(toy_run), "--steps", "3", "--population", "8", "--epochs", "3"]
+    assert main([*search, "--samples", "128", "--fitness", "sw", "--out", str(grid_file)]) == 0
+    record = json.loads(grid_file.read_text())
+    grid = record["grid"]
+    assert len(grid) == 4 and grid[0] == 1.0 and grid[-1] == 0.0
+    assert grid == sorted(grid, reverse=True) and len(set(grid)) == 4
+    assert record["fitness_searched"] <= record["fitness_uniform"]
+    assert "sample with: interpolant sample" in capsys.readouterr().out
+
+    def draw(*extra: str) -> np.ndarray:
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        argv = ["sample", str(toy_run), "--solver", "ddim", "-n", "64", "--no-progress"]
+        assert main([*argv, "--out", str(out), *extra]) == 0
+        with np.load(out / "samples.npz") as z:
+            return z["samples"]
+
+    uniform_file = tmp_path / "uniform.json"
+    uniform_file.write_text(json.dumps([1.0, 2 / 3, 1 / 3, 0.0]))
+    np.testing.assert_allclose(
+        draw("--grid", str(uniform_file)), draw("--grid", "uniform", "--nfe", "3"), atol=1e-6
+    )
+    searched = draw("--grid", str(grid_file))
+    np.testing.assert_array_equal(searched, draw(f"sample.grid={json.dumps(grid)}"))
+    assert "3 listed steps" in capsys.readouterr().out
+
+    _error(["sample", str(toy_run), "--grid", str(tmp_path / "none.json")], capsys)
+    assert "list of >= 2 times" in _error(["sample", str(toy_run), "sample.grid=[1.0]"], capsys)
+
+
 def test_info_lists_the_registries(capsys):
     assert main(["info", "--json"]) == 0
     values = json.loads(capsys.readouterr().out)

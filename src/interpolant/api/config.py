@@ -52,7 +52,7 @@ class SampleConfig:
 
     solver: str = "heun"  # a registered solver (see `interpolant info`)
     nfe: int = 10  # model evaluations per sample (the solver picks its number of steps)
-    grid: str = "uniform"  # time grid: uniform, karras, logsnr, shift, edm
+    grid: list[float] | str = "uniform"  # uniform, karras, logsnr, shift, edm, or times t_max..0
     n: int = 1000  # number of samples
     seed: int = 0  # sample i starts from noise seeded by (seed, i): batch-size invariant
     batch_size: int = 1000  # samples per sampler call (memory only: results do not change)
@@ -185,6 +185,13 @@ def _validate(name: str, section: Any) -> None:
         for key in ("nfe", "n", "batch_size"):
             if getattr(section, key) < 1:
                 raise ValueError(f"sample.{key} must be >= 1, got {getattr(section, key)}")
+        if not isinstance(section.grid, str) and (
+            len(section.grid) < 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in section.grid)
+        ):
+            raise ValueError(
+                f"sample.grid must be a grid name or a list of >= 2 times, got {section.grid!r}"
+            )
         if not 0.0 <= section.teleport < 1.0:
             raise ValueError(f"sample.teleport must lie in [0, 1), got {section.teleport}")
     if name == "data" and not 0 < section.test_fraction < 1:

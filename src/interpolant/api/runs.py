@@ -362,9 +362,11 @@ def draw_samples(
         ]
         noise = randn_like(torch.empty(len(index), *shape), gens).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
+        # A list of times fixes the steps itself (nfe then goes unused).
+        listed = not isinstance(s.grid, str)
         common: dict[str, Any] = dict(
             solver=s.solver,
-            grid=s.grid,
+            grid=torch.tensor(s.grid, dtype=torch.float64) if listed else s.grid,
             seed=[s.seed + i for i in index],
             solver_dtype=torch.float64 if s.float64 else None,
             cond=cond,
@@ -377,12 +379,16 @@ def draw_samples(
         )
         if s.teleport > 0:
             assert gaussian is not None
-            steps = get_solver(s.solver, **s.solver_options).steps_for_nfe(s.nfe)
+            steps = (
+                len(s.grid) - 1
+                if listed
+                else get_solver(s.solver, **s.solver_options).steps_for_nfe(s.nfe)
+            )
             result = teleport_sample(
                 model, noise, gaussian, skip_fraction=s.teleport, steps=steps, **common
             )
         else:
-            result = sample_loop(model, noise, nfe=s.nfe, **common)
+            result = sample_loop(model, noise, nfe=None if listed else s.nfe, **common)
         assert isinstance(result, SampleResult)
         parts.append(result.x.detach().cpu().float())
         if result.trajectory is not None:

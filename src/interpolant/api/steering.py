@@ -63,6 +63,8 @@ def scaled_sample(
         label = settings.class_label if class_label is None else class_label
         labels = torch.full((n,), 0 if label is None else int(label), dtype=torch.long)
         cond = {loaded.config.train.cond_key: labels.to(next(loaded.model.parameters()).device)}
+    if not isinstance(grid or settings.grid, str):
+        raise ValueError("search and steering take a named grid (uniform, karras, ...), not times")
     common: dict[str, Any] = {
         "n": n,
         "shape": shape,

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint folder (default: the newest)")
     p.add_argument("--solver", help="a registered solver (interpolant info lists them)")
     p.add_argument("--nfe", type=int, help="model evaluations per sample")
-    p.add_argument("--grid", help="time grid: uniform, karras, logsnr, shift, edm")
+    p.add_argument(
+        "--grid", help="time grid: uniform, karras, logsnr, shift, edm, or a grid file (.json)"
+    )
     p.add_argument("-n", "--n", type=int, dest="n", help="number of samples")
     p.add_argument("--seed", type=int, help="sample i uses noise seeded by (seed, i)")
     p.add_argument("--batch-size", type=int, help="samples per sampler call")
@@ -167,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
 
     from .inverse import add_parser as add_inverse
+    from .schedule import add_parser as add_schedule
 
     add_inverse(sub, _Formatter)
+    add_schedule(sub, _Formatter)
 
     # eval
     p = sub.add_parser(
@@ -270,13 +274,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..api.config import DataConfig
     from ..api.runs import load_data, sample, save_samples
+    from .schedule import read_grid
 
     settings: dict[str, Any] = {
         key: value
         for key, value in (
             ("solver", args.solver),
             ("nfe", args.nfe),
-            ("grid", args.grid),
+            ("grid", None if args.grid is None else read_grid(args.grid)),
             ("n", args.n),
             ("seed", args.seed),
             ("batch_size", args.batch_size),
@@ -310,8 +315,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     s = out.meta["sample"]
     print(
         f"{out.x.shape[0]} samples from {out.meta['checkpoint']} "
-        f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} {s['nfe']} NFE on the "
-        f"{s['grid']} grid, seed {s['seed']}"
+        f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} "
+        + (
+            f"{s['nfe']} NFE on the {s['grid']} grid"
+            if isinstance(s["grid"], str)
+            else f"on a grid of {len(s['grid']) - 1} listed steps"
+        )
+        + f", seed {s['seed']}"
         + (f", first {s['teleport']:g} of the steps teleported" if s.get("teleport") else "")
     )
     for path in paths.values():
@@ -495,6 +505,12 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from .schedule import cmd_schedule as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -503,6 +519,7 @@ COMMANDS = {
     "info": cmd_info,
     "repro": cmd_repro,
     "inverse": cmd_inverse,
+    "schedule": cmd_schedule,
 }
 
 
