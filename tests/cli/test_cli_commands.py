@@ -327,3 +327,19 @@ def test_sample_with_search_and_fk_steering(toy_run, tmp_path, capsys):
         assert "budget" in capsys.readouterr().err
     assert main(["sample", *common[:-1], "linear:1,0,3", "--search", "random:2"]) == 2
     assert "expects samples of 3 numbers" in capsys.readouterr().err
+
+
+def test_teleport_needs_an_unconditional_model_and_its_gaussian(toy_run):
+    # One Gaussian for all classes would pull every class to the mean: conditional sampling
+    # with teleport is refused, and so is teleport without a Gaussian (or data) to fit.
+    from interpolant.api.config import SampleConfig
+    from interpolant.api.runs import draw_samples, load_run
+
+    model = load_run(toy_run).model
+    settings = SampleConfig(n=4, batch_size=4, teleport=0.5)
+    with pytest.raises(ValueError, match="class-conditional"):
+        draw_samples(model, (2,), settings, num_classes=3, gaussian=torch.randn(50, 2))
+    with pytest.raises(ValueError, match="needs the Gaussian"):
+        draw_samples(model, (2,), settings)
+    x, _ = draw_samples(model, (2,), settings, gaussian=torch.randn(50, 2))
+    assert x.shape == (4, 2) and torch.isfinite(x).all()

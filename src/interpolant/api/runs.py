@@ -26,11 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from ..data import DataInfo, LoadedData, load_dataset
-from ..data.oracles import GaussianMixture, fit_gaussian
+from ..data.oracles import GaussianMixture
 from ..predictions import Model
 from ..solvers import SampleResult, get_solver, randn_like, teleport_sample
 from ..solvers import sample as sample_loop
 from ..solvers.loop import PredictionHook
+from ..solvers.teleport import as_gaussian
 from ..train import TrainConfig, Trainer, build_network, derive_seed
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
@@ -227,7 +228,8 @@ def _training_sampler(cfg: RunConfig, data: LoadedData) -> Any:
     def sample_fn(model: nn.Module, step: int, run_dir: Path) -> None:
         if not isinstance(model, Model):
             return
-        settings = replace(cfg.sample, n=min(cfg.sample.n, 100), batch_size=100)
+        # Plain sampling for the progress pictures (teleport would refit a Gaussian each time).
+        settings = replace(cfg.sample, n=min(cfg.sample.n, 100), batch_size=100, teleport=0.0)
         x, labels = draw_samples(model, data.info.shape, settings, _classes_of(cfg.train))
         out = Samples(x, labels, {"step": step, "data": data.info.to_dict()})
         plot_samples(out, run_dir / "samples" / f"step-{step:08d}.png", reference)
@@ -330,19 +332,26 @@ def draw_samples(
     progress: bool = False,
     trajectory: list[Tensor] | None = None,
     hooks: Sequence[PredictionHook] = (),
-    gaussian: GaussianMixture | None = None,
+    gaussian: GaussianMixture | Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``settings.n`` samples of per-sample ``shape``. Sample i starts from noise drawn by its
     own generator (seed ``derive_seed("sample-noise", seed, i)``) and stochastic solvers use seed
     ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
     states at every grid time, one tensor (times, N, ...). ``hooks`` are prediction hooks
     (guidance) passed to the sampling loop. ``settings.teleport > 0`` jumps over that fraction
-    of the steps along ``gaussian``'s closed-form flow (:func:`~interpolant.solvers.
-    teleport_sample`)."""
+    of the steps along the closed-form flow of ``gaussian`` (a one-component mixture, or the
+    training data to fit it to; :func:`~interpolant.solvers.teleport_sample`)."""
     device = next(model.parameters()).device
     n, s = settings.n, settings
-    if s.teleport > 0 and gaussian is None:
-        raise ValueError("sample.teleport > 0 needs the Gaussian to teleport along (gaussian=)")
+    if s.teleport > 0:
+        if num_classes:
+            raise ValueError(
+                "sample.teleport fits one Gaussian to all training data, so it needs an "
+                "unconditional run; this one is class-conditional"
+            )
+        if gaussian is None:
+            raise ValueError("sample.teleport > 0 needs the Gaussian (or data) to teleport along")
+        gaussian = as_gaussian(gaussian)  # fitted once for all batches
     labels = None
     if num_classes:
         if s.class_label is not None and not 0 <= s.class_label < num_classes:
@@ -433,25 +442,16 @@ def sample(
         raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
     paths: list[Tensor] | None = [] if keep_trajectory else None
     hooks = _guidance_hooks(loaded, guidance, guidance_options) if guidance else []
-    classes = _classes_of(loaded.config.train)
-    gaussian = None
-    if merged.teleport > 0:
-        if classes:
-            raise ValueError(
-                "sample.teleport fits one Gaussian to all training data, so it needs an "
-                f"unconditional run; {loaded.run_dir} is class-conditional"
-            )
-        gaussian = fit_gaussian(load_data(loaded.config.data, "train").x)
     x, labels = draw_samples(
         loaded.model,
         tuple(loaded.data_info.shape),
         merged,
-        classes,
+        _classes_of(loaded.config.train),
         loaded.config.train.cond_key,
         progress,
         paths,
         hooks,
-        gaussian,
+        load_data(loaded.config.data, "train").x if merged.teleport > 0 else None,
     )
     meta = {
         "run_dir": str(loaded.run_dir),
