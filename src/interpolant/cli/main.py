@@ -26,6 +26,7 @@ interpolant: diffusion, flow and stochastic-interpolant models on one core.
   interpolant sample runs/toy2d-flow --solver heun --nfe 20
   interpolant eval runs/toy2d-flow/samples
   interpolant inverse digits-mixture --operator sr:2   an inverse problem (exact prior)
+  interpolant schedule runs/toy2d-flow --steps 4       search a 4-step time grid (AutoDiffusion)
   interpolant info                                     versions, devices, registries
   interpolant repro --list                             the reproductions of the seed papers
   interpolant train text --preset markov-char          masked diffusion for text

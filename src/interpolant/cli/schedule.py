@@ -24,7 +24,7 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "schedule",
         help="search a few-step time grid for a run (AutoDiffusion)",
         formatter_class=formatter,
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=__doc__.replace("``", "") if __doc__ else None,
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--steps", type=int, required=True, help="solver steps of the grid")
