@@ -343,3 +343,36 @@ def test_teleport_needs_an_unconditional_model_and_its_gaussian(toy_run):
         draw_samples(model, (2,), settings)
     x, _ = draw_samples(model, (2,), settings, gaussian=torch.randn(50, 2))
     assert x.shape == (4, 2) and torch.isfinite(x).all()
+
+
+def test_schedule_skip_plan_is_applied_by_sample(toy_run, tmp_path, capsys):
+    # `schedule --skip 1` also searches one (step, block) pair to skip; `sample --grid FILE`
+    # then runs the network with that block as the identity at that step, as with_skip_plan.
+    from interpolant.api.runs import load_run
+    from interpolant.scaling.autodiffusion import with_skip_plan
+    from interpolant.solvers import randn_like
+    from interpolant.solvers import sample as sample_loop
+    from interpolant.train import derive_seed
+
+    grid_file = tmp_path / "g.json"
+    search = ["schedule", str(toy_run), "--steps", "2", "--population", "4", "--epochs", "2"]
+    assert main([*search, "--samples", "64", "--skip", "1", "--out", str(grid_file)]) == 0
+    record = json.loads(grid_file.read_text())
+    plan = record["skip_plan"]
+    assert len(plan) == 2 and sum(len(blocks) for blocks in plan) == 1
+    assert isinstance(record["fitness_skipped"], float)
+
+    out = tmp_path / "s"
+    argv = ["sample", str(toy_run), "--solver", "ddim", "-n", "32", "--no-progress"]
+    assert main([*argv, "--grid", str(grid_file), "--out", str(out)]) == 0
+    with np.load(out / "samples.npz") as z:
+        x = z["samples"]
+    grid = torch.tensor(record["grid"], dtype=torch.float64)
+    model = load_run(toy_run).model
+    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", 0, i)) for i in range(32)]
+    noise = randn_like(torch.empty(32, 2), gens)
+    kwargs = {"solver": "ddim", "grid": grid, "seed": list(range(32))}
+    planned = with_skip_plan(model, grid, [frozenset(b) for b in plan], None)
+    np.testing.assert_allclose(x, sample_loop(planned, noise, **kwargs).numpy(), atol=1e-5)
+    assert not np.allclose(x, sample_loop(model, noise, **kwargs).detach().numpy(), atol=1e-4)
+    capsys.readouterr()

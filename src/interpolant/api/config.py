@@ -62,6 +62,7 @@ class SampleConfig:
     grid_options: dict[str, Any] = field(default_factory=dict)  # e.g. {rho: 7} or {shift: 3}
     solver_options: dict[str, Any] = field(default_factory=dict)  # e.g. {eps: 0.5} (sde_euler)
     teleport: float = 0.0  # share of the steps jumped along the data's Gaussian (seed 32)
+    skip_plan: list[list[int]] = field(default_factory=list)  # blocks skipped per listed step
 
 
 @dataclass
@@ -191,6 +192,13 @@ def _validate(name: str, section: Any) -> None:
         ):
             raise ValueError(
                 f"sample.grid must be a grid name or a list of >= 2 times, got {section.grid!r}"
+            )
+        if section.skip_plan and (
+            isinstance(section.grid, str) or len(section.skip_plan) != len(section.grid) - 1
+        ):
+            raise ValueError(
+                "sample.skip_plan needs a listed sample.grid with one entry per step "
+                "(interpolant schedule --skip writes both)"
             )
         if not 0.0 <= section.teleport < 1.0:
             raise ValueError(f"sample.teleport must lie in [0, 1), got {section.teleport}")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..data import DataInfo, LoadedData, load_dataset
 from ..data.oracles import GaussianMixture
 from ..predictions import Model
+from ..scaling.autodiffusion import with_skip_plan
 from ..solvers import SampleResult, get_solver, randn_like, teleport_sample
 from ..solvers import sample as sample_loop
 from ..solvers.loop import PredictionHook
@@ -352,6 +353,9 @@ def draw_samples(
         if gaussian is None:
             raise ValueError("sample.teleport > 0 needs the Gaussian (or data) to teleport along")
         gaussian = as_gaussian(gaussian)  # fitted once for all batches
+    if s.skip_plan:  # AutoDiffusion's skipped blocks, per step of the listed grid
+        plan = [frozenset(blocks) for blocks in s.skip_plan]
+        model = with_skip_plan(model, torch.tensor(s.grid, dtype=torch.float64), plan, None)
     labels = None
     if num_classes:
         if s.class_label is not None and not 0 <= s.class_label < num_classes:

@@ -282,7 +282,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         for key, value in (
             ("solver", args.solver),
             ("nfe", args.nfe),
-            ("grid", None if args.grid is None else read_grid(args.grid)),
             ("n", args.n),
             ("seed", args.seed),
             ("batch_size", args.batch_size),
@@ -291,6 +290,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if args.grid is not None:
+        settings.update(read_grid(args.grid))
     if args.raw_weights:
         settings["ema"] = False
     if args.float64:

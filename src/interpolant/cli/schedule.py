@@ -35,6 +35,12 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument("--population", type=int, default=50, help="evolution: population size")
     p.add_argument("--epochs", type=int, default=20, help="evolution: generations")
     p.add_argument("--start", nargs="*", default=["karras"], help="grids added to the start")
+    p.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="then search which N (step, block) pairs of the network to skip (paper's stage 2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the noise and the evolution")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--out", type=Path, help="grid file (default RUN_DIR/grids/SOLVER-STEPS.json)")
@@ -79,6 +85,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         features=features,
         config=evolution_config(args.population, args.epochs),
         start=tuple(args.start),
+        skip=args.skip,
     )
     grid = [float(t) for t in result.grid]
     record = {
@@ -90,6 +97,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         "fitness_searched": result.fitness,
         "fitness_uniform": result.uniform_fitness,
         "evaluations": result.evaluations,
+        "skip_plan": [sorted(blocks) for blocks in result.skip_plan or ()],
+        "fitness_skipped": result.skip_fitness,
         "seed": args.seed,
         "samples": args.samples,
         "run_dir": str(run.run_dir),
@@ -103,6 +112,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         f"{args.fitness} on the search's seeds: {result.fitness:.4g} (uniform grid "
         f"{result.uniform_fitness:.4g}) after {result.evaluations} sampler runs"
     )
+    if result.skip_plan is not None:
+        print(
+            f"skipping {args.skip} (step, block) pairs {record['skip_plan']}: "
+            f"{args.fitness} {result.skip_fitness:.4g}"
+        )
     print(
         f"wrote {out}; sample with: interpolant sample {args.run_dir} --solver {args.solver} "
         f"--grid {out}"
@@ -110,12 +124,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_grid(spec: str) -> str | list[float]:
-    """``--grid``: a grid name, or a grid file (``interpolant schedule``'s JSON, or a JSON list
-    of times)."""
+def read_grid(spec: str) -> dict[str, Any]:
+    """The sample settings of ``--grid``: a grid name, or a grid file (``interpolant schedule``'s
+    JSON, with its skip plan if it has one, or a JSON list of times)."""
     path = Path(spec)
     if not spec.endswith(".json"):
-        return spec
+        return {"grid": spec}
     if not path.is_file():
         raise ValueError(f"--grid {spec}: no such grid file")
     try:
@@ -125,4 +139,5 @@ def read_grid(spec: str) -> str | list[float]:
     grid = value.get("grid") if isinstance(value, dict) else value
     if not isinstance(grid, list):
         raise ValueError(f"--grid {spec}: expected a list of times or {{'grid': [...]}}")
-    return grid
+    plan = value.get("skip_plan") if isinstance(value, dict) else None
+    return {"grid": grid, "skip_plan": plan} if plan else {"grid": grid}
