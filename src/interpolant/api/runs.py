@@ -353,6 +353,7 @@ def draw_samples(
         if gaussian is None:
             raise ValueError("sample.teleport > 0 needs the Gaussian (or data) to teleport along")
         gaussian = as_gaussian(gaussian)  # fitted once for all batches
+    listed = not isinstance(s.grid, str)  # a list of times sets the steps (nfe goes unused)
     if s.skip_plan:  # AutoDiffusion's skipped blocks, per step of the listed grid
         plan = [frozenset(blocks) for blocks in s.skip_plan]
         model = with_skip_plan(model, torch.tensor(s.grid, dtype=torch.float64), plan, None)
@@ -375,8 +376,6 @@ def draw_samples(
         ]
         noise = randn_like(torch.empty(len(index), *shape), gens).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
-        # A list of times fixes the steps itself (nfe then goes unused).
-        listed = not isinstance(s.grid, str)
         common: dict[str, Any] = dict(
             solver=s.solver,
             grid=torch.tensor(s.grid, dtype=torch.float64) if listed else s.grid,
