@@ -143,40 +143,42 @@ class MarkovLanguage:
 
     # -- the exact denoiser --------------------------------------------------------------------
 
+    def _forward(self, tokens: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Forward pass over lifted states for (B, L) ids in [0, V] (V = mask): the normalised
+        messages fwd[i] ∝ P(s_i, visible x[:i+1]) at positions k-1 .. L-1, and log P(visible
+        tokens) (B,) float64 from their normalisers (-inf for impossible visible tokens)."""
+        check_tokens(tokens, self.vocab_size)
+        if tokens.shape[1] != self.length:
+            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
+        k, digits = self.order, _state_digits(self.vocab_size, self.order)
+        # States at position k-1 must agree with all of the first k tokens.
+        weights = self.init.reshape(1, -1).expand(tokens.shape[0], -1)
+        for j in range(k):
+            weights = weights * _agrees(tokens, self.vocab_size, digits, j, j)
+        fwd: list[Tensor] = []
+        log_z = torch.zeros(tokens.shape[0], dtype=torch.float64)
+        for i in range(k, self.length + 1):
+            log_z = log_z + weights.sum(-1).log()
+            fwd.append(_normalise(weights))
+            if i < self.length:
+                weights = self._push(fwd[-1]) * _agrees(tokens, self.vocab_size, digits, i, -1)
+        return fwd, log_z
+
     def posterior(self, tokens: Tensor) -> Tensor:
         """p(x_i = v | visible tokens) for every position: (B, L) ids in [0, V] (V = mask) ->
         (B, L, V) float64. Visible positions get a one-hot. Forward-backward over lifted states
         with per-step normalisation."""
-        check_tokens(tokens, self.vocab_size)
-        if tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
-        k, vocab, n_states, length = self.order, self.vocab_size, self.n_states, self.length
-        batch = tokens.shape[0]
-        digits = _state_digits(vocab, k)  # (n_states, k): digit j of state s
-        masked = tokens == mask_id(vocab)
-
-        def allowed(i: int) -> Tensor:
-            # (B, n_states): states whose last token agrees with position i (i >= k-1).
-            ok = masked[:, i, None] | (digits[None, :, -1] == tokens[:, i, None])
-            return ok.to(torch.float64)
-
-        # States at position k-1 must agree with all of the first k tokens.
-        first_ok = torch.ones(batch, n_states, dtype=torch.float64)
-        for j in range(k):
-            agree = masked[:, j, None] | (digits[None, :, j] == tokens[:, j, None])
-            first_ok = first_ok * agree.to(torch.float64)
-        # Forward pass: fwd[i] ∝ P(s_i, x_visible[:i+1]).
-        fwd = [_normalise(self.init.reshape(1, -1) * first_ok)]
-        for i in range(k, length):
-            fwd.append(_normalise(self._push(fwd[-1]) * allowed(i)))
+        fwd, _ = self._forward(tokens)
+        k, vocab, length = self.order, self.vocab_size, self.length
+        digits = _state_digits(vocab, k)
         # Backward pass: bwd[i] ∝ P(x_visible[i+1:] | s_i).
-        bwd = [torch.ones(batch, n_states, dtype=torch.float64)]
+        bwd = [torch.ones_like(fwd[-1])]
         for i in range(length - 1, k - 1, -1):
-            bwd.append(_normalise(self._pull(bwd[-1] * allowed(i))))
+            bwd.append(_normalise(self._pull(bwd[-1] * _agrees(tokens, vocab, digits, i, -1))))
         bwd.reverse()
         # State posteriors at positions k-1 .. L-1; read off the last (or j-th) digit.
         post = [_normalise(f * b) for f, b in zip(fwd, bwd, strict=True)]
-        out = torch.empty(batch, length, vocab, dtype=torch.float64)
+        out = torch.empty(tokens.shape[0], length, vocab, dtype=torch.float64)
         onehot = torch.eye(vocab, dtype=torch.float64)
         for j in range(k):
             out[:, j] = post[0] @ onehot[digits[:, j]]
@@ -186,25 +188,9 @@ class MarkovLanguage:
 
     def log_marginal(self, tokens: Tensor) -> Tensor:
         """log P(visible tokens) of (B, L) ids in [0, V] (V = mask) -> (B,) float64: the
-        forward pass of :meth:`posterior` keeping its normalisers (0 when all are masked,
-        log p(x) when none are; -inf for impossible visible tokens)."""
-        check_tokens(tokens, self.vocab_size)
-        if tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
-        k, vocab = self.order, self.vocab_size
-        digits = _state_digits(vocab, k)
-        masked = tokens == mask_id(vocab)
-        ok = torch.ones(tokens.shape[0], self.n_states, dtype=torch.float64)
-        for j in range(k):
-            ok = ok * (masked[:, j, None] | (digits[None, :, j] == tokens[:, j, None])).double()
-        weights = self.init.reshape(1, -1) * ok
-        log_z = torch.zeros(tokens.shape[0], dtype=torch.float64)
-        for i in range(k, self.length):
-            z = weights.sum(-1, keepdim=True)
-            log_z = log_z + z[:, 0].log()
-            allowed = masked[:, i, None] | (digits[None, :, -1] == tokens[:, i, None])
-            weights = self._push(weights / z.clamp_min(1e-300)) * allowed.double()
-        return log_z + weights.sum(-1).log()
+        normalisers of :meth:`posterior`'s forward pass (0 when all are masked, log p(x) when
+        none are; -inf for impossible visible tokens)."""
+        return self._forward(tokens)[1]
 
     def __call__(self, tokens: Tensor, t: Tensor | None = None) -> Tensor:
         """The exact denoiser as logits (B, L, V) = log posterior (float64; -inf = impossible)."""
@@ -230,6 +216,13 @@ def _row_entropy(rows: Tensor) -> Tensor:
     return -torch.where(rows > 0, rows * rows.clamp_min(1e-300).log(), torch.zeros_like(rows)).sum(
         -1
     )
+
+
+def _agrees(tokens: Tensor, vocab: int, digits: Tensor, position: int, digit: int) -> Tensor:
+    """(B, V**k) float64: 1 where digit ``digit`` of the state matches the token at ``position``
+    (or that token is masked)."""
+    token = tokens[:, position, None]
+    return ((token == mask_id(vocab)) | (digits[None, :, digit] == token)).to(torch.float64)
 
 
 def _normalise(w: Tensor) -> Tensor:
