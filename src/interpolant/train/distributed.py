@@ -71,9 +71,9 @@ def setup(device: str = "auto") -> DistInfo:
 
 
 def cleanup(info: DistInfo) -> None:
-    """Destroy the process group if ``setup`` created it, after every rank got there: a rank
-    that tears gloo down while another still talks to it can abort (seen once under load:
-    "terminate called without an active exception", SIGABRT in the 2-rank FSDP test)."""
+    """Destroy the process group if ``setup`` created it, once every rank got there (the
+    destruction is meant to be collective). Objects that hold the group (a DDP wrapper) should
+    be released first: :meth:`interpolant.train.Trainer.close` does that."""
     if info.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
