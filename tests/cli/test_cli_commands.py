@@ -107,10 +107,9 @@ def test_sample_then_eval(toy_run, tmp_path, capsys):
 def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
     # --teleport F replaces round(F * steps) steps by the Gaussian's closed-form flow: the kept
     # path starts later, and the samples equal teleport_sample's on the same per-sample noise.
-    from interpolant.api.runs import load_data, load_run
+    from interpolant.api.runs import load_data, load_run, start_noise
     from interpolant.data.oracles import fit_gaussian
-    from interpolant.solvers import randn_like, teleport_sample
-    from interpolant.train import derive_seed
+    from interpolant.solvers import teleport_sample
 
     out = tmp_path / "t"
     args = ["sample", str(toy_run), "--nfe", "8", "-n", "40", "--no-progress", "--trajectories"]
@@ -123,8 +122,7 @@ def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
 
     run = load_run(toy_run)
     gaussian = fit_gaussian(load_data(run.config.data, "train").x)
-    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", 0, i)) for i in range(40)]
-    noise = randn_like(torch.empty(40, 2), gens)
+    noise = start_noise((2,), 0, range(40))
     expected = teleport_sample(
         run.model,
         noise,
@@ -348,11 +346,9 @@ def test_teleport_needs_an_unconditional_model_and_its_gaussian(toy_run):
 def test_schedule_skip_plan_is_applied_by_sample(toy_run, tmp_path, capsys):
     # `schedule --skip 1` also searches one (step, block) pair to skip; `sample --grid FILE`
     # then runs the network with that block as the identity at that step, as with_skip_plan.
-    from interpolant.api.runs import load_run
+    from interpolant.api.runs import load_run, start_noise
     from interpolant.scaling.autodiffusion import with_skip_plan
-    from interpolant.solvers import randn_like
     from interpolant.solvers import sample as sample_loop
-    from interpolant.train import derive_seed
 
     grid_file = tmp_path / "g.json"
     search = ["schedule", str(toy_run), "--steps", "2", "--population", "4", "--epochs", "2"]
@@ -369,8 +365,7 @@ def test_schedule_skip_plan_is_applied_by_sample(toy_run, tmp_path, capsys):
         x = z["samples"]
     grid = torch.tensor(record["grid"], dtype=torch.float64)
     model = load_run(toy_run).model
-    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", 0, i)) for i in range(32)]
-    noise = randn_like(torch.empty(32, 2), gens)
+    noise = start_noise((2,), 0, range(32))
     kwargs = {"solver": "ddim", "grid": grid, "seed": list(range(32))}
     planned = with_skip_plan(model, grid, [frozenset(b) for b in plan], None)
     np.testing.assert_allclose(x, sample_loop(planned, noise, **kwargs).numpy(), atol=1e-5)

@@ -324,6 +324,13 @@ class Samples:
     trajectory: Tensor | None = None  # (grid times, N, ...) states, when asked for
 
 
+def start_noise(shape: tuple[int, ...], seed: int, index: Sequence[int]) -> Tensor:
+    """The source noise of samples ``index`` (len(index), *shape): sample i's own generator,
+    seeded ``derive_seed("sample-noise", seed, i)``, so it does not depend on the batch."""
+    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", seed, i)) for i in index]
+    return randn_like(torch.empty(len(index), *shape), gens)
+
+
 def draw_samples(
     model: Model,
     shape: tuple[int, ...],
@@ -335,8 +342,8 @@ def draw_samples(
     hooks: Sequence[PredictionHook] = (),
     gaussian: GaussianMixture | Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """``settings.n`` samples of per-sample ``shape``. Sample i starts from noise drawn by its
-    own generator (seed ``derive_seed("sample-noise", seed, i)``) and stochastic solvers use seed
+    """``settings.n`` samples of per-sample ``shape``. Sample i starts from
+    :func:`start_noise` and stochastic solvers use seed
     ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
     states at every grid time, one tensor (times, N, ...). ``hooks`` are prediction hooks
     (guidance) passed to the sampling loop. ``settings.teleport > 0`` jumps over that fraction
@@ -371,10 +378,7 @@ def draw_samples(
     parts, paths = [], []
     for start in range(0, n, s.batch_size):
         index = range(start, min(n, start + s.batch_size))
-        gens = [
-            torch.Generator().manual_seed(derive_seed("sample-noise", s.seed, i)) for i in index
-        ]
-        noise = randn_like(torch.empty(len(index), *shape), gens).to(device)
+        noise = start_noise(shape, s.seed, index).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
         common: dict[str, Any] = dict(
             solver=s.solver,
@@ -589,5 +593,6 @@ __all__ = [
     "read_samples",
     "sample",
     "save_samples",
+    "start_noise",
     "train",
 ]
