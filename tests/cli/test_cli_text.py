@@ -84,11 +84,19 @@ def test_sample_json_keeps_the_scaffold(tmp_path, capsys):
 
 
 def test_sample_json_uses_the_layout_the_run_was_trained_in():
-    from interpolant.cli.text import _layout_options
-    from interpolant.text.train import NULL_PAD, resolve
+    # `sample json` builds its scaffold with scaffold_options(the run's data.layout): for the
+    # preset, every aligned training row (values padded to their slots) agrees with that
+    # scaffold on all its fixed tokens.
+    from interpolant.text import corpora
+    from interpolant.text.s3 import build_scaffold
+    from interpolant.text.train import build_data, resolve, scaffold_options
 
-    preset = resolve("json-records")
-    assert preset["data"]["layout"] == "null-pad"
-    assert _layout_options(preset) == {"pad": NULL_PAD, "null_pad": True}
-    assert _layout_options({"data": {"layout": "slots"}}) == {"quote_strings": False}
-    assert _layout_options({"data": {"name": "markov"}}) == {}
+    spec = resolve("json-records")
+    data = build_data({**spec["data"], "n": 64, "p_aligned": 1.0})
+    scaffold = build_scaffold(
+        corpora.record_json_schema(), data.tokenizer, **scaffold_options(spec["data"]["layout"])
+    )
+    assert data.train.shape[1] == scaffold.length
+    fixed = scaffold.fixed
+    assert fixed.any() and (data.train[:, fixed] == scaffold.tokens[fixed]).all()
+    assert scaffold_options(None) == {}

@@ -118,6 +118,7 @@ def cmd_sample_text(argv: Sequence[str], topic: str) -> int:
     from ..text.metrics import true_nll
     from ..text.s3 import sample_json
     from ..text.samplers import sample_text
+    from ..text.train import scaffold_options
 
     args = sample_parser(topic).parse_args(list(argv))
     run = load_text_run(args.run_dir, ema=not args.raw_weights)
@@ -143,7 +144,7 @@ def cmd_sample_text(argv: Sequence[str], topic: str) -> int:
             prompt=prompt,
             budget=args.budget,
             seed=args.seed,
-            **_layout_options(run.spec),
+            **scaffold_options(run.spec.get("data", {}).get("layout")),
             **_options(args),
         )
         texts, nfe = out.texts, out.sample.nfe
@@ -193,20 +194,6 @@ def cmd_sample_text(argv: Sequence[str], topic: str) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-def _layout_options(spec: dict[str, Any]) -> dict[str, Any]:
-    """The scaffold layout a json-records run was trained in (``text.train._json_records``):
-    "null-pad" fixes string quotes and pads with ``NULL_PAD`` (null = all pads); "slots" leaves
-    whole JSON values to the model, padded with spaces; other runs get S3's defaults."""
-    from ..text.train import NULL_PAD
-
-    layout = spec.get("data", {}).get("layout")
-    if layout == "null-pad":
-        return {"pad": NULL_PAD, "null_pad": True}
-    if layout == "slots":
-        return {"quote_strings": False}
-    return {}
 
 
 def _is_json(text: str) -> bool:

@@ -220,7 +220,7 @@ def _json_records(spec: dict[str, Any], seed: int) -> TextData:
         length = spec.get("length") or 8 * math.ceil(max(map(len, texts)) / 8)
     elif layout in ("slots", "null-pad"):
         null_pad = layout == "null-pad"
-        pad = NULL_PAD if null_pad else " "
+        pad = scaffold_options(layout)["pad"]
         tok = records_tokenizer(pad)
         scaffold = records_scaffold(tok, null_pad)
         budgets = {slot.path[-1]: slot.stop - slot.start for slot in scaffold.slots}
@@ -234,7 +234,7 @@ def _json_records(spec: dict[str, Any], seed: int) -> TextData:
         raise ValueError(
             f"json-records data.layout must be 'compact', 'slots' or 'null-pad', got {layout!r}"
         )
-    pad = NULL_PAD if layout == "null-pad" else " "
+    pad = scaffold_options(layout).get("pad", " ")
     rows = tok.encode_batch(texts, length, pad=pad)  # trailing pads (spaces keep JSON valid)
     info = {"length": length, "layout": layout, "pad": pad}
     return TextData(rows[: spec["n"]], rows[spec["n"] :], tok, None, info)
@@ -244,14 +244,22 @@ def _json_records(spec: dict[str, Any], seed: int) -> TextData:
 NULL_PAD = "~"
 
 
+def scaffold_options(layout: str | None) -> dict[str, Any]:
+    """``build_scaffold`` keywords of a json-records ``layout``: "null-pad" (the paper's: string
+    quotes fixed, pads ``NULL_PAD``, null = an all-pad slot), "slots" (every slot a whole JSON
+    value then spaces); none for other layouts or runs (S3's defaults)."""
+    if layout == "null-pad":
+        return {"pad": NULL_PAD, "quote_strings": True, "null_pad": True}
+    if layout == "slots":
+        return {"pad": " ", "quote_strings": False}
+    return {}
+
+
 def records_scaffold(tokenizer: Tokenizer, null_pad: bool) -> Scaffold:
-    """The S3 scaffold of ``corpora.record_json_schema()`` in a json-records layout: "slots"
-    (``null_pad=False``: every slot a whole JSON value then spaces) or "null-pad" (the paper's:
-    string quotes fixed, pads ``NULL_PAD``, null = an all-pad slot)."""
-    schema = corpora.record_json_schema()
-    if null_pad:
-        return build_scaffold(schema, tokenizer, pad=NULL_PAD, quote_strings=True, null_pad=True)
-    return build_scaffold(schema, tokenizer, pad=" ", quote_strings=False)
+    """The S3 scaffold of ``corpora.record_json_schema()`` in the "null-pad" or "slots" layout
+    (:func:`scaffold_options`)."""
+    layout = "null-pad" if null_pad else "slots"
+    return build_scaffold(corpora.record_json_schema(), tokenizer, **scaffold_options(layout))
 
 
 def records_tokenizer(pad: str = " ") -> Tokenizer:
