@@ -86,7 +86,7 @@ def test_sample_json_keeps_the_scaffold(tmp_path, capsys):
 def test_sample_json_uses_the_layout_the_run_was_trained_in():
     # `sample json` builds its scaffold with scaffold_options(the run's data.layout): for the
     # preset, every aligned training row (values padded to their slots) agrees with that
-    # scaffold on all its fixed tokens.
+    # scaffold on all its fixed tokens (a wrong pad or quoting breaks the decoding below).
     from interpolant.text import corpora
     from interpolant.text.s3 import build_scaffold
     from interpolant.text.train import build_data, resolve, scaffold_options
@@ -99,4 +99,9 @@ def test_sample_json_uses_the_layout_the_run_was_trained_in():
     assert data.train.shape[1] == scaffold.length
     fixed = scaffold.fixed
     assert fixed.any() and (data.train[:, fixed] == scaffold.tokens[fixed]).all()
+    # ... and decodes each row to the record the row spells (pads and nulls read as trained).
+    pad = scaffold_options(spec["data"]["layout"])["pad"]
+    for row in data.train:
+        spelled = corpora.strip_pads(data.tokenizer.decode(row.tolist()), pad)
+        assert json.loads(scaffold.decode(row, data.tokenizer)) == json.loads(spelled)
     assert scaffold_options(None) == {}
