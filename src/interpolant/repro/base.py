@@ -76,6 +76,12 @@ class Repro:
 # Recording.
 
 
+def mean_se(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
+    """Mean of per-sample scores and its standard error (sample std / sqrt(n))."""
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    return float(x.mean()), float(x.std()) / math.sqrt(x.numel())
+
+
 def default_results_path() -> Path:
     """``benchmarks/results/repro.jsonl`` of the source checkout this package lives in, else of
     the current directory."""

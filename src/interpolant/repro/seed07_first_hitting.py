@@ -33,7 +33,7 @@ import torch
 from ..text.markov import MarkovLanguage, UnigramLanguage
 from ..text.metrics import ngram_tv, token_entropy, true_nll
 from ..text.samplers import ancestral, first_hitting, masked_canvas
-from .base import Repro, ReproResult, main, settings_dict
+from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ QUICK = Settings(
 def nll_stats(samples: torch.Tensor, lang: MarkovLanguage) -> tuple[float, float]:
     """Mean per-token NLL of ``samples`` under ``lang`` and its standard error."""
     per_seq = -lang.log_prob(samples) / samples.shape[1]
-    return float(per_seq.mean()), float(per_seq.std() / math.sqrt(per_seq.numel()))
+    return mean_se(per_seq)
 
 
 def speed_part(s: Settings, seed: int, numbers: dict[str, float]) -> bool:

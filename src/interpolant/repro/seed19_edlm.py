@@ -77,7 +77,7 @@ from ..text.metrics import token_entropy
 from ..text.models import DiffusionTransformer
 from ..text.samplers import masked_canvas
 from ..train import TrainConfig, Trainer, derive_seed
-from .base import Repro, ReproResult, main, settings_dict
+from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
                 seed=seed,
             )
             per_seq = -lang.log_prob(out.tokens) / s.length
-            mean, se = float(per_seq.mean()), float(per_seq.std() / math.sqrt(s.n_samples))
+            mean, se = mean_se(per_seq)
             stats[(steps, k, sign)] = (mean, se)
             tag = {1.0: "", -1.0: " sign-flipped", 0.0: " NCE"}[sign]
             name = f"T={steps} K={k}{tag}"

@@ -65,7 +65,7 @@ from ..text.s3 import build_scaffold, schema_errors
 from ..text.samplers import confidence_decode, masked_canvas
 from ..text.tokenize import Tokenizer
 from ..text.train import NULL_PAD, records_scaffold, train_text
-from .base import Repro, ReproResult, main, settings_dict
+from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 SCHEMA: dict[str, Any] = corpora.record_json_schema()
 
@@ -143,12 +143,6 @@ def slot_budget(key: str) -> int:
     if sub["type"] == "integer":
         return 4
     return int(sub["maxLength"]) + 2
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of per-sample scores."""
-    x = torch.tensor(values, dtype=torch.float64)
-    return float(x.mean()), float(x.std()) / math.sqrt(len(values))
 
 
 def trained_arm(s: Settings, seed: int) -> tuple[dict[str, float], dict[str, tuple[float, ...]]]:
@@ -256,8 +250,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
             valid = json_validity(texts)
             schema_ok = json_validity(texts, lambda o: not schema_errors(o, SCHEMA))
             acc = [field_accuracy([text], [ref]) for text, ref in zip(texts, records, strict=True)]
-            acc_mean = sum(acc) / len(acc)
-            acc_se = float(torch.tensor(acc).std()) / math.sqrt(len(acc))
+            acc_mean, acc_se = mean_se(acc)
             stats[f"{name} T={steps}"] = (valid, schema_ok, acc_mean, acc_se)
             numbers[f"T={steps} {name}: JSON validity"] = valid
             numbers[f"T={steps} {name}: schema validity"] = schema_ok

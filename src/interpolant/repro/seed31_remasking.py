@@ -30,7 +30,7 @@ import torch
 from ..text.markov import MarkovLanguage
 from ..text.metrics import ngram_tv, token_entropy
 from ..text.samplers import TextSample, ancestral, confidence_decode, first_hitting, masked_canvas
-from .base import Repro, ReproResult, main, settings_dict
+from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
 
     def record(name: str, out: TextSample) -> None:
         per_seq = -lang.log_prob(out.tokens) / s.length
-        mean, se = float(per_seq.mean()), float(per_seq.std() / math.sqrt(s.n_samples))
+        mean, se = mean_se(per_seq)
         ent = token_entropy(out.tokens, s.vocab)
         stats[name] = (mean, se, ent)
         numbers[f"{name}: true NLL/token"] = mean
