@@ -6,6 +6,7 @@ without training anything.
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,26 @@ def aggregate(
             entry["ours_best"] = min(ran, key=lambda m: entry["methods"][m]["test_median"])
             entry["peer_best"] = min(PEERS, key=lambda m: entry["methods"][m]["test_median"])
             entry["ratio_ours_best_over_peer_best"] = ours / peers
+            entry["paired"] = paired(
+                entry["methods"][entry["ours_best"]]["test_per_seed"],
+                entry["methods"][entry["peer_best"]]["test_per_seed"],
+            )
             table[f"{set_name}|nfe{nfe}"] = entry
     return table
+
+
+def paired(ours: list[float], peer: list[float]) -> dict[str, float]:
+    """Per-seed comparison of two recipes' test metrics (same seeds, same order): the seeds
+    where ours is lower, and the geometric mean of ours / peer with the standard error of its
+    log (sample std / sqrt(n))."""
+    logs = [math.log(o / p) for o, p in zip(ours, peer, strict=True)]
+    se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else math.inf
+    return {
+        "ours_lower": sum(o < p for o, p in zip(ours, peer, strict=True)),
+        "seeds": len(logs),
+        "geomean_ratio": math.exp(statistics.fmean(logs)),
+        "log_ratio_se": se,
+    }
 
 
 def _select(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
@@ -118,6 +137,16 @@ def markdown(result: dict[str, Any]) -> str:
             else "**not met**" + (f" (worse on {', '.join(worse)})." if worse else ".")
         )
     )
+    pairs = [
+        f"{k.replace('|nfe', ' NFE ')}: lower on {e['paired']['ours_lower']} of "
+        f"{e['paired']['seeds']} seeds, geometric-mean ratio {e['paired']['geomean_ratio']:.3f} "
+        f"(log SE {e['paired']['log_ratio_se']:.3f})"
+        for k, e in result["table"].items()
+        if "paired" in e
+    ]
+    if pairs:
+        lines.append("")
+        lines.append("Paired by seed, our best recipe against the best peer: " + "; ".join(pairs))
     lines.append("")
     lines.append("Solver chosen on validation data (per set, NFE and method):")
     lines.append("")

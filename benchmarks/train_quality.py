@@ -527,9 +527,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.render:
         result = json.loads(args.render.read_text())
+        settings = result["settings"]  # the tables again from the saved jobs (no training)
+        result["table"] = aggregate(result["jobs"], tuple(settings["sets"]), tuple(settings["nfe"]))
         _report(result, args.readme)
         return result
     if args.merge:
+        if args.out == RESULTS:
+            raise SystemExit("--merge needs --out (it would overwrite the main results file)")
         result = merge([json.loads(path.read_text()) for path in args.merge])
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
