@@ -361,6 +361,7 @@ def draw_samples(
             raise ValueError("sample.teleport > 0 needs the Gaussian (or data) to teleport along")
         gaussian = as_gaussian(gaussian)  # fitted once for all batches
     listed = not isinstance(s.grid, str)  # a list of times sets the steps (nfe goes unused)
+    solver = get_solver(s.solver, **s.solver_options)  # stateless: one object for every batch
     if s.skip_plan:  # AutoDiffusion's skipped blocks, per step of the listed grid
         plan = [frozenset(blocks) for blocks in s.skip_plan]
         model = with_skip_plan(model, torch.tensor(s.grid, dtype=torch.float64), plan, None)
@@ -381,13 +382,12 @@ def draw_samples(
         noise = start_noise(shape, s.seed, index).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
         common: dict[str, Any] = dict(
-            solver=s.solver,
+            solver=solver,
             grid=torch.tensor(s.grid, dtype=torch.float64) if listed else s.grid,
             seed=[s.seed + i for i in index],
             solver_dtype=torch.float64 if s.float64 else None,
             cond=cond,
             grid_options=s.grid_options or None,
-            solver_options=s.solver_options or None,
             progress=progress,
             return_result=True,
             keep_trajectory=trajectory is not None,
@@ -395,11 +395,7 @@ def draw_samples(
         )
         if s.teleport > 0:
             assert gaussian is not None
-            steps = (
-                len(s.grid) - 1
-                if listed
-                else get_solver(s.solver, **s.solver_options).steps_for_nfe(s.nfe)
-            )
+            steps = len(s.grid) - 1 if listed else solver.steps_for_nfe(s.nfe)
             result = teleport_sample(
                 model, noise, gaussian, skip_fraction=s.teleport, steps=steps, **common
             )
