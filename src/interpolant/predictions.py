@@ -22,17 +22,16 @@ and back, using x_t = alpha x0 + sigma eps (each inverse is a 2x2 linear solve):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError, WrongTypeError
 from .paths import GaussianPath, as_time, expand_like
+from .paths.nodes import Coefficients, Node
 
 KINDS = ("x0", "eps", "velocity", "score", "v")
-
-Scalar = float | Tensor
 
 
 def check_kind(kind: str, argument: str = "kind") -> str:
@@ -40,28 +39,6 @@ def check_kind(kind: str, argument: str = "kind") -> str:
     if kind not in KINDS:
         raise ValueError(f"{argument} must be one of {KINDS}, got {kind!r}")
     return kind
-
-
-@dataclass(frozen=True)
-class Coefficients:
-    """alpha, sigma and their time derivatives at one time (floats) or per sample (tensors
-    already shaped to broadcast against x)."""
-
-    alpha: Scalar
-    sigma: Scalar
-    d_alpha: Scalar
-    d_sigma: Scalar
-
-    @classmethod
-    def at(cls, path: GaussianPath, t: float | Tensor, like: Tensor) -> Coefficients:
-        """Coefficients of ``path`` at t, as floats for a scalar t or broadcast tensors for t of
-        shape (B,), in the dtype of ``like``."""
-        if isinstance(t, float | int) or (isinstance(t, Tensor) and t.ndim == 0):
-            tt = as_time(torch.tensor(float(t), dtype=torch.float64))
-            return cls(*(float(c) for c in path.coefficients(tt)))
-        tt = as_time(t, like).to(torch.float64)
-        a, s, da, ds = (expand_like(c.to(like.dtype), like) for c in path.coefficients(tt))
-        return cls(a, s, da, ds)  # type: ignore[arg-type]
 
 
 def to_x0(kind: str, value: Tensor, x: Tensor, c: Coefficients) -> Tensor:
@@ -201,6 +178,18 @@ class Prediction:
         return out
 
 
+class Evaluations:
+    """Counts model evaluations (NFE) and holds the conditioning of one run.
+
+    Every network call at a node goes through :meth:`Model.at`, which adds one to ``nfe``: the
+    sampling loop, guidance, inverse-problem solvers and steering count the same way.
+    """
+
+    def __init__(self, cond: dict[str, Any] | None = None) -> None:
+        self.nfe = 0
+        self.cond: dict[str, Any] = dict(cond or {})
+
+
 class Model(nn.Module):
     """Any callable ``net(x_t, t, **cond)`` that predicts ``predicts`` on ``path``.
 
@@ -209,29 +198,75 @@ class Model(nn.Module):
 
         model = Model(net, paths.Linear(), predicts="velocity")
         x0_hat = model(x_t, t).x0
+
+    :meth:`at` is the evaluation the samplers use: at a grid node, counted.
     """
 
     def __init__(self, net: Callable[..., Tensor], path: GaussianPath, predicts: str = "x0"):
         super().__init__()
         if not callable(net):
-            raise TypeError(f"net must be callable net(x_t, t, **cond), got {type(net).__name__}")
+            raise WrongTypeError(
+                f"net must be callable net(x_t, t, **cond), got {type(net).__name__}"
+            )
         if not isinstance(path, GaussianPath):
-            raise TypeError(f"path must be a GaussianPath, got {type(path).__name__}")
+            raise WrongTypeError(f"path must be a GaussianPath, got {type(path).__name__}")
         self.net = net
         self.path = path
         self.predicts = check_kind(predicts, "predicts")
+
+    def input_dtype(self, like: Tensor) -> torch.dtype:
+        """The dtype the network computes in: its first floating parameter's, else ``like``'s
+        (a parameter-free network such as an exact oracle)."""
+        net = self.net
+        if isinstance(net, nn.Module):
+            for p in net.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+        return like.dtype
+
+    def call_net(
+        self, x: Tensor, t: Tensor, cond: dict[str, Any], dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """The one place the network is called: x cast to ``dtype`` (default: x's), the output
+        checked to have x's shape and returned in x's dtype."""
+        dtype = x.dtype if dtype is None else dtype
+        # Casts only where the dtypes differ (a no-op .to still costs a dispatch per step).
+        value = self.net(x if x.dtype == dtype else x.to(dtype), t, **cond)
+        if not isinstance(value, Tensor) or value.shape != x.shape:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise UserError(
+                f"the network returned {shape} for x of shape {tuple(x.shape)}; it must "
+                f"return a {self.predicts} prediction of the same shape as x"
+            )
+        return value if value.dtype == x.dtype else value.to(x.dtype)
+
+    def at(
+        self,
+        x: Tensor,
+        node: Node,
+        counter: Evaluations,
+        cond: dict[str, Any] | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Prediction:
+        """The prediction at (x, node), counted as one model evaluation on ``counter``.
+
+        ``cond`` defaults to the run's conditioning; ``dtype`` is the network's input dtype
+        (default :meth:`input_dtype`). The value comes back in x's dtype. Differentiable in x
+        when grad mode is on.
+        """
+        counter.nfe += 1
+        dtype = self.input_dtype(x) if dtype is None else dtype
+        t = torch.full((x.shape[0],), node.t, device=x.device, dtype=dtype)
+        value = self.call_net(x, t, counter.cond if cond is None else cond, dtype)
+        return Prediction(x, node.t, self.predicts, value, node.coeffs)
 
     def forward(self, x: Tensor, t: float | Tensor, **cond: Any) -> Prediction:
         t_batch = t if isinstance(t, Tensor) and t.ndim == 1 else None
         if t_batch is None:
             t_batch = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
         elif t_batch.shape[0] != x.shape[0]:
-            raise ValueError(f"t has {t_batch.shape[0]} entries but x has batch {x.shape[0]}")
-        value = self.net(x, t_batch, **cond)
-        if value.shape != x.shape:
-            raise ValueError(
-                f"net returned shape {tuple(value.shape)} for input of shape {tuple(x.shape)}"
-            )
+            raise UserError(f"t has {t_batch.shape[0]} entries but x has batch {x.shape[0]}")
+        value = self.call_net(x, t_batch, cond)
         return Prediction(x, t, self.predicts, value, Coefficients.at(self.path, t, x))
 
     def predict(self, x: Tensor, t: float | Tensor, kind: str = "x0", **cond: Any) -> Tensor:

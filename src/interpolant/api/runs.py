@@ -29,10 +29,11 @@ from ..data import DataInfo, LoadedData, load_dataset
 from ..data.oracles import GaussianMixture
 from ..predictions import Model
 from ..scaling.autodiffusion import with_skip_plan
-from ..solvers import SampleResult, get_solver, randn_like, teleport_sample
+from ..solvers import SampleResult, get_solver, teleport_sample
+from .._porting import randn_like
 from ..solvers import sample as sample_loop
-from ..solvers.loop import PredictionHook
-from ..solvers.teleport import as_gaussian
+from ..solvers.hooks import Hook
+from ..data.oracles import as_gaussian
 from ..train import TrainConfig, Trainer, build_network, derive_seed
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
@@ -339,7 +340,7 @@ def draw_samples(
     cond_key: str = "class_labels",
     progress: bool = False,
     trajectory: list[Tensor] | None = None,
-    hooks: Sequence[PredictionHook] = (),
+    hooks: Sequence[Hook[Any]] = (),
     gaussian: GaussianMixture | Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``settings.n`` samples of per-sample ``shape``. Sample i starts from
@@ -471,7 +472,7 @@ def sample(
 
 def _guidance_hooks(
     loaded: LoadedRun, spec: str, options: dict[str, Any] | None
-) -> list[PredictionHook]:
+) -> list[Hook[Any]]:
     """Prediction hooks for a guidance spec on a loaded run (CFG uses its null class)."""
     from ..guidance import from_spec
 

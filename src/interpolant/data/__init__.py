@@ -3,7 +3,7 @@
 from .base import DataInfo, LoadedData, holdout_indices
 from .digits import DIGITS_N_TEST, load_digits
 from .files import load_array, load_csv, load_files, load_image_folder, read_image
-from .oracles import ORACLES, GaussianMixture, fit_gaussian, lowrank64, ring2d
+from .oracles import ORACLES, GaussianMixture, as_gaussian, fit_gaussian, lowrank64, ring2d
 from .registry import DATASETS, DatasetSpec, load_dataset, split_generator
 from .stats import Normalizer, channel_stats, estimate_sigma_data
 from .toy import TOY_SETS, checkerboard, circles, eight_gaussians, moons, swiss_roll
@@ -23,6 +23,7 @@ __all__ = [
     "circles",
     "eight_gaussians",
     "estimate_sigma_data",
+    "as_gaussian",
     "fit_gaussian",
     "holdout_indices",
     "load_array",

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..paths import GaussianPath, as_time
 from ..predictions import Model
 
@@ -142,6 +143,23 @@ class GaussianMixture:
             return self.denoiser(x, t.to(torch.float64), path).to(dtype)
 
         return Model(net, path, predicts="x0")
+
+
+def as_gaussian(gaussian: GaussianMixture | Tensor) -> GaussianMixture:
+    """A one-component :class:`GaussianMixture`: itself, or fitted to a data tensor (N, ...)
+    (what Gaussian teleportation jumps along)."""
+    if isinstance(gaussian, GaussianMixture):
+        if gaussian.means.shape[0] != 1:
+            raise UserError(
+                f"gaussian must have one component, got a mixture of {gaussian.means.shape[0]}"
+            )
+        return gaussian
+    if isinstance(gaussian, Tensor):
+        return fit_gaussian(gaussian)
+    raise WrongTypeError(
+        f"gaussian must be a GaussianMixture with one component or a data tensor, "
+        f"got {type(gaussian).__name__}"
+    )
 
 
 def fit_gaussian(data: Tensor, floor: float = 1e-6) -> GaussianMixture:

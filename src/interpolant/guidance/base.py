@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..paths import PFGM, GaussianPath
 from ..predictions import Model, Prediction
 from ..solvers.base import Node
-from ..solvers.loop import SampleContext
+from .._porting import SampleContext
 
 #: Shapes of the scale schedule s(t) on [0, 1] (t = 0 data, t = 1 noise); each has mean 1 over
 #: [0, 1], so a schedule moves guidance between noise levels at an unchanged average strength

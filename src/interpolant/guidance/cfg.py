@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..predictions import Model, Prediction
 from ..solvers.base import Node
-from ..solvers.loop import SampleContext
+from .._porting import SampleContext
 from .base import GuidanceScale, as_scale, evaluate
 
 

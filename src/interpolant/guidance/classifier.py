@@ -24,7 +24,7 @@ from ..models.mlp import ResidualBlock
 from ..paths import GaussianPath
 from ..predictions import Prediction
 from ..solvers.base import Node
-from ..solvers.loop import SampleContext
+from .._porting import SampleContext
 from .base import GuidanceScale, add_to_score, as_scale, check_score_path, model_dtype
 
 Classifier = Callable[[Tensor, Tensor], Tensor]

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..inverse.base import Operator
 from ..predictions import Model, Prediction
 from ..solvers.base import Node
-from ..solvers.loop import SampleContext
+from .._porting import SampleContext
 from .base import GuidanceScale, add_to_score, as_scale, check_score_path, evaluate
 from .cfg import BatchedGuidanceNet
 

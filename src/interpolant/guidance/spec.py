@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ..predictions import Model
-from ..solvers.loop import PredictionHook
+from ..solvers.hooks import Hook
 from .base import SCHEDULES
 from .cfg import CFG, AutoGuidance
 from .classifier import ClassifierGuidance
@@ -69,7 +69,7 @@ def from_spec(
     schedule: str = "constant",
     interval: tuple[float, float] = (0.0, 1.0),
     **kw: Any,
-) -> list[PredictionHook]:
+) -> list[Hook[Any]]:
     """Prediction hooks from a spec string (see the module docstring).
 
     ``schedule`` and ``interval`` apply to specs that do not give their own (the CLI's
@@ -79,7 +79,7 @@ def from_spec(
     and ``n_classes`` (classifier guidance), ``labels``. ``model`` is the sampled model; when
     given, an autoguidance reference must share its path.
     """
-    hooks: list[PredictionHook] = []
+    hooks: list[Hook[Any]] = []
     for part in parse_spec(spec, schedule, interval):
         common = {"schedule": part["schedule"], "interval": part["interval"]}
         name = part["name"]

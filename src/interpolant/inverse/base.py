@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from ..solvers.loop import randn_like
+from .._porting import randn_like
 
 
 class Operator(ABC):

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from ..paths import GaussianPath
 from ..predictions import Model
-from ..solvers import Node, SampleContext, State, make_generators, node_at, randn_like, sample
+from ..solvers import Node, State, node_at, sample
+from .._porting import SampleContext, make_generators, randn_like
 from ..solvers.loop import SampleResult
 from .base import Operator
 from .inversion import invert

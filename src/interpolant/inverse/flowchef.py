@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from ..predictions import Model, Prediction
-from ..solvers import Node, SampleContext, State, make_generators, randn_like, sample
+from ..solvers import Node, State, sample
+from .._porting import SampleContext, make_generators, randn_like
 from .base import Operator
 
 #: The official default: gradient_scale 500 on the mean loss over 64 * 64 * 3 entries.

@@ -33,10 +33,12 @@ from torch import Tensor
 
 from ..paths import GaussianPath
 from ..predictions import Model, Prediction
-from ..solvers import Solver, State, StepContext, get_grid, get_solver, make_nodes, sample
+from ..solvers import Solver, State, get_grid, get_solver, make_nodes, sample
+from .._porting import StepContext
 from ..solvers.base import Node
 from ..solvers.dpm import DDIM
-from ..solvers.loop import SampleResult, make_generators, randn_like
+from ..solvers.loop import SampleResult
+from .._porting import make_generators, randn_like
 
 # ----------------------------------------------------------------------------------------------
 # Deterministic ODE inversion.

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from ..predictions import Model
-from ..solvers import Node, SampleContext, State, make_generators, randn_like, sample
+from ..solvers import Node, State, sample
+from .._porting import SampleContext, make_generators, randn_like
 from .base import Operator
 
 

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from ..predictions import Model, Prediction
 from ..solvers.base import Node, State, make_nodes
-from ..solvers.loop import SampleContext, make_generators, randn_like, sample
+from ..solvers.loop import sample
+from .._porting import SampleContext, make_generators, randn_like
 from .base import Operator
 from .operators import Inpaint, least_squares
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..paths import GaussianPath
 from ..paths import from_config as path_from_config
-from ..solvers.grids import shift_time
+from ..paths.nodes import shift_time
 
 
 def _uniform(n: int, generator: torch.Generator | None) -> Tensor:

@@ -8,6 +8,7 @@ from .base import LOGSNR_LIMIT, GaussianPath, as_time, expand_like
 from .discrete_vp import DiscreteVP
 from .gaussian import EDM, VE, Linear, Trig, VPCosine, VPLinear
 from .interpolant import GaussianEndpoints, Interpolant, OneSided, sample_interpolant
+from .nodes import Coefficients, Node, make_nodes, node_at, shift_time
 from .pfgm import PFGM
 
 #: Registry of Gaussian paths by name (aliases included).
@@ -57,12 +58,14 @@ __all__ = [
     "PFGM",
     "VE",
     "VP",
+    "Coefficients",
     "Cosine",
     "DiscreteVP",
     "GaussianEndpoints",
     "GaussianPath",
     "Interpolant",
     "Linear",
+    "Node",
     "OneSided",
     "Trig",
     "VPCosine",
@@ -71,5 +74,8 @@ __all__ = [
     "expand_like",
     "from_config",
     "get_path",
+    "make_nodes",
+    "node_at",
     "sample_interpolant",
+    "shift_time",
 ]

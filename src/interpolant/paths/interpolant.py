@@ -376,7 +376,7 @@ def sample_interpolant(
     (``seed + i``), so sample i does not depend on the batch.
     """
     from ..solvers.grids import check_grid
-    from ..solvers.loop import make_generators, randn_like
+    from .._porting import make_generators, randn_like
 
     if grid is None:
         if steps is None or steps < 1:

@@ -35,7 +35,8 @@ from ..data.oracles import GaussianMixture
 from ..metrics import wasserstein_1d
 from ..paths import Linear
 from ..predictions import Prediction
-from ..solvers import Node, SampleContext, sample
+from ..solvers import Node, sample
+from .._porting import SampleContext
 from .base import Repro, ReproResult, main, settings_dict
 
 

@@ -34,7 +34,7 @@ from ..inverse.posterior import fit_mixture, mixture_posterior
 from ..inverse.solvers import data_consistency_sample, least_squares
 from ..paths import get_path
 from ..predictions import Model
-from ..solvers import make_generators, randn_like
+from .._porting import make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 

@@ -40,7 +40,8 @@ from ..scaling.autodiffusion import (
     autodiffusion_search,
     grid_fitness,
 )
-from ..solvers import get_grid, make_generators, randn_like, sample
+from ..solvers import get_grid, sample
+from .._porting import make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 

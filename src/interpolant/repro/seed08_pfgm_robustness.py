@@ -38,7 +38,8 @@ from ..data import load_digits
 from ..metrics import sliced_wasserstein
 from ..paths import PFGM
 from ..predictions import Model
-from ..solvers import Node, SampleContext, State, make_generators, randn_like, sample
+from ..solvers import Node, State, sample
+from .._porting import SampleContext, make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 

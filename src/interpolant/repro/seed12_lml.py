@@ -31,7 +31,8 @@ from torch import Tensor
 from ..data.oracles import GaussianMixture, lowrank64, ring2d
 from ..metrics import sliced_wasserstein
 from ..paths import VPLinear
-from ..solvers import make_generators, randn_like, sample
+from ..solvers import sample
+from .._porting import make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 

@@ -33,7 +33,8 @@ from torch import Tensor
 from ..data.oracles import GaussianMixture, lowrank64
 from ..inverse.inversion import cycle_translate, dpm_decode, dpm_encode
 from ..paths import VP
-from ..solvers import make_generators, randn_like, sample
+from ..solvers import sample
+from .._porting import make_generators, randn_like
 from ..solvers.loop import SampleResult
 from .base import Repro, ReproResult, main, settings_dict
 

@@ -35,7 +35,7 @@ from ..inverse.posterior import fit_mixture, mixture_posterior, posterior_error
 from ..inverse.solvers import solve
 from ..paths import get_path
 from ..predictions import Model
-from ..solvers import make_generators
+from .._porting import make_generators
 from .base import Repro, ReproResult, main, settings_dict
 
 

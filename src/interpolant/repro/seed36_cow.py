@@ -34,9 +34,11 @@ from torch import Tensor
 from ..data.oracles import lowrank64
 from ..inverse.cow import COWSettings, cow, renoise
 from ..paths import VP
-from ..solvers import make_generators, randn_like, sample
+from ..solvers import sample
+from .._porting import make_generators, randn_like
 from ..solvers.base import Node, State
-from ..solvers.loop import SampleContext, SampleResult
+from ..solvers.loop import SampleResult
+from .._porting import SampleContext
 from .base import Repro, ReproResult, main, settings_dict
 
 

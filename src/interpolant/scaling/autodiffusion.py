@@ -56,7 +56,8 @@ from ..metrics.fid import (
 )
 from ..models.layers import SkippableBlocks
 from ..predictions import Model
-from ..solvers import get_solver, make_generators, randn_like
+from ..solvers import get_solver
+from .._porting import make_generators, randn_like
 from ..solvers.base import Solver
 from ..solvers.grids import check_grid, get_grid
 from ..solvers.grids import uniform as uniform_grid

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from ..predictions import Model, Prediction
-from ..solvers import Node, SampleContext, SampleResult, State, get_solver, sample
+from ..solvers import Node, SampleResult, State, get_solver, sample
+from .._porting import SampleContext
 from .base import Ledger, Reward
 from .search import NOISE_SEED_OFFSET, model_dtype, source_noise
 

@@ -37,9 +37,10 @@ from torch import Tensor
 from ..adapters import convert_path
 from ..paths import GaussianPath, get_path
 from ..predictions import Model, Prediction
-from ..solvers.base import Node, State, StepContext, make_nodes
+from ..solvers.base import Node, State, make_nodes
+from .._porting import StepContext
 from ..solvers.grids import get_grid
-from ..solvers.loop import as_model, make_generators
+from .._porting import as_model, make_generators
 from ..solvers.sde import SDEEuler
 from .base import Ledger, Reward
 

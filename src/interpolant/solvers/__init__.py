@@ -1,31 +1,59 @@
-"""Solvers (stateless steps), time grids and the one sampling loop with hooks."""
+"""Solvers (stateless steps), time grids, the sampler spec and the one sampling loop with hooks."""
 
 from . import adams, dpm, lml, ode, sde, unipc  # noqa: F401  (register the solvers)
 from .adaptive import odeint_dopri5, reference_sample
-from .base import SOLVERS, Node, Solver, State, StepContext, get_solver, make_nodes, node_at
-from .grids import GRIDS, get_grid
+from .base import (
+    SOLVERS,
+    History,
+    Multistep,
+    Node,
+    Output,
+    Run,
+    Solver,
+    State,
+    fixed_run,
+    get_solver,
+    make_nodes,
+    node_at,
+)
+from .grids import GRIDS, Grid, as_grid, get_grid
+from .hooks import FunctionHook, Hook, Plan, Recording, Step, Trajectory
 from .likelihood import Likelihood, log_likelihood
-from .loop import SampleContext, SampleResult, make_generators, randn_like, sample
-from .teleport import teleport, teleport_sample
+from .loop import SampleResult, StepInfo, sample
+from .spec import Sampler, as_sampler
+from .teleport import Teleport, teleport, teleport_sample
 
 __all__ = [
     "GRIDS",
     "SOLVERS",
+    "FunctionHook",
+    "Grid",
+    "History",
+    "Hook",
     "Likelihood",
+    "Multistep",
     "Node",
-    "SampleContext",
+    "Output",
+    "Plan",
+    "Recording",
+    "Run",
     "SampleResult",
+    "Sampler",
     "Solver",
     "State",
-    "StepContext",
+    "Step",
+    "StepInfo",
+    "Teleport",
+    "Trajectory",
+    "as_grid",
+    "as_sampler",
+    "fixed_run",
     "get_grid",
     "get_solver",
     "log_likelihood",
-    "make_generators",
     "make_nodes",
     "node_at",
     "odeint_dopri5",
-    "randn_like",
     "reference_sample",
     "sample",
     "teleport",

@@ -30,12 +30,14 @@ The final step to theta = 0 is an ordinary step: (1) needs no special end point 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
+from ..configurable import boolean, one_of, option
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, register
+from .base import History, Node, Run, Solver, State, register
 from .dpm import check_multistep_nfe
 
 #: Gauss-Legendre nodes and weights on [-1, 1], exact for polynomials of degree <= 7; the
@@ -79,63 +81,67 @@ def combine(weights: list[float], values: list[Tensor]) -> Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class AnglePoint(History):
+    """One earlier value of the field (1): the angle and f = v_hat / r there."""
+
+    per_sample: ClassVar[tuple[str, ...]] = ("f",)
+    theta: float
+    f: Tensor
+
+
+@dataclass(frozen=True)
+class AdamsHistory(History):
+    """The last k values of the field and the angle the last step started from."""
+
+    per_sample: ClassVar[tuple[str, ...]] = ("points",)
+    points: tuple[AnglePoint, ...]
+    theta_prev: float
+
+
 @register
+@dataclass(frozen=True)
 class AdamsAngle(Solver):
     """Adams-Bashforth(k) predictor and Adams-Moulton corrector in the angle variable (see the
     module docstring), k = ``order`` in 1..4, one model evaluation per step.
 
     The corrector's interpolant runs through the new value and earlier ones, at most ``order``
     nodes in all ("same") or ``order + 1`` ("plus": one order more, as UniC raises UniP's).
-    Warm-up: step n uses min(k, n + 1) nodes. ``history`` is (the last k (theta, f) pairs, the
-    angle the last step started from): what the corrector needs to redo that step.
+    Warm-up: step n uses min(k, n + 1) nodes. ``history`` is an :class:`AdamsHistory`: what the
+    corrector needs to redo the last step.
     """
 
-    name = "adams"
-    order = 3
-
-    def __init__(self, order: int = 3, corrector: bool = True, corrector_order: str = "same"):
-        if isinstance(order, bool) or order not in (1, 2, 3, 4):
-            raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
-        if not isinstance(corrector, bool):
-            raise ValueError(f"corrector must be a bool, got {corrector!r}")
-        if corrector_order not in ("same", "plus"):
-            raise ValueError(f"corrector_order must be 'same' or 'plus', got {corrector_order!r}")
-        self.order = order  # type: ignore[misc]
-        self.corrector = corrector
-        self.corrector_order = corrector_order
+    name: ClassVar[str] = "adams"
+    order: int = option(3, help="k, the Adams-Bashforth order", check=one_of(1, 2, 3, 4))
+    corrector: bool = option(True, help="Adams-Moulton correction (free)", check=boolean)
+    corrector_order: str = option(
+        "same", help="corrector nodes: same (k) or plus (k + 1)", check=one_of("same", "plus")
+    )
 
     def steps_for_nfe(self, nfe: int) -> int:
         return check_multistep_nfe(self, nfe, super().steps_for_nfe(nfe))
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         theta, r = angle(now), radius(now)
         f_now = pred.v * (1.0 / r)  # eq. (1)
         y = state.x * (1.0 / r)
-        pairs: tuple[tuple[float, Tensor], ...] = ()
-        if state.history:
-            pairs, theta_prev = state.history
+        pairs: tuple[AnglePoint, ...] = ()
+        if isinstance(state.history, AdamsHistory):
+            pairs, theta_prev = state.history.points, state.history.theta_prev
             if self.corrector:
                 # Adams-Moulton: redo the last step through the new value (no new evaluation);
                 # the correction is (AM increment - AB increment), as weights on each value.
                 max_nodes = self.order + (1 if self.corrector_order == "plus" else 0)
                 n_old = min(max_nodes, len(pairs) + 1) - 1
-                am_nodes = [th for th, _ in pairs[len(pairs) - n_old :]] + [theta]
+                am_nodes = [p.theta for p in pairs[len(pairs) - n_old :]] + [theta]
                 w_am = lagrange_integrals(am_nodes, theta_prev, theta)
-                w_ab = lagrange_integrals([th for th, _ in pairs], theta_prev, theta)
+                w_ab = lagrange_integrals([p.theta for p in pairs], theta_prev, theta)
                 w = [-wj for wj in w_ab] + [w_am[-1]]
                 for j, w_old in enumerate(w_am[:-1]):
                     w[len(pairs) - n_old + j] += w_old
-                y = y + combine(w, [f for _, f in pairs] + [f_now])
-        pairs = (*pairs, (theta, f_now))[-self.order :]
+                y = y + combine(w, [p.f for p in pairs] + [f_now])
+        pairs = (*pairs, AnglePoint(theta, f_now))[-self.order :]
         # Adams-Bashforth through the last k values.
-        w = lagrange_integrals([th for th, _ in pairs], theta, angle(nxt))
-        y_next = y + combine(w, [f for _, f in pairs])
-        return state.replace(x=y_next * radius(nxt), history=(pairs, theta))
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "order": self.order,
-            "corrector": self.corrector,
-            "corrector_order": self.corrector_order,
-        }
+        w = lagrange_integrals([p.theta for p in pairs], theta, angle(nxt))
+        y_next = y + combine(w, [p.f for p in pairs])
+        return state.replace(x=y_next * radius(nxt), history=AdamsHistory(pairs, theta))

@@ -9,13 +9,17 @@ they approximate x0 over the step.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
+from ..configurable import boolean, number, option
+from ..errors import UserError
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, exp_integrator_coeffs, register
+from .base import Multistep, Node, Output, Run, Solver, State, exp_integrator_coeffs, register
 
 
 @register
+@dataclass(frozen=True)
 class DDIM(Solver):
     """DDIM (Song et al. 2021, eq. 12) with eta in [0, 1]; eta = 1 is ancestral DDPM.
 
@@ -23,16 +27,14 @@ class DDIM(Solver):
     the posterior noise of q(x_next | x, x0) scaled by eta, valid on any Gaussian path.
     """
 
-    name = "ddim"
-    order = 1
+    name: ClassVar[str] = "ddim"
+    eta: float = option(0.0, help="posterior noise scale (1: ancestral DDPM)", check=number(0, 1))
 
-    def __init__(self, eta: float = 0.0) -> None:
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
-        self.eta = float(eta)
-        self.stochastic = eta > 0  # type: ignore[misc]
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         ratio, one_minus_exp, _ = exp_integrator_coeffs(now, nxt)
         if self.eta == 0.0 or nxt.sigma == 0.0:
             # Deterministic DDIM step (= first-order DPM-Solver++).
@@ -40,14 +42,12 @@ class DDIM(Solver):
         exp_m2h = (1.0 - one_minus_exp) ** 2  # e^{-2h} = (alpha sigma' / (sigma alpha'))^2
         c = self.eta * nxt.sigma * math.sqrt(max(1.0 - exp_m2h, 0.0))
         keep = math.sqrt(max(nxt.sigma**2 - c**2, 0.0))
-        x = nxt.alpha * pred.x0 + keep * pred.eps + c * ctx.noise(state.x)
+        x = nxt.alpha * pred.x0 + keep * pred.eps + c * run.noise(state.x)
         return state.replace(x=x)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "eta": self.eta}
 
 
 @register
+@dataclass(frozen=True)
 class DPMSolverPP2M(Solver):
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): multistep, second order, data prediction.
 
@@ -56,32 +56,35 @@ class DPMSolverPP2M(Solver):
     final step to sigma = 0 are first order (there h is infinite).
     """
 
-    name = "dpmpp_2m"
-    order = 2
+    name: ClassVar[str] = "dpmpp_2m"
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    @property
+    def order(self) -> int:
+        return 2
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         ratio, one_minus_exp, h = exp_integrator_coeffs(now, nxt)
         x0 = pred.x0
         coef = nxt.alpha * one_minus_exp
         # Float coefficients and in-place updates of the one new tensor: three passes over x
         # instead of six (the step is memory-bound for large batches).
         x = state.x * ratio
-        if state.history and nxt.sigma > 0:
+        prev = state.history
+        if isinstance(prev, Output) and nxt.sigma > 0:
             # Second-order multistep correction from the previous data prediction:
             # D = (1 + c) x0 - c x0_prev with c = 1 / (2r).
-            prev_logsnr, prev_x0 = state.history[-1]
-            c = 0.5 / (0.5 * (now.logsnr - prev_logsnr) / h)
-            x.add_(x0, alpha=coef * (1.0 + c)).sub_(prev_x0, alpha=coef * c)
+            c = 0.5 / (0.5 * (now.logsnr - prev.logsnr) / h)
+            x.add_(x0, alpha=coef * (1.0 + c)).sub_(prev.x0, alpha=coef * c)
         else:
             x.add_(x0, alpha=coef)
-        return state.replace(x=x, history=((now.logsnr, x0),))
+        return state.replace(x=x, history=Output(now.logsnr, x0))
 
 
 def check_multistep_nfe(solver: Solver, nfe: int, steps: int) -> int:
     """``steps`` unless they are too few for a multistep solver to reach its order (it needs
     ``order`` steps: the first ones start with lower orders)."""
     if steps < solver.order:
-        raise ValueError(
+        raise UserError(
             f"nfe={nfe} is too small for solver {solver.name!r} of order {solver.order}: it needs "
             f"at least {solver.nfe_for_steps(solver.order)} model evaluations ({solver.order} "
             f"steps); use a lower-order solver or a larger nfe"
@@ -90,7 +93,7 @@ def check_multistep_nfe(solver: Solver, nfe: int, steps: int) -> int:
 
 
 def multistep_order(
-    max_order: int, n_previous: int, nxt: Node, ctx: StepContext, lower_order_final: bool
+    max_order: int, n_previous: int, nxt: Node, run: Run, lower_order_final: bool
 ) -> int:
     """The order of one multistep step: limited by the history (warm-up), 1 for the final step
     to sigma = 0 (h is infinite there), and with ``lower_order_final`` on grids of fewer than 15
@@ -98,12 +101,13 @@ def multistep_order(
     order = min(max_order, n_previous + 1)
     if nxt.sigma == 0.0:
         return 1
-    if lower_order_final and ctx.n_steps < 15:
-        order = min(order, ctx.n_steps - ctx.index)
+    if lower_order_final and run.n_steps < 15:
+        order = min(order, run.n_steps - run.index)
     return order
 
 
 @register
+@dataclass(frozen=True)
 class DPMSolverPP3M(Solver):
     """DPM-Solver++(3M) (Lu et al. 2022b): multistep, third order, data prediction.
 
@@ -130,34 +134,37 @@ class DPMSolverPP3M(Solver):
     (default) grids of fewer than 15 steps end with orders 2 and 1, as in diffusers.
     """
 
-    name = "dpmpp_3m"
-    order = 3
+    name: ClassVar[str] = "dpmpp_3m"
+    lower_order_final: bool = option(
+        True, help="orders 2 and 1 for the last steps of grids under 15 steps", check=boolean
+    )
 
-    def __init__(self, lower_order_final: bool = True) -> None:
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final must be a bool, got {lower_order_final!r}")
-        self.lower_order_final = lower_order_final
+    @property
+    def order(self) -> int:
+        return 3
 
     def steps_for_nfe(self, nfe: int) -> int:
         return check_multistep_nfe(self, nfe, super().steps_for_nfe(nfe))
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         ratio, phi1, h = exp_integrator_coeffs(now, nxt)
         m0 = pred.x0
-        history = (*state.history, (now.logsnr, m0))[-3:]
-        order = multistep_order(3, len(state.history), nxt, ctx, self.lower_order_final)
+        previous = state.history.outputs if isinstance(state.history, Multistep) else ()
+        history = (*previous, Output(now.logsnr, m0))[-3:]
+        kept = Multistep(history[-2:])
+        order = multistep_order(3, len(previous), nxt, run, self.lower_order_final)
         x = ratio * state.x + (nxt.alpha * phi1) * m0
         if order == 1:
-            return state.replace(x=x, history=history[-2:])
+            return state.replace(x=x, history=kept)
         # Divided difference of the data prediction in lambda = logsnr / 2.
-        (logsnr1, m1), logsnr0 = history[-2], now.logsnr
+        logsnr0, logsnr1, m1 = now.logsnr, history[-2].logsnr, history[-2].x0
         r0 = 0.5 * (logsnr0 - logsnr1) / h
         d1_0 = (m0 - m1) / r0
         if order == 2:
             # Second-order (midpoint) update, as DPM-Solver++(2M).
-            return state.replace(x=x + (nxt.alpha * 0.5 * phi1) * d1_0, history=history[-2:])
+            return state.replace(x=x + (nxt.alpha * 0.5 * phi1) * d1_0, history=kept)
         # Second divided difference from the step before: third-order update.
-        logsnr2, m2 = history[-3]
+        logsnr2, m2 = history[-3].logsnr, history[-3].x0
         r1 = 0.5 * (logsnr1 - logsnr2) / h
         d1_1 = (m1 - m2) / r1
         d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
@@ -166,13 +173,11 @@ class DPMSolverPP3M(Solver):
         phi2 = phi1_h / h - 1.0
         phi3 = (h - phi1_h) / h**2 - 0.5
         x = x - (nxt.alpha * phi2) * d1 - (nxt.alpha * 2.0 * phi3) * d2
-        return state.replace(x=x, history=history[-2:])
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "lower_order_final": self.lower_order_final}
+        return state.replace(x=x, history=kept)
 
 
 @register
+@dataclass(frozen=True)
 class DPMSolverPP2MSDE(Solver):
     """DPM-Solver++(2M) SDE (k-diffusion ``sample_dpmpp_2m_sde``, midpoint variant), any path.
 
@@ -188,34 +193,33 @@ class DPMSolverPP2MSDE(Solver):
     to sigma = 0 returns x0 (k-diffusion's denoising step).
     """
 
-    name = "dpmpp_2m_sde"
-    order = 2
+    name: ClassVar[str] = "dpmpp_2m_sde"
+    eta: float = option(1.0, help="noise level (1: the reverse SDE, 0: the ODE)", check=number(0))
 
-    def __init__(self, eta: float = 1.0) -> None:
-        if not (isinstance(eta, float | int) and math.isfinite(eta) and eta >= 0):
-            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
-        self.eta = float(eta)
-        self.stochastic = self.eta > 0  # type: ignore[misc]
+    @property
+    def order(self) -> int:
+        return 2
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         ratio, one_minus_exp, h = exp_integrator_coeffs(now, nxt)
         x0 = pred.x0
-        history = ((now.logsnr, x0),)
+        history = Output(now.logsnr, x0)
         if nxt.sigma == 0.0:
             # Denoising step.
             return state.replace(x=nxt.alpha * x0, history=history)
         exp_mh = 1.0 - one_minus_exp  # e^{-h}, exactly 0 where alpha = 0 at the start
         phi = 1.0 - exp_mh ** (1.0 + self.eta)  # 1 - e^{-(1 + eta) h}
         x = (ratio * exp_mh**self.eta) * state.x + (nxt.alpha * phi) * x0
-        if state.history:
+        prev = state.history
+        if isinstance(prev, Output):
             # Midpoint correction from the previous data prediction.
-            prev_logsnr, prev_x0 = state.history[-1]
-            r = 0.5 * (now.logsnr - prev_logsnr) / h
-            x = x + (nxt.alpha * 0.5 * phi / r) * (x0 - prev_x0)
+            r = 0.5 * (now.logsnr - prev.logsnr) / h
+            x = x + (nxt.alpha * 0.5 * phi / r) * (x0 - prev.x0)
         if self.eta > 0:
             # Fresh noise of the exact Ornstein-Uhlenbeck part of the step.
-            x = x + nxt.sigma * math.sqrt(max(1.0 - exp_mh ** (2.0 * self.eta), 0.0)) * ctx.noise(x)
+            x = x + nxt.sigma * math.sqrt(max(1.0 - exp_mh ** (2.0 * self.eta), 0.0)) * run.noise(x)
         return state.replace(x=x, history=history)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "eta": self.eta}

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..predictions import Model
 from .adaptive import angle_field, odeint_dopri5, odeint_rk4
-from .loop import make_generators
+from ..randomness import Streams, fresh_seed
 
 PROBES = ("rademacher", "gaussian")
 
@@ -60,20 +60,17 @@ def gaussian_log_prob(x: Tensor, sigma: float) -> Tensor:
 
 
 def draw_probes(shape: tuple[int, ...], n_probes: int, probe: str, seed: int | None) -> Tensor:
-    """Hutchinson probes of shape (n_probes, B, D): Rademacher (+-1) or standard normal, one
-    generator per sample (seed + i)."""
+    """Hutchinson probes of shape (n_probes, B, D): Rademacher (+-1) or standard normal, sample
+    i's from the stream ``("hutchinson", seed, i)``."""
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     batch, dim = shape[0], math.prod(shape[1:])
-    gens = make_generators(seed, batch) if seed is not None else [None] * batch
-    out = []
-    for g in gens:
-        if probe == "rademacher":
-            v = torch.randint(0, 2, (n_probes, dim), generator=g, dtype=torch.float64) * 2 - 1
-        else:
-            v = torch.randn(n_probes, dim, generator=g, dtype=torch.float64)
-        out.append(v)
-    return torch.stack(out, dim=1)
+    streams = Streams(fresh_seed() if seed is None else seed, batch, "hutchinson")
+    if probe == "rademacher":
+        v = (streams.uniform((n_probes, dim)) < 0.5).to(torch.float64) * 2 - 1
+    else:
+        v = streams.normal((n_probes, dim), dtype=torch.float64)
+    return v.transpose(0, 1)
 
 
 def log_likelihood(

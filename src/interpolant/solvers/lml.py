@@ -37,13 +37,15 @@ Stable Diffusion at 5-15 NFE; CIFAR-10 uses 8e-4..1e-3 at 5-15 NFE), kappa = 0.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import boolean, number, one_of, option
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, register
+from .base import History, Node, Run, State, register
 from .sde import PredictorCorrector, langevin_move
 
 LML_MODES = ("preconditioned", "released")
@@ -71,7 +73,16 @@ def lm_sqrt_apply(z: Tensor, g: Tensor, damping: float) -> Tensor:
     return z - g * (shrink * _dot(g, z) / g2.clamp_min(1e-300))
 
 
+@dataclass(frozen=True)
+class LMLHistory(History):
+    """The previous level's noise prediction eps (the EMA's other term)."""
+
+    per_sample: ClassVar[tuple[str, ...]] = ("eps",)
+    eps: Tensor
+
+
 @register
+@dataclass(frozen=True)
 class LML(PredictorCorrector):
     """Predictor-corrector sampling with Levenberg-Marquardt-Langevin correctors (module doc).
 
@@ -86,53 +97,52 @@ class LML(PredictorCorrector):
             working dtype, as the released code in float32 pipelines).
     """
 
-    name = "lml"
+    name: ClassVar[str] = "lml"
+    damping: float = option(
+        1e-3,
+        help="lambda > 0 (inf: no curvature, plain Langevin)",
+        check=number(0, open_lo=True, allow_inf=True),
+    )
+    kappa: float = option(
+        0.0, help="EMA weight of the previous prediction in g", check=number(0, 1, open_hi=True)
+    )
+    mode: str = option(
+        "preconditioned", help="preconditioned or released", check=one_of(*LML_MODES)
+    )
+    renormalize: bool = option(
+        True, help="released mode: keep the plain direction's norm", check=boolean
+    )
+    correction_dtype: torch.dtype | None = option(
+        torch.float64, help="dtype of the correction (None: the working dtype)"
+    )
 
-    def __init__(
-        self,
-        predictor: str | Solver = "ddim",
-        predictor_options: dict[str, Any] | None = None,
-        n_corrector: int = 1,
-        snr: float = 0.16,
-        corrector: str = "langevin",
-        damping: float = 1e-3,
-        kappa: float = 0.0,
-        mode: str = "preconditioned",
-        renormalize: bool = True,
-        correction_dtype: torch.dtype | None = torch.float64,
-    ) -> None:
-        super().__init__(predictor, predictor_options, n_corrector, snr, corrector)
-        if isinstance(damping, bool) or not (isinstance(damping, float | int) and damping > 0):
-            raise ValueError(f"damping must be a number > 0 (math.inf: off), got {damping!r}")
-        if not (isinstance(kappa, float | int) and 0.0 <= kappa < 1.0):
-            raise ValueError(f"kappa must lie in [0, 1), got {kappa!r}")
-        if mode not in LML_MODES:
-            raise ValueError(f"mode must be one of {LML_MODES}, got {mode!r}")
-        self.damping, self.kappa, self.mode = float(damping), float(kappa), mode
-        self.renormalize, self.correction_dtype = bool(renormalize), correction_dtype
+    def __post_init__(self) -> None:
+        if isinstance(self.correction_dtype, str):
+            object.__setattr__(self, "correction_dtype", getattr(torch, self.correction_dtype))
+        super().__post_init__()
 
     def _mix(self, eps: Tensor, state: State) -> Tensor:
         """g = kappa eps_prev + (1 - kappa) eps (the released EMA; eps alone at the start)."""
-        if self.kappa == 0.0 or not state.history:
+        if self.kappa == 0.0 or not isinstance(state.history, LMLHistory):
             return eps
-        return self.kappa * state.history[0] + (1.0 - self.kappa) * eps
+        return self.kappa * state.history.eps + (1.0 - self.kappa) * eps
 
     def _work(self, v: Tensor) -> Tensor:
         return v if self.correction_dtype is None else v.to(self.correction_dtype)
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         off = math.isinf(self.damping)
         # Frozen curvature vector of this level (preconditioned mode), from the prediction at now.
         eps_now = -now.sigma * pred.score if not off else None
-        moved = self.predictor.step(state, pred, now, nxt, ctx)
-        if ctx.is_last or nxt.sigma == 0.0:
+        moved = self.predictor.step(state, pred, now, nxt, run)
+        if run.is_last or nxt.sigma == 0.0:
             return moved
         x, last = moved.x, state
         g_level = None if eps_now is None else self._work(self._mix(eps_now, state))
         retention = (now.alpha / nxt.alpha) ** 2
         for _ in range(self.n_corrector):
-            score = ctx.evaluate(x, nxt).score
-            z = ctx.noise(x)
+            score = run.evaluate(x, nxt).score
+            z = run.noise(x)
             step_size = self.corrector_step_size(score, z, nxt, retention)
             if off:
                 # No curvature: the plain Langevin corrector.
@@ -145,7 +155,7 @@ class LML(PredictorCorrector):
                 v = lm_direction(self._work(eps), g, self.damping, self.renormalize)
                 drift = (-v / nxt.sigma).to(score.dtype)
                 x = langevin_move(x, step_size, drift, z)
-                last = last.replace(history=(eps,))
+                last = last.replace(history=LMLHistory(eps))
             else:
                 # Preconditioned Langevin move with M = lambda (lambda I + g g^T)^{-1}.
                 assert g_level is not None
@@ -153,19 +163,8 @@ class LML(PredictorCorrector):
                 noise = lm_sqrt_apply(self._work(z), g_level, self.damping).to(z.dtype)
                 x = langevin_move(x, step_size, drift, noise)
         history = (
-            last.history if self.mode == "released" else ((eps_now,) if eps_now is not None else ())
+            last.history
+            if self.mode == "released"
+            else (LMLHistory(eps_now) if eps_now is not None else None)
         )
         return moved.replace(x=x, history=history)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "name": self.name,
-            "damping": self.damping,
-            "kappa": self.kappa,
-            "mode": self.mode,
-            "renormalize": self.renormalize,
-            "correction_dtype": None
-            if self.correction_dtype is None
-            else str(self.correction_dtype),
-        }

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from ..configurable import number, option
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, node_at, register
+from .base import Node, Run, Solver, State, node_at, register
 
 
 @register
+@dataclass(frozen=True)
 class Euler(Solver):
     """Euler on the probability-flow ODE dx/dt = u(x, t) (u the velocity)."""
 
-    name = "euler"
-    order = 1
+    name: ClassVar[str] = "euler"
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         # Euler step.
         return state.replace(x=state.x + (nxt.t - now.t) * pred.velocity)
 
 
 @register
+@dataclass(frozen=True)
 class Heun(Solver):
     """EDM's 2nd-order sampler (Karras et al. 2022, Alg. 2) in path time t, any Gaussian path.
 
@@ -32,73 +35,67 @@ class Heun(Solver):
     step, to t = 0, is an Euler step, so N steps cost 2N - 1 evaluations.
     """
 
-    name = "heun"
-    order = 2
-    evals_per_step = 2
+    name: ClassVar[str] = "heun"
+    s_churn: float = option(0.0, help="EDM's S_churn (0: deterministic)", check=number(0))
+    s_tmin: float = option(0.0, help="churn only at EDM sigma >= this", check=number(0))
+    s_tmax: float = option(
+        math.inf, help="churn only at EDM sigma <= this", check=number(0, allow_inf=True)
+    )
+    s_noise: float = option(1.0, help="EDM's S_noise (scale of the churn noise)", check=number(0))
 
-    def __init__(
-        self,
-        s_churn: float = 0.0,
-        s_tmin: float = 0.0,
-        s_tmax: float = math.inf,
-        s_noise: float = 1.0,
-    ) -> None:
-        if s_churn < 0 or s_noise < 0:
-            raise ValueError(f"s_churn and s_noise must be >= 0, got {s_churn}, {s_noise}")
-        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
-        self.stochastic = s_churn > 0  # type: ignore[misc]
+    @property
+    def order(self) -> int:
+        return 2
+
+    @property
+    def evals_per_step(self) -> int:
+        return 2
+
+    @property
+    def stochastic(self) -> bool:
+        return self.s_churn > 0
 
     def nfe_for_steps(self, steps: int) -> int:
         return 2 * steps - 1
 
-    def _gamma(self, now: Node, ctx: StepContext) -> float:
+    def _gamma(self, now: Node, run: Run) -> float:
         # No churn where alpha = 0 (sigma/alpha infinite): there is no more noise to add.
         sigma = now.edm_sigma
         if self.s_churn > 0 and math.isfinite(sigma) and self.s_tmin <= sigma <= self.s_tmax:
-            return min(self.s_churn / ctx.n_steps, math.sqrt(2) - 1)
+            return min(self.s_churn / run.n_steps, math.sqrt(2) - 1)
         return 0.0
 
-    def needs_prediction(self, state: State, now: Node, ctx: StepContext) -> bool:
-        return self._gamma(now, ctx) == 0.0
+    def needs_prediction(self, state: State, now: Node, run: Run) -> bool:
+        return self._gamma(now, run) == 0.0
 
-    def step(
-        self, state: State, pred: Prediction | None, now: Node, nxt: Node, ctx: StepContext
-    ) -> State:
+    def step(self, state: State, pred: Prediction | None, now: Node, nxt: Node, run: Run) -> State:
         x, here = state.x, now
-        gamma = self._gamma(now, ctx)
+        gamma = self._gamma(now, run)
         if gamma > 0:
             # Increase noise temporarily (Alg. 2, lines 4-6), exactly along the path.
             t_hat = float(
-                ctx.path.t_of_edm_sigma(
+                run.path.t_of_edm_sigma(
                     torch.tensor(now.edm_sigma * (1 + gamma), dtype=torch.float64)
                 )
             )
-            here = node_at(ctx.path, min(t_hat, 1.0))
+            here = node_at(run.path, min(t_hat, 1.0))
             scale = here.alpha / now.alpha
             extra_var = max(here.sigma**2 - (scale * now.sigma) ** 2, 0.0)
-            x = scale * x + math.sqrt(extra_var) * self.s_noise * ctx.noise(x)
-            pred = ctx.evaluate(x, here)
+            x = scale * x + math.sqrt(extra_var) * self.s_noise * run.noise(x)
+            pred = run.evaluate(x, here)
         assert pred is not None
         d = pred.velocity
         # Euler step.
         x_next = x + (nxt.t - here.t) * d
         if nxt.sigma > 0:
             # Apply 2nd order correction.
-            d_next = ctx.evaluate(x_next, nxt).velocity
+            d_next = run.evaluate(x_next, nxt).velocity
             x_next = x + (nxt.t - here.t) * 0.5 * (d + d_next)
         return state.replace(x=x_next)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "s_churn": self.s_churn,
-            "s_tmin": self.s_tmin,
-            "s_tmax": self.s_tmax,
-            "s_noise": self.s_noise,
-        }
-
 
 @register
+@dataclass(frozen=True)
 class Midpoint(Solver):
     """Explicit midpoint rule (2nd-order Runge-Kutta) on dx/dt = u(x, t), 2 evaluations a step:
 
@@ -107,14 +104,20 @@ class Midpoint(Solver):
     The midpoint time is inside (t_next, t), so the last step to t = 0 needs no special case.
     """
 
-    name = "midpoint"
-    order = 2
-    evals_per_step = 2
+    name: ClassVar[str] = "midpoint"
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    @property
+    def order(self) -> int:
+        return 2
+
+    @property
+    def evals_per_step(self) -> int:
+        return 2
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         x, h = state.x, nxt.t - now.t
         # Half Euler step to the midpoint.
-        mid = node_at(ctx.path, now.t + 0.5 * h)
+        mid = node_at(run.path, now.t + 0.5 * h)
         x_mid = x + 0.5 * h * pred.velocity
         # Full step with the midpoint's velocity.
-        return state.replace(x=x + h * ctx.evaluate(x_mid, mid).velocity)
+        return state.replace(x=x + h * run.evaluate(x_mid, mid).velocity)

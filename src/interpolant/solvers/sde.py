@@ -6,29 +6,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import number, number_or_callable, one_of, option, optional
+from ..errors import UserError
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, get_solver, register
+from .base import Node, Run, Solver, State, get_solver, register
 
 Schedule = float | Callable[[float], float]
 
 
-def _as_schedule(value: Schedule, name: str) -> Schedule:
-    """A float >= 0 or a callable of t, validated (callables are checked at each use)."""
-    if callable(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, float | int):
-        raise ValueError(f"{name} must be a float >= 0 or a callable of t, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 @register
+@dataclass(frozen=True)
 class SDEEuler(Solver):
     """Euler-Maruyama on the reverse SDEs that keep the marginals of the path
     (Albergo et al. 2023, sec. 2: the backward SDE, run from t = 1 to t = 0):
@@ -51,29 +44,44 @@ class SDEEuler(Solver):
     near the data that variance is small, so use fine grids or an eps(t) that vanishes at t = 0.
     """
 
-    name = "sde_euler"
-    order = 1
+    name: ClassVar[str] = "sde_euler"
+    eps: Schedule | None = option(
+        None,
+        help="diffusion eps(t) >= 0, a number or a callable (default 1)",
+        check=optional(number_or_callable(0.0)),
+    )
+    g: Schedule | None = option(
+        None,
+        help="RBF's g(t) instead of eps (eps = g^2 / 2)",
+        check=optional(number_or_callable(0.0)),
+    )
 
-    def __init__(self, eps: Schedule | None = None, g: Schedule | None = None) -> None:
-        if eps is not None and g is not None:
-            raise ValueError("give eps= or g= (eps = g^2 / 2), not both")
-        self._g = None if g is None else _as_schedule(g, "g")
-        self.eps: Schedule = _as_schedule(1.0 if eps is None else eps, "eps")
-        if callable(self._g):
-            g_of_t = self._g
-            self.eps = lambda t: 0.5 * float(g_of_t(t)) ** 2
-        elif self._g is not None:
-            self.eps = 0.5 * self._g**2
-        self.stochastic = callable(self.eps) or self.eps > 0  # type: ignore[misc,operator]
+    def __post_init__(self) -> None:
+        if self.eps is None and self.g is None:
+            object.__setattr__(self, "eps", 1.0)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.eps is not None and self.g is not None:
+            raise UserError("SDEEuler: give eps= or g= (eps = g^2 / 2), not both")
+
+    @property
+    def stochastic(self) -> bool:
+        value = self.eps if self.g is None else self.g
+        return callable(value) or bool(value)
 
     def eps_at(self, t: float) -> float:
-        """eps(t), checked to be a finite number >= 0."""
-        value = float(self.eps(t)) if callable(self.eps) else self.eps
+        """eps(t) (from g(t) when g is given), checked to be a finite number >= 0."""
+        if self.g is not None:
+            g = float(self.g(t)) if callable(self.g) else float(self.g)
+            value = 0.5 * g * g
+        else:
+            value = float(self.eps(t)) if callable(self.eps) else float(self.eps or 0.0)
         if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"eps(t) must be a finite number >= 0, got eps({t}) = {value}")
+            raise UserError(f"eps(t) must be a finite number >= 0, got eps({t}) = {value}")
         return value
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         dt = now.t - nxt.t
         eps = 0.0 if nxt.sigma == 0.0 else self.eps_at(now.t)
         if eps == 0.0:
@@ -81,13 +89,8 @@ class SDEEuler(Solver):
             return state.replace(x=state.x - dt * pred.velocity)
         # Euler-Maruyama step of the backward SDE.
         drift = pred.velocity - eps * pred.score
-        x = state.x - dt * drift + math.sqrt(2.0 * eps * dt) * ctx.noise(state.x)
+        x = state.x - dt * drift + math.sqrt(2.0 * eps * dt) * run.noise(state.x)
         return state.replace(x=x)
-
-    def config(self) -> dict[str, Any]:
-        if self._g is not None:
-            return {"name": self.name, "g": self._g}
-        return {"name": self.name, "eps": self.eps}
 
 
 def _per_sample_norm(v: Tensor) -> Tensor:
@@ -108,6 +111,7 @@ def langevin_move(x: Tensor, step_size: Tensor | float, drift: Tensor, z: Tensor
 
 
 @register
+@dataclass(frozen=True)
 class PredictorCorrector(Solver):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1 and App. G; score_sde's
     ``pc_sampler``): one predictor step, then ``n_corrector`` Langevin steps at the new node,
@@ -140,50 +144,57 @@ class PredictorCorrector(Solver):
     ``"ddim"`` with another eta).
     """
 
-    name = "pc"
-    order = 1
-    stochastic = True
+    name: ClassVar[str] = "pc"
+    predictor: Solver = option("ddim", help="a first-order one-evaluation solver (name/config)")
+    predictor_options: dict[str, Any] | None = option(
+        None, help="options of a predictor given by name (ddim: eta = 1 by default)"
+    )
+    n_corrector: int = option(1, help="Langevin steps per level", check=number(0, integer=True))
+    snr: float = option(
+        0.16, help="the corrector's signal-to-noise ratio", check=number(0, open_lo=True)
+    )
+    corrector: str = option("langevin", help="step-size rule", check=one_of(*CORRECTORS))
 
-    def __init__(
-        self,
-        predictor: str | Solver = "ddim",
-        predictor_options: dict[str, Any] | None = None,
-        n_corrector: int = 1,
-        snr: float = 0.16,
-        corrector: str = "langevin",
-    ) -> None:
-        if predictor == "ddim" and predictor_options is None:
-            predictor_options = {"eta": 1.0}
-        self.predictor = get_solver(predictor, **(predictor_options or {}))
+    def __post_init__(self) -> None:
+        options = self.predictor_options
+        if self.predictor == "ddim" and options is None:
+            options = {"eta": 1.0}
+        if not isinstance(self.predictor, Solver):
+            object.__setattr__(self, "predictor", get_solver(self.predictor, **(options or {})))
+        elif options:
+            raise UserError("predictor_options are only used with a predictor name")
+        object.__setattr__(self, "predictor_options", None)
+        super().__post_init__()
+
+    def validate(self) -> None:
         p = self.predictor
         if isinstance(p, PredictorCorrector) or p.order != 1 or p.evals_per_step != 1:
-            raise ValueError(
+            raise UserError(
                 f"predictor must be a first-order solver with one evaluation per step, got {p!r}"
             )
-        if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
-            raise ValueError(f"n_corrector must be an int >= 0, got {n_corrector!r}")
-        if not (isinstance(snr, float | int) and math.isfinite(snr) and snr > 0):
-            raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
-        if corrector not in CORRECTORS:
-            raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
-        self.n_corrector, self.snr, self.corrector = n_corrector, float(snr), corrector
-        self.evals_per_step = 1 + n_corrector  # type: ignore[misc]
-        self.stochastic = n_corrector > 0 or p.stochastic  # type: ignore[misc]
+
+    @property
+    def evals_per_step(self) -> int:
+        return 1 + self.n_corrector
+
+    @property
+    def stochastic(self) -> bool:
+        return self.n_corrector > 0 or self.predictor.stochastic
 
     def nfe_for_steps(self, steps: int) -> int:
         return steps + self.n_corrector * (steps - 1)
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         # Predictor step.
-        state = self.predictor.step(state, pred, now, nxt, ctx)
-        if ctx.is_last or nxt.sigma == 0.0:
+        state = self.predictor.step(state, pred, now, nxt, run)
+        if run.is_last or nxt.sigma == 0.0:
             return state
         x = state.x
         retention = (now.alpha / nxt.alpha) ** 2
         for _ in range(self.n_corrector):
             # Langevin corrector step at the new node.
-            score = ctx.evaluate(x, nxt).score
-            z = ctx.noise(x)
+            score = run.evaluate(x, nxt).score
+            z = run.noise(x)
             x = langevin_move(x, self.corrector_step_size(score, z, nxt, retention), score, z)
         return state.replace(x=x)
 
@@ -195,14 +206,3 @@ class PredictorCorrector(Solver):
             ratio = _per_sample_norm(z) / _per_sample_norm(score).clamp_min(1e-30)
             return 2.0 * retention * (self.snr * ratio) ** 2
         return 2.0 * retention * (self.snr * node.sigma) ** 2
-
-    def config(self) -> dict[str, Any]:
-        predictor = self.predictor.config()
-        return {
-            "name": self.name,
-            "predictor": predictor.pop("name"),
-            "predictor_options": predictor,
-            "n_corrector": self.n_corrector,
-            "snr": self.snr,
-            "corrector": self.corrector,
-        }

@@ -29,16 +29,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import number, option
+from ..errors import UserError
 from ..paths import GaussianPath
 from ..predictions import Model
 from .adaptive import reference_sample
-from .base import Solver, get_solver
-from .grids import SIGMA_MAX_CAP, check_grid
+from .grids import GRIDS, SIGMA_MAX_CAP, Grid
+from .spec import Sampler
 
 #: Points of the fine logsnr grid on which the density is integrated.
 _FINE = 4001
@@ -47,29 +49,38 @@ _LOG_DENSITY_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
-class DensityGrid:
-    """A grid family: nodes at equal quantiles of exp(piecewise-linear log-density) over logsnr.
+class DensityGrid(Grid):
+    """A grid family: nodes at equal quantiles of exp(piecewise-linear log-density) over logsnr
+    (the ``density`` grid: a searched grid for every number of steps).
 
     ``log_density`` holds the values at equally spaced knots from the start (logsnr at t_max,
     but at least -2 log SIGMA_MAX_CAP where alpha(t_max) = 0) to ``-2 log sigma_min``.
     """
 
-    log_density: tuple[float, ...]
-    sigma_min: float
+    name: ClassVar[str] = "density"
+    log_density: tuple[float, ...] = option(
+        (0.0, 0.0), help="log-density over logsnr at equally spaced knots (>= 2)"
+    )
+    sigma_min: float = option(
+        0.002, help="the last nonzero EDM noise level", check=number(0, open_lo=True)
+    )
 
-    def times(self, path: GaussianPath, steps: int, t_max: float = 1.0) -> Tensor:
-        """The descending float64 grid of ``steps + 1`` times (the last one 0) for ``path``."""
-        if steps < 1:
-            raise ValueError(f"a grid needs at least one step, got steps={steps}")
-        if not self.sigma_min > 0:
-            raise ValueError(f"sigma_min must be > 0, got {self.sigma_min}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_density", tuple(float(v) for v in self.log_density))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if len(self.log_density) < 2:
+            raise UserError(f"DensityGrid needs >= 2 knots, got {len(self.log_density)}")
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
         start = max(
             float(path.logsnr(torch.tensor(t_max, dtype=torch.float64))),
             -2.0 * math.log(SIGMA_MAX_CAP),
         )
         end = -2.0 * math.log(self.sigma_min)
         if not end > start:
-            raise ValueError(
+            raise UserError(
                 f"sigma_min={self.sigma_min} must lie below the start's noise level "
                 f"{math.exp(-0.5 * start):.4g}"
             )
@@ -84,9 +95,10 @@ class DensityGrid:
         logsnr = _interp(quantiles, cum, fine)
         t = path.t_of_logsnr(logsnr).clamp(0.0, t_max)
         t[0] = t_max
-        t = torch.cat([t, t.new_zeros(1)])
-        check_grid(t)
-        return t
+        return torch.cat([t, t.new_zeros(1)])
+
+
+GRIDS.register(DensityGrid)
 
 
 def _log(value: float) -> float:
@@ -118,30 +130,16 @@ def sample_on_grid(
     model: Model,
     noise: Tensor,
     grid: Tensor,
-    *,
-    solver: Solver,
-    t_max: float = 1.0,
-    solver_dtype: torch.dtype | None = torch.float64,
+    sampler: Sampler,
     cond: dict[str, Any] | None = None,
-    seed: int | Sequence[int] | None = None,
 ) -> Tensor | None:
-    """The float64 sample of ``solver`` from ``noise`` on a candidate ``grid``, or None when
-    the run diverges (non-finite values): the fitness evaluation shared by the grid searches
-    (this module's Nelder-Mead, :mod:`interpolant.scaling.autodiffusion`'s evolution)."""
+    """The float64 sample of ``sampler`` from ``noise`` on a candidate ``grid`` (replacing the
+    spec's), or None when the run diverges (non-finite values): the fitness evaluation shared by
+    the grid searches (this module's Nelder-Mead, :mod:`interpolant.scaling.autodiffusion`)."""
     from .loop import sample
 
-    x = sample(
-        model,
-        noise,
-        solver=solver,
-        grid=grid,
-        t_max=t_max,
-        solver_dtype=solver_dtype,
-        cond=cond,
-        seed=seed,
-    )
-    assert isinstance(x, Tensor)
-    x = x.to(torch.float64)
+    spec = sampler.replace(grid=grid, nfe=None, steps=None)
+    x = sample(model, noise, spec, cond=cond).x.to(torch.float64)
     return x if bool(torch.isfinite(x).all()) else None
 
 
@@ -194,24 +192,22 @@ def nelder_mead(
 def search_grid(
     model: Model,
     noise: Tensor,
+    sampler: Sampler,
     *,
-    solver: str | Solver,
-    nfe: int,
     reference: Tensor | None = None,
-    t_max: float = 1.0,
     knots: int = 6,
     budget: int = 300,
     sigma_min: Sequence[float] = (0.002, 0.005, 0.01, 0.02),
-    solver_options: dict[str, Any] | None = None,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
 ) -> GridSearchResult:
-    """Search the grid on which ``solver`` with ``nfe`` evaluations best matches the exact ODE.
+    """Search the grid on which ``sampler`` (its solver, budget, t_max and solver dtype; its grid
+    is what is searched) best matches the exact ODE.
 
     Args:
         model: the model to sample (a :class:`Model`).
         noise: calibration draws (B, ...), not the noise the grid will be judged on.
-        solver: solver name or object; nfe: its budget of model evaluations.
+        sampler: the spec whose grid is searched (e.g. ``Sampler("unipc", nfe=10,
+            solver_dtype="float64")``).
         reference: the exact endpoints from ``noise`` (default: ``reference_sample`` at rtol
             1e-10, the cost of a few hundred evaluations).
         knots: number of knots of the piecewise-linear log-density.
@@ -220,21 +216,21 @@ def search_grid(
 
     Returns:
         A :class:`GridSearchResult`; ``result.grid`` goes to ``sample(..., grid=result.grid)``
-        and ``result.density.times(path, steps)`` gives the family's grid for other budgets.
+        and ``result.density`` (a :class:`DensityGrid`) is the family's grid for any budget:
+        ``sampler.replace(grid=result.density)``.
     """
     if knots < 2:
-        raise ValueError(f"knots must be >= 2, got {knots}")
+        raise UserError(f"knots must be >= 2, got {knots}")
     if budget < knots + 2:
-        raise ValueError(f"budget must allow a simplex of {knots + 2} runs, got {budget}")
-    solver_obj = get_solver(solver, **(solver_options or {}))
-    steps = solver_obj.steps_for_nfe(nfe)
+        raise UserError(f"budget must allow a simplex of {knots + 2} runs, got {budget}")
+    steps, t_max = sampler.steps_used(), sampler.t_max
     if reference is None:
         exact = reference_sample(model, noise, t_max=t_max, cond=cond)
         assert isinstance(exact, Tensor)
         reference = exact
     reference = reference.to(torch.float64)
     if reference.shape != noise.shape:
-        raise ValueError(
+        raise UserError(
             f"reference has shape {tuple(reference.shape)}, noise {tuple(noise.shape)}"
         )
     trace: list[float] = []
@@ -244,9 +240,7 @@ def search_grid(
             t = density.times(model.path, steps, t_max)
         except ValueError:
             return math.inf
-        x = sample_on_grid(
-            model, noise, t, solver=solver_obj, t_max=t_max, solver_dtype=solver_dtype, cond=cond
-        )
+        x = sample_on_grid(model, noise, t, sampler, cond)
         if x is None:
             return math.inf
         err = float((x - reference).square().mean().sqrt())

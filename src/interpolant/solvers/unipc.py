@@ -23,17 +23,28 @@ paper's Theorem 3.3, has order p + 1. The final step's result is not corrected.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import boolean, number, one_of, option, optional
 from ..predictions import Prediction
-from .base import Node, Solver, State, StepContext, exp_integrator_coeffs, register
+from .base import History, Node, Output, Run, Solver, State, exp_integrator_coeffs, register
 from .dpm import check_multistep_nfe
 
-#: One earlier data prediction: (logsnr at its node, x0 there).
-Output = tuple[float, Tensor]
+
+@dataclass(frozen=True)
+class UniPCHistory(History):
+    """What UniC needs to redo the last step: the x it started from, the order it used, the
+    last p data predictions (newest last) and the node it started from."""
+
+    per_sample: ClassVar[tuple[str, ...]] = ("x", "outputs")
+    x: Tensor
+    order: int
+    outputs: tuple[Output, ...]
+    node: Node
 
 
 def _rho(
@@ -81,21 +92,22 @@ def _update(
     """UniP-order from (x, now) to nxt (``model_next`` None) or UniC-order (``model_next`` the
     data prediction at nxt at the predictor's result); ``outputs[-1]`` is the prediction at now."""
     ratio, one_minus_exp, h = exp_integrator_coeffs(now, nxt)
-    logsnr0, m0 = outputs[-1]
+    logsnr0, m0 = outputs[-1].logsnr, outputs[-1].x0
     # First-order (DDIM) part, written through alpha, sigma so it is exact at the ends.
     base = ratio * x + (nxt.alpha * one_minus_exp) * m0
     earlier = outputs[-order:-1][::-1]  # m_1, m_2, ... (newest first)
-    rks = [0.5 * (logsnr_i - logsnr0) / h for logsnr_i, _ in earlier]
+    rks = [0.5 * (out.logsnr - logsnr0) / h for out in earlier]
     rho, b_h = _rho(h, rks, order, corrector=model_next is not None, variant=variant)
     residual = torch.zeros_like(x)
-    for rho_i, rk, (_, m_i) in zip(rho, rks, earlier):
-        residual = residual + (rho_i / rk) * (m_i - m0)
+    for rho_i, rk, out in zip(rho, rks, earlier):
+        residual = residual + (rho_i / rk) * (out.x0 - m0)
     if model_next is not None:
         residual = residual + rho[-1] * (model_next - m0)
     return base - (nxt.alpha * b_h) * residual
 
 
 @register
+@dataclass(frozen=True)
 class UniPC(Solver):
     """UniPC-p (p = ``order`` in {1, 2, 3}; diffusers' ``solver_order``) with the bh2 B(h);
     matches diffusers 0.42 step for step (tests/solvers/test_solvers_peers.py).
@@ -103,9 +115,8 @@ class UniPC(Solver):
     ``order`` is p, the order of the predictor UniP-p; with the corrector (default) the method
     has order p + 1 (measured on an oracle: 3.0 for p = 2, 3.8 for p = 3), without it p.
 
-    ``history`` is () before the first step, then (x at the start of the last step, the order
-    that step used, the last p data predictions as (logsnr, x0) pairs, newest last, the node the
-    last step started from): what UniC needs to redo the last step with the new prediction.
+    ``history`` is None before the first step, then a :class:`UniPCHistory`: what UniC needs
+    to redo the last step with the new prediction.
 
     Warm-up: step k uses order min(p, k + 1). With ``lower_order_final`` (default, as diffusers)
     the order is also at most the number of steps left, so the last step is first order; the
@@ -120,64 +131,42 @@ class UniPC(Solver):
     ``benchmarks/sampler_oracle.py``).
     """
 
-    name = "unipc"
-    order = 2
-
-    def __init__(
-        self,
-        order: int = 2,
-        lower_order_final: bool = True,
-        use_corrector: bool = True,
-        variant: str = "bh2",
-        max_step_ratio: float | None = None,
-    ):
-        if order not in (1, 2, 3) or isinstance(order, bool):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-        if max_step_ratio is not None and not (
-            isinstance(max_step_ratio, float | int)
-            and not isinstance(max_step_ratio, bool)
-            and math.isfinite(max_step_ratio)
-            and max_step_ratio >= 1
-        ):
-            raise ValueError(
-                f"max_step_ratio must be None or a number >= 1, got {max_step_ratio!r}"
-            )
-        self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
-        if variant not in ("bh1", "bh2"):
-            raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
-        self.variant = variant
-        for arg, value in (
-            ("lower_order_final", lower_order_final),
-            ("use_corrector", use_corrector),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"{arg} must be a bool, got {value!r}")
-        self.order = order  # type: ignore[misc]
-        self.lower_order_final = lower_order_final
-        self.use_corrector = use_corrector
+    name: ClassVar[str] = "unipc"
+    order: int = option(2, help="p, the order of the predictor UniP-p", check=one_of(1, 2, 3))
+    lower_order_final: bool = option(
+        True, help="at most the steps left as the order (last step first order)", check=boolean
+    )
+    use_corrector: bool = option(True, help="UniC after every step but the last", check=boolean)
+    variant: str = option("bh2", help="B(h): bh2 = e^h - 1, bh1 = h", check=one_of("bh1", "bh2"))
+    max_step_ratio: float | None = option(
+        None,
+        help="restart the history before a step this many times longer (None: off)",
+        check=optional(number(1)),
+    )
 
     def steps_for_nfe(self, nfe: int) -> int:
         return check_multistep_nfe(self, nfe, super().steps_for_nfe(nfe))
 
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         x, m_now = state.x, pred.x0
         outputs: tuple[Output, ...] = ()
-        if state.history:
-            x_prev, order_prev, outputs, prev = state.history
+        last = state.history
+        if isinstance(last, UniPCHistory):
+            outputs = last.outputs
             if self.use_corrector:
                 # UniC: correct the last step with the prediction at its result.
-                x = _update(x_prev, outputs, prev, now, order_prev, m_now, self.variant)
-            if self.max_step_ratio is not None and self._restarts(prev, now, nxt):
+                x = _update(last.x, outputs, last.node, now, last.order, m_now, self.variant)
+            if self.max_step_ratio is not None and self._restarts(last.node, now, nxt):
                 outputs = ()  # a much longer step: extrapolate nothing from before it
-        outputs = (*outputs, (now.logsnr, m_now))[-self.order :]
+        outputs = (*outputs, Output(now.logsnr, m_now))[-self.order :]
         order = min(self.order, len(outputs))
         if nxt.sigma == 0.0:
             order = 1
         elif self.lower_order_final:
-            order = min(order, ctx.n_steps - ctx.index)
+            order = min(order, run.n_steps - run.index)
         # UniP: predict the next node from the (corrected) x.
         x_next = _update(x, outputs, now, nxt, order, None, self.variant)
-        return state.replace(x=x_next, history=(x, order, outputs, now))
+        return state.replace(x=x_next, history=UniPCHistory(x, order, outputs, now))
 
     def _restarts(self, prev: Node, now: Node, nxt: Node) -> bool:
         """Whether the step now -> nxt is over max_step_ratio times the step prev -> now."""
@@ -186,13 +175,3 @@ class UniPC(Solver):
             return False  # the final step is first order anyway
         h_prev = exp_integrator_coeffs(prev, now)[2]
         return exp_integrator_coeffs(now, nxt)[2] > self.max_step_ratio * h_prev
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "order": self.order,
-            "lower_order_final": self.lower_order_final,
-            "use_corrector": self.use_corrector,
-            "variant": self.variant,
-            "max_step_ratio": self.max_step_ratio,
-        }
