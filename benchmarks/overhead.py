@@ -12,7 +12,13 @@ the update arithmetic and the bookkeeping.
 * diffusers: ``DPMSolverMultistepScheduler()`` (its defaults: DPM-Solver++ 2M, linear betas),
   ``set_timesteps(n)`` and the ``step`` loop.
 
-Each side is timed from its grid set-up to the final sample. Data: 64 dimensions, batch 1 and
+Each side is timed from its grid set-up to the final sample.
+
+Per-sample noise: one draw of standard normals (batch x 64 float32) from
+``interpolant.randomness.Streams`` (one counter-based stream per sample), against one unseeded
+``torch.randn`` of the same shape (torch's global generator: not per sample) and against the
+per-sample ``torch.Generator`` loop the library used before (one generator per row, the same
+stream as ``torch.randn`` on that generator). Data: 64 dimensions, batch 1 and
 4096, float32, ``torch.set_num_threads(1)``. The three samplers are timed in interleaved rounds
 (so slow drifts of a shared machine hit all of them alike) and the median over rounds is
 reported, with ratios to k-diffusion. Run ``python benchmarks/overhead.py`` (``--quick`` for a
@@ -46,10 +52,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 def ours_runner(noise: torch.Tensor, steps: int) -> Callable[[], torch.Tensor]:
     model = ip.Model(lambda x, t: x * 0.5, ip.paths.EDM(), predicts="x0")
 
+    spec = ip.solvers.Sampler("dpmpp_2m", steps=steps, grid="karras")
+
     def run() -> torch.Tensor:
-        out = ip.sample(model, noise, solver="dpmpp_2m", steps=steps, grid="karras")
-        assert isinstance(out, torch.Tensor)
-        return out
+        return ip.sample(model, noise, spec).x
 
     return run
 
@@ -80,6 +86,30 @@ def diffusers_runner(noise: torch.Tensor, steps: int) -> Callable[[], torch.Tens
 
 
 RUNNERS = {"ours": ours_runner, "k-diffusion": k_diffusion_runner, "diffusers": diffusers_runner}
+
+
+def noise_runners(batch: int) -> dict[str, Callable[[], torch.Tensor]]:
+    """One per-sample normal draw of (batch, DIM) float32: ours, torch.randn, the old loop."""
+    streams = ip.randomness.Streams(0, batch)
+    generators = [torch.Generator().manual_seed(i) for i in range(batch)]
+
+    def generator_loop() -> torch.Tensor:
+        z = torch.empty(batch, DIM, dtype=torch.float64)
+        for row, g in zip(z, generators):
+            row.normal_(generator=g)
+        return z.float()
+
+    return {
+        "streams": lambda: streams.normal((DIM,)),
+        "randn": lambda: torch.randn(batch, DIM),
+        "generator_loop": generator_loop,
+    }
+
+
+def time_calls(runners: dict[str, Callable[[], torch.Tensor]], rounds: int) -> dict[str, float]:
+    """Median microseconds per call of each runner (interleaved rounds)."""
+    times = time_per_step(runners, 1, rounds)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def time_per_step(
@@ -135,6 +165,19 @@ def markdown(record: dict) -> str:
             f"| {r['batch']} | {us['ours']:.0f} | {us['k-diffusion']:.0f} | {us['diffusers']:.0f} "
             f"| {us['ours'] / us['k-diffusion']:.2f} | {us['ours'] / us['diffusers']:.2f} |"
         )
+    if "noise" in record:
+        lines += [
+            "",
+            f"| batch x {DIM} float32 | per-sample streams (us) | torch.randn (us) "
+            "| streams / randn | per-sample generator loop (before, us) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in record["noise"]:
+            us = r["us_per_draw"]
+            lines.append(
+                f"| {r['batch']} | {us['streams']:.0f} | {us['randn']:.0f} "
+                f"| {us['streams'] / us['randn']:.2f} | {us['generator_loop']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -169,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "all_us_per_step": times,
             }
         )
+    noise = []
+    for batch in args.batches:
+        per_draw = time_calls(noise_runners(batch), 20 if args.quick else 200)
+        noise.append({"batch": batch, "us_per_draw": per_draw})
     print(f"overhead per step, DPM-Solver++ 2M, {DIM} dims, {args.steps} steps, 1 thread (median)")
     columns = ("batch", "ours us", "k-diff us", "diffusers us", "ours/k-diff", "ours/diffusers")
     print(" | ".join(f"{c:>14}" for c in columns))
@@ -180,6 +227,13 @@ def main(argv: list[str] | None = None) -> dict:
             " | ".join([f"{r['batch']:>14}", *(f"{v:>14.0f}" for v in cells)])
             + " | "
             + " | ".join(f"{v:>14.2f}" for v in ratios)
+        )
+    for r in noise:
+        us = r["us_per_draw"]
+        print(
+            f"per-sample normals {r['batch']} x {DIM}: streams {us['streams']:.0f} us, randn "
+            f"{us['randn']:.0f} us (ratio {us['streams'] / us['randn']:.2f}), generator loop "
+            f"{us['generator_loop']:.0f} us"
         )
     record = {
         "benchmark": "overhead",
@@ -194,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": versions(),
         "machine": machine(),
         "results": results,
+        "noise": noise,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

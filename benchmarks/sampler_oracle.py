@@ -103,6 +103,7 @@ from interpolant.data.oracles import ORACLES, GaussianMixture
 from interpolant.paths import EDM, Linear, VPLinear
 from interpolant.solvers.adaptive import angle_field, odeint_dopri5, reference_sample
 from interpolant.solvers.search import search_grid
+from interpolant.solvers.unipc import UniPCHistory
 from overhead import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_oracle.json"
@@ -335,19 +336,15 @@ def run_ours(
 ) -> dict[str, Any]:
     model = oracle_model(problem.gmm, PATHS[path_name]())
     try:
-        result = ip.sample(
-            model,
-            problem.z,
-            solver=solver,
-            solver_options=options,
+        spec = ip.Sampler(
+            {"name": solver, **options},
             nfe=nfe if isinstance(grid, str) else None,
             grid=grid,
-            solver_dtype=torch.float64,
-            return_result=True,
+            solver_dtype="float64",
         )
-    except ValueError as err:  # e.g. a budget below a multistep solver's order
+        result = ip.sample(model, problem.z, spec)
+    except ip.UserError as err:  # e.g. a budget below a multistep solver's order
         return {"error": str(err)[:200]}
-    assert isinstance(result, ip.solvers.SampleResult)
     return {**error_stats(result.x, problem.path_reference(path_name)), "nfe": result.nfe}
 
 
@@ -367,14 +364,9 @@ def searched_grids(
         searched: dict[int, Any] = {}
         for nfe in SEARCH_AT:
             begin = time.perf_counter()
+            spec = ip.Sampler({"name": solver, **options}, nfe=nfe, solver_dtype="float64")
             searched[nfe] = search_grid(
-                model,
-                problem.z_cal,
-                solver=solver,
-                solver_options=options,
-                nfe=nfe,
-                reference=reference,
-                budget=budget,
+                model, problem.z_cal, spec, reference=reference, budget=budget
             )
             seconds = time.perf_counter() - begin
             log(
@@ -441,23 +433,16 @@ def step_contributions(
     path = model.path
     states: list[Tensor] = []
 
-    def record(state: ip.solvers.State, node: Any, ctx: Any) -> ip.solvers.State:
-        if solver == "unipc" and state.history and len(states) > 1:
-            states[-1] = state.history[0]  # the corrected state at the step's start
+    def record(state: ip.solvers.State, step: Any, run: Any) -> ip.solvers.State:
+        if isinstance(state.history, UniPCHistory) and len(states) > 1:
+            states[-1] = state.history.x  # the corrected state at the step's start
         states.append(state.x)
         return state
 
     x_start = z * float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
     states.append(x_start)
-    ip.sample(
-        model,
-        z,
-        solver=solver,
-        solver_options=options,
-        grid=grid,
-        solver_dtype=torch.float64,
-        step_hooks=[record],
-    )
+    spec = ip.Sampler({"name": solver, **options}, grid=grid, solver_dtype="float64")
+    ip.sample(model, z, spec, hooks=[ip.FunctionHook(on_step=record)])
     sigmas = [
         float(path.edm_sigma(torch.tensor(t, dtype=torch.float64))) if t > 0 else 0.0
         for t in grid.tolist()

@@ -19,7 +19,7 @@ Methods at NFE = 20 K per final sample (K = 1, 2, 4, ..., 32), all on the unifor
   resampling every step (systematic), one sample drawn by the final weights (the target-consistent
   choice); ``fk_diff_argmax`` returns the highest-reward particle instead.
 * ``rbf``: rollover budget forcing (``scaling.rbf``, seed paper 18; 10 steps on the VP path,
-  n_init = budget / 5), when that module is importable.
+  n_init = budget / 5).
 
 Each cell is the median over ``repeats`` seeds. Run ``python benchmarks/scaling.py`` (about five
 minutes on 2 cores; ``--quick`` for a smoke run); writes ``benchmarks/results/scaling.json`` and
@@ -41,23 +41,23 @@ import torch
 from interpolant.data.oracles import ring2d
 from interpolant.metrics import sliced_wasserstein
 from interpolant.paths import get_path
+from interpolant.randomness import derive_seed, normal
 from interpolant.scaling import (
-    BaseSampler,
+    FKResult,
+    FKSteering,
     LinearReward,
+    ParticleResult,
+    SearchResult,
     best_of_n,
     expected_reward,
     fk_steer,
+    rbf_sample,
     search_over_paths,
     tilt,
     zero_order_search,
 )
-from interpolant.scaling.search import NOISE_SEED_OFFSET, source_noise
-from interpolant.solvers import sample
-
-try:  # another module of the package (seed paper 18); optional here
-    from interpolant.scaling.rbf import rbf_sample
-except ImportError:  # pragma: no cover - depends on what is installed
-    rbf_sample = None
+from interpolant.scaling.search import NOISE_STREAM
+from interpolant.solvers import as_sampler, sample
 
 RESULTS = Path(__file__).parent / "results"
 STEPS = 20
@@ -73,28 +73,32 @@ def setup() -> dict[str, Any]:
     return {"mix": mix, "model": model, "reward": reward, "target": target, "ref": reference}
 
 
-def run_method(name: str, k: int, n: int, seed: int, s: dict[str, Any]):
+def run_method(
+    name: str, k: int, n: int, seed: int, s: dict[str, Any]
+) -> tuple[torch.Tensor, float] | None:
     """(samples, NFE per final sample) of method ``name`` at K = ``k``, or None if it cannot run."""
     model, reward = s["model"], s["reward"]
     budget = STEPS * k
-    sampler = BaseSampler(model, "dpmpp_2m", steps=STEPS, grid="uniform")
+    sampler = as_sampler(solver="dpmpp_2m", steps=STEPS, grid="uniform", seed=seed)
     if name == "steps":
-        noise = source_noise((2,), [NOISE_SEED_OFFSET + seed + i for i in range(n)])
-        x = sample(model, noise, solver="dpmpp_2m", steps=budget, grid="uniform")
-        return x, budget
+        # The noises of best-of-N's first candidates, at K times the steps.
+        noise = normal((2,), seed, n, NOISE_STREAM, dtype=torch.float64)
+        return sample(model, noise, sampler.replace(steps=budget)).x, budget
+    out: SearchResult | FKResult | ParticleResult
     if name == "best_of_n":
-        out = best_of_n(sampler, reward, k, n=n, shape=(2,), seed=seed)
+        out = best_of_n(model, reward, k, sampler, n=n, shape=(2,))
     elif name == "zero_order":
         if k < 5:
             return None
-        out = zero_order_search(sampler, reward, budget, n=n, shape=(2,), seed=seed)
+        out = zero_order_search(model, reward, budget, sampler, n=n, shape=(2,))
     elif name == "paths":
         if k < 2:
             return None
         out = search_over_paths(
-            sampler,
+            model,
             reward,
             budget,
+            sampler,
             n=n,
             shape=(2,),
             width=max(2, k // 4),
@@ -102,43 +106,21 @@ def run_method(name: str, k: int, n: int, seed: int, s: dict[str, Any]):
             start=4,
             forward=1,
             backward=2,
-            seed=seed,
         )
     elif name.startswith("fk_"):
         potential = name.split("_")[1]
         choose = "argmax" if name.endswith("argmax") else "sample"
-        out = fk_steer(
-            model,
-            reward,
-            k,
-            n=n,
-            shape=(2,),
-            steps=STEPS,
-            solver="dpmpp_2m_sde",
-            grid="uniform",
-            temperature=TEMPERATURE,
-            potential=potential,
-            choose=choose,
-            seed=seed,
-        )
+        steering = FKSteering(reward, k, temperature=TEMPERATURE, potential=potential)
+        fk_sampler = sampler.replace(solver="dpmpp_2m_sde")
+        out = fk_steer(model, steering, fk_sampler, n=n, shape=(2,), choose=choose)
     elif name == "rbf":
         n_init = max(1, budget // 5)
-        if rbf_sample is None or budget < n_init + 9:
+        if budget < n_init + 9:
             return None
-        out = rbf_sample(
-            model,
-            reward,
-            budget,
-            (2,),
-            n=n,
-            steps=10,
-            n_init=n_init,
-            seed=seed,
-            dtype=torch.float64,
-        )
+        out = rbf_sample(model, reward, budget, (2,), n=n, n_init=n_init, steps=10, seed=seed)
     else:
         raise ValueError(f"unknown method {name!r}")
-    return out.x, out.ledger.model_evals / n
+    return out.x, out.nfe
 
 
 def measure(x: torch.Tensor, s: dict[str, Any]) -> tuple[float, float]:
@@ -171,7 +153,8 @@ def main() -> None:
         "fk_max",
         "fk_sum",
         "fk_diff_argmax",
-    ] + (["rbf"] if rbf_sample is not None else [])
+        "rbf",
+    ]
     s = setup()
     floor = [
         float(
@@ -189,12 +172,16 @@ def main() -> None:
     for name in methods:
         rows = []
         for k in ks:
-            runs = [run_method(name, k, n, 1000 * r, s) for r in range(repeats)]
-            if any(r is None for r in runs):
+            tried = [
+                run_method(name, k, n, derive_seed("scaling-repeat", 0, r), s)
+                for r in range(repeats)
+            ]
+            runs = [r for r in tried if r is not None]
+            if len(runs) < repeats:
                 continue
-            values = [measure(x, s) for x, _ in runs]  # type: ignore[misc]
+            values = [measure(x, s) for x, _ in runs]
             rewards, distances = [v[0] for v in values], [v[1] for v in values]
-            nfe = statistics.median(float(r[1]) for r in runs)  # type: ignore[index]
+            nfe = statistics.median(float(r[1]) for r in runs)
             rows.append(
                 {
                     "k": k,
@@ -222,7 +209,6 @@ def main() -> None:
             "base_expected_reward": expected_reward(s["mix"], s["reward"]),
             "distance_floor_median": statistics.median(floor),
         },
-        "rbf_available": rbf_sample is not None,
         "results": results,
         "seconds": round(time.perf_counter() - start, 1),
         "torch": torch.__version__,

@@ -8,7 +8,8 @@ is the exact entropy per token, printed as the reference), unigram entropy (dive
 bigram total variation to exact samples (with the exact-vs-exact floor), batched model calls,
 model evaluations per sample (what caching saves) and wall time (one thread).
 
-Samplers: ours (``interpolant.text.samplers``) ancestral (float64, with and without caching),
+Samplers: ours (``interpolant.text.sample_text`` with the methods of ``interpolant.text.samplers``;
+one spec per row, ``TextSampler``) ancestral (float64, with and without caching),
 first-hitting (one call per token), LLaDA confidence decoding with low-confidence remasking
 (temperature 1; full and semi-AR blocks of 8); the autoregressive baseline (the exact chain
 sampled left to right: L steps, what a perfect AR model gives); and the peer
@@ -35,27 +36,39 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import interpolant as ip
+from interpolant.randomness import Streams, derive_seed, inverse_cdf
+from interpolant.text.loop import TextSample, TextSampler, masked_canvas, sample_text
 from interpolant.text.markov import MarkovLanguage
 from interpolant.text.metrics import ngram_tv, token_entropy, true_nll
-from interpolant.text.samplers import (
-    Randomness,
-    TextSample,
-    ancestral,
-    confidence_decode,
-    first_hitting,
-    inverse_cdf,
-    masked_canvas,
-)
+from interpolant.text.samplers import Confidence
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text.json"
 STEPS = (8, 32, 128, 512)
 QUICK_STEPS = (8, 32)
+REMASKING = Confidence(temperature=1.0)  # LLaDA low-confidence remasking at temperature 1
+
+
+@dataclass
+class Drawn:
+    """What a sampler outside ``sample_text`` returns: tokens, batched calls, calls per sample
+    and wall time (the fields of ``TextSample`` the table reads)."""
+
+    tokens: torch.Tensor
+    nfe: int
+    row_evals: torch.Tensor
+    wall_s: float
+
+
+def ours(denoiser: Any, canvas: torch.Tensor, vocab: int, seed: int, **spec: Any) -> TextSample:
+    """``sample_text`` of the all-mask ``canvas`` with the spec of the keywords ``spec``."""
+    return sample_text(denoiser, canvas, TextSampler(**spec, seed=seed), vocab_size=vocab)
 
 
 class CountingDenoiser:
@@ -71,7 +84,7 @@ class CountingDenoiser:
 
 def flow_matching_euler(
     lang: MarkovLanguage, n: int, steps: int, dtype: torch.dtype, seed: int
-) -> TextSample:
+) -> Drawn:
     """flow_matching's mixture-path Euler solver from the all-mask source, driven by the exact
     posterior (probabilities over V + 1 classes, the mask class at 0)."""
     from flow_matching.path import MixtureDiscreteProbPath
@@ -100,52 +113,66 @@ def flow_matching_euler(
     grid = torch.linspace(0.0, 1.0 - 1e-6, steps + 1, dtype=torch.float64)
     x = solver.sample(x_init, step_size=None, time_grid=grid, dtype_categorical=dtype)
     wall = time.perf_counter() - start
-    return TextSample(x, counter.calls, torch.full((n,), counter.calls), wall)
+    return Drawn(x, counter.calls, torch.full((n,), counter.calls), wall)
 
 
-def autoregressive(lang: MarkovLanguage, n: int, seed: int) -> TextSample:
+def autoregressive(lang: MarkovLanguage, n: int, seed: int) -> Drawn:
     """The exact chain sampled left to right (a perfect AR model: L steps)."""
     start = time.perf_counter()
     x = lang.sample(n, torch.Generator().manual_seed(seed))
-    return TextSample(x, lang.length, torch.full((n,), lang.length), time.perf_counter() - start)
+    return Drawn(x, lang.length, torch.full((n,), lang.length), time.perf_counter() - start)
 
 
 @torch.no_grad()
-def ar_sample(model: torch.nn.Module, n: int, length: int, seed: int) -> TextSample:
+def ar_sample(model: torch.nn.Module, n: int, length: int, seed: int) -> Drawn:
     """Left-to-right sampling from a causal model (L calls; float64 inverse-CDF draws)."""
     x = torch.zeros(n, length, dtype=torch.long)
-    rng = Randomness(n, seed)
+    streams = Streams(seed, n, stream="benchmark-ar")
     start = time.perf_counter()
     for i in range(length):
         probs = torch.softmax(model(x)[:, i].to(torch.float64), -1)
-        x[:, i] = inverse_cdf(probs, rng.uniform(()))
-    return TextSample(x, length, torch.full((n,), length), time.perf_counter() - start)
+        x[:, i] = inverse_cdf(probs, streams.uniform(()))
+    return Drawn(x, length, torch.full((n,), length), time.perf_counter() - start)
 
 
 def trained_rows(
     run_dir: Path, ar_dir: Path | None, n: int, steps: tuple[int, ...], seed: int, add: Any
 ) -> None:
     """Rows for a trained masked-diffusion run (and an AR run on the same data)."""
-    from interpolant.text import AREnergy, edlm_sample, load_text_run
+    from interpolant.text import EDLM, AREnergy, load_text_run
 
     run = load_text_run(run_dir)
     model, vocab, length = run.model, run.tokenizer.vocab_size, run.language.length
     denoiser = torch.no_grad()(lambda x, t: model(x, t))
     canvas = masked_canvas(n, length, vocab)
-    add("trained: first-hitting", length, first_hitting(denoiser, canvas, vocab, seed=seed))
+    add(
+        "trained: first-hitting",
+        length,
+        ours(denoiser, canvas, vocab, seed, method="first_hitting"),
+    )
     for t in steps:
-        add("trained: ancestral", t, ancestral(denoiser, canvas, vocab, steps=t, seed=seed))
-        add("trained: ancestral + cache", t, ancestral(
-            denoiser, canvas, vocab, steps=t, cache=True, seed=seed))  # fmt: skip
-        add("trained: confidence remasking (T=1)", t, confidence_decode(
-            denoiser, canvas, vocab, steps=t, temperature=1.0, seed=seed))  # fmt: skip
+        add(
+            "trained: ancestral",
+            t,
+            ours(denoiser, canvas, vocab, seed, method="ancestral", steps=t),
+        )
+        add(
+            "trained: ancestral + cache",
+            t,
+            ours(denoiser, canvas, vocab, seed, method="ancestral", steps=t, cache=True),
+        )
+        add(
+            "trained: confidence remasking (T=1)",
+            t,
+            ours(denoiser, canvas, vocab, seed, method=REMASKING, steps=t),
+        )
     if ar_dir is None:
         return
     ar = load_text_run(ar_dir).model
     add("trained: autoregressive", length, ar_sample(ar, n, length, seed))
     energy = AREnergy(torch.no_grad()(lambda x: ar.log_prob(x)))
     for t in steps:
-        out = edlm_sample(denoiser, canvas, vocab, t, energy, n_proposals=4, seed=seed)
+        out = ours(denoiser, canvas, vocab, seed, method=EDLM(energy, n_proposals=4), steps=t)
         add("trained: EDLM-AR (K=4)", t, out)
 
 
@@ -166,10 +193,10 @@ def evaluate(
         if not isinstance(lang, MarkovLanguage):
             raise ValueError(f"--run must be a Markov-chain run (preset markov-char), got {lang}")
     vocab = lang.vocab_size
-    reference = lang.sample(n, torch.Generator().manual_seed(seed + 1))
+    reference = lang.sample(n, torch.Generator().manual_seed(derive_seed("reference", seed)))
     rows: list[dict[str, Any]] = []
 
-    def add(name: str, nominal_steps: int, out: TextSample) -> None:
+    def add(name: str, nominal_steps: int, out: TextSample | Drawn) -> None:
         bad = int((out.tokens >= vocab).sum())
         if bad:
             raise RuntimeError(f"{name} left {bad} masked tokens")
@@ -190,23 +217,34 @@ def evaluate(
 
     canvas = masked_canvas(n, lang.length, vocab)
     add("autoregressive (exact chain)", lang.length, autoregressive(lang, n, seed))
-    add("first-hitting", lang.length, first_hitting(lang, canvas, vocab, seed=seed))
+    add("first-hitting", lang.length, ours(lang, canvas, vocab, seed, method="first_hitting"))
     for t in steps:
-        add("ancestral", t, ancestral(lang, canvas, vocab, steps=t, seed=seed))
-        add("ancestral + cache", t, ancestral(lang, canvas, vocab, steps=t, cache=True, seed=seed))
-        add("confidence remasking (T=1)", t, confidence_decode(
-            lang, canvas, vocab, steps=t, temperature=1.0, seed=seed))  # fmt: skip
+        add("ancestral", t, ours(lang, canvas, vocab, seed, method="ancestral", steps=t))
+        add(
+            "ancestral + cache",
+            t,
+            ours(lang, canvas, vocab, seed, method="ancestral", steps=t, cache=True),
+        )
+        add(
+            "confidence remasking (T=1)",
+            t,
+            ours(lang, canvas, vocab, seed, method=REMASKING, steps=t),
+        )
         if t >= 4:
-            semi = confidence_decode(
-                lang, canvas, vocab, steps=t, temperature=1.0, block_length=8, seed=seed
+            semi = Confidence(temperature=1.0, block_length=8)
+            add(
+                "semi-AR blocks of 8 (T=1)",
+                t,
+                ours(lang, canvas, vocab, seed, method=semi, steps=t),
             )
-            add("semi-AR blocks of 8 (T=1)", t, semi)
         for dtype in (torch.float64, torch.float32):
             name = f"flow_matching Euler ({str(dtype).removeprefix('torch.')})"
             add(name, t, flow_matching_euler(lang, n, t, dtype, seed))
     if run_dir is not None:
         trained_rows(run_dir, ar_dir, n, steps, seed, add)
-    floor = ngram_tv(lang.sample(n, torch.Generator().manual_seed(seed + 2)), reference, 2)
+    floor = ngram_tv(
+        lang.sample(n, torch.Generator().manual_seed(derive_seed("exact", seed))), reference, 2
+    )
     return {
         "language": repr(lang),
         "trained_run": None if run_dir is None else str(run_dir),

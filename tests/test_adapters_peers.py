@@ -78,7 +78,9 @@ def test_ddim_reproduces_diffusers_ddim_scheduler(options):
     model = from_diffusers(net, scheduler)  # reads alphas_cumprod and prediction_type
     grid = diffusers_grid(scheduler.timesteps, model.path, options["set_alpha_to_one"])
     # diffusers starts from x = noise at its first timestep (init_noise_sigma = 1): no scaling.
-    ours = ip.sample(model, noise(), solver="ddim", grid=grid, scale_noise=False, solver_dtype=F64)
+    ours = ip.sample(
+        model, noise(), solver="ddim", grid=grid, scale_noise=False, solver_dtype=F64
+    ).x
     # diffusers keeps alphas_cumprod in float32: agreement to float32 rounding of the coefficients.
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
@@ -103,7 +105,7 @@ def test_dpmpp_2m_reproduces_diffusers_multistep_scheduler():
     grid = diffusers_grid(scheduler.timesteps, model.path)  # final_sigmas_type="zero": t = 0
     ours = ip.sample(
         model, noise(), solver="dpmpp_2m", grid=grid, scale_noise=False, solver_dtype=F64
-    )
+    ).x
     # The scheduler casts the sample to float32 in every step: agreement to float32 rounding.
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
@@ -131,7 +133,7 @@ def test_euler_reproduces_k_diffusion_sample_euler():
     x = noise() * sigmas[0]
     theirs = sampling.sample_euler(edm_denoiser, x, sigmas, disable=True)
     model = from_kdiffusion(edm_denoiser)  # EDM path, t = sigma / 80
-    ours = ip.sample(model, noise(), solver="euler", grid=model.path.t_of_edm_sigma(sigmas))
+    ours = ip.sample(model, noise(), solver="euler", grid=model.path.t_of_edm_sigma(sigmas)).x
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
@@ -142,7 +144,7 @@ def test_heun_reproduces_k_diffusion_sample_heun():
     sigmas = sampling.get_sigmas_karras(10, 0.002, 80.0).to(F64)
     theirs = sampling.sample_heun(edm_denoiser, noise() * sigmas[0], sigmas, disable=True)
     model = from_kdiffusion(edm_denoiser)
-    ours = ip.sample(model, noise(), solver="heun", grid=model.path.t_of_edm_sigma(sigmas))
+    ours = ip.sample(model, noise(), solver="heun", grid=model.path.t_of_edm_sigma(sigmas)).x
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
@@ -168,7 +170,7 @@ def test_linear_adapter_reproduces_flow_matching_ode_solver_euler():
     )
     ours = ip.sample(
         from_flow_matching(velocity), noise(), solver="euler", grid=1 - time_grid, scale_noise=False
-    )
+    ).x
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
 
 

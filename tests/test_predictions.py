@@ -111,7 +111,7 @@ def test_model_wraps_a_callable() -> None:
         Model(lambda x, t: x, path, predicts="noise")
     with pytest.raises(TypeError, match="net must be callable"):
         Model(3, path)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="net returned shape"):
+    with pytest.raises(ValueError, match=r"the network returned \(5, 1\) for x of shape \(5, 2\)"):
         Model(lambda x, t: x[:, :1], path)(x, 0.5)
     with pytest.raises(ValueError, match="t has 2 entries"):
         model(x, torch.tensor([0.1, 0.2], dtype=F64))

@@ -4,13 +4,16 @@ Convention: t in [0, 1], t = 0 is data, t = 1 the source. See docs/concepts.md.
 
     import interpolant as ip
     model = ip.Model(net, ip.paths.Linear(), predicts="velocity")
-    x = ip.sample(model, noise, solver="dpmpp_3m", nfe=10, grid="karras", seed=0)
+    spec = ip.Sampler("dpmpp_3m", nfe=10, grid="karras", seed=0)
+    x = ip.sample(model, noise, spec).x
     result = ip.likelihood(model, x_data)
 """
 
 from . import (
     adapters,
+    configurable,
     data,
+    errors,
     guidance,
     inverse,
     losses,
@@ -18,13 +21,15 @@ from . import (
     models,
     paths,
     predictions,
+    randomness,
     scaling,
     solvers,
 )
+from .errors import UserError
 from .paths import get_path
 from .predictions import KINDS, Model, Preconditioned, Prediction, convert
+from .solvers import FunctionHook, Hook, Sampler, SampleResult, Trajectory, sample
 from .solvers import log_likelihood as likelihood
-from .solvers import sample
 
 __version__ = "0.1.0"
 
@@ -41,13 +46,21 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "KINDS",
+    "FunctionHook",
+    "Hook",
     "Model",
     "Preconditioned",
     "Prediction",
+    "SampleResult",
+    "Sampler",
+    "Trajectory",
+    "UserError",
     "__version__",
     "adapters",
+    "configurable",
     "convert",
     "data",
+    "errors",
     "get_path",
     "guidance",
     "inverse",
@@ -57,6 +70,7 @@ __all__ = [
     "models",
     "paths",
     "predictions",
+    "randomness",
     "sample",
     "scaling",
     "solvers",

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import WrongTypeError
+
 
 class CUDAGraphNet(nn.Module):
     """``net(x, t, **cond)`` replayed from CUDA graphs, one per input signature.
@@ -29,7 +31,7 @@ class CUDAGraphNet(nn.Module):
     ):
         super().__init__()
         if not callable(net):
-            raise TypeError(f"net must be callable, got {type(net).__name__}")
+            raise WrongTypeError(f"net must be callable, got {type(net).__name__}")
         self.net = net
         self.warmup = int(warmup)
         self.autocast = autocast

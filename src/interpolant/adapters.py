@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError, WrongTypeError
 from .paths import EDM, GaussianPath, Linear, as_time, expand_like
 from .paths.discrete_vp import DiscreteVP
 from .predictions import Model
@@ -50,7 +51,7 @@ def _output_tensor(out: Any) -> Tensor:
         return out.sample
     if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
         return out[0]
-    raise TypeError(f"the wrapped network returned {type(out).__name__}, expected a tensor")
+    raise WrongTypeError(f"the wrapped network returned {type(out).__name__}, expected a tensor")
 
 
 def _batch_time(t: Tensor | float, x: Tensor) -> Tensor:
@@ -80,7 +81,7 @@ class _ConvertedNet(nn.Module):
         bad = mismatch > 1e-6 * (1.0 + logsnr.abs())
         if bool(bad.any()):
             t_bad, l_bad = float(t[bad][0]), float(logsnr[bad][0])
-            raise ValueError(
+            raise UserError(
                 f"t = {t_bad:.6g} on {target!r} has logsnr {l_bad:.6g}, outside the range of the "
                 f"source path {source!r}; sample the converted model with t_max <= its .t_max"
             )
@@ -108,7 +109,7 @@ class PathConverted(Model):
 
     def __init__(self, model: Model, target_path: GaussianPath) -> None:
         if not isinstance(model, Model):
-            raise TypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
+            raise WrongTypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
         net = _ConvertedNet(model, target_path)
         super().__init__(net, target_path, predicts=net.kind)
         self.source = model
@@ -145,7 +146,7 @@ class DiffusersNet(nn.Module):
             rounded = n.round()
             if bool(((n - rounded).abs() > 1e-4).any()):
                 bad = float(n[(n - rounded).abs() > 1e-4][0])
-                raise ValueError(
+                raise UserError(
                     f"t maps to the fractional timestep {bad:.6g}; this net takes integer "
                     "timesteps: sample on the scheduler's grid (adapters.diffusers_grid)"
                 )
@@ -165,7 +166,7 @@ def _diffusers_schedule(alphas_cumprod: Any) -> tuple[DiscreteVP, str | None]:
         return DiscreteVP(alphas_cumprod.alphas_cumprod), kind
     if isinstance(alphas_cumprod, Tensor | Sequence):
         return DiscreteVP(alphas_cumprod), None
-    raise TypeError(
+    raise WrongTypeError(
         "alphas_cumprod must be a tensor, a sequence, a DiscreteVP or a diffusers scheduler, "
         f"got {type(alphas_cumprod).__name__}"
     )
@@ -173,7 +174,7 @@ def _diffusers_schedule(alphas_cumprod: Any) -> tuple[DiscreteVP, str | None]:
 
 def _our_kind(prediction_type: str) -> str:
     if prediction_type not in DIFFUSERS_PREDICTION_TYPES:
-        raise ValueError(
+        raise UserError(
             f"prediction_type must be one of {sorted(DIFFUSERS_PREDICTION_TYPES)}, "
             f"got {prediction_type!r}"
         )
@@ -200,7 +201,7 @@ def from_diffusers(
     path, scheduler_kind = _diffusers_schedule(alphas_cumprod)
     kind = _our_kind(prediction_type or scheduler_kind or "epsilon")
     if not callable(net):
-        raise TypeError(f"net must be callable net(x, timestep), got {type(net).__name__}")
+        raise WrongTypeError(f"net must be callable net(x, timestep), got {type(net).__name__}")
     return Model(DiffusersNet(net, path, integer_timesteps), path, kind)
 
 
@@ -215,7 +216,7 @@ def diffusers_grid(timesteps: Any, path: DiscreteVP, set_alpha_to_one: bool = Tr
     steps by N // steps) and DPMSolverMultistepScheduler with its default timesteps.
     """
     if not isinstance(path, DiscreteVP):
-        raise TypeError(f"path must be a DiscreteVP, got {type(path).__name__}")
+        raise WrongTypeError(f"path must be a DiscreteVP, got {type(path).__name__}")
     n = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
     grid = path.t_of_timestep(n)
     end = 0.0 if set_alpha_to_one else float(path.t_of_timestep(0))
@@ -267,7 +268,9 @@ def from_kdiffusion(denoiser: Callable[..., Tensor], path: GaussianPath | None =
     """A k-diffusion / EDM denoiser D(x, sigma) as a Model predicting x0 on ``path``
     (default ``EDM(sigma_max=80)``, where t = sigma / 80 and x is passed unchanged)."""
     if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable D(x, sigma), got {type(denoiser).__name__}")
+        raise WrongTypeError(
+            f"denoiser must be callable D(x, sigma), got {type(denoiser).__name__}"
+        )
     path = EDM() if path is None else path
     return Model(KDiffusionNet(denoiser, path), path, "x0")
 
@@ -284,7 +287,7 @@ class _KDiffusionView(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         sigma64 = torch.as_tensor(sigma, dtype=torch.float64).to(x.device)
         if bool((sigma64 > self.sigma_max * (1 + 1e-9)).any()):
-            raise ValueError(
+            raise UserError(
                 f"sigma {float(sigma64.max()):.6g} is beyond the model path's largest noise level "
                 f"{self.sigma_max:.6g} ({self.model.path!r})"
             )
@@ -319,7 +322,9 @@ def from_flow_matching(velocity_net: Callable[..., Tensor]) -> Model:
     """A flow_matching / torchcfm velocity model ``v(x, t')`` (t' = 0 noise) as our Model on the
     Linear path predicting the velocity."""
     if not callable(velocity_net):
-        raise TypeError(f"velocity_net must be callable v(x, t), got {type(velocity_net).__name__}")
+        raise WrongTypeError(
+            f"velocity_net must be callable v(x, t), got {type(velocity_net).__name__}"
+        )
     return Model(FlowMatchingNet(velocity_net), Linear(), "velocity")
 
 

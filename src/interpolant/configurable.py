@@ -38,13 +38,19 @@ def option(
     help: str,
     check: Check | Sequence[Check] = (),
     default_factory: Any = MISSING,
+    group: str = "",
+    compare: bool = True,
+    repr: bool = True,
 ) -> Any:
-    """A dataclass field with its help text and checks in the metadata."""
+    """A dataclass field with its help text, checks and (for long configs) its group in the
+    metadata; ``compare`` and ``repr`` as for ``dataclasses.field``."""
     checks = (check,) if callable(check) else tuple(check)
-    meta = {"help": help, "checks": checks}
+    meta = {"help": help, "checks": checks, "group": group}
     if default_factory is not MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+        return dataclasses.field(
+            default_factory=default_factory, metadata=meta, compare=compare, repr=repr
+        )
+    return dataclasses.field(default=default, metadata=meta, compare=compare, repr=repr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,13 +67,15 @@ def number(
     allow_inf: bool = False,
 ) -> Check:
     """A real (or integer) number in [lo, hi] (ends open where asked); bools are refused."""
-    kind = "an int" if integer else "a number"
-    bounds = []
-    if lo is not None:
-        bounds.append(f"{'>' if open_lo else '>='} {lo:g}")
-    if hi is not None:
-        bounds.append(f"{'<' if open_hi else '<='} {hi:g}")
-    want = " ".join([kind, " and ".join(bounds)]).strip()
+    kind = "an int" if integer else ("a number" if allow_inf else "a finite number")
+    if lo is not None and hi is not None:
+        want = f"{kind} in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+    elif lo is not None:
+        want = f"{kind} {'>' if open_lo else '>='} {lo:g}"
+    elif hi is not None:
+        want = f"{kind} {'<' if open_hi else '<='} {hi:g}"
+    else:
+        want = kind
 
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -75,7 +83,7 @@ def number(
         if integer and not isinstance(value, int):
             return want
         if math.isnan(value) or (math.isinf(value) and not allow_inf):
-            return want if allow_inf else f"finite, {want}"
+            return want
         if lo is not None and (value < lo or (open_lo and value == lo)):
             return want
         if hi is not None and (value > hi or (open_hi and value == hi)):
@@ -88,8 +96,13 @@ def number(
 def one_of(*choices: Any) -> Check:
     """One of the given values."""
 
+    want = f"one of {', '.join(map(repr, choices))}"
+    allow_bool = any(isinstance(c, bool) for c in choices)
+
     def check(value: Any) -> str | None:
-        return None if value in choices else f"one of {', '.join(map(repr, choices))}"
+        if isinstance(value, bool) and not allow_bool:
+            return want  # True == 1 must not pass for an int choice
+        return None if value in choices else want
 
     return check
 
@@ -230,7 +243,8 @@ def build(cls: type[C], values: Mapping[str, Any]) -> C:
 class Registry(Mapping[str, "type[C]"], Generic[C]):
     """Names -> classes of one kind (solvers, grids, paths, ...), with aliases."""
 
-    def __init__(self, kind: str, base: type[C]) -> None:
+    def __init__(self, kind: str, base: type[Any]) -> None:
+        # ``base`` (often abstract) only serves isinstance checks.
         self.kind, self.base = kind, base
         self._classes: dict[str, type[C]] = {}
 

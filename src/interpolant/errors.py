@@ -21,4 +21,8 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (or is not what it should be)."""
 
 
-__all__ = ["MissingFileError", "UserError", "WrongTypeError"]
+class MissingDependencyError(UserError, ImportError):
+    """An optional package that a feature needs is not installed (the message says which)."""
+
+
+__all__ = ["MissingDependencyError", "MissingFileError", "UserError", "WrongTypeError"]

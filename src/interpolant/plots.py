@@ -16,13 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import MissingDependencyError, MissingFileError, UserError
+
 
 def _pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend, or a clear error naming the extra to install."""
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "plots need matplotlib, an optional dependency: pip install 'interpolant[all]'"
         ) from err
     matplotlib.use("Agg")
@@ -43,7 +45,7 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1) -> Tensor:
     """Tile (N, C, H, W) images into one (C, rows (H + pad) - pad, nrow (W + pad) - pad) image;
     the padding takes the grid's minimum value."""
     if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        raise UserError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
@@ -71,7 +73,7 @@ def plot_image_grid(
     """
     plt = _pyplot()
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(
+        raise UserError(
             f"images must have shape (N, 1 or 3, H, W) to be drawn, got {tuple(images.shape)}"
         )
     lo, hi = value_range
@@ -108,7 +110,7 @@ def plot_scatter(
     plt = _pyplot()
     for name, value in (("samples", samples), ("data", data)):
         if value is not None and (value.ndim != 2 or value.shape[1] != 2):
-            raise ValueError(f"{name} must have shape (N, 2) for a scatter plot, got {value.shape}")
+            raise UserError(f"{name} must have shape (N, 2) for a scatter plot, got {value.shape}")
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if data is not None:
         d = data[:max_points].detach().cpu()
@@ -135,7 +137,7 @@ def plot_trajectories(
     plt = _pyplot()
     path = torch.stack(list(trajectory)) if not isinstance(trajectory, Tensor) else trajectory
     if path.ndim != 3 or path.shape[-1] != 2:
-        raise ValueError(f"trajectory must be (steps, N, 2) states, got {tuple(path.shape)}")
+        raise UserError(f"trajectory must be (steps, N, 2) states, got {tuple(path.shape)}")
     path = path[:, :max_paths].detach().float().cpu()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if data is not None:
@@ -157,7 +159,7 @@ def read_stats(path: str | Path) -> list[dict[str, Any]]:
     if file.is_dir():
         file = file / "stats.jsonl"
     if not file.is_file():
-        raise FileNotFoundError(f"no training statistics at {file}")
+        raise MissingFileError(f"no training statistics at {file}")
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
@@ -168,7 +170,7 @@ def plot_loss_curve(
     plt = _pyplot()
     rows = read_stats(stats) if isinstance(stats, str | Path) else list(stats)
     if not rows:
-        raise ValueError("no statistics rows to plot")
+        raise UserError("no statistics rows to plot")
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     ax.plot(steps, [r["loss"] for r in rows], c="tab:blue", lw=1.2)

@@ -37,7 +37,7 @@ KINDS = ("x0", "eps", "velocity", "score", "v")
 def check_kind(kind: str, argument: str = "kind") -> str:
     """Validate a prediction kind name."""
     if kind not in KINDS:
-        raise ValueError(f"{argument} must be one of {KINDS}, got {kind!r}")
+        raise UserError(f"{argument} must be one of {KINDS}, got {kind!r}")
     return kind
 
 
@@ -54,7 +54,7 @@ def to_x0(kind: str, value: Tensor, x: Tensor, c: Coefficients) -> Tensor:
         return (ds * x - s * value) / (a * ds - s * da)
     if kind == "v":
         return (a * x - s * value) / (a * a + s * s)
-    raise ValueError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
+    raise UserError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
 
 
 def to_eps(kind: str, value: Tensor, x: Tensor, c: Coefficients) -> Tensor:
@@ -70,7 +70,7 @@ def to_eps(kind: str, value: Tensor, x: Tensor, c: Coefficients) -> Tensor:
         return (a * value - da * x) / (a * ds - s * da)
     if kind == "v":
         return (s * x + a * value) / (a * a + s * s)
-    raise ValueError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
+    raise UserError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
 
 
 def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, c: Coefficients) -> Tensor:
@@ -85,7 +85,7 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, c: Coefficients) -> Tensor:
         return -eps / c.sigma
     if kind == "v":
         return c.alpha * eps - c.sigma * x0
-    raise ValueError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
+    raise UserError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
 
 
 def convert(
@@ -178,6 +178,16 @@ class Prediction:
         return out
 
 
+def net_dtype(net: Any, like: Tensor) -> torch.dtype:
+    """The dtype a network computes in: its first floating parameter's, else ``like``'s (a
+    parameter-free network such as an exact oracle)."""
+    if isinstance(net, nn.Module):
+        for p in net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return like.dtype
+
+
 class Evaluations:
     """Counts model evaluations (NFE) and holds the conditioning of one run.
 
@@ -215,14 +225,8 @@ class Model(nn.Module):
         self.predicts = check_kind(predicts, "predicts")
 
     def input_dtype(self, like: Tensor) -> torch.dtype:
-        """The dtype the network computes in: its first floating parameter's, else ``like``'s
-        (a parameter-free network such as an exact oracle)."""
-        net = self.net
-        if isinstance(net, nn.Module):
-            for p in net.parameters():
-                if p.is_floating_point():
-                    return p.dtype
-        return like.dtype
+        """The dtype the network computes in (:func:`net_dtype`)."""
+        return net_dtype(self.net, like)
 
     def call_net(
         self, x: Tensor, t: Tensor, cond: dict[str, Any], dtype: torch.dtype | None = None
@@ -247,14 +251,17 @@ class Model(nn.Module):
         counter: Evaluations,
         cond: dict[str, Any] | None = None,
         dtype: torch.dtype | None = None,
+        evaluations: int = 1,
     ) -> Prediction:
-        """The prediction at (x, node), counted as one model evaluation on ``counter``.
+        """The prediction at (x, node), counted as ``evaluations`` model evaluations per sample
+        on ``counter`` (one; a forward over k stacked copies of the batch, as batched CFG's
+        cat([x, x]), is k).
 
         ``cond`` defaults to the run's conditioning; ``dtype`` is the network's input dtype
         (default :meth:`input_dtype`). The value comes back in x's dtype. Differentiable in x
         when grad mode is on.
         """
-        counter.nfe += 1
+        counter.nfe += evaluations
         dtype = self.input_dtype(x) if dtype is None else dtype
         t = torch.full((x.shape[0],), node.t, device=x.device, dtype=dtype)
         value = self.call_net(x, t, counter.cond if cond is None else cond, dtype)
@@ -288,7 +295,7 @@ class Preconditioned(nn.Module):
     def __init__(self, net: nn.Module, path: GaussianPath, sigma_data: float = 0.5):
         super().__init__()
         if sigma_data <= 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+            raise UserError(f"sigma_data must be > 0, got {sigma_data}")
         self.net, self.path, self.sigma_data = net, path, float(sigma_data)
 
     def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:

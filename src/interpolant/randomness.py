@@ -113,7 +113,9 @@ class Streams:
         index: int | Sequence[int] | Tensor | np.ndarray,
         stream: str = "sampler",
     ) -> None:
-        if isinstance(index, int | np.integer) and not isinstance(index, bool):
+        if isinstance(index, bool):
+            raise UserError(f"index must be a batch size or sample numbers, got {index!r}")
+        if isinstance(index, int | np.integer):
             if index < 0:
                 raise UserError(f"the batch size must be >= 0, got {index}")
             index = np.arange(int(index), dtype=np.int64)
@@ -127,11 +129,16 @@ class Streams:
     def __repr__(self) -> str:
         return f"Streams({self.stream!r}, seed={self.seed}, rows={len(self)}, draws={self.draws})"
 
-    def _words(self, count: int, rows: Tensor | np.ndarray | None) -> np.ndarray:
-        """(n_rows, count) 64-bit words of the next draw."""
+    def _words(self, count: int, rows: Tensor | np.ndarray | None, draw: int | None) -> np.ndarray:
+        """(n_rows, count) 64-bit words of draw number ``draw`` (default: the next one, which
+        advances the counter; an explicit number leaves it alone)."""
         keys = self.keys if rows is None else self.keys[_as_numpy_index(rows)]
-        self.draws += 1
-        sub = _mix(keys + _U64((self.draws * _DRAW) & _MASK64))
+        if draw is None:
+            self.draws += 1
+            draw = self.draws
+        elif isinstance(draw, bool) or not isinstance(draw, int) or draw < 1:
+            raise UserError(f"draw must be an int >= 1, got {draw!r}")
+        sub = _mix(keys + _U64((draw * _DRAW) & _MASK64))
         return _mix(sub[:, None] + _counters(count)[None, :])
 
     def normal(
@@ -140,11 +147,13 @@ class Streams:
         rows: Tensor | np.ndarray | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        draw: int | None = None,
     ) -> Tensor:
-        """Standard normals (n_rows, *shape): Box-Muller on this draw's words."""
+        """Standard normals (n_rows, *shape): Box-Muller on this draw's words (``draw``: an
+        explicit draw number >= 1, for callers that number their draws themselves)."""
         size = math.prod(int(s) for s in shape)
         half = (size + 1) // 2
-        words = self._words(half, rows)
+        words = self._words(half, rows, draw)
         work = np.float64 if dtype == torch.float64 else np.float32
         u1 = ((words >> _S24).astype(work) + work(0.5)) * work(2.0**-40)
         theta = (words & _LOW24).astype(work) * work(_TWO_PI_2_24)
@@ -167,11 +176,12 @@ class Streams:
         shape: Sequence[int] = (),
         rows: Tensor | np.ndarray | None = None,
         dtype: torch.dtype = torch.float64,
+        draw: int | None = None,
     ) -> Tensor:
         """Uniforms in [0, 1) (n_rows, *shape) on the 2^-53 grid (float64) or the 2^-24 grid
         (float32, like ``torch.rand``)."""
         size = math.prod(int(s) for s in shape)
-        words = self._words(size, rows)
+        words = self._words(size, rows, draw)
         if dtype == torch.float64:
             u = (words >> _S11).astype(np.float64) * 2.0**-53
         else:

@@ -124,15 +124,8 @@ def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
     gaussian = fit_gaussian(load_data(run.config.data, "train").x)
     noise = start_noise((2,), 0, range(40))
     expected = teleport_sample(
-        run.model,
-        noise,
-        gaussian,
-        skip=2,
-        steps=4,
-        solver="heun",
-        grid="uniform",
-        seed=list(range(40)),
-    )
+        run.model, noise, gaussian, skip=2, steps=4, solver="heun", grid="uniform", seed=0
+    ).x
     np.testing.assert_allclose(x, expected.detach().numpy(), rtol=0, atol=1e-5)
 
     # Teleporting 0 steps is plain sampling; F outside [0, 1) is refused.
@@ -336,10 +329,10 @@ def test_teleport_needs_an_unconditional_model_and_its_gaussian(toy_run):
     model = load_run(toy_run).model
     settings = SampleConfig(n=4, batch_size=4, teleport=0.5)
     with pytest.raises(ValueError, match="class-conditional"):
-        draw_samples(model, (2,), settings, num_classes=3, gaussian=torch.randn(50, 2))
-    with pytest.raises(ValueError, match="needs the Gaussian"):
+        draw_samples(model, (2,), settings, num_classes=3, data=torch.randn(50, 2))
+    with pytest.raises(ValueError, match=r"sample\.teleport needs the run's training data"):
         draw_samples(model, (2,), settings)
-    x, _ = draw_samples(model, (2,), settings, gaussian=torch.randn(50, 2))
+    x = draw_samples(model, (2,), settings, data=torch.randn(50, 2)).x
     assert x.shape == (4, 2) and torch.isfinite(x).all()
 
 
@@ -366,8 +359,8 @@ def test_schedule_skip_plan_is_applied_by_sample(toy_run, tmp_path, capsys):
     grid = torch.tensor(record["grid"], dtype=torch.float64)
     model = load_run(toy_run).model
     noise = start_noise((2,), 0, range(32))
-    kwargs = {"solver": "ddim", "grid": grid, "seed": list(range(32))}
+    kwargs = {"solver": "ddim", "grid": grid, "seed": 0}
     planned = with_skip_plan(model, grid, [frozenset(b) for b in plan], None)
-    np.testing.assert_allclose(x, sample_loop(planned, noise, **kwargs).numpy(), atol=1e-5)
-    assert not np.allclose(x, sample_loop(model, noise, **kwargs).detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(x, sample_loop(planned, noise, **kwargs).x.numpy(), atol=1e-5)
+    assert not np.allclose(x, sample_loop(model, noise, **kwargs).x.detach().numpy(), atol=1e-4)
     capsys.readouterr()

@@ -116,15 +116,16 @@ def test_toml_and_json_files(tmp_path):
         resolve_config(config_file=tmp_path / "missing.yaml")
 
 
-def test_help_lists_every_key_of_every_section_with_its_comment():
+def test_help_lists_every_key_of_every_section_with_its_help_text():
     text = config_help()
     for section, cls in SECTION_TYPES.items():
         for f in dataclasses.fields(cls):
             assert f"  {section}.{f.name} (" in text
+            assert f.metadata.get("help"), f"{section}.{f.name} has no help in its metadata"
     assert "train.grad_clip (float | None, default 1.0" in text
     assert "max global grad norm" in text  # TrainConfig's own comment
     assert "one of constant, cosine, inverse_sqrt" in text  # from TrainConfig's constants
-    assert "# Optimiser (AdamW) and learning rate." in text
+    assert "# Optimiser (AdamW) and learning rate" in text
     assert "sample.nfe (int, default 10): model evaluations per sample" in text
     assert len(TrainConfig.__dataclass_fields__) == text.count("\n  train.")
 
@@ -135,3 +136,28 @@ def test_help_lists_every_key_of_every_section_with_its_comment():
 )
 def test_untyped_values_parse_like_yaml_scalars(text, value):
     assert parse_scalar(text) == value
+
+
+def test_user_errors_are_one_line_and_bugs_show_a_traceback(monkeypatch, capsys):
+    import importlib
+
+    cli = importlib.import_module("interpolant.cli.main")
+    from interpolant.errors import UserError
+
+    def user_mistake(args):
+        raise UserError("sample.nfe must be >= 1, got 0")
+
+    def bug(args):
+        raise KeyError("an internal lookup that should never fail")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", user_mistake)
+    assert cli.main(["info"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == "interpolant: error: sample.nfe must be >= 1, got 0\n"
+    monkeypatch.setitem(cli.COMMANDS, "info", bug)
+    assert cli.main(["info"]) == cli.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError" in err
+    assert err.rstrip().endswith(cli.BUG_NOTE)
+    with pytest.raises(KeyError):
+        cli.main(["--traceback", "info"])

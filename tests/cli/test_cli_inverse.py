@@ -25,6 +25,7 @@ def test_inverse_beats_the_pseudo_inverse_and_writes_its_files(tmp_path, capsys)
     assert main([*args, "--nfe", "30", "--input", "test:3", "--out", str(out)]) == 0
     meta = json.loads((out / "inverse.json").read_text())
     assert meta["n"] == 3 and meta["psnr"] > meta["psnr_pinv"]
+    assert meta["nfe"] == 30  # DPS: one network call per step, its gradient included
     arrays = np.load(out / "inverse.npz")
     assert arrays["reconstruction"].shape == arrays["truth"].shape == (3, 1, 8, 8)
     assert (out / "inverse.png").exists()

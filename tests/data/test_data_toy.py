@@ -18,6 +18,8 @@ from interpolant.data import (
     split_generator,
     swiss_roll,
 )
+from interpolant.errors import UserError
+from interpolant.randomness import derive_seed
 
 SAMPLED = [k for k, spec in DATASETS.items() if spec.sampled]
 
@@ -46,6 +48,14 @@ def test_generator_argument_overrides_seed():
     assert torch.equal(b.x, moons(100, generator=split_generator(5, "test"))[0])
 
 
+def test_split_streams_are_derived_seeds():
+    # One derived seed per split (no additive offsets that could meet another stream's).
+    for split in ("train", "test"):
+        assert split_generator(5, split).initial_seed() == derive_seed(f"data-{split}", 5)
+    assert split_generator(5, "train").initial_seed() != split_generator(5, "test").initial_seed()
+    assert split_generator(5, "train").initial_seed() != 5
+
+
 def test_default_sizes():
     assert load_dataset("circles").x.shape == (10_000, 2)
     assert load_dataset("circles", split="test").x.shape == (2_000, 2)
@@ -53,7 +63,7 @@ def test_default_sizes():
 
 def test_oracles_through_the_same_interface():
     data = load_dataset("ring2d", n=300, seed=2)
-    exact = ring2d().sample(300, generator=torch.Generator().manual_seed(2)).float()
+    exact = ring2d().sample(300, generator=split_generator(2, "train")).float()
     assert torch.equal(data.x, exact)
     assert load_dataset("lowrank64", n=10).x.shape == (10, 64)
     # Oracle parameters pass through.
@@ -119,7 +129,7 @@ def test_info_is_json_serialisable():
 
 
 def test_bad_requests_are_refused():
-    with pytest.raises(KeyError, match="unknown data set"):
+    with pytest.raises(UserError, match="unknown data set"):
         load_dataset("no-such-set")
     with pytest.raises(ValueError, match="split"):
         load_dataset("moons", split="valid")

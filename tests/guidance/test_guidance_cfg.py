@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from interpolant import paths, sample
-from interpolant.guidance import CFG, AutoGuidance, GuidanceScale, ReferenceGuidance
+from interpolant.guidance import (
+    CFG,
+    AutoGuidance,
+    GuidanceScale,
+    ObservationGuidance,
+    ReferenceGuidance,
+)
 from interpolant.predictions import Model, convert
+from interpolant.solvers import FunctionHook
 
 PATHS = {"vp": paths.VP, "edm": paths.EDM, "linear": paths.Linear}
 SOLVERS = ("euler", "dpmpp_2m", "heun")
@@ -33,11 +40,11 @@ def test_cfg_endpoints_are_exact(mixture, noise, labels, path_name, solver):
     model = mixture.model(path)
     kw = {"solver": solver, "nfe": 10, "t_max": 0.999}
     cond = {"class_labels": labels}
-    conditional = sample(model, noise, cond=cond, **kw)
-    unconditional = sample(model, noise, **kw)
-    assert torch.equal(sample(model, noise, cond=cond, hooks=[CFG(1.0)], **kw), conditional)
-    assert torch.equal(sample(model, noise, cond=cond, hooks=[CFG(0.0)], **kw), unconditional)
-    guided = sample(model, noise, cond=cond, hooks=[CFG(3.0)], **kw)
+    conditional = sample(model, noise, cond=cond, **kw).x
+    unconditional = sample(model, noise, **kw).x
+    assert torch.equal(sample(model, noise, cond=cond, hooks=[CFG(1.0)], **kw).x, conditional)
+    assert torch.equal(sample(model, noise, cond=cond, hooks=[CFG(0.0)], **kw).x, unconditional)
+    guided = sample(model, noise, cond=cond, hooks=[CFG(3.0)], **kw).x
     assert not torch.allclose(guided, conditional)
 
 
@@ -45,8 +52,8 @@ def test_cfg_endpoints_are_exact(mixture, noise, labels, path_name, solver):
 def test_lerp_is_the_same_in_every_prediction_kind(mixture, noise, labels, path_name):
     path = PATHS[path_name]()
     kw = {"solver": "dpmpp_2m", "nfe": 8, "t_max": 0.99, "cond": {"class_labels": labels}}
-    a = sample(mixture.model(path), noise, hooks=[CFG(2.5)], **kw)
-    b = sample(eps_model(mixture, path), noise, hooks=[CFG(2.5)], **kw)
+    a = sample(mixture.model(path), noise, hooks=[CFG(2.5)], **kw).x
+    b = sample(eps_model(mixture, path), noise, hooks=[CFG(2.5)], **kw).x
     torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
@@ -58,7 +65,7 @@ def test_cfg_matches_the_closed_form_score_extrapolation(mixture, noise, labels)
     x = noise * 0.8
     seen = []
 
-    def record(pred, node, ctx):
+    def record(pred, node, run):
         seen.append(pred.score)
         return pred
 
@@ -68,7 +75,7 @@ def test_cfg_matches_the_closed_form_score_extrapolation(mixture, noise, labels)
         grid=[t, 0.0],
         scale_noise=False,
         cond={"class_labels": labels},
-        hooks=[CFG(w), record],
+        hooks=[CFG(w), FunctionHook(on_prediction=record)],
     )
     s_c = torch.stack(
         [mixture.conditionals[int(c)].score(x[i : i + 1], t, path)[0] for i, c in enumerate(labels)]
@@ -90,7 +97,6 @@ def test_schedule_and_interval_at_the_nodes(mixture, noise, labels):
         solver="euler",
         cond={"class_labels": labels},
         hooks=[hook],
-        return_result=True,
     )
     inside = [t for t in grid[:-1].tolist() if 0.2 <= t <= 0.75]
     # One reference call per node inside the interval, none outside (w = 1 there).
@@ -111,30 +117,70 @@ def test_named_schedules_keep_the_mean_excess(name):
     assert callable_scale(0.95) == 1.0
 
 
-def test_batched_forward_equals_two_calls(mixture, noise, labels):
-    path = paths.EDM()
-    model = mixture.model(path)
-    kw = {"solver": "heun", "nfe": 11, "cond": {"class_labels": labels}, "return_result": True}
-    two = sample(model, noise, hooks=[CFG(2.0, interval=(0.0, 0.5))], **kw)
-    hook = CFG(2.0, null_cond={"class_labels": mixture.n_classes}, interval=(0.0, 0.5))
-    calls = []
+def counting_model(model: Model, calls: list[int]) -> Model:
+    """``model`` whose network records the batch size of every call."""
     inner = model.net
 
     def counting(x, t, class_labels=None):
         calls.append(x.shape[0])
         return inner(x, t, class_labels)
 
-    one = sample(hook.batched(Model(counting, path, "x0")), noise, hooks=[hook], **kw)
+    return Model(counting, model.path, model.predicts)
+
+
+def test_batched_forward_equals_two_calls(mixture, noise, labels):
+    path = paths.EDM()
+    model = mixture.model(path)
+    kw = {"solver": "heun", "nfe": 11, "cond": {"class_labels": labels}}
+    two = sample(model, noise, hooks=[CFG(2.0, interval=(0.0, 0.5))], **kw)
+    null = {"class_labels": mixture.n_classes}
+    hook = CFG(2.0, null_cond=null, interval=(0.0, 0.5), batched=True)
+    calls: list[int] = []
+    one = sample(counting_model(model, calls), noise, hooks=[hook], **kw)
     torch.testing.assert_close(one.x, two.x, rtol=0, atol=1e-12)
     assert one.nfe == two.nfe
     assert len(calls) == 11 and max(calls) == 2 * noise.shape[0]  # one forward per evaluation
+    # The NFE is the network's work: a doubled batch counts two evaluations per sample.
+    assert one.nfe == sum(calls) // noise.shape[0]
+    assert vars(hook).keys() == {"weight", "reference", "null_cond", "batched"}  # no run state
+
+
+def test_batched_hook_after_a_changing_hook_still_equals_two_calls(mixture, noise, labels):
+    # A prediction hook before CFG changes the model's output: the batched null half no longer
+    # belongs to it, so CFG evaluates the reference itself, exactly as the unbatched hook does.
+    path = paths.VP()
+    model = mixture.model(path)
+    shift = FunctionHook(on_prediction=lambda p, n, r: p.replace("x0", p.x0 + 0.1))
+    kw = {"solver": "euler", "nfe": 5, "cond": {"class_labels": labels}}
+    null = {"class_labels": mixture.n_classes}
+    plain = sample(model, noise, hooks=[shift, CFG(2.0, null_cond=null)], **kw)
+    calls: list[int] = []
+    hook = CFG(2.0, null_cond=null, batched=True)
+    batched = sample(counting_model(model, calls), noise, hooks=[shift, hook], **kw)
+    torch.testing.assert_close(batched.x, plain.x, rtol=0, atol=1e-12)
+    assert batched.nfe == sum(calls) // noise.shape[0] == 15  # 5 paired calls + 5 references
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_reported_nfe_equals_the_network_calls(mixture, noise, labels, batched):
+    path = paths.VP()
+    calls: list[int] = []
+    model = counting_model(mixture.model(path), calls)
+    hook = CFG(3.0, null_cond={"class_labels": 2}, interval=(0.3, 1.0), batched=batched)
+    res = sample(model, noise, solver="heun", nfe=9, cond={"class_labels": labels}, hooks=[hook])
+    assert res.nfe == sum(calls) // noise.shape[0] > 9
+    ref_calls: list[int] = []
+    weak = counting_model(mixture.model(path), ref_calls)
+    calls.clear()
+    auto = sample(model, noise, nfe=6, cond={"class_labels": labels}, hooks=[AutoGuidance(weak, 2)])
+    assert auto.nfe == len(calls) + len(ref_calls) == 12
 
 
 def test_batch_invariance(mixture, noise, labels):
     model = mixture.model(paths.VP())
     kw = {"solver": "dpmpp_2m", "nfe": 8, "hooks": [CFG(3.0, interval=(0.1, 0.9))]}
-    full = sample(model, noise, cond={"class_labels": labels}, **kw)
-    part = sample(model, noise[:2], cond={"class_labels": labels[:2]}, **kw)
+    full = sample(model, noise, cond={"class_labels": labels}, **kw).x
+    part = sample(model, noise[:2], cond={"class_labels": labels[:2]}, **kw).x
     torch.testing.assert_close(part, full[:2], rtol=0, atol=1e-12)
 
 
@@ -142,8 +188,8 @@ def test_autoguidance_with_the_model_as_reference_is_the_identity(mixture, noise
     path = paths.Linear()
     model = mixture.model(path)
     kw = {"solver": "euler", "nfe": 6, "t_max": 0.99, "cond": {"class_labels": labels}}
-    base = sample(model, noise, **kw)
-    guided = sample(model, noise, hooks=[AutoGuidance(mixture.model(path), 5.0)], **kw)
+    base = sample(model, noise, **kw).x
+    guided = sample(model, noise, hooks=[AutoGuidance(mixture.model(path), 5.0)], **kw).x
     torch.testing.assert_close(guided, base, rtol=0, atol=1e-12)
 
 
@@ -153,8 +199,8 @@ def test_autoguidance_extrapolates_away_from_a_weaker_model(mixture, noise, labe
     model = mixture.model(path)
     weak = Model(lambda x, t, class_labels=None: model.net(x, t), path, "x0")
     kw = {"solver": "euler", "nfe": 6, "cond": {"class_labels": labels}}
-    a = sample(model, noise, hooks=[AutoGuidance(weak, 2.0)], **kw)
-    b = sample(model, noise, hooks=[CFG(2.0)], **kw)
+    a = sample(model, noise, hooks=[AutoGuidance(weak, 2.0)], **kw).x
+    b = sample(model, noise, hooks=[CFG(2.0)], **kw).x
     torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
@@ -169,6 +215,25 @@ def test_errors_name_the_argument(mixture, noise):
     with pytest.raises(ValueError, match="schedule"):
         CFG(2.0, schedule="quadratic")
     with pytest.raises(ValueError, match="explicit null labels"):
-        CFG(2.0).batched(model)
+        CFG(2.0, batched=True)
+    with pytest.raises(ValueError, match="autoguidance"):
+        ReferenceGuidance(2.0, model, batched=True)
     with pytest.raises(TypeError, match="reference"):
         AutoGuidance(lambda x, t: x, 2.0)  # type: ignore[arg-type]
+
+
+def test_batched_cfg_with_energy_guidance_equals_two_calls(mixture, noise, labels):
+    # Energy guidance re-evaluates the model with the run's conditioning: one plain evaluation
+    # (the conditional model's x0_hat) whether or not CFG pairs the loop's evaluations.
+    path = paths.VP()
+    model = mixture.model(path)
+    energy = ObservationGuidance(torch.zeros_like(noise), torch.tensor([1.0, 0.0]), 0.5)
+    null = {"class_labels": mixture.n_classes}
+    kw = {"solver": "dpmpp_2m", "nfe": 6, "cond": {"class_labels": labels}}
+    plain = sample(model, noise, hooks=[CFG(2.0, null_cond=null), energy], **kw)
+    calls: list[int] = []
+    hooks = [CFG(2.0, null_cond=null, batched=True), energy]
+    batched = sample(counting_model(model, calls), noise, hooks=hooks, **kw)
+    torch.testing.assert_close(batched.x, plain.x, rtol=0, atol=1e-12)
+    assert batched.nfe == plain.nfe == sum(calls) // noise.shape[0] == 18
+    assert len(calls) == 12  # 6 paired calls and 6 plain re-evaluations

@@ -16,6 +16,8 @@ from interpolant.guidance import (
     quantile_levels,
 )
 from interpolant.inverse.base import Operator
+from interpolant.predictions import Model
+from interpolant.solvers import FunctionHook
 
 
 class CoordinateMask(Operator):
@@ -40,19 +42,10 @@ def standard_gaussian():
 
 def score_delta(model, hook, x: Tensor, t: float) -> tuple[Tensor, int]:
     """The score change the hook makes at (x, t), and the NFE of that one evaluation."""
-    seen = []
+    seen: list[Tensor] = []
+    record = FunctionHook(on_prediction=lambda p, n, r: seen.append(p.score) or p)
     res = sample(
-        model,
-        x,
-        grid=[t, 0.0],
-        scale_noise=False,
-        solver="euler",
-        return_result=True,
-        hooks=[
-            lambda p, n, c: seen.append(p.score) or p,
-            hook,
-            lambda p, n, c: seen.append(p.score) or p,
-        ],
+        model, x, grid=[t, 0.0], scale_noise=False, solver="euler", hooks=[record, hook, record]
     )
     return seen[1] - seen[0], res.nfe
 
@@ -150,7 +143,7 @@ def test_guided_samples_follow_the_exact_posterior():
     y = torch.full((2000, 1), 1.5, dtype=torch.float64)
     op = CoordinateMask([0], noise_std=r)
     hook = ReconstructionGuidance(op, y, 1.0, mode="gaussian")
-    guided = sample(model, noise, hooks=[hook], solver="sde_euler", nfe=100, seed=0)
+    guided = sample(model, noise, hooks=[hook], solver="sde_euler", nfe=100, seed=0).x
     # Posterior of x0[0] given y: N(y / (1 + r^2), r^2 / (1 + r^2)); x0[1] keeps N(0, 1).
     assert float(guided[:, 0].mean()) == pytest.approx(1.5 / (1 + r**2), abs=0.04)
     assert float(guided[:, 0].std()) == pytest.approx((r**2 / (1 + r**2)) ** 0.5, abs=0.04)
@@ -184,5 +177,23 @@ def test_gradient_guidance_works_inside_no_grad():
     with torch.no_grad():
         inside = sample(model, x, nfe=6, solver="heun", hooks=[hook])
     outside = sample(model, x, nfe=6, solver="heun", hooks=[hook])
-    assert torch.equal(inside, outside)
-    assert not torch.equal(inside, sample(model, x, nfe=6, solver="heun"))
+    assert torch.equal(inside.x, outside.x)
+    assert not torch.equal(inside.x, sample(model, x, nfe=6, solver="heun").x)
+
+
+def test_reported_nfe_equals_the_network_calls():
+    # Each guided evaluation re-evaluates the model once (not at sigma = 0, where the term is
+    # undefined): the NFE the run reports is every network call it made.
+    path = paths.EDM()
+    exact = standard_gaussian().model(path)
+    calls: list[int] = []
+
+    def net(x, t):
+        calls.append(x.shape[0])
+        return exact.net(x, t)
+
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    hook = ObservationGuidance(torch.ones(3, 2, dtype=torch.float64), torch.ones(2), 0.5)
+    res = sample(Model(net, path, "x0"), x, nfe=6, solver="heun", hooks=[hook])
+    plain = sample(exact, x, nfe=6, solver="heun")
+    assert res.nfe == len(calls) > plain.nfe

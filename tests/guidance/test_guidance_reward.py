@@ -54,7 +54,7 @@ def test_trained_model_follows_the_target_reward(tmp_path):
         with torch.no_grad():
             out = sample(
                 model, noise, nfe=20, cond=cond, hooks=[CFG(1.5, null_cond={"reward": None})]
-            )
+            ).x
         means[target] = float(out[:, 0].mean())
     assert means[1.0] - means[-1.0] > 1.0
     assert means[-1.0] < -0.4

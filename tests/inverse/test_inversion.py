@@ -18,7 +18,8 @@ from interpolant.inverse.inversion import (
     round_trip_error,
 )
 from interpolant.paths import VP, Cosine, Linear
-from interpolant.solvers.loop import SampleResult
+from interpolant.predictions import Model
+from interpolant.solvers import Trajectory
 
 
 def _mixture(dim: int = 4) -> GaussianMixture:
@@ -37,11 +38,14 @@ def test_decoding_the_latent_reproduces_the_encoded_trajectory(path, solver, opt
     gm = lowrank64(dim=8)
     model = gm.model(path)
     x0 = gm.sample(6, torch.Generator().manual_seed(1))
-    latent = dpm_encode(model, x0, solver=solver, solver_options=options, nfe=15, seed=3)
-    out = dpm_decode(model, latent, solver=solver, solver_options=options, return_result=True)
-    assert isinstance(out, SampleResult) and out.trajectory is not None
-    assert len(latent.noises) == 15 and len(out.trajectory) == len(latent.trajectory) == 16
-    for a, b in zip(out.trajectory, latent.trajectory):
+    spec = {"name": solver, **options}
+    latent = dpm_encode(model, x0, solver=spec, nfe=15, seed=3)
+    traj = Trajectory()
+    out = dpm_decode(model, latent, hooks=[traj])
+    states = out.state(traj).states
+    assert len(latent.noises) == 15 and len(states) == len(latent.trajectory) == 16
+    assert latent.nfe == out.nfe == 15
+    for a, b in zip(states, latent.trajectory):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     # The encoded states are posterior draws given x0, so they carry x0's information.
     assert latent.noises[-1].abs().max() == 0  # the final step to sigma = 0 has no noise
@@ -55,9 +59,9 @@ def test_encoding_is_per_sample_and_independent_of_the_batch() -> None:
     gm = lowrank64(dim=8)
     model = gm.model(VP())
     x0 = gm.sample(4, torch.Generator().manual_seed(2))
-    opts = {"solver": "ddim", "solver_options": {"eta": 0.3}, "nfe": 10}
-    full = dpm_encode(model, x0, seed=[10, 11, 12, 13], **opts)
-    single = dpm_encode(model, x0[2:3], seed=[12], **opts)
+    opts = {"solver": {"name": "ddim", "eta": 0.3}, "nfe": 10, "seed": 10}
+    full = dpm_encode(model, x0, **opts)
+    single = dpm_encode(model, x0[2:3], index=[2], **opts)
     torch.testing.assert_close(full.x_start[2:3], single.x_start, rtol=0, atol=1e-13)
     for a, b in zip(full.noises, single.noises):
         torch.testing.assert_close(a[2:3], b, rtol=0, atol=1e-10)
@@ -68,7 +72,7 @@ def test_early_stop_latent_starts_from_the_forward_marginal() -> None:
     path = VP()
     x0 = gm.sample(2000, torch.Generator().manual_seed(4))
     latent = dpm_encode(
-        gm.model(path), x0, solver="ddim", solver_options={"eta": 0.5}, steps=3, t_max=0.4, seed=0
+        gm.model(path), x0, solver={"name": "ddim", "eta": 0.5}, steps=3, t_max=0.4, seed=0
     )
     alpha = float(path.alpha(torch.tensor(0.4, dtype=torch.float64)))
     sigma = float(path.sigma(torch.tensor(0.4, dtype=torch.float64)))
@@ -93,10 +97,11 @@ def test_translation_between_identical_models_is_reconstruction() -> None:
     gm = lowrank64(dim=8)
     model = gm.model(VP())
     x0 = gm.sample(3, torch.Generator().manual_seed(5))
-    opts = {"solver": "ddim", "solver_options": {"eta": 0.2}, "nfe": 12, "seed": 1}
-    x_b, latent = cycle_translate(model, model, x0, **opts)
-    decoded = dpm_decode(model, latent, solver="ddim", solver_options={"eta": 0.2})
-    torch.testing.assert_close(x_b, decoded, rtol=0, atol=0)
+    opts = {"solver": {"name": "ddim", "eta": 0.2}, "nfe": 12, "seed": 1}
+    out = cycle_translate(model, model, x0, **opts)
+    decoded = dpm_decode(model, out.latent)
+    torch.testing.assert_close(out.x, decoded.x, rtol=0, atol=0)
+    assert out.nfe == 24
 
 
 @pytest.mark.parametrize(("solver", "order"), [("ddim", 1), ("dpmpp_2m", 2), ("heun", 2)])
@@ -114,8 +119,7 @@ def test_inversion_runs_the_ode_upwards_on_the_reversed_grid() -> None:
     gm = _mixture()
     model = gm.model(VP())
     x = gm.sample(4, torch.Generator().manual_seed(1))
-    res = invert(model, x, solver="ddim", nfe=6, return_result=True, keep_trajectory=True)
-    assert isinstance(res, SampleResult) and res.trajectory is not None
+    res = invert(model, x, solver="ddim", nfe=6, trajectory=True)
     assert res.nfe == 6 and len(res.trajectory) == 7
     assert bool((res.grid[1:] > res.grid[:-1]).all()) and float(res.grid[-1]) == 1.0
     # One DDIM inversion step is x' = alpha' x0_hat + sigma' eps_hat at the current state.
@@ -124,3 +128,17 @@ def test_inversion_runs_the_ode_upwards_on_the_reversed_grid() -> None:
     path = model.path
     a1, s1 = (float(f(torch.tensor(t1, dtype=torch.float64))) for f in (path.alpha, path.sigma))
     torch.testing.assert_close(res.trajectory[1], a1 * pred.x0 + s1 * pred.eps)
+
+
+def test_inversion_counts_every_network_call() -> None:
+    gm = _mixture()
+    model = gm.model(VP())
+    calls = []
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return model.net(x, t)
+
+    x = gm.sample(3, torch.Generator().manual_seed(2))
+    res = invert(Model(net, model.path, "x0"), x, solver="heun", steps=5)
+    assert res.nfe == len(calls) == 2 * 5

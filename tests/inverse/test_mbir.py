@@ -10,6 +10,7 @@ from interpolant.data.oracles import GaussianMixture
 from interpolant.inverse.mbir import (
     ADMMTV,
     SliceOperator,
+    Splitting,
     cg,
     diff_z,
     diff_z_adjoint,
@@ -55,23 +56,24 @@ def test_admm_x_update_solves_its_linear_subproblem() -> None:
     x_true = _rand(1, DEPTH, *SLICE, seed=5)
     y = op(x_true)
     admm = ADMMTV(op, y, tv_weight=0.04, rho=10.0)
-    admm.z, admm.u = _rand(1, DEPTH, *SLICE, seed=6), _rand(1, DEPTH, *SLICE, seed=7)
+    split = Splitting(_rand(1, DEPTH, *SLICE, seed=6), _rand(1, DEPTH, *SLICE, seed=7))
+    assert split.z is not None and split.u is not None
     # Dense system (A^T A + rho D^T D) x = A^T y + rho D^T (z - u) on the flattened volume.
     n = DEPTH * 16
     a = as_matrix(op)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, DEPTH, *SLICE)
     d = torch.stack([diff_z(e).flatten() for e in eye], 1)
     lhs = a.T @ a + 10.0 * d.T @ d
-    rhs = a.T @ y.flatten() + 10.0 * d.T @ (admm.z - admm.u).flatten()
+    rhs = a.T @ y.flatten() + 10.0 * d.T @ (split.z - split.u).flatten()
     direct = torch.linalg.solve(lhs, rhs)
-    solved = admm.x_update(torch.zeros_like(x_true), iterations=200)
+    solved = admm.x_update(torch.zeros_like(x_true), split, iterations=200)
     torch.testing.assert_close(solved.flatten(), direct, rtol=1e-8, atol=1e-8)
 
     # One iteration (the paper's setting) is one CG step: it lowers the quadratic's value.
     def quad(v):
         return 0.5 * v @ lhs @ v - rhs @ v
 
-    one = admm.x_update(torch.zeros_like(x_true)).flatten()
+    one = admm.x_update(torch.zeros_like(x_true), split).flatten()
     assert quad(one) < quad(torch.zeros(n, dtype=torch.float64))
 
 
@@ -79,11 +81,11 @@ def test_admm_converges_to_the_tv_regularised_least_squares_solution() -> None:
     op = _volume_op()
     y = op(_rand(1, DEPTH, *SLICE, seed=8))
     admm = ADMMTV(op, y, tv_weight=0.5, rho=2.0, cg_iterations=20)
-    x = torch.zeros(1, DEPTH, *SLICE, dtype=torch.float64)
+    x, split = torch.zeros(1, DEPTH, *SLICE, dtype=torch.float64), Splitting()
     for _ in range(150):
-        x = admm(x)
+        x = admm(x, split)
     # Primal feasibility Z = D_z X, and the objective is no worse than at nearby points.
-    torch.testing.assert_close(admm.z, diff_z(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(split.z, diff_z(x), rtol=0, atol=1e-6)
 
     def objective(v):
         return 0.5 * (op(v) - y).square().sum() + 0.5 * diff_z(v).abs().sum()
@@ -97,10 +99,10 @@ def test_without_coupling_every_slice_is_its_own_problem() -> None:
     op = _volume_op()
     y = op(_rand(1, DEPTH, *SLICE, seed=9))
     x = _rand(1, DEPTH, *SLICE, seed=10)
-    whole = ADMMTV(op, y, tv_weight=0.0, rho=0.0)(x)
+    whole = ADMMTV(op, y, tv_weight=0.0, rho=0.0)(x, Splitting())
     for k in range(DEPTH):
         one = SliceOperator(op.slice_operator, 1)
-        alone = ADMMTV(one, y[:, k : k + 1], tv_weight=0.0, rho=0.0)(x[:, k : k + 1])
+        alone = ADMMTV(one, y[:, k : k + 1], tv_weight=0.0, rho=0.0)(x[:, k : k + 1], Splitting())
         torch.testing.assert_close(whole[:, k : k + 1], alone)
 
 
@@ -127,7 +129,10 @@ def test_diffusion_mbir_couples_slices_of_a_small_ct_volume() -> None:
     y = op(x_true)
     # rho and lambda scaled to this small operator (||A^T A|| ~ 32, not ~2000 as in the paper).
     independent = diffusion_mbir(model, op, y, nfe=100, seed=0, couple=False)
-    coupled = diffusion_mbir(model, op, y, nfe=100, seed=0, rho=1.0, tv_weight=0.004)
+    result = diffusion_mbir(model, op, y, nfe=100, seed=0, rho=1.0, tv_weight=0.004)
+    coupled = result.x
+    assert result.nfe == independent.nfe == 99  # pc: 50 predictor and 49 corrector evaluations
+    independent = independent.x
     prior_mean = gm.means[0].reshape(1, 1, 1, size, size).expand_as(x_true)
 
     def mse(v):

@@ -20,7 +20,6 @@ from interpolant.inverse.operators import (
     least_squares,
     make_operator,
 )
-from interpolant.solvers.loop import make_generators
 
 SHAPE = (2, 16, 16)
 SPECS = ["inpaint-box", "inpaint-random:0.3", "sr:4", "blur:1.5", "project:40", "mri:4", "ct:12"]
@@ -124,13 +123,19 @@ def test_least_squares_converges_to_the_pinv() -> None:
     torch.testing.assert_close(least_squares(op, y, iters=20), op.pinv(y))
 
 
-def test_measure_uses_one_generator_per_sample() -> None:
+def test_measure_uses_one_stream_per_sample() -> None:
     op = make_operator("sr:2", (1, 4, 4), noise_std=0.1)
     x = torch.zeros(3, 1, 4, 4)
-    y3 = op.measure(x, make_generators(7, 3))
-    y1 = op.measure(x[1:2], make_generators([8], 1))
+    y3 = op.measure(x, seed=7)
+    y1 = op.measure(x[1:2], seed=7, index=[1])
     torch.testing.assert_close(y3[1:2], y1)
     assert 0.03 < float(y3.std()) < 0.3
+    assert not torch.equal(op.measure(x, seed=8), y3)
+    # Without a seed the draw follows torch's global generator.
+    torch.manual_seed(0)
+    first = op.measure(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(op.measure(x), first)
 
 
 def test_shape_and_spec_errors() -> None:

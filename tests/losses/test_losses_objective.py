@@ -9,6 +9,7 @@ from torch import nn
 from interpolant import Model, Preconditioned
 from interpolant.data import GaussianMixture, ring2d
 from interpolant.losses import (
+    WEIGHTINGS,
     CosMap,
     DensityWeight,
     EDMLogNormal,
@@ -20,8 +21,10 @@ from interpolant.losses import (
     Shift,
     SNRWeight,
     Uniform,
+    UniformWeight,
     get_weighting,
     kind_factor,
+    weight_from_config,
 )
 from interpolant.paths import EDM, PFGM, VP, Linear, Trig
 from interpolant.predictions import KINDS, convert
@@ -130,6 +133,30 @@ def test_weighting_names():
         get_weighting("snr-min")
     with pytest.raises(ValueError, match="gamma"):
         get_weighting("min-snr--1")
+
+
+@pytest.mark.parametrize(
+    "weight",
+    [UniformWeight(), SNRWeight(), MinSNR(3.0), EDMWeight(0.7), DensityWeight(LogitNormal(0.5))],
+    ids=repr,
+)
+def test_weighting_config_round_trip(weight):
+    config = json.loads(json.dumps(weight.config()))
+    rebuilt = weight_from_config(config)
+    assert rebuilt == weight and rebuilt.config() == weight.config()
+    assert get_weighting(config) == weight
+    t = torch.linspace(0.05, 0.95, 7, dtype=F64)
+    torch.testing.assert_close(rebuilt(VP(), t, "eps"), weight(VP(), t, "eps"), rtol=0, atol=0)
+
+
+def test_weighting_registry_and_errors():
+    assert WEIGHTINGS["min-snr"] is MinSNR and "density" in WEIGHTINGS
+    with pytest.raises(ValueError, match="unknown weighting"):
+        weight_from_config({"name": "nope"})
+    with pytest.raises(ValueError, match="cannot be serialised"):
+        get_weighting(lambda path, t, target: torch.ones_like(t)).config()
+    with pytest.raises(ValueError, match="EDMWeight: sigma_data must be a finite number > 0"):
+        EDMWeight(0.0)
 
 
 # -- time density vs weighting (Esser et al. 2024, sec. 3.1) -------------------------------------

@@ -1,5 +1,6 @@
 """Time samplers: samples follow the stated density, SD3 and EDM formulas in our convention."""
 
+import json
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from scipy import stats
 
 from interpolant.losses import (
+    TIME_SAMPLERS,
     CosMap,
     EDMLogNormal,
     LogitNormal,
@@ -134,9 +136,26 @@ def test_shift_lowers_linear_logsnr_by_two_log_alpha():
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
 def test_config_round_trip(sampler):
-    rebuilt = time_from_config(sampler.config())
+    rebuilt = time_from_config(json.loads(json.dumps(sampler.config())))
     assert rebuilt.config() == sampler.config()
+    assert rebuilt == sampler and hash(rebuilt) == hash(sampler)
     torch.testing.assert_close(rebuilt.sample(50, gen(4)), sampler.sample(50, gen(4)))
+
+
+def test_configs_of_the_previous_version_and_dicts_load():
+    # The previous version left out an EDMLogNormal's path when it had none.
+    assert time_from_config({"name": "edm-log-normal", "P_mean": -1.2, "P_std": 1.2}) == (
+        EDMLogNormal()
+    )
+    old = {"name": "shift", "alpha": 2.0, "base": {"name": "logit-normal", "m": 0.0, "s": 1.0}}
+    assert time_from_config(old) == Shift(LogitNormal(), 2.0)
+    assert get_time_sampler({"name": "mode", "s": 0.5}) == Mode(0.5)
+    assert TIME_SAMPLERS["logit-normal"] is LogitNormal
+    assert repr(Shift(Uniform(), 2.0)) == "Shift(base=Uniform(t_min=0.0, t_max=1.0), alpha=2.0)"
+    with pytest.raises(ValueError, match="has no option 'mu'"):
+        time_from_config({"name": "logit-normal", "mu": 0.0})
+    with pytest.raises(TypeError, match="base must be a TimeSampler"):
+        Shift("uniform")
 
 
 def test_names_and_bad_arguments():

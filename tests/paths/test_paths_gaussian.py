@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -94,12 +95,58 @@ def test_edm_sigma_round_trip(path: GaussianPath) -> None:
 
 @pytest.mark.parametrize("path", ALL_PATHS, ids=IDS)
 def test_config_round_trip(path: GaussianPath) -> None:
-    rebuilt = from_config(path.config())
+    rebuilt = from_config(json.loads(json.dumps(path.config())))
     assert type(rebuilt) is type(path)
     assert rebuilt.config() == path.config()
+    assert rebuilt == path and hash(rebuilt) == hash(path)
     for a, b in zip(rebuilt.coefficients(T_INNER), path.coefficients(T_INNER)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert get_path(path) is path
+
+
+# Path configs as the previous version wrote them (checkpoints store them in JSON).
+OLD_CONFIGS = [
+    ({"name": "vp", "beta_min": 0.1, "beta_max": 20.0}, paths.VPLinear()),
+    ({"name": "cosine", "s": 0.008}, paths.VPCosine()),
+    ({"name": "ve", "sigma_min": 0.01, "sigma_max": 50.0}, paths.VE()),
+    ({"name": "edm", "sigma_max": 80.0}, paths.EDM()),
+    ({"name": "linear"}, paths.Linear()),
+    ({"name": "trig"}, paths.Trig()),
+    ({"name": "pfgm", "D": None, "sigma_max": 80.0}, paths.PFGM(D=math.inf)),
+    ({"name": "pfgm", "D": 128.0, "sigma_max": 80.0}, paths.PFGM()),
+    ({"name": "discrete-vp", "alphas_cumprod": [0.9, 0.5, 0.1]}, paths.DiscreteVP([0.9, 0.5, 0.1])),
+    (
+        {"name": "one-sided", "interpolant": "trig", "gamma": "brownian", "a": 0.5},
+        OneSided("trig", "brownian", 0.5),
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "path"), OLD_CONFIGS, ids=[c["name"] for c, _ in OLD_CONFIGS])
+def test_configs_of_the_previous_version_still_load(config: dict, path: GaussianPath) -> None:
+    assert from_config(config) == path
+
+
+def test_registry_names_aliases_and_options() -> None:
+    for alias, cls in (
+        ("vp-linear", paths.VPLinear),
+        ("vp-cosine", paths.VPCosine),
+        ("rectified-flow", paths.Linear),
+        ("VP", paths.VPLinear),
+    ):
+        assert type(get_path(alias)) is cls
+    assert get_path("edm", sigma_max=10.0) == paths.EDM(10.0)
+    assert get_path({"name": "ve", "sigma_max": 20.0}) == paths.VE(sigma_max=20.0)
+    assert repr(paths.VPLinear()) == "VPLinear(beta_min=0.1, beta_max=20.0)"
+    assert paths.EDM(10.0) != paths.EDM() and paths.EDM() != paths.PFGM(D=math.inf)
+    help_rows = {name: text for name, _, _, text in paths.VE.options()}
+    assert set(help_rows) == {"sigma_min", "sigma_max"} and all(help_rows.values())
+    with pytest.raises(ValueError, match="has no option 'sigma'"):
+        get_path("edm", sigma=1.0)
+    with pytest.raises(ValueError, match="need beta_min < beta_max"):
+        paths.VPLinear(beta_min=5.0, beta_max=1.0)
+    with pytest.raises(ValueError, match="VE: sigma_min must be a finite number > 0"):
+        paths.VE(sigma_min=0.0)
 
 
 @pytest.mark.parametrize("path", ALL_PATHS, ids=IDS)

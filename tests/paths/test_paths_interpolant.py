@@ -15,9 +15,11 @@ from interpolant.paths.interpolant import (
     GaussianEndpoints,
     Interpolant,
     OneSided,
-    sample_interpolant,
 )
+from interpolant.solvers import FunctionHook, Trajectory
 from interpolant.solvers.adaptive import odeint_dopri5
+from interpolant.solvers.bridge import sample_bridge
+from interpolant.solvers.sde import SDEEuler
 
 F64 = torch.float64
 COMBOS = [(i, g) for i in INTERPOLANTS for g in GAMMAS if (i, g) != ("encoder-decoder", "zero")]
@@ -69,9 +71,9 @@ def test_coefficients_end_points_and_derivatives(kind: str, gamma: str) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="interpolant must be one of"):
         Interpolant("cubic")
-    with pytest.raises(ValueError, match="gamma must be one of"):
+    with pytest.raises(ValueError, match="gamma_kind must be one of"):
         Interpolant("linear", "sigmoid")
-    with pytest.raises(ValueError, match=r"a \(the scale of gamma\) must be > 0"):
+    with pytest.raises(ValueError, match=r"Interpolant: a must be a finite number > 0"):
         Interpolant("linear", a=0.0)
     with pytest.raises(ValueError, match="needs gamma"):
         Interpolant("encoder-decoder", "zero")
@@ -218,11 +220,27 @@ def test_one_sided_interpolant_is_the_gaussian_path() -> None:
     }
 
 
+def test_interpolant_config_round_trip_and_equality() -> None:
+    interp = Interpolant("trig", "sin2", a=0.5)
+    assert interp.config() == {
+        "name": "interpolant",
+        "interpolant": "trig",
+        "gamma_kind": "sin2",
+        "a": 0.5,
+    }
+    assert Interpolant.from_config(interp.config()) == interp
+    # Configs written before the field was named gamma_kind.
+    old = {"name": "interpolant", "interpolant": "trig", "gamma": "sin2", "a": 0.5}
+    assert Interpolant.from_config(old) == interp
+    assert interp.gaussian_path() == OneSided("trig", "sin2", 0.5) != OneSided("trig")
+    assert repr(interp) == "Interpolant(interpolant='trig', gamma_kind='sin2', a=0.5)"
+
+
 def test_ode_sampler_transports_and_converges() -> None:
     interp = Interpolant("linear", "brownian")
     oracle = endpoints(interp)
     _, x1, _ = draw(20_000, 6)
-    x = sample_interpolant(oracle.velocity, x1, steps=50, method="heun")
+    x = sample_bridge(oracle.velocity, x1, solver="heun", steps=50).x
     torch.testing.assert_close(x.mean(0), M0, atol=0.02, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), S0, atol=0.02, rtol=0)
     # Against an adaptive reference of the same ODE: Euler is first order, Heun second.
@@ -232,9 +250,7 @@ def test_ode_sampler_transports_and_converges() -> None:
     )
     for method, order in (("euler", 1), ("heun", 2)):
         errors = [
-            float(
-                (sample_interpolant(oracle.velocity, few, steps=n, method=method) - ref).abs().max()
-            )
+            float((sample_bridge(oracle.velocity, few, solver=method, steps=n).x - ref).abs().max())
             for n in (20, 40)
         ]
         assert math.log2(errors[0] / errors[1]) == pytest.approx(order, abs=0.25)
@@ -246,12 +262,9 @@ def test_sde_sampler_transports_and_the_sign_matters() -> None:
     _, x1, _ = draw(20_000, 7)
 
     def run(eps, score) -> torch.Tensor:
-        # The global generator (per-sample generators are tested below and slow for 20k samples).
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            return sample_interpolant(
-                oracle.velocity, x1, steps=200, method="euler", score=score, eps=eps
-            )
+        return sample_bridge(
+            oracle.velocity, x1, solver=SDEEuler(eps=eps), steps=200, score=score, seed=0
+        ).x
 
     x = run(0.5, oracle.score)
     torch.testing.assert_close(x.mean(0), M0, atol=0.03, rtol=0)
@@ -268,22 +281,56 @@ def test_sde_sampler_transports_and_the_sign_matters() -> None:
 def test_sde_sampler_is_batch_invariant_and_validates() -> None:
     oracle = endpoints(Interpolant())
     _, x1, _ = draw(6, 8)
-    kwargs = dict(steps=20, method="euler", score=oracle.score, eps=1.0, seed=11)
-    full = sample_interpolant(oracle.velocity, x1, **kwargs)
-    part = sample_interpolant(oracle.velocity, x1[:2], **kwargs)
-    assert torch.equal(full[:2], part)
+    kwargs = dict(solver={"name": "sde_euler", "eps": 1.0}, score=oracle.score, seed=11)
+    full = sample_bridge(oracle.velocity, x1, steps=20, **kwargs)
+    part = sample_bridge(oracle.velocity, x1[:2], steps=20, **kwargs)
+    assert torch.equal(full.x[:2], part.x)
+    # Rows numbered 4, 5 draw the noise of samples 4 and 5 in any batch.
+    rows = sample_bridge(oracle.velocity, x1[4:], steps=20, index=[4, 5], **kwargs)
+    assert torch.equal(full.x[4:], rows.x)
+    # One evaluation of b and one of s per step.
+    assert full.nfe == 40
     grid = torch.linspace(1.0, 0.0, 21, dtype=F64)
-    torch.testing.assert_close(
-        sample_interpolant(
-            oracle.velocity, x1, grid=grid, **{k: v for k, v in kwargs.items() if k != "steps"}
-        ),
-        full,
-    )
-    with pytest.raises(ValueError, match="needs method='euler'"):
-        sample_interpolant(oracle.velocity, x1, steps=5, eps=0.5)
-    with pytest.raises(ValueError, match="needs method='euler'"):
-        sample_interpolant(oracle.velocity, x1, steps=5, method="euler", eps=0.5)
-    with pytest.raises(ValueError, match="give steps"):
-        sample_interpolant(oracle.velocity, x1)
+    listed = sample_bridge(oracle.velocity, x1, grid=grid, **kwargs)
+    torch.testing.assert_close(listed.x, full.x)
+    with pytest.raises(ValueError, match="needs score="):
+        sample_bridge(oracle.velocity, x1, solver="sde_euler", steps=5)
+    with pytest.raises(ValueError, match="euler, heun or sde_euler"):
+        sample_bridge(oracle.velocity, x1, solver="dpmpp_2m", steps=5)
+    with pytest.raises(ValueError, match="not nfe="):
+        sample_bridge(oracle.velocity, x1, nfe=5)
+    with pytest.raises(ValueError, match="no noise levels"):
+        sample_bridge(oracle.velocity, x1, steps=5, grid="karras")
+    with pytest.raises(ValueError, match="nfe= or steps="):
+        sample_bridge(oracle.velocity, x1)
     with pytest.raises(ValueError, match="strictly decrease"):
-        sample_interpolant(oracle.velocity, x1, grid=[0.0, 1.0])
+        sample_bridge(oracle.velocity, x1, grid=[0.0, 1.0])
+    with pytest.raises(ValueError, match="cannot call"):
+        sample_bridge(oracle.velocity, x1, steps=5, hooks=[FunctionHook(on_prediction=print)])
+
+
+def test_bridge_hooks_see_every_step_and_heun_counts_two_calls() -> None:
+    oracle = endpoints(Interpolant("trig", "quadratic"))
+    _, x1, _ = draw(5, 9)
+    traj = Trajectory()
+    seen: list[float] = []
+
+    def record(x_state, step, run):
+        seen.append(step.nxt.t)
+        return x_state
+
+    result = sample_bridge(oracle.velocity, x1, steps=4, hooks=[traj, FunctionHook(on_step=record)])
+    recording = result.state(traj)
+    assert recording.times == [1.0, 0.75, 0.5, 0.25, 0.0] and seen == recording.times[1:]
+    assert torch.equal(recording.states[0], x1) and torch.equal(recording.states[-1], result.x)
+    assert result.nfe == 8  # Heun corrects at every step, the last one included
+    # A step hook changes the state the next step starts from.
+    shifted = sample_bridge(
+        oracle.velocity,
+        x1,
+        solver="euler",
+        steps=1,
+        hooks=[FunctionHook(on_step=lambda s, step, run: s.replace(x=s.x + 1.0))],
+    )
+    plain = sample_bridge(oracle.velocity, x1, solver="euler", steps=1)
+    torch.testing.assert_close(shifted.x, plain.x + 1.0)

@@ -11,6 +11,7 @@ import torch
 
 from interpolant import paths, sample
 from interpolant.data.oracles import GaussianMixture
+from interpolant.solvers import Sampler, get_solver
 
 integrate = pytest.importorskip("scipy.integrate")
 special = pytest.importorskip("scipy.special")
@@ -98,8 +99,9 @@ def test_infinite_D_pipeline_is_edm_bit_for_bit(solver: str, options: dict) -> N
         edm.sample_xt(means[[0, 1, 0, 1, 0]], t, noise_edm),
         pfgm.sample_xt(means[[0, 1, 0, 1, 0]], t, noise_pfgm),
     )
+    spec = Sampler(get_solver(solver, **options), steps=12, seed=3)
     out = [
-        sample(oracle.model(path), noise, solver=solver, steps=12, seed=3, solver_options=options)
+        sample(oracle.model(path), noise, spec).x
         for path, noise in ((edm, noise_edm), (pfgm, noise_pfgm))
     ]
     assert torch.equal(out[0], out[1])
@@ -107,6 +109,16 @@ def test_infinite_D_pipeline_is_edm_bit_for_bit(solver: str, options: dict) -> N
 
 def test_bad_D_rejected() -> None:
     for bad in (0.0, -1.0, math.nan):
-        with pytest.raises(ValueError, match="D must be > 0"):
+        with pytest.raises(ValueError, match="D must be a number > 0"):
             paths.PFGM(D=bad)
     assert float(paths.PFGM(D=9.0).r_of_sigma(torch.tensor(2.0))) == pytest.approx(6.0)
+    # D = None (a config's infinity) is EDM's D = inf; configs write inf as None (JSON).
+    edm_like = paths.PFGM(D=None)
+    assert edm_like.D == math.inf and edm_like.config() == {
+        "name": "pfgm",
+        "sigma_max": 80.0,
+        "D": None,
+    }
+    assert paths.from_config(edm_like.config()) == edm_like
+    with pytest.raises(TypeError):
+        paths.PFGM(16.0)  # keyword-only: PFGM(D=16.0), not sigma_max by position

@@ -9,6 +9,7 @@ import torch
 
 from interpolant.paths import Linear
 from interpolant.repro import seed02_sde_correction as seed02
+from interpolant.solvers import Run, node_at
 
 EPS = seed02.QUICK.eps_values
 
@@ -21,8 +22,10 @@ def quick_result():
 def test_hook_changes_the_velocity_only() -> None:
     gmm, path = seed02.mixture(), Linear()
     x = torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
-    pred = gmm.model(path)(x, 0.4)
-    out = seed02.wrong_velocity(0.3)(pred, None, None)  # type: ignore[arg-type]
+    model = gmm.model(path)
+    pred, node = model(x, 0.4), node_at(path, 0.4)
+    run = Run.for_model(model, torch.tensor([0.4, 0.0], dtype=torch.float64))
+    out = seed02.WrongVelocity(0.3).on_prediction(pred, node, run, None)
     torch.testing.assert_close(out.velocity, gmm.velocity(x, 0.4, path) + 0.3 * torch.sin(2 * x))
     torch.testing.assert_close(out.score, gmm.score(x, 0.4, path))
     torch.testing.assert_close(out.x0, gmm.denoiser(x, 0.4, path))

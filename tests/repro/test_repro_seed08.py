@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from interpolant.paths import PFGM
+from interpolant.predictions import Prediction
 from interpolant.repro import seed08_pfgm_robustness as seed08
-from interpolant.solvers import State, node_at
+from interpolant.solvers import Node, State, Step, fixed_run, node_at
 
 S = seed08.QUICK
 
@@ -62,16 +63,22 @@ def test_inject_noise_adds_alpha_sigma_gaussian() -> None:
     path, x = PFGM(D=8.0), torch.zeros(20_000, 2, dtype=torch.float64)
     node = node_at(path, 0.025)  # sigma = 2
 
-    class Ctx:
-        def noise(self, like):
-            return torch.randn(
-                like.shape, generator=torch.Generator().manual_seed(0), dtype=like.dtype
-            )
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=torch.Generator().manual_seed(0), dtype=like.dtype)
 
-    out = seed08.InjectNoise(0.1)(State(x), node, Ctx()).x  # type: ignore[arg-type]
+    def no_model(x: torch.Tensor, node: Node) -> Prediction:
+        raise AssertionError("the hook must not evaluate the model")
+
+    run = fixed_run(path, 2, 0, no_model, noise)
+
+    def after_step_to(nxt):
+        return Step(0, node_at(path, 0.05), nxt, None, None)
+
+    out = seed08.InjectNoise(0.1).on_step(State(x), after_step_to(node), run, None).x
     assert abs(float(out.std()) - 0.2) < 0.005
-    assert seed08.InjectNoise(0.0)(State(x), node, Ctx()).x is x  # type: ignore[arg-type]
-    assert seed08.InjectNoise(0.1)(State(x), node_at(path, 0.0), Ctx()).x is x  # type: ignore[arg-type]
+    assert seed08.InjectNoise(0.0).on_step(State(x), after_step_to(node), run, None).x is x
+    at_data = after_step_to(node_at(path, 0.0))
+    assert seed08.InjectNoise(0.1).on_step(State(x), at_data, run, None).x is x
 
 
 def test_quick_run_numbers_are_finite_and_complete(quick_result) -> None:

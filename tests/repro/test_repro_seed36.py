@@ -9,7 +9,7 @@ import torch
 
 from interpolant.paths import VP
 from interpolant.repro import seed36_cow as seed36
-from interpolant.solvers import State, node_at
+from interpolant.solvers import State, Step, node_at
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def test_forward_replace_draws_the_forward_marginal_of_the_seed() -> None:
             return torch.zeros_like(like)
 
     hook = seed36.ForwardReplace(seed_image, mask)
-    out = hook(State(torch.full((1, 4), 7.0, dtype=torch.float64)), node, Ctx()).x  # type: ignore[arg-type]
+    x = State(torch.full((1, 4), 7.0, dtype=torch.float64))
+    out = hook.on_step(x, Step(0, node, node, None, None), Ctx(), None).x  # type: ignore[arg-type]
     expected = torch.tensor([[2 * node.alpha, 2 * node.alpha, 7.0, 7.0]], dtype=torch.float64)
     torch.testing.assert_close(out, expected)

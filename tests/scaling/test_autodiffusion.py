@@ -16,8 +16,11 @@ from interpolant.models.dit import DiT
 from interpolant.models.mlp import MLP
 from interpolant.models.unet import UNet
 from interpolant.predictions import Model
+from interpolant.randomness import normal
 from interpolant.scaling.autodiffusion import (
+    NOISE_STREAM,
     EvolutionConfig,
+    SkipPlan,
     SubsetGenome,
     autodiffusion_search,
     genes_to_grid,
@@ -27,13 +30,14 @@ from interpolant.scaling.autodiffusion import (
     skipping,
     with_skip_plan,
 )
-from interpolant.solvers import get_grid, make_generators, randn_like
+from interpolant.solvers import Sampler, get_grid, sample
 
 SMALL = EvolutionConfig(population=12, select=4, mutation=8, crossover=4, epochs=4)
 
 
 def _noise(n: int, dim: int, seed: int) -> torch.Tensor:
-    return randn_like(torch.zeros(n, dim, dtype=torch.float64), make_generators(seed, n))
+    """The search's fixed noise for ``seed`` (its stream; other seeds are fresh noise)."""
+    return normal((dim,), seed, n, NOISE_STREAM, dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def test_search_never_worse_than_uniform_and_returns_a_valid_grid(oracle):
     model, reference = oracle
     for steps in (4, 5):  # uniform grids on the lattice of 1000 points
         result = autodiffusion_search(
-            model, steps, reference, n_samples=128, config=SMALL, start=(), seed=2
+            model, reference, steps=steps, n_samples=128, config=SMALL, start=(), seed=2
         )
         grid = result.grid
         assert grid.shape == (steps + 1,) and float(grid[0]) == 1.0 and float(grid[-1]) == 0.0
@@ -88,7 +92,7 @@ def test_search_never_worse_than_uniform_and_returns_a_valid_grid(oracle):
         assert result.fitness <= result.uniform_fitness
         assert result.history == sorted(result.history, reverse=True)
         # The reported fitness is the fitness of the returned grid on the same seeds.
-        rescore = grid_fitness(model, _noise(128, 64, 2), reference, solver="ddim")
+        rescore = grid_fitness(model, _noise(128, 64, 2), reference, solver="ddim", seed=2)
         assert rescore(grid) == pytest.approx(result.fitness, rel=1e-12)
         assert rescore(get_grid("uniform", model.path, steps)) == pytest.approx(
             result.uniform_fitness, rel=1e-12
@@ -98,7 +102,7 @@ def test_search_never_worse_than_uniform_and_returns_a_valid_grid(oracle):
 def test_searched_four_step_grid_beats_uniform_on_fresh_seeds(oracle):
     _, reference = oracle
     model = lowrank64().model(paths.Linear())
-    result = autodiffusion_search(model, 4, reference, n_samples=256, config=SMALL, seed=0)
+    result = autodiffusion_search(model, reference, steps=4, n_samples=256, config=SMALL, seed=0)
     fresh = grid_fitness(model, _noise(1000, 64, 10**6), reference, solver="ddim")
     uniform = fresh(get_grid("uniform", model.path, 4))
     assert fresh(result.grid) < 0.9 * uniform
@@ -185,3 +189,9 @@ def test_skip_search_at_a_budget_keeps_the_budget():
         assert score(with_skip_plan(model, grid, run.plan, None)) == run.fitness
         none = score(with_skip_plan(model, grid, [frozenset()] * 3, None))
         assert none == score(model)
+        # The plan as a hook of a run is the planned model.
+        spec = Sampler("euler", grid=grid)
+        planned = sample(with_skip_plan(model, grid, run.plan, None), noise, spec).x
+        hooked = sample(model, noise, spec, hooks=[SkipPlan(run.plan)])
+        assert torch.equal(hooked.x, planned) and hooked.nfe == 3
+        assert not torch.equal(hooked.x, sample(model, noise, spec).x)

@@ -11,6 +11,7 @@ import torch
 from interpolant.data.oracles import GaussianMixture
 from interpolant.metrics import sliced_wasserstein
 from interpolant.paths import get_path
+from interpolant.randomness import Streams
 from interpolant.scaling import (
     BudgetError,
     FKSteering,
@@ -19,10 +20,9 @@ from interpolant.scaling import (
     effective_sample_size,
     fk_steer,
     resample_indices,
-    take,
     tilt,
 )
-from interpolant.solvers import sample
+from interpolant.solvers import FunctionHook, Output, Sampler, Trajectory, sample
 
 D64 = torch.float64
 
@@ -43,9 +43,7 @@ def setup():
 def test_systematic_resampling_counts_are_floor_or_ceil():
     g = torch.Generator().manual_seed(0)
     logw = torch.randn(50, 7, generator=g, dtype=D64) * 2
-    idx = resample_indices(
-        logw, "systematic", [torch.Generator().manual_seed(i) for i in range(50)]
-    )
+    idx = resample_indices(logw, "systematic", Streams(0, 50, "test"))
     counts = torch.stack([torch.bincount(row, minlength=7) for row in idx])
     expected = 7 * torch.softmax(logw, -1)
     assert bool(((counts >= expected.floor()) & (counts <= expected.ceil())).all())
@@ -53,24 +51,28 @@ def test_systematic_resampling_counts_are_floor_or_ceil():
 
 def test_multinomial_resampling_frequencies():
     logw = torch.log(torch.tensor([[0.1, 0.2, 0.7]], dtype=D64)).expand(4000, 3)
-    idx = resample_indices(logw, "multinomial", torch.Generator().manual_seed(1))
+    idx = resample_indices(logw, "multinomial", Streams(1, 4000, "test"))
     freq = torch.bincount(idx.flatten(), minlength=3).to(D64) / idx.numel()
     assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.7], dtype=D64), atol=0.01)
     with pytest.raises(ValueError, match="resampler"):
         resample_indices(logw, "stratified")
 
 
-def test_ess_and_take():
+def test_ess_and_resampling_the_typed_history():
     assert torch.allclose(effective_sample_size(torch.zeros(2, 5)), torch.tensor([5.0, 5.0]))
     one_hot = torch.tensor([[0.0, -1e9, -1e9]])
     assert float(effective_sample_size(one_hot)) == pytest.approx(1.0)
+    # Resampling selects the rows of the state and of the fields its history declares per
+    # sample (never guessed from shapes): the logsnr of an Output is not a row.
+    from interpolant.solvers import State
+
     x0 = torch.arange(8.0).reshape(4, 2)
-    history = ((0.5, x0), {"a": torch.arange(4), "b": torch.zeros(3)}, [torch.tensor(2.0)])
+    state = State(x0 + 10, Output(0.5, x0), step=3)
     index = torch.tensor([3, 3, 0, 1])
-    out = take(history, index, 4)
-    assert out[0][0] == 0.5 and torch.equal(out[0][1], x0[index])
-    assert torch.equal(out[1]["a"], index) and out[1]["b"].shape == (3,)
-    assert float(out[2][0]) == 2.0
+    out = state.index_select(index)
+    assert torch.equal(out.x, (x0 + 10)[index]) and out.step == 3
+    assert isinstance(out.history, Output) and out.history.logsnr == 0.5
+    assert torch.equal(out.history.x0, x0[index])
 
 
 def test_fk_approaches_the_exact_tilted_target(setup):
@@ -85,16 +87,11 @@ def test_fk_approaches_the_exact_tilted_target(setup):
     for k in (1, 4, 32):
         out = fk_steer(
             model,
-            reward,
-            k,
+            FKSteering(reward, k, temperature=temperature),
+            Sampler("dpmpp_2m_sde", steps=20, grid="uniform", seed=1),
             n=300,
             shape=(2,),
-            steps=20,
-            solver="dpmpp_2m_sde",
-            grid="uniform",
-            temperature=temperature,
             choose="sample",
-            seed=1,
         )
         distances.append(float(sliced_wasserstein(out.x, reference)))
         means.append(float(out.rewards.mean()))
@@ -111,33 +108,30 @@ def test_potentials_multiply_to_the_terminal_tilt(setup, potential):
     _, model = setup
     reward, temperature = QuadraticReward([1.0, 1.0]), 0.7
     steer = FKSteering(reward, 4, temperature=temperature, potential=potential, every=3)
-    x = sample(
+    result = sample(
         model,
         torch.randn(12, 2, dtype=D64, generator=torch.Generator().manual_seed(0)),
-        solver="ddim",
-        solver_options={"eta": 1.0},
+        solver={"name": "ddim", "eta": 1.0},
         steps=10,
         grid="uniform",
-        hooks=[steer.capture],
-        step_hooks=[steer],
+        hooks=[steer],
         seed=0,
     )
-    assert isinstance(x, torch.Tensor)
-    assert torch.allclose(steer.log_product, reward(x) / temperature, atol=1e-10)
-    assert steer.resample_steps == [3, 6, 9]
-    assert [s for s, _ in steer.ess_trace] == [3, 6, 9, 10]
+    state = result.state(steer)
+    assert torch.allclose(state.log_product, reward(result.x) / temperature, atol=1e-10)
+    assert state.resample_steps == [3, 6, 9]
+    assert [s for s, _ in state.ess] == [3, 6, 9, 10]
 
 
 def test_ledger_counts_are_exact(setup):
     _, model = setup
-    out = fk_steer(
-        model, LinearReward([1.0, 0.0]), 8, n=3, shape=(2,), steps=12, every=4, budget=8 * 12
-    )
-    assert out.ledger.model_evals == 3 * 8 * 12
+    steer = FKSteering(LinearReward([1.0, 0.0]), 8, every=4)
+    out = fk_steer(model, steer, n=3, shape=(2,), steps=12, budget=8 * 12)
+    assert out.ledger.model_evals == 3 * 8 * 12 and out.nfe == 8 * 12
     # Weighting at steps 4, 8 and the final step 12: one reward per particle each.
     assert out.ledger.reward_evals == 3 * 8 * 3
     with pytest.raises(BudgetError, match="budget"):
-        fk_steer(model, LinearReward([1.0, 0.0]), 8, n=3, shape=(2,), steps=12, budget=95)
+        fk_steer(model, steer, n=3, shape=(2,), steps=12, budget=95)
 
 
 def test_infinite_temperature_with_ess_is_the_base_sampler(setup):
@@ -145,36 +139,26 @@ def test_infinite_temperature_with_ess_is_the_base_sampler(setup):
     _, model = setup
     noise = torch.randn(10, 2, dtype=D64, generator=torch.Generator().manual_seed(3))
     solvers = (
-        ("ddim", {"eta": 1.0}),
-        ("dpmpp_2m_sde", {}),
-        ("sde_euler", {}),
-        ("pc", {"corrector": "ald"}),
-        ("heun", {"s_churn": 2.0, "s_tmax": 10.0}),  # churn needs alpha > 0
+        {"name": "ddim", "eta": 1.0},
+        "dpmpp_2m_sde",
+        "sde_euler",
+        {"name": "pc", "corrector": "ald"},
+        {"name": "heun", "s_churn": 2.0, "s_tmax": 10.0},  # churn needs alpha > 0
     )
-    for solver, options in solvers:
-        base = sample(
-            model, noise, solver=solver, solver_options=options, steps=15, grid="uniform", seed=4
-        )
-        out = fk_steer(
-            model,
-            LinearReward([1.0, 0.0]),
-            5,
-            n=2,
-            noise=noise,
-            solver=solver,
-            solver_options=options,
-            steps=15,
-            temperature=1e12,
-            ess_threshold=0.5,
-            seed=4,
-        )
+    steer = FKSteering(LinearReward([1.0, 0.0]), 5, temperature=1e12, ess_threshold=0.5)
+    for solver in solvers:
+        spec = Sampler(solver, steps=15, grid="uniform", seed=4)
+        base = sample(model, noise, spec)
+        out = fk_steer(model, steer, spec, n=2, noise=noise)
         assert out.resample_steps == []
-        assert torch.equal(out.particles.reshape(10, 2), base)
+        assert torch.equal(out.particles.reshape(10, 2), base.x)
+        # Honest NFE: K particles times the loop's evaluations (Heun and pc evaluate twice).
+        assert out.nfe == 5 * base.nfe
 
 
 def test_resampled_copies_get_fresh_noise_and_history_follows(setup):
     # A reward that singles out one particle: after the resampling at step 4 every slot holds
-    # the same state, yet the final samples differ (each slot keeps its own generator). The
+    # the same state, yet the final samples differ (each slot keeps its own stream). The
     # multistep SDE solver's history is resampled with the state, so a copy's next step uses
     # its ancestor's previous x0 (checked by rerunning the ancestor alone from the copy).
     _, model = setup
@@ -182,67 +166,80 @@ def test_resampled_copies_get_fresh_noise_and_history_follows(setup):
     noise = torch.randn(k, 2, dtype=D64, generator=torch.Generator().manual_seed(7))
     seen: dict[str, torch.Tensor] = {}
 
-    def record(state, node, ctx):
+    def record(state, step, run):
         if state.step == 4:
+            assert isinstance(state.history, Output)
             seen["x"] = state.x.clone()
-            seen["x0_prev"] = state.history[-1][1].clone()
+            seen["x0_prev"] = state.history.x0.clone()
         return state
 
     steer = FKSteering(LinearReward([1.0, 0.0]), k, temperature=1e-6, at_steps=[4])
-    out = sample(
+    result = sample(
         model,
         noise,
         solver="dpmpp_2m_sde",
         steps=10,
         grid="uniform",
-        hooks=[steer.capture],
-        step_hooks=[steer, record],
+        hooks=[steer, FunctionHook(on_step=record)],
         seed=0,
     )
-    assert isinstance(out, torch.Tensor)
-    assert steer.resample_steps == [4]
+    out = result.x
+    assert result.state(steer).resample_steps == [4]
     assert torch.equal(seen["x"], seen["x"][:1].expand(k, 2))
     assert torch.equal(seen["x0_prev"], seen["x0_prev"][:1].expand(k, 2))
     assert float(torch.cdist(out, out).add(torch.eye(k, dtype=D64)).min()) > 1e-3
 
 
+def test_intermediate_rewards_see_the_guided_prediction_wherever_the_hook_stands(setup):
+    # The step hook reads the step's prediction after every prediction hook: a hook that moves
+    # x0 and stands after FK in the list still reaches FK's intermediate reward.
+    _, model = setup
+    seen: list[torch.Tensor] = []
+
+    def reward(x):
+        seen.append(x.clone())
+        return x[:, 0]
+
+    def shift(pred, node, run):
+        return pred.replace("x0", pred.x0 + 0.5)
+
+    steer = FKSteering(reward, 2, at_steps=[1])
+    traj = Trajectory()
+    noise = torch.randn(4, 2, dtype=D64, generator=torch.Generator().manual_seed(1))
+    spec = Sampler({"name": "ddim", "eta": 1.0}, steps=4, grid="uniform", seed=0)
+    sample(model, noise, spec, hooks=[steer, FunctionHook(on_prediction=shift), traj])
+    first_x0 = sample(model, noise, spec, hooks=[FunctionHook(on_prediction=shift), traj])
+    assert torch.equal(seen[0], first_x0.state(traj).x0[0])
+
+
 def test_groups_are_independent_of_their_number(setup):
     _, model = setup
-    kwargs = dict(
-        shape=(2,), steps=10, temperature=0.5, choose="sample", seed=2, resampler="multinomial"
-    )
-    small = fk_steer(model, LinearReward([1.0, 0.0]), 4, n=2, **kwargs)
-    large = fk_steer(model, LinearReward([1.0, 0.0]), 4, n=5, **kwargs)
+    steer = FKSteering(LinearReward([1.0, 0.0]), 4, temperature=0.5, resampler="multinomial")
+    kwargs = dict(shape=(2,), steps=10, choose="sample", seed=2)
+    small = fk_steer(model, steer, n=2, **kwargs)
+    large = fk_steer(model, steer, n=5, **kwargs)
     assert torch.equal(small.x, large.x[:2])
     assert torch.equal(small.particles, large.particles[:2])
 
 
 def test_argmax_choice_and_errors(setup):
     _, model = setup
-    out = fk_steer(model, LinearReward([0.0, 1.0]), 6, n=3, shape=(2,), steps=8)
+    out = fk_steer(model, FKSteering(LinearReward([0.0, 1.0]), 6), n=3, shape=(2,), steps=8)
     assert torch.equal(out.rewards, out.particle_rewards.max(1).values)
     assert torch.allclose(out.rewards, out.x[:, 1])
-    with pytest.raises(ValueError, match="stochastic"):
-        fk_steer(model, LinearReward([1.0, 0.0]), 4, shape=(2,), solver="dpmpp_2m", steps=8)
+    assert torch.equal(out.chosen, out.particle_rewards.argmax(1))
     steer = FKSteering(LinearReward([1.0, 0.0]), 2)
     with pytest.raises(ValueError, match="stochastic"):
-        sample(
-            model,
-            torch.randn(4, 2),
-            solver="heun",
-            steps=4,
-            hooks=[steer.capture],
-            step_hooks=[steer],
-        )
+        fk_steer(model, steer, shape=(2,), solver="dpmpp_2m", steps=8)
+    with pytest.raises(ValueError, match="stochastic"):
+        sample(model, torch.randn(4, 2), solver="heun", steps=4, hooks=[steer])
     with pytest.raises(ValueError, match="multiple of particles"):
         sample(
             model,
             torch.randn(5, 2),
-            solver="ddim",
-            solver_options={"eta": 1.0},
+            solver={"name": "ddim", "eta": 1.0},
             steps=4,
-            hooks=[steer.capture],
-            step_hooks=[steer],
+            hooks=[steer],
         )
     for bad in (
         {"potential": "prod"},
@@ -254,5 +251,5 @@ def test_argmax_choice_and_errors(setup):
         with pytest.raises(ValueError):
             FKSteering(LinearReward([1.0, 0.0]), 2, **bad)
     with pytest.raises(ValueError, match="non-finite"):
-        fk_steer(model, lambda x: x[:, 0] / 0.0 * 0.0, 2, shape=(2,), steps=4)
+        fk_steer(model, FKSteering(lambda x: x[:, 0] / 0.0 * 0.0, 2), shape=(2,), steps=4)
     assert math.isfinite(float(out.rewards.sum()))

@@ -12,7 +12,7 @@ from interpolant.paths import Linear, VPLinear
 from interpolant.predictions import Model
 from interpolant.scaling import LinearReward
 from interpolant.scaling.rbf import diffusion_coefficient, particle_sample, rbf_sample
-from interpolant.solvers import sample
+from interpolant.solvers import FunctionHook, Sampler, Trajectory, sample
 from interpolant.solvers.sde import SDEEuler
 
 MIX = ring2d()
@@ -58,17 +58,21 @@ def test_sde_with_any_g_keeps_the_flow_marginals() -> None:
         chi2 = float(((counts - n / 8) ** 2).sum() / (n / 8))
         return float(MIX.log_prob(x).mean()), chi2
 
-    ode_logp, _ = stats(sample(model, noise, solver="euler", grid=grid))
+    ode_logp, _ = stats(sample(model, noise, solver="euler", grid=grid).x)
     assert abs(ode_logp - float(MIX.log_prob(MIX.sample(n)).mean())) < 0.5
     for g in ("square", "linear", "sigma"):
         g_fn = diffusion_coefficient(g, 1.0, LINEAR)
-        logp, chi2 = stats(sample(model, noise, solver=SDEEuler(g=g_fn), grid=grid, seed=0))
+        logp, chi2 = stats(sample(model, noise, solver=SDEEuler(g=g_fn), grid=grid, seed=0).x)
         assert abs(logp - ode_logp) < 0.3 and chi2 < 25.0, (g, logp, ode_logp, chi2)
     # Negative controls: without the score correction, or with twice it, the marginals are off.
     for factor in (0.0, 2.0):
-        hooks = [lambda pred, node, ctx, f=factor: pred.override(score=f * pred.score)]
+        hooks = [
+            FunctionHook(
+                on_prediction=lambda pred, node, run, f=factor: pred.override(score=f * pred.score)
+            )
+        ]
         bad = sample(model, noise, solver=SDEEuler(g=1.0), grid=grid, seed=0, hooks=hooks)
-        assert stats(bad)[0] < ode_logp - 5.0, factor
+        assert stats(bad.x)[0] < ode_logp - 5.0, factor
 
 
 def test_vp_conversion_matches_exact_vp_model_and_the_papers_formula() -> None:
@@ -101,23 +105,17 @@ def test_vp_conversion_matches_exact_vp_model_and_the_papers_formula() -> None:
 def test_particle_sampling_with_one_particle_is_plain_sde_sampling(path: str | None) -> None:
     model = _velocity_model()
     noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    res = particle_sample(model, REWARD, noise, n_particles=1, steps=8, seed=3, path=path)
-    sampled = model if path is None else convert_path(model, VPLinear())
-    plain = sample(
-        sampled,
-        noise,
-        solver=SDEEuler(g=diffusion_coefficient("square", 3.0)),
-        steps=8,
-        grid="uniform",
-        seed=3,
-        return_result=True,
-        keep_trajectory=True,
+    spec = Sampler(
+        SDEEuler(g=diffusion_coefficient("square", 3.0)), steps=8, grid="uniform", seed=3
     )
-    assert plain.x0_estimates is not None
-    assert torch.equal(res.x, plain.x0_estimates[-1])  # the last step is Tweedie's x0_hat
+    res = particle_sample(model, REWARD, noise, spec, n_particles=1, path=path)
+    sampled = model if path is None else convert_path(model, VPLinear())
+    traj = Trajectory()
+    plain = sample(sampled, noise, spec, hooks=[traj])
+    assert torch.equal(res.x, plain.state(traj).x0[-1])  # the last step is Tweedie's x0_hat
     if path is None:  # on the linear path that is the Euler step to t = 0
         assert torch.allclose(res.x, plain.x, atol=1e-12)
-    assert res.ledger.model_evals == 5 * 8
+    assert res.ledger.model_evals == 5 * 8 and res.nfe == plain.nfe == 8
     assert torch.allclose(res.rewards, REWARD(res.x))
 
 
@@ -126,6 +124,7 @@ def test_particle_sampling_raises_the_reward() -> None:
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     one = particle_sample(model, REWARD, noise, n_particles=1, steps=6, path=None)
     many = particle_sample(model, REWARD, noise, n_particles=8, steps=6, path=None)
+    assert many.nfe == 1 + 5 * 8
     assert float(many.rewards.mean()) > float(one.rewards.mean()) + 0.3
     assert many.ledger.model_evals == 64 * (1 + 5 * 8)
 
@@ -142,7 +141,6 @@ def test_rollover_budget_accounting(parallel: int) -> None:
         steps=steps,
         n_init=n_init,
         parallel=parallel,
-        dtype=torch.float64,
     )
     quota = (budget - n_init) // (steps - 1)
     assert res.quota == quota
@@ -161,18 +159,22 @@ def test_rollover_budget_accounting(parallel: int) -> None:
     assert torch.equal(res.allotted[-1], budget - spent_before_last)
     assert not bool(res.rolled_over[-1].any())
     total = n * n_init + int(sum(u.sum() for u in res.used))
-    assert res.ledger.model_evals == total <= n * budget
+    assert res.ledger.model_evals == total <= n * budget and res.nfe == total / n
     assert budget * n - total < n * parallel  # at most one round's worth left unspent
     assert bool(torch.stack(res.rolled_over[:-1]).any())  # rollover happened at least once
     assert torch.allclose(res.rewards, REWARD(res.x))
 
 
 def test_rbf_samples_do_not_depend_on_the_batch() -> None:
-    kwargs = {"steps": 5, "n_init": 4, "dtype": torch.float64}
-    together = rbf_sample(_velocity_model(), REWARD, 40, (2,), n=3, seed=7, **kwargs)
-    for i in range(3):
-        alone = rbf_sample(_velocity_model(), REWARD, 40, (2,), n=1, seed=7 + i, **kwargs)
-        assert torch.equal(alone.x[0], together.x[i])
+    # Sample i's noise is row i of its streams, its draws numbered by (step, round): the other
+    # samples (how many, how many rounds they need) do not change it.
+    kwargs = {"steps": 5, "n_init": 4, "seed": 7}
+    alone = rbf_sample(_velocity_model(), REWARD, 40, (2,), n=1, **kwargs)
+    few = rbf_sample(_velocity_model(), REWARD, 40, (2,), n=3, **kwargs)
+    many = rbf_sample(_velocity_model(), REWARD, 40, (2,), n=6, **kwargs)
+    assert torch.equal(alone.x[0], few.x[0])
+    assert torch.equal(few.x, many.x[:3])
+    assert torch.equal(torch.stack(few.used), torch.stack(many.used)[:, :3])
 
 
 def test_rbf_rejects_a_budget_below_one_round_per_step() -> None:

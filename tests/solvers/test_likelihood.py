@@ -104,7 +104,8 @@ def test_probes_are_per_sample() -> None:
     assert torch.equal(full.abs(), torch.ones_like(full))
     assert torch.equal(draw_probes((2, 2, 3), 4, "rademacher", seed=10), full[:, :2])
     gauss = draw_probes((3, 6), 2, "gaussian", seed=10)
-    assert torch.equal(draw_probes((1, 6), 2, "gaussian", seed=12), gauss[:, 2:])
+    assert torch.equal(draw_probes((2, 6), 2, "gaussian", seed=10), gauss[:, :2])
+    assert not torch.equal(draw_probes((3, 6), 2, "gaussian", seed=11), gauss)
 
 
 def test_bits_per_dim_and_bin_width() -> None:

@@ -12,7 +12,8 @@ import torch
 
 from interpolant import paths
 from interpolant.data.oracles import GaussianMixture, ring2d
-from interpolant.solvers import make_generators, randn_like, sample
+from interpolant.randomness import normal
+from interpolant.solvers import sample
 from interpolant.solvers.lml import LML, lm_direction, lm_sqrt_apply
 
 
@@ -63,16 +64,15 @@ def test_damped_inverse_and_its_square_root_against_dense_algebra():
 
 def _run(solver_options, name="lml", dtype=torch.float64):
     mix, path = ring2d(), paths.VPLinear()
-    noise = randn_like(torch.zeros(64, 2, dtype=dtype), make_generators(0, 64))
+    noise = normal((2,), 0, 64, "test-noise", dtype=dtype)
     return sample(
         mix.model(path, dtype),
         noise,
-        solver=name,
+        solver={"name": name, **(solver_options or {})},
         nfe=13,
         grid="uniform",
         seed=3,
-        solver_options=solver_options,
-    )
+    ).x
 
 
 @pytest.mark.parametrize("corrector", ["langevin", "ald"])

@@ -10,7 +10,7 @@ import torch
 
 from interpolant import paths
 from interpolant.data.oracles import ring2d
-from interpolant.solvers import get_grid, sample
+from interpolant.solvers import Sampler, get_grid, sample
 from interpolant.solvers.adaptive import reference_sample
 from interpolant.solvers.search import DensityGrid, nelder_mead, search_grid
 
@@ -69,13 +69,19 @@ def ring():
 
 
 def _rmse(model, noise, reference, grid) -> float:
-    x = sample(model, noise, solver="adams", grid=grid)
+    x = sample(model, noise, solver="adams", grid=grid).x
     return float((x - reference).square().mean().sqrt())
 
 
 def test_search_improves_and_transfers(ring):
     model, noise, reference, fresh, fresh_reference = ring
-    result = search_grid(model, noise, solver="adams", nfe=8, reference=reference, budget=60)
+    result = search_grid(
+        model,
+        noise,
+        Sampler("adams", nfe=8, solver_dtype="float64"),
+        reference=reference,
+        budget=60,
+    )
     assert result.runs <= 60 + 8
     assert result.grid.shape == (9,)
     assert result.rmse <= result.start_rmse
@@ -93,7 +99,13 @@ def test_search_improves_and_transfers(ring):
 
 def test_search_family_gives_grids_for_other_budgets(ring):
     model, noise, reference, _, _ = ring
-    result = search_grid(model, noise, solver="adams", nfe=6, reference=reference, budget=20)
+    result = search_grid(
+        model,
+        noise,
+        Sampler("adams", nfe=6, solver_dtype="float64"),
+        reference=reference,
+        budget=20,
+    )
     t = result.density.times(model.path, 15)
     assert t.shape == (16,) and float(t[0]) == 1.0 and float(t[-1]) == 0.0
 
@@ -101,8 +113,22 @@ def test_search_family_gives_grids_for_other_budgets(ring):
 def test_search_bad_input(ring):
     model, noise, reference, _, _ = ring
     with pytest.raises(ValueError, match="knots"):
-        search_grid(model, noise, solver="adams", nfe=6, reference=reference, knots=1)
+        search_grid(
+            model,
+            noise,
+            Sampler("adams", nfe=6, solver_dtype="float64"),
+            reference=reference,
+            knots=1,
+        )
     with pytest.raises(ValueError, match="budget"):
-        search_grid(model, noise, solver="adams", nfe=6, reference=reference, budget=3)
+        search_grid(
+            model,
+            noise,
+            Sampler("adams", nfe=6, solver_dtype="float64"),
+            reference=reference,
+            budget=3,
+        )
     with pytest.raises(ValueError, match="reference"):
-        search_grid(model, noise, solver="adams", nfe=6, reference=reference[:5])
+        search_grid(
+            model, noise, Sampler("adams", nfe=6, solver_dtype="float64"), reference=reference[:5]
+        )

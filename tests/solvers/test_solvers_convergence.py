@@ -18,7 +18,7 @@ import torch
 from interpolant import paths
 from interpolant.data.oracles import GaussianMixture
 from interpolant.predictions import Prediction
-from interpolant.solvers import State, StepContext, get_solver, node_at, sample
+from interpolant.solvers import Run, State, fixed_run, get_solver, node_at, sample
 from interpolant.solvers.adaptive import odeint_dopri5
 
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.05
@@ -65,7 +65,7 @@ def setup():
 
 def _rms_error(setup, solver: str, steps: int, **options) -> float:
     model, noise, reference = setup
-    x = sample(model, noise, solver=solver, grid=_grid(steps), solver_options=options)
+    x = sample(model, noise, solver={"name": solver, **(options or {})}, grid=_grid(steps)).x
     return float((x - reference).pow(2).mean().sqrt())
 
 
@@ -112,14 +112,14 @@ def test_unip3_equals_dpmpp_3m_and_unip2_equals_dpmpp_2m(setup):
     no_lowering = {"lower_order_final": False}
     for order, dpm, dpm_options in ((3, "dpmpp_3m", no_lowering), (2, "dpmpp_2m", {})):
         unip = {"order": order, "use_corrector": False, **no_lowering}
-        x_unip = sample(model, noise, solver="unipc", grid=grid, solver_options=unip)
-        x_dpm = sample(model, noise, solver=dpm, grid=grid, solver_options=dpm_options)
+        x_unip = sample(model, noise, solver={"name": "unipc", **(unip or {})}, grid=grid).x
+        x_dpm = sample(model, noise, solver={"name": dpm, **(dpm_options or {})}, grid=grid).x
         torch.testing.assert_close(x_unip, x_dpm, rtol=1e-11, atol=1e-11)
 
 
-def _ctx(index: int, n_steps: int = 20) -> StepContext:
+def _ctx(index: int, n_steps: int = 20) -> Run:
     """A context for direct step calls (no model, zero noise)."""
-    return StepContext(lambda x, node: None, torch.zeros_like, index, n_steps, PATH)
+    return fixed_run(PATH, n_steps, index, lambda x, node: None, torch.zeros_like)
 
 
 def _exact_step(x: float, now, nxt, x0_of_lambda) -> float:
@@ -185,15 +185,15 @@ def test_unic_corrector_is_exact_one_degree_higher(variant):
     x = torch.tensor([[0.3]], dtype=torch.float64)
     solver = get_solver("unipc", order=3, lower_order_final=False, variant=variant)
     states = _run_steps(solver, nodes[:-1], x0_of_lambda, x)
-    _, order_used, outputs, prev = states[-1].history
-    assert order_used == 3 and prev == nodes[2]
+    history = states[-1].history
+    assert history.order == 3 and history.node == nodes[2]
     exact_start = torch.full_like(x, 0.1)  # any start: the exact step is linear in it
-    state = states[-1].replace(history=(exact_start, order_used, outputs, prev))
+    state = states[-1].replace(history=history.replace(x=exact_start))
     want = _exact_step(0.1, nodes[2], nodes[3], x0_of_lambda)
-    # The next step first corrects (UniC) with the prediction at nodes[3]; history[0] keeps it.
+    # The next step first corrects (UniC) with the prediction at nodes[3]; history.x keeps it.
     m = torch.full_like(x, float(x0_of_lambda(0.5 * nodes[3].logsnr)))
     pred = Prediction(state.x, nodes[3].t, "x0", m, nodes[3].coeffs)
-    corrected = solver.step(state, pred, nodes[3], nodes[4], _ctx(3)).history[0]
+    corrected = solver.step(state, pred, nodes[3], nodes[4], _ctx(3)).history.x
     assert abs(float(corrected) - want) < 1e-13
     # UniP-3 alone from the same exact start is not exact for a cubic.
     no_corrector = get_solver(
@@ -214,6 +214,10 @@ def test_sde_solvers_without_noise_are_their_odes():
         (("sde_euler", {"eps": 0.0}), ("euler", {})),
         (("dpmpp_2m_sde", {"eta": 0.0}), ("dpmpp_2m", {})),
     ):
-        a = sample(model, noise, solver=stochastic[0], steps=12, solver_options=stochastic[1])
-        b = sample(model, noise, solver=deterministic[0], steps=12, solver_options=deterministic[1])
+        a = sample(
+            model, noise, solver={"name": stochastic[0], **(stochastic[1] or {})}, steps=12
+        ).x
+        b = sample(
+            model, noise, solver={"name": deterministic[0], **(deterministic[1] or {})}, steps=12
+        ).x
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

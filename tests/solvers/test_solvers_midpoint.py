@@ -4,6 +4,7 @@ import itertools
 
 import torch
 
+from interpolant import Model, paths
 from interpolant.solvers import get_solver, sample
 
 F64 = torch.float64
@@ -17,16 +18,8 @@ def test_midpoint_spends_two_evaluations_per_step():
         return -x
 
     noise = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    out = sample(
-        net,
-        noise,
-        path="linear",
-        predicts="velocity",
-        solver="midpoint",
-        nfe=10,
-        grid="uniform",
-        return_result=True,
-    )
+    model = Model(net, paths.Linear(), predicts="velocity")
+    out = sample(model, noise, solver="midpoint", nfe=10, grid="uniform")
     assert out.nfe == len(calls) == 10
     assert get_solver("midpoint").steps_for_nfe(11) == 5
     # Evaluations alternate between grid nodes and the midpoints between them.
@@ -40,16 +33,8 @@ def test_midpoint_on_a_linear_field_has_the_rk2_amplification_factor():
     # dx/dt = lam * x: one midpoint step multiplies x by 1 + lam h + (lam h)^2 / 2 exactly.
     lam, steps = 1.7, 7
     noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
-    x = sample(
-        lambda x, t: lam * x,
-        noise,
-        path="linear",
-        predicts="velocity",
-        solver="midpoint",
-        steps=steps,
-        grid="uniform",
-        solver_dtype=F64,
-    )
+    model = Model(lambda x, t: lam * x, paths.Linear(), predicts="velocity")
+    x = sample(model, noise, solver="midpoint", steps=steps, grid="uniform").x
     h = -1.0 / steps
     factor = (1 + lam * h + (lam * h) ** 2 / 2) ** steps
     torch.testing.assert_close(x, noise * factor, rtol=1e-12, atol=1e-12)

@@ -11,7 +11,8 @@ import torch
 
 from interpolant import paths
 from interpolant.data.oracles import GaussianMixture
-from interpolant.solvers import make_generators, randn_like, sample
+from interpolant.randomness import Streams
+from interpolant.solvers import sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers_util import k_diffusion_sampling
@@ -74,7 +75,9 @@ def test_matches_diffusers(peer, peer_options, solver, options, steps):
             prediction_type="sample", final_sigmas_type="zero", **peer_options
         )
         expected, grid = _run_diffusers(scheduler, n, gm, path, noise)
-        ours = sample(gm.model(path), noise, solver=solver, grid=grid, solver_options=options)
+        ours = sample(
+            gm.model(path), noise, solver={"name": solver, **(options or {})}, grid=grid
+        ).x
         # diffusers computes in float32.
         torch.testing.assert_close(ours, expected, rtol=0, atol=2e-6)
 
@@ -100,11 +103,11 @@ def test_unipc_bh1_matches_diffusers(order):
             x0 = gm.denoiser(x.double(), _times(grid[i], x), path).float()
             x = scheduler.step(x0, timestep, x).prev_sample
         options = {"order": order, "variant": "bh1"}
-        ours = sample(gm.model(path), noise, solver="unipc", grid=grid, solver_options=options)
+        ours = sample(
+            gm.model(path), noise, solver={"name": "unipc", **(options or {})}, grid=grid
+        ).x
         torch.testing.assert_close(ours, x.double(), rtol=0, atol=2e-6)
-        bh2 = sample(
-            gm.model(path), noise, solver="unipc", grid=grid, solver_options={"order": order}
-        )
+        bh2 = sample(gm.model(path), noise, solver={"name": "unipc", "order": order}, grid=grid).x
         assert float((bh2 - ours).abs().max()) > 1e-4  # the variants differ
 
 
@@ -116,14 +119,13 @@ def test_dpmpp_3m_differs_from_diffusers_where_it_takes_third_order_steps():
         solver_order=3, prediction_type="sample", final_sigmas_type="zero"
     )
     expected, grid = _run_diffusers(scheduler, 10, gm, path, noise)
-    ours = sample(gm.model(path), noise, solver="dpmpp_3m", grid=grid)
+    ours = sample(gm.model(path), noise, solver="dpmpp_3m", grid=grid).x
     unip3 = sample(
         gm.model(path),
         noise,
-        solver="unipc",
+        solver={"name": "unipc", "order": 3, "use_corrector": False},
         grid=grid,
-        solver_options={"order": 3, "use_corrector": False},
-    )
+    ).x
     assert float((ours - expected).abs().max()) > 1e-4
     # ... while UniP-3 (a separate derivation, without the corrector) agrees with ours up to
     # its own lower_order_final rule (last two steps at orders 2 and 1 on both here).
@@ -136,22 +138,16 @@ def test_dpmpp_2m_sde_matches_k_diffusion_with_the_same_noise(eta):
     gm, path = _oracle(), paths.EDM(sigma_max=80.0)
     noise = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     ours = sample(
-        gm.model(path),
-        noise,
-        solver="dpmpp_2m_sde",
-        steps=12,
-        seed=7,
-        solver_options={"eta": eta},
-        return_result=True,
+        gm.model(path), noise, solver={"name": "dpmpp_2m_sde", "eta": eta}, steps=12, seed=7
     )
     sigmas = ours.grid * 80.0
-    generators = make_generators(7, noise.shape[0])
+    streams = Streams(7, noise.shape[0])  # the run's own per-sample streams (seed 7)
 
     def denoiser(x, sigma):
         return gm.denoiser(x, sigma / 80.0, path)
 
     def noise_sampler(sigma, sigma_next):
-        return randn_like(noise, generators)
+        return streams.normal_like(noise)
 
     expected = k_sampling.sample_dpmpp_2m_sde(
         denoiser, noise * sigmas[0], sigmas, eta=eta, noise_sampler=noise_sampler, disable=True

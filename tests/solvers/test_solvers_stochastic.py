@@ -12,7 +12,7 @@ from interpolant import paths
 from interpolant.data.oracles import GaussianMixture
 from interpolant.metrics.distances import sliced_wasserstein
 from interpolant.predictions import Prediction
-from interpolant.solvers import State, StepContext, get_solver, node_at, sample
+from interpolant.solvers import FunctionHook, State, fixed_run, get_solver, node_at, sample
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,8 +64,12 @@ def test_reproduces_the_data_marginal(oracle, solver, options, steps):
     path = paths.Linear()
     torch.manual_seed(0)  # the global generator: per-sample generators are slow for 2000 samples
     x = sample(
-        gm.model(path), noise, solver=solver, steps=steps, grid="uniform", solver_options=options
-    )
+        gm.model(path),
+        noise,
+        solver={"name": solver, **(options or {})},
+        steps=steps,
+        grid="uniform",
+    ).x
     distance = float(sliced_wasserstein(x, exact))
     weights = gm.posterior_weights(x, 0.0, path).mean(0)
     assert distance < THRESHOLD, f"{solver} {options}: sliced W2 {distance:.3f}"
@@ -79,12 +83,11 @@ def test_wrong_drift_sign_fails_the_marginal_check(oracle, eps):
     x = sample(
         gm.model(paths.Linear()),
         noise,
-        solver="sde_euler",
+        solver={"name": "sde_euler", "eps": eps},
         steps=250,
         grid="uniform",
-        solver_options={"eps": eps},
-        hooks=[_flip_score],
-    )
+        hooks=[FunctionHook(on_prediction=_flip_score)],
+    ).x
     assert float(sliced_wasserstein(x, exact)) > 4 * THRESHOLD
 
 
@@ -98,9 +101,7 @@ def test_pc_langevin_reproduces_modes_in_32_dimensions():
     gm = GaussianMixture(means, covs, torch.tensor([0.5, 0.3, 0.2]))
     noise = torch.randn(1000, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     torch.manual_seed(0)
-    result = sample(
-        gm.model(path), noise, solver="pc", steps=100, grid="uniform", return_result=True
-    )
+    result = sample(gm.model(path), noise, solver="pc", steps=100, grid="uniform")
     assert result.nfe == 199  # 100 predictor steps + 99 corrector steps
     mode = gm.posterior_weights(result.x, 0.0, path).argmax(1)
     weights = torch.bincount(mode, minlength=3) / mode.numel()
@@ -125,13 +126,13 @@ def test_sample_does_not_depend_on_the_batch(solver, options):
     gm = _three_modes()
     model = gm.model(paths.VPLinear())
     noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    kwargs = {"solver": solver, "steps": 8, "solver_options": options}
-    batch = sample(model, noise, seed=10, **kwargs)
+    kwargs = {"solver": {"name": solver, **options}, "steps": 8}
+    batch = sample(model, noise, seed=10, **kwargs).x
     for i in (0, 3):
-        alone = sample(model, noise[i : i + 1], seed=[10 + i], **kwargs)
+        alone = sample(model, noise[i : i + 1], seed=10, index=[i], **kwargs).x
         torch.testing.assert_close(alone[0], batch[i], rtol=1e-12, atol=1e-12)
     # ... and the noise matters: another seed gives another sample.
-    assert not torch.allclose(sample(model, noise, seed=11, **kwargs), batch)
+    assert not torch.allclose(sample(model, noise, seed=11, **kwargs).x, batch)
 
 
 def test_sde_euler_step_is_the_formula_with_decoupled_fields():
@@ -144,7 +145,7 @@ def test_sde_euler_step_is_the_formula_with_decoupled_fields():
     u = torch.tensor([[2.0, -3.0]], dtype=torch.float64)
     decoupled = pred.override(velocity=u)
     z = torch.tensor([[0.7, 0.1]], dtype=torch.float64)
-    ctx = StepContext(lambda x, node: pred, lambda like: z, 0, 10, path)
+    ctx = fixed_run(path, 10, 0, lambda x, node: pred, lambda like: z)
     eps_of_t = lambda t: 0.5 + t  # noqa: E731
     out = get_solver("sde_euler", eps=eps_of_t).step(State(x), decoupled, now, nxt, ctx)
     eps, dt = eps_of_t(0.6), 0.1
@@ -161,10 +162,9 @@ def test_sde_euler_rejects_a_negative_eps_at_run_time():
         sample(
             model,
             torch.zeros(2, 2),
-            solver="sde_euler",
+            solver={"name": "sde_euler", "eps": lambda t: t - 0.6},
             steps=4,
             grid="uniform",
-            solver_options={"eps": lambda t: t - 0.6},
         )
 
 
@@ -182,7 +182,7 @@ def test_nfe_bookkeeping_matches_the_model_calls(solver, options):
     model = _three_modes().model(paths.VPLinear())
     obj = get_solver(solver, **options)
     for nfe in (3, 7, 12):
-        result = sample(model, torch.zeros(2, 2), solver=obj, nfe=nfe, seed=0, return_result=True)
+        result = sample(model, torch.zeros(2, 2), solver=obj, nfe=nfe, seed=0)
         steps = obj.steps_for_nfe(nfe)
         assert result.nfe == obj.nfe_for_steps(steps) <= nfe < obj.nfe_for_steps(steps + 1)
 
@@ -193,31 +193,8 @@ def test_heun_churn_is_finite_on_a_path_with_alpha_zero_at_t1():
     model = _three_modes().model(paths.Linear())
     noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = sample(
-        model,
-        noise,
-        solver="heun",
-        steps=8,
-        grid="uniform",
-        seed=0,
-        solver_options={"s_churn": 10.0},
-    )
-    plain = sample(model, noise, solver="heun", steps=8, grid="uniform")
+        model, noise, solver={"name": "heun", "s_churn": 10.0}, steps=8, grid="uniform", seed=0
+    ).x
+    plain = sample(model, noise, solver="heun", steps=8, grid="uniform").x
     assert torch.isfinite(x).all()
     assert not torch.allclose(x, plain)
-
-
-def test_randn_like_is_each_samples_own_torch_stream():
-    # Row i of every draw continues torch.randn on Generator(seed + i): the documented
-    # per-sample seed contract, whatever the batch, dtype or row shape.
-    from interpolant.solvers import make_generators, randn_like
-
-    gens = make_generators(4, 3)
-    like = torch.empty(3, 2, 5, dtype=torch.float32)
-    draws = [randn_like(like, gens), randn_like(like, gens)]
-    for i in range(3):
-        own = torch.Generator().manual_seed(4 + i)
-        for z in draws:
-            expected = torch.randn(2, 5, generator=own, dtype=torch.float64).float()
-            assert torch.equal(z[i], expected)
-    with pytest.raises(ValueError, match="generators for a batch"):
-        randn_like(torch.empty(2, 5), gens)

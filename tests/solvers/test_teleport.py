@@ -4,7 +4,7 @@ high-accuracy numerical solve, its exact marginals, and the hybrid sampler's con
 import pytest
 import torch
 
-from interpolant.data import GaussianMixture, fit_gaussian, ring2d
+from interpolant.data import GaussianMixture, as_gaussian, fit_gaussian, ring2d
 from interpolant.paths import get_path
 from interpolant.solvers import reference_sample, sample
 from interpolant.solvers.teleport import teleport, teleport_sample
@@ -77,8 +77,10 @@ def test_teleport_sample_skip_zero_is_plain_sampling() -> None:
     mix, path = ring2d(), get_path("edm")
     noise = torch.randn(6, 2, dtype=torch.float64)
     kwargs = {"solver": "heun", "grid": "karras"}
-    plain = sample(mix.model(path), noise, steps=8, **kwargs)
-    tele = teleport_sample(mix.model(path), noise, mix.sample(200), skip=0, steps=8, **kwargs)
+    plain = sample(mix.model(path), noise, steps=8, **kwargs).x
+    tele = teleport_sample(
+        mix.model(path), noise, as_gaussian(mix.sample(200)), skip=0, steps=8, **kwargs
+    ).x
     assert torch.equal(plain, tele)
 
 
@@ -89,8 +91,8 @@ def test_teleport_of_a_gaussian_model_is_exact_over_the_skipped_steps() -> None:
     noise = torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     exact = gauss.flow_map(noise * float(path.sigma(torch.tensor(1.0))), 1.0, 0.0, path)
     kwargs = {"steps": 6, "solver": "heun", "grid": "karras"}
-    plain = sample(gauss.model(path), noise, **kwargs)
-    tele = teleport_sample(gauss.model(path), noise, gauss, skip=5, **kwargs)
+    plain = sample(gauss.model(path), noise, **kwargs).x
+    tele = teleport_sample(gauss.model(path), noise, gauss, skip=5, **kwargs).x
     assert (tele - exact).abs().max() < 0.5 * (plain - exact).abs().max()
     # The teleported state itself is the exact flow.
     sigma_max = float(path.sigma(torch.tensor(1.0)))
@@ -101,14 +103,18 @@ def test_teleport_of_a_gaussian_model_is_exact_over_the_skipped_steps() -> None:
 def test_teleport_sample_rejects_bad_arguments() -> None:
     mix, path = ring2d(), get_path("vp")
     noise = torch.randn(2, 2, dtype=torch.float64)
-    data = mix.sample(50)
+    data = as_gaussian(mix.sample(50))
     with pytest.raises(ValueError, match="exactly one of skip"):
         teleport_sample(mix.model(path), noise, data, steps=4)
-    with pytest.raises(ValueError, match="skip must be"):
+    with pytest.raises(ValueError, match=r"skip must lie in \[0, steps\)"):
         teleport_sample(mix.model(path), noise, data, skip=4, steps=4)
     with pytest.raises(ValueError, match="skip_fraction"):
         teleport_sample(mix.model(path), noise, data, skip_fraction=1.0, steps=4)
-    with pytest.raises(ValueError, match="one component"):
+    with pytest.raises(ValueError, match="single Gaussian"):
         teleport_sample(mix.model(path), noise, mix, skip=1, steps=4)
+    with pytest.raises(ValueError, match="one component"):
+        as_gaussian(mix)
+    with pytest.raises(ValueError, match="closed-form flow_map"):
+        teleport_sample(mix.model(path), noise, mix.sample(50), skip=1, steps=4)
     with pytest.raises(ValueError, match="t_skip"):
         teleport(data, noise, 0.0, path)

@@ -10,7 +10,7 @@ import torch
 
 from interpolant import paths
 from interpolant.data.oracles import GaussianMixture
-from interpolant.solvers import get_solver, make_nodes, sample
+from interpolant.solvers import FunctionHook, get_solver, make_nodes, sample
 from interpolant.solvers.base import exp_integrator_coeffs
 
 PATH = paths.EDM(sigma_max=80.0)
@@ -34,14 +34,10 @@ def test_no_effect_on_a_grid_of_equal_steps(order):
     # Uniform in log sigma: every ratio of consecutive steps is 1 (the last step goes to 0).
     grid = _sigma_grid(torch.logspace(math.log10(80.0), -2, 12).tolist())
     model = _oracle().model(PATH)
-    plain = sample(model, NOISE, solver="unipc", grid=grid, solver_options={"order": order})
+    plain = sample(model, NOISE, solver={"name": "unipc", "order": order}, grid=grid).x
     capped = sample(
-        model,
-        NOISE,
-        solver="unipc",
-        grid=grid,
-        solver_options={"order": order, "max_step_ratio": 1.5},
-    )
+        model, NOISE, solver={"name": "unipc", "order": order, "max_step_ratio": 1.5}, grid=grid
+    ).x
     torch.testing.assert_close(plain, capped, rtol=0, atol=0)
 
 
@@ -52,20 +48,22 @@ def test_a_long_step_is_predicted_at_first_order_from_the_corrected_state():
     gm = _oracle()
     seen = {}
 
-    def hook(state, node, ctx):
-        if abs(node.edm_sigma - 0.05) < 1e-12:
+    def on_step(state, step, run):
+        if abs(step.nxt.edm_sigma - 0.05) < 1e-12:
             seen["after_jump"] = state
         return state
 
+    hook = FunctionHook(on_step=on_step)
     for ratio in (3.0, None):
         solver = get_solver("unipc", order=3, max_step_ratio=ratio)
-        sample(gm.model(PATH), NOISE, solver=solver, grid=_sigma_grid(sigmas), step_hooks=[hook])
+        sample(gm.model(PATH), NOISE, solver=solver, grid=_sigma_grid(sigmas), hooks=[hook])
         state = seen["after_jump"]
-        x_corrected, order_used, outputs, start = state.history
-        assert start == nodes[4]
+        history = state.history
+        x_corrected, order_used, outputs = history.x, history.order, history.outputs
+        assert history.node == nodes[4]
         # The prediction at sigma = 5 (the model saw the uncorrected state) is outputs[-1].
-        assert outputs[-1][0] == nodes[4].logsnr
-        m_now = outputs[-1][1]
+        assert outputs[-1].logsnr == nodes[4].logsnr
+        m_now = outputs[-1].x0
         ratio_sigma, one_minus_exp, _ = exp_integrator_coeffs(nodes[4], nodes[5])
         ddim = ratio_sigma * x_corrected + nodes[5].alpha * one_minus_exp * m_now
         if ratio is None:
@@ -78,5 +76,5 @@ def test_a_long_step_is_predicted_at_first_order_from_the_corrected_state():
 
 def test_bad_max_step_ratio():
     for bad in (0.5, math.inf, "2", True):
-        with pytest.raises(ValueError, match="max_step_ratio must be None or a number >= 1"):
+        with pytest.raises(ValueError, match="max_step_ratio must be None or a finite number >= 1"):
             get_solver("unipc", max_step_ratio=bad)

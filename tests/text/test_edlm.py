@@ -6,14 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interpolant.text.edlm import AREnergy, draw_proposals, edlm_sample, importance_weights
+from interpolant.randomness import Streams
+from interpolant.text.edlm import EDLM, AREnergy, draw_proposals, importance_weights
+from interpolant.text.loop import TextSampler, masked_canvas, sample_text
 from interpolant.text.markov import MarkovLanguage, all_sequences
 from interpolant.text.metrics import exact_tv
-from interpolant.text.samplers import Randomness, ancestral, masked_canvas
 
 V, L = 3, 4
 LANG = MarkovLanguage.random(V, L, order=1, concentration=0.3, seed=2)
 PROBS = LANG.log_prob(all_sequences(V, L)).exp()
+
+
+def edlm(
+    canvas: torch.Tensor, steps: int, seed: int, n_proposals: int, window=(0.0, 1.0)
+) -> torch.Tensor:
+    """EDLM-AR samples with the true chain as energy."""
+    method = EDLM(AREnergy(LANG.log_prob), n_proposals=n_proposals, window=window)
+    return sample_text(LANG, canvas, method=method, steps=steps, seed=seed).tokens
 
 
 def test_weights_favour_higher_ar_likelihood() -> None:
@@ -34,7 +43,7 @@ def test_weights_favour_higher_ar_likelihood() -> None:
 def test_proposals_keep_visible_tokens_and_score_masked_ones() -> None:
     x_t = torch.tensor([[V, 1, V, 0]])
     probs = LANG.posterior(x_t)
-    x0, logq = draw_proposals(x_t, probs, 5, Randomness(1, seed=0))
+    x0, logq = draw_proposals(x_t, probs, 5, Streams(0, 1, stream="test-proposals"))
     assert x0.shape == (1, 5, L) and bool((x0[..., 1] == 1).all() and (x0[..., 3] == 0).all())
     expect = probs[0, 0].log()[x0[0, :, 0]] + probs[0, 2].log()[x0[0, :, 2]]
     torch.testing.assert_close(logq[0], expect)
@@ -43,8 +52,8 @@ def test_proposals_keep_visible_tokens_and_score_masked_ones() -> None:
 def test_one_proposal_is_mdlm_in_law() -> None:
     # K = 1 and ancestral are the same one-step sampler: both give the product of marginals.
     canvas = masked_canvas(4000, L, V)
-    a = edlm_sample(LANG, canvas, V, 1, AREnergy(LANG.log_prob), n_proposals=1, seed=0).tokens
-    b = ancestral(LANG, canvas, V, steps=1, seed=1).tokens
+    a = edlm(canvas, 1, seed=0, n_proposals=1)
+    b = sample_text(LANG, canvas, method="ancestral", steps=1, seed=1).tokens
     marg = LANG.posterior(canvas[:1])[0]
     product = torch.ones(V**L, dtype=torch.float64)
     for i in range(L):
@@ -55,21 +64,20 @@ def test_one_proposal_is_mdlm_in_law() -> None:
 
 def test_importance_sampling_approaches_the_exact_law() -> None:
     canvas = masked_canvas(3000, L, V)
-    energy = AREnergy(LANG.log_prob)
-    tv = {}
-    for k in (1, 32):
-        out = edlm_sample(LANG, canvas, V, 1, energy, n_proposals=k, seed=3)
-        tv[k] = exact_tv(out.tokens, PROBS, V)[0]
+    tv = {k: exact_tv(edlm(canvas, 1, seed=3, n_proposals=k), PROBS, V)[0] for k in (1, 32)}
     assert tv[32] < 0.5 * tv[1]
     # Outside the window the step is MDLM's: a window that excludes every step changes nothing.
-    off = edlm_sample(LANG, canvas[:50], V, 2, energy, n_proposals=8, window=(0.0, 0.1), seed=4)
-    plain = edlm_sample(LANG, canvas[:50], V, 2, energy, n_proposals=1, seed=4)
-    assert torch.equal(off.tokens, plain.tokens)
+    off = edlm(canvas[:50], 2, seed=4, n_proposals=8, window=(0.0, 0.1))
+    assert torch.equal(off, edlm(canvas[:50], 2, seed=4, n_proposals=1))
 
 
 def test_bad_arguments() -> None:
     energy = AREnergy(LANG.log_prob)
     with pytest.raises(ValueError, match="n_proposals"):
-        edlm_sample(LANG, masked_canvas(2, L, V), V, 2, energy, n_proposals=0)
+        EDLM(energy, n_proposals=0)
     with pytest.raises(ValueError, match="window"):
-        edlm_sample(LANG, masked_canvas(2, L, V), V, 2, energy, window=(0.8, 0.2))
+        EDLM(energy, window=(0.8, 0.2))
+    with pytest.raises(ValueError, match="float64"):
+        TextSampler(EDLM(energy), steps=2, precision="float32")
+    with pytest.raises(ValueError, match="needs steps"):
+        sample_text(LANG, masked_canvas(2, L, V), method=EDLM(energy))

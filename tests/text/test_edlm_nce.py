@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from interpolant.paths.discrete import DiscretePath
-from interpolant.text.edlm import AREnergy, edlm_sample
+from interpolant.text.edlm import EDLM, AREnergy
 from interpolant.text.edlm_nce import (
     EnergyTransformer,
     NCEEnergy,
@@ -20,9 +20,9 @@ from interpolant.text.edlm_nce import (
     optimal_energy,
     train_nce_energy,
 )
+from interpolant.text.loop import masked_canvas, sample_text
 from interpolant.text.markov import MarkovLanguage, all_sequences
 from interpolant.text.models import DiffusionTransformer
-from interpolant.text.samplers import masked_canvas
 
 V, L = 3, 4
 LANG = MarkovLanguage.random(V, L, order=1, concentration=0.3, seed=2)
@@ -125,7 +125,7 @@ def test_importance_sampling_with_the_trained_energy(trained: NCEEnergy) -> None
         ("nce", trained, 8),
         ("oracle", AREnergy(LANG.log_prob), 8),
     ):
-        out = edlm_sample(LANG, canvas, V, 1, energy, n_proposals=k, seed=3)
+        out = sample_text(LANG, canvas, method=EDLM(energy, n_proposals=k), steps=1, seed=3)
         per_seq = -LANG.log_prob(out.tokens)
         nll[name] = (float(per_seq.mean()), float(per_seq.std()) / math.sqrt(3000))
     se = math.hypot(nll["mdlm"][1], nll["nce"][1])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from interpolant.train import StepSampler, derive_seed
+from interpolant.train import StepSampler, step_seed
 
 
 def test_each_epoch_visits_every_example_once():
@@ -33,4 +33,5 @@ def test_pure_function_of_seed_and_step():
         got = a.global_indices(s)
     assert torch.equal(got, late)
     assert not torch.equal(StepSampler(30, 8, seed=2).global_indices(40), late)
-    assert derive_seed("x", 1, 2) == derive_seed("x", 1, 2) != derive_seed("x", 2, 1)
+    assert step_seed("x", 1, 2, 3) == step_seed("x", 1, 2, 3) != step_seed("x", 2, 1, 3)
+    assert step_seed("x", 1, 2, 3) != step_seed("x", 1, 3, 2) != step_seed("y", 1, 2, 3)

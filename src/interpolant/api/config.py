@@ -21,14 +21,15 @@ import contextlib
 import dataclasses
 import inspect
 import json
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..train.config import DEVICES, EMA_KINDS, LR_SCHEDULES, PARALLEL, PRECISIONS, TrainConfig
+from ..configurable import option
+from ..errors import MissingDependencyError, MissingFileError, UserError, WrongTypeError
+from ..train.config import TrainConfig
 
 SECTIONS = ("data", "train", "sample", "eval")
 EVAL_METRICS = ("auto", "fd", "sliced_wasserstein", "mmd", "energy_distance", "precision_recall")
@@ -38,78 +39,67 @@ EVAL_METRICS = ("auto", "fd", "sliced_wasserstein", "mmd", "energy_distance", "p
 class DataConfig:
     """What to train on; ``interpolant eval`` compares samples with its held-out split."""
 
-    name: str = "digits"  # a registered set (interpolant info) or a path: images, .npy/.npz, .csv
-    n: int | None = None  # training examples: draws of a sampled set (10000), else a random subset
-    seed: int = 0  # seed of the draws and of the held-out split of the user's files
-    test_fraction: float = 0.1  # the user's files: share held out (stratified by label) for eval
-    labels: bool = False  # class-conditional: labels reach the model (num_classes is filled in)
-    options: dict[str, Any] = field(default_factory=dict)  # loader keywords (see the how-to)
+    name: str = option(
+        "digits", help="a registered set (interpolant info) or a path: images, .npy/.npz, .csv"
+    )
+    n: int | None = option(
+        None, help="training examples: draws of a sampled set (10000), else a random subset"
+    )
+    seed: int = option(0, help="seed of the draws and of the held-out split of the user's files")
+    test_fraction: float = option(
+        0.1, help="the user's files: share held out (stratified by label) for eval"
+    )
+    labels: bool = option(
+        False, help="class-conditional: labels reach the model (num_classes is filled in)"
+    )
+    options: dict[str, Any] = option(default_factory=dict, help="loader keywords (see the how-to)")
 
 
 @dataclass
 class SampleConfig:
     """How samples are drawn from a trained run (``interpolant sample``)."""
 
-    solver: str = "heun"  # a registered solver (see `interpolant info`)
-    nfe: int = 10  # model evaluations per sample (the solver picks its number of steps)
-    grid: list[float] | str = "uniform"  # uniform, karras, logsnr, shift, edm, or times t_max..0
-    n: int = 1000  # number of samples
-    seed: int = 0  # sample i starts from noise seeded by (seed, i): batch-size invariant
-    batch_size: int = 1000  # samples per sampler call (memory only: results do not change)
-    ema: bool = True  # use the EMA weights (false: the raw trained weights)
-    class_label: int | None = None  # conditional runs: the class of every sample (None: i % K)
-    float64: bool = False  # solver arithmetic in float64 whatever the model's dtype
-    grid_options: dict[str, Any] = field(default_factory=dict)  # e.g. {rho: 7} or {shift: 3}
-    solver_options: dict[str, Any] = field(default_factory=dict)  # e.g. {eps: 0.5} (sde_euler)
-    teleport: float = 0.0  # share of the steps jumped along the data's Gaussian (seed 32)
-    skip_plan: list[list[int]] = field(default_factory=list)  # blocks skipped per listed step
+    solver: str = option("heun", help="a registered solver (see `interpolant info`)")
+    nfe: int = option(
+        10, help="model evaluations per sample (the solver picks its number of steps)"
+    )
+    grid: list[float] | str = option(
+        "uniform", help="uniform, karras, logsnr, shift, edm, or times t_max..0"
+    )
+    n: int = option(1000, help="number of samples")
+    seed: int = option(
+        0, help="sample i starts from noise seeded by (seed, i): batch-size invariant"
+    )
+    batch_size: int = option(
+        1000, help="samples per sampler call (memory only: results do not change)"
+    )
+    ema: bool = option(True, help="use the EMA weights (false: the raw trained weights)")
+    class_label: int | None = option(
+        None, help="conditional runs: the class of every sample (None: i % K)"
+    )
+    float64: bool = option(False, help="solver arithmetic in float64 whatever the model's dtype")
+    grid_options: dict[str, Any] = option(default_factory=dict, help="e.g. {rho: 7} or {shift: 3}")
+    solver_options: dict[str, Any] = option(
+        default_factory=dict, help="e.g. {eps: 0.5} (sde_euler)"
+    )
+    teleport: float = option(
+        0.0, help="share of the steps jumped along the data's Gaussian (seed 32)"
+    )
+    skip_plan: list[list[int]] = option(default_factory=list, help="blocks skipped per listed step")
 
 
 @dataclass
 class EvalConfig:
     """Metrics of samples against the held-out split (``interpolant eval``)."""
 
-    metrics: list[str] = field(default_factory=lambda: ["auto"])  # names, or auto (see below)
-    n_reference: int | None = None  # held-out examples used (sampled sets: 2000; finite: all)
-    seed: int = 0  # seed of the sliced-Wasserstein projections and of the reference draw
+    metrics: list[str] = option(default_factory=lambda: ["auto"], help="names, or auto (see below)")
+    n_reference: int | None = option(
+        None, help="held-out examples used (sampled sets: 2000; finite: all)"
+    )
+    seed: int = option(
+        0, help="seed of the sliced-Wasserstein projections and of the reference draw"
+    )
 
-
-#: Help for TrainConfig fields that carry no comment of their own (documentation only; the
-#: values are validated by TrainConfig itself).
-TRAIN_NOTES = {
-    "model": "backbone {name: mlp|unet|dit-s/2|..., **its keywords}; dim, image_size, "
-    "in_channels, num_classes are filled in from the data when absent",
-    "path": "Gaussian path {name: linear|vp|cosine|ve|edm|trig|pfgm, **options}",
-    "predicts": "what the network outputs: x0, eps, velocity, score or v",
-    "objective": "target (a kind), time (uniform, logit-normal, edm-log-normal, mode, cosmap, or "
-    "{name: ..., **options}), weight (uniform, snr, min-snr-5, edm), coupling (independent, "
-    "ot: exact minibatch OT pairing of noise and data, sinkhorn)",
-    "run_dir": "run folder: checkpoints/, stats.jsonl, config.json, run_config.json, log.txt",
-    "seed": "seed of the initial weights, the data order and the loss's noise",
-    "steps": "optimiser updates in all (a resumed run continues up to this)",
-    "resume": "continue from the newest checkpoint in run_dir",
-    "batch_size": "global batch: all ranks and accumulation rounds together",
-    "batch_per_gpu": "examples per rank per forward pass (memory only; default: the rank's share)",
-    "noise_block": "samples that share one noise generator (default batch_per_gpu)",
-    "lr": "AdamW learning rate (peak)",
-    "lr_schedule": f"one of {', '.join(LR_SCHEDULES)}",
-    "lr_warmup_steps": "linear warm-up from 0",
-    "betas": "AdamW betas",
-    "adam_eps": "AdamW epsilon",
-    "weight_decay": "AdamW decoupled weight decay",
-    "ema": f"one of {', '.join(EMA_KINDS)}",
-    "ema_halflife_kimg": "halflife EMA: thousands of examples over which old weights halve",
-    "ema_rampup_ratio": "halflife at most this times the examples seen so far (EDM ramp-up)",
-    "device": f"one of {', '.join(DEVICES)}",
-    "precision": f"one of {', '.join(PRECISIONS)} (bf16: autocast)",
-    "compile": "torch.compile the network",
-    "parallel": f"under torchrun: one of {', '.join(PARALLEL)}",
-    "log_every": "steps between rows of stats.jsonl",
-    "checkpoint_every": "steps between checkpoints (the last step always gets one)",
-    "keep_checkpoints": "how many of the newest checkpoints are kept",
-    "sample_every": "steps between sample images in run_dir/samples/ (interpolant train)",
-    "progress": "show a tqdm progress bar",
-}
 
 SECTION_TYPES: dict[str, type] = {
     "data": DataConfig,
@@ -141,17 +131,17 @@ class RunConfig:
         """Build from ``{"preset"?: ..., "data": {...}, "train": {...}, ...}``, refusing unknown
         sections and keys (naming the valid ones)."""
         if not isinstance(values, dict):
-            raise TypeError(f"a run config must be a mapping of sections, got {type(values)}")
+            raise WrongTypeError(f"a run config must be a mapping of sections, got {type(values)}")
         unknown = sorted(set(values) - {*SECTIONS, "preset"})
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"unknown config sections {unknown}; valid sections are {list(SECTIONS)}"
             )
         sections = {}
         for name in SECTIONS:
             body = values.get(name) or {}
             if not isinstance(body, dict):
-                raise TypeError(f"section {name!r} must be a mapping, got {body!r}")
+                raise WrongTypeError(f"section {name!r} must be a mapping, got {body!r}")
             sections[name] = _build_section(name, body)
         return cls(**sections, preset=values.get("preset"))
 
@@ -170,7 +160,7 @@ def _build_section(name: str, body: dict[str, Any]) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(body) - known)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown keys {unknown} in section {name!r}; valid keys are {sorted(known)}"
         )
     hints = typing.get_type_hints(cls)
@@ -185,29 +175,29 @@ def _validate(name: str, section: Any) -> None:
     if name == "sample":
         for key in ("nfe", "n", "batch_size"):
             if getattr(section, key) < 1:
-                raise ValueError(f"sample.{key} must be >= 1, got {getattr(section, key)}")
+                raise UserError(f"sample.{key} must be >= 1, got {getattr(section, key)}")
         if not isinstance(section.grid, str) and (
             len(section.grid) < 2
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in section.grid)
         ):
-            raise ValueError(
+            raise UserError(
                 f"sample.grid must be a grid name or a list of >= 2 times, got {section.grid!r}"
             )
         if section.skip_plan and (
             isinstance(section.grid, str) or len(section.skip_plan) != len(section.grid) - 1
         ):
-            raise ValueError(
+            raise UserError(
                 "sample.skip_plan needs a listed sample.grid with one entry per step "
                 "(interpolant schedule --skip writes both)"
             )
         if not 0.0 <= section.teleport < 1.0:
-            raise ValueError(f"sample.teleport must lie in [0, 1), got {section.teleport}")
+            raise UserError(f"sample.teleport must lie in [0, 1), got {section.teleport}")
     if name == "data" and not 0 < section.test_fraction < 1:
-        raise ValueError(f"data.test_fraction must lie in (0, 1), got {section.test_fraction}")
+        raise UserError(f"data.test_fraction must lie in (0, 1), got {section.test_fraction}")
     if name == "eval":
         bad = sorted(set(section.metrics) - set(EVAL_METRICS))
         if bad:
-            raise ValueError(f"unknown eval.metrics {bad}; choose from {list(EVAL_METRICS)}")
+            raise UserError(f"unknown eval.metrics {bad}; choose from {list(EVAL_METRICS)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,7 +228,7 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             return list(value) if origin is list else tuple(value)
         if origin is dict and isinstance(value, dict):
             return value
-    raise TypeError(f"{key} expects {_type_name(hint)}, got {value!r}")
+    raise WrongTypeError(f"{key} expects {_type_name(hint)}, got {value!r}")
 
 
 def _type_name(hint: Any) -> str:
@@ -283,11 +273,11 @@ def _parse_structured(text: str) -> Any:
     try:
         import yaml
     except ImportError:
-        raise ValueError(f"cannot parse {text!r} as JSON (install pyyaml for YAML)") from None
+        raise UserError(f"cannot parse {text!r} as JSON (install pyyaml for YAML)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"cannot parse {text!r}: {' '.join(str(err).split())}") from None
+        raise UserError(f"cannot parse {text!r}: {' '.join(str(err).split())}") from None
 
 
 def parse_value(key: str, text: str, hint: Any) -> Any:
@@ -303,7 +293,7 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
             if origin is bool:
                 if low in _TRUE or low in _FALSE:
                     return low in _TRUE
-                raise ValueError("not a boolean (true/false)")
+                raise UserError("not a boolean (true/false)")
             if origin is int:
                 return int(text)
             if origin is float:
@@ -319,13 +309,13 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
                 value = _parse_structured(text)
                 if isinstance(value, dict):
                     return value
-                raise ValueError("not a mapping")
+                raise UserError("not a mapping")
             if kind is Any:
                 return parse_scalar(text)
         except (ValueError, TypeError) as err:
             if str(err).startswith("cannot parse"):  # a malformed list or mapping: say why
                 detail = f" ({err})"
-    raise ValueError(f"{key} expects {_type_name(hint)}, got {text!r}{detail}")
+    raise UserError(f"{key} expects {_type_name(hint)}, got {text!r}{detail}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,7 +327,7 @@ def split_override(item: str) -> tuple[list[str], str]:
     key, sep, value = item.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) < 2 or not all(parts):
-        raise ValueError(
+        raise UserError(
             f"override {item!r} must look like SECTION.KEY=VALUE (sections: {', '.join(SECTIONS)})"
         )
     return parts, value
@@ -352,7 +342,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         parts, text = split_override(item)
         section = parts[0]
         if section not in SECTIONS:
-            raise ValueError(
+            raise UserError(
                 f"unknown config section {section!r} in {item!r}; valid sections are "
                 f"{list(SECTIONS)}"
             )
@@ -367,13 +357,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         if key in hints and dict not in {
             typing.get_origin(k) or k for k in _union_args(hints[key])
         }:
-            raise ValueError(
-                f"{section}.{key} is not a mapping, so {item!r} cannot set a key in it"
-            )
+            raise UserError(f"{section}.{key} is not a mapping, so {item!r} cannot set a key in it")
         target = body.setdefault(key, {})
         for name in parts[2:-1]:
             if not isinstance(target.get(name, {}), dict):
-                raise ValueError(f"{'.'.join(parts[:-1])} is not a mapping in {item!r}")
+                raise UserError(f"{'.'.join(parts[:-1])} is not a mapping in {item!r}")
             target = target.setdefault(name, {})
         target[parts[-1]] = parse_scalar(text)
     return out
@@ -387,14 +375,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """A config file as a dict: ``.yaml``/``.yml`` (pyyaml), ``.toml`` (tomllib) or ``.json``."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        raise MissingFileError(f"config file {str(path)!r} does not exist")
     suffix = p.suffix.lower()
     text = p.read_text(encoding="utf-8")
     if suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise ImportError(
+            raise MissingDependencyError(
                 "YAML configs need pyyaml: pip install 'interpolant[all]' (or use .toml/.json)"
             ) from None
         values = yaml.safe_load(text) or {}
@@ -402,14 +390,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import tomllib
         except ImportError:  # Python 3.10
-            raise ImportError("TOML configs need Python >= 3.11 (or use .yaml/.json)") from None
+            raise MissingDependencyError(
+                "TOML configs need Python >= 3.11 (or use .yaml/.json)"
+            ) from None
         values = tomllib.loads(text)
     elif suffix == ".json":
         values = json.loads(text)
     else:
-        raise ValueError(f"config file {p.name!r} must end in .yaml, .yml, .toml or .json")
+        raise UserError(f"config file {p.name!r} must end in .yaml, .yml, .toml or .json")
     if not isinstance(values, dict):
-        raise ValueError(f"{p}: a config file must hold a mapping of sections")
+        raise UserError(f"{p}: a config file must hold a mapping of sections")
     return values
 
 
@@ -437,7 +427,7 @@ def resolve_config(
     file_values = read_config_file(config_file) if config_file is not None else {}
     base = preset or file_values.get("preset")
     if preset and file_values.get("preset") not in (None, preset):
-        raise ValueError(
+        raise UserError(
             f"--preset {preset!r} and the config file's preset {file_values['preset']!r} differ"
         )
     if base:
@@ -447,30 +437,7 @@ def resolve_config(
 
 
 # ----------------------------------------------------------------------------------------------
-# Help text generated from the dataclasses (field types, defaults and their source comments).
-
-_FIELD_LINE = re.compile(r"^    (\w+)\s*:\s*[^=#]+(?:=.*?)?(?:\s+#\s*(?P<comment>.*))?$")
-_GROUP_LINE = re.compile(r"^    #\s*(?P<group>[A-Z].*?)\s*$")
-
-
-def field_comments(cls: type) -> dict[str, tuple[str, str]]:
-    """``{field: (comment, group)}`` of dataclass ``cls``: the ``# comment`` after each field and
-    the ``# Group.`` comment line above the run of fields it belongs to."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    comments: dict[str, tuple[str, str]] = {}
-    group = ""
-    for line in source.splitlines():
-        if m := _GROUP_LINE.match(line):
-            group = m.group("group")
-            continue
-        m = _FIELD_LINE.match(line)
-        if m and m.group(1) in names and m.group(1) not in comments:
-            comments[m.group(1)] = ((m.group("comment") or "").strip(), group)
-    return comments
+# Help text from the field metadata (``configurable.option``: help and group of every field).
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -482,20 +449,17 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def config_help(sections: tuple[str, ...] = SECTIONS, width: int = 100) -> str:
-    """Every config key with its type, default and description, section by section (generated
-    from the dataclasses, their docstrings and the comments beside their fields)."""
+    """Every config key with its type, default and description, section by section (from the
+    dataclasses' docstrings and their fields' metadata)."""
     lines = []
     for name in sections:
         cls = SECTION_TYPES[name]
         hints = typing.get_type_hints(cls)
-        comments = field_comments(cls)
-        notes = TRAIN_NOTES if name == "train" else {}
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
         lines += ["", f"[{name}]  {doc}"]
         group = ""
         for f in dataclasses.fields(cls):
-            text, field_group = comments.get(f.name, ("", ""))
-            text = "; ".join(t for t in (notes.get(f.name, ""), text) if t)
+            text, field_group = f.metadata.get("help", ""), f.metadata.get("group", "")
             if field_group and field_group != group:
                 group = field_group
                 lines.append(f"  # {group}")
@@ -531,7 +495,6 @@ __all__ = [
     "apply_overrides",
     "config_help",
     "dump_config",
-    "field_comments",
     "merge_sections",
     "parse_scalar",
     "parse_value",

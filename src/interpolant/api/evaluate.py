@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from ..data import LoadedData
+from ..errors import UserError
 from .config import EVAL_METRICS, DataConfig, EvalConfig, RunConfig
 from .runs import Samples, load_data, read_samples
 
@@ -41,7 +42,7 @@ def compute_metrics(
     from .. import metrics as M
 
     if tuple(x.shape[1:]) != tuple(reference.shape[1:]):
-        raise ValueError(
+        raise UserError(
             f"samples have shape {tuple(x.shape[1:])} per sample but the reference data "
             f"{tuple(reference.shape[1:])}: are they from the same data set?"
         )
@@ -66,7 +67,7 @@ def compute_metrics(
             pr = M.precision_recall(features(reference), features(x))
             out["precision"], out["recall"] = pr.precision, pr.recall
         else:
-            raise ValueError(f"unknown metric {name!r}; choose from {list(EVAL_METRICS)}")
+            raise UserError(f"unknown metric {name!r}; choose from {list(EVAL_METRICS)}")
     return out
 
 
@@ -91,7 +92,7 @@ def evaluate(
     if data is None:
         known = found.meta.get("data_config")
         if not known or not known.get("name"):
-            raise ValueError("the samples do not say which data they model: name it (--data NAME)")
+            raise UserError("the samples do not say which data they model: name it (--data NAME)")
         data = DataConfig(**known)
     reference = reference_data(data, cfg)
     x = found.x

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..errors import UserError
+
 # sigma_data (EDM preconditioning) measured with data.estimate_sigma_data on the train splits.
 SIGMA_DATA_DIGITS = 0.75
 SIGMA_DATA_MOONS = 0.72
@@ -141,7 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset ``name`` without its description (an unknown name lists them)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
     values = copy.deepcopy(PRESETS[name])
     values.pop("description", None)
     return values

@@ -17,7 +17,7 @@ import inspect
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,18 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from ..data import DataInfo, LoadedData, load_dataset
-from ..data.oracles import GaussianMixture
+from ..errors import MissingFileError, UserError, WrongTypeError
 from ..predictions import Model
-from ..scaling.autodiffusion import with_skip_plan
-from ..solvers import SampleResult, get_solver, teleport_sample
-from .._porting import randn_like
+from ..randomness import normal
+from ..solvers import Hook, Trajectory
 from ..solvers import sample as sample_loop
-from ..solvers.hooks import Hook
-from ..data.oracles import as_gaussian
-from ..train import TrainConfig, Trainer, build_network, derive_seed
+from ..train import TrainConfig, Trainer, build_network
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
 from .config import DataConfig, RunConfig, SampleConfig, resolve_config
+from .plugins import PluginContext, class_labels, plugin_hooks, sampler_of, without_plugins
 
 RUN_CONFIG = "run_config.json"
 
@@ -74,7 +72,7 @@ def load_data(data: DataConfig, split: str = "train", n: int | None = None) -> L
     """The ``split`` of the data the config names (``n`` examples; default ``data.n`` for the
     train split)."""
     if not data.name:
-        raise ValueError(
+        raise UserError(
             "data.name is empty: give a registered data set (see `interpolant info`) or a path "
             "to an image folder, a .npy/.npz array or a .csv table, e.g. data.name=path/to/images"
         )
@@ -94,7 +92,7 @@ def _backbone_class(name: str) -> Any:
 
     key = str(name).lower()
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+        raise UserError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     factory = MODELS[key]
     return getattr(factory, "func", factory)  # the class behind a preset's partial
 
@@ -108,7 +106,7 @@ def fit_model_to_data(
     spec = dict(model)
     name = spec.get("name")
     if not name:
-        raise ValueError(
+        raise UserError(
             "train.model needs a name, e.g. train.model.name=mlp (see interpolant info)"
         )
     params = inspect.signature(_backbone_class(name)).parameters
@@ -117,13 +115,13 @@ def fit_model_to_data(
         dim = math.prod(shape)
         spec.setdefault("dim", dim)
         if spec["dim"] != dim:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} has dim={spec['dim']} but each sample of the data has {dim} "
                 f"values (shape {shape}): set train.model.dim={dim} or leave it out"
             )
     if "image_size" in params:
         if len(shape) != 3:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} takes images of shape (channels, height, width) but the data's "
                 f"samples have shape {shape}: use a vector model (train.model.name=mlp)"
             )
@@ -133,7 +131,7 @@ def fit_model_to_data(
         size = spec["image_size"]
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if (spec["in_channels"], *hw) != shape:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} expects images of shape ({spec['in_channels']}, {hw[0]}, "
                 f"{hw[1]}) (in_channels={spec['in_channels']}, image_size={size}) but the data's "
                 f"images are {shape}: set train.model.in_channels={c} train.model.image_size={h} "
@@ -141,10 +139,10 @@ def fit_model_to_data(
             )
     if num_classes is not None:
         if "num_classes" not in params:
-            raise ValueError(f"model {name!r} takes no class labels; set data.labels=false")
+            raise UserError(f"model {name!r} takes no class labels; set data.labels=false")
         spec.setdefault("num_classes", num_classes)
         if spec["num_classes"] < num_classes:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} has num_classes={spec['num_classes']} but the data have "
                 f"{num_classes} classes: set train.model.num_classes={num_classes}"
             )
@@ -195,7 +193,7 @@ def train(
     loaded = data if data is not None else load_data(cfg.data, "train")
     labels = loaded.labels if cfg.data.labels else None
     if cfg.data.labels and labels is None:
-        raise ValueError(f"data.labels is true but the data {cfg.data.name!r} have no labels")
+        raise UserError(f"data.labels is true but the data {cfg.data.name!r} have no labels")
     classes = _num_classes(loaded) if labels is not None else None
     model = fit_model_to_data(cfg.train.model, loaded.info.shape, classes)
     cfg = replace(cfg, train=cfg.train.replace(model=model))
@@ -230,10 +228,11 @@ def _training_sampler(cfg: RunConfig, data: LoadedData) -> Any:
     def sample_fn(model: nn.Module, step: int, run_dir: Path) -> None:
         if not isinstance(model, Model):
             return
-        # Plain sampling for the progress pictures (teleport would refit a Gaussian each time).
-        settings = replace(cfg.sample, n=min(cfg.sample.n, 100), batch_size=100, teleport=0.0)
-        x, labels = draw_samples(model, data.info.shape, settings, _classes_of(cfg.train))
-        out = Samples(x, labels, {"step": step, "data": data.info.to_dict()})
+        # Plain sampling for the progress pictures (plug-ins such as teleport would refit).
+        plain = without_plugins(cfg.sample)
+        settings = replace(plain, n=min(cfg.sample.n, 100), batch_size=100)
+        drawn = draw_samples(model, data.info.shape, settings, _classes_of(cfg.train))
+        out = Samples(drawn.x, drawn.labels, {"step": step, "data": data.info.to_dict()})
         plot_samples(out, run_dir / "samples" / f"step-{step:08d}.png", reference)
 
     return sample_fn
@@ -266,18 +265,16 @@ def load_run(
     with the EMA weights unless ``ema=False``. Sizes and hashes are verified first."""
     root = Path(run_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"no run folder at {str(root)!r} (train one with interpolant train)"
-        )
+        raise MissingFileError(f"no run folder at {str(root)!r} (train one with interpolant train)")
     if checkpoint is not None:
         path = Path(checkpoint)
         if not (path / ckpt.STATE_FILE).is_file():
-            raise FileNotFoundError(f"{str(path)!r} is not a checkpoint folder (no state.json)")
+            raise MissingFileError(f"{str(path)!r} is not a checkpoint folder (no state.json)")
         ckpt.verify(path)
     else:
         found = ckpt.find_resume(root / "checkpoints", log=lambda message: None)
         if found is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no checkpoint in {root / 'checkpoints'} (has the run saved one yet?)"
             )
         path = found
@@ -291,7 +288,7 @@ def load_run(
         config = RunConfig(data=DataConfig(name=""), train=train_cfg)
     model = build_network(train_cfg)
     if not isinstance(model, Model):
-        raise TypeError(f"{path} does not describe an interpolant Model")
+        raise WrongTypeError(f"{path} does not describe an interpolant Model")
     tensors = ckpt.read_tensors(path, "model")
     ckpt.check_tensors(path / "model.safetensors", tensors, _shapes(model))
     use_ema = ema and "ema.safetensors" in state.get("files", {})
@@ -326,10 +323,19 @@ class Samples:
 
 
 def start_noise(shape: tuple[int, ...], seed: int, index: Sequence[int]) -> Tensor:
-    """The source noise of samples ``index`` (len(index), *shape): sample i's own generator,
-    seeded ``derive_seed("sample-noise", seed, i)``, so it does not depend on the batch."""
-    gens = [torch.Generator().manual_seed(derive_seed("sample-noise", seed, i)) for i in index]
-    return randn_like(torch.empty(len(index), *shape), gens)
+    """The source noise of samples ``index`` (len(index), *shape): sample i's own stream
+    ``("sample-noise", seed, i)``, so it does not depend on the batch."""
+    return normal(shape, seed, list(index), "sample-noise")
+
+
+@dataclass
+class Drawn:
+    """Samples (N, ...) on the CPU in float32, their labels (or None), and the states at every
+    grid time (times, N, ...) when a trajectory was asked for."""
+
+    x: Tensor
+    labels: Tensor | None
+    trajectory: Tensor | None = None
 
 
 def draw_samples(
@@ -338,77 +344,38 @@ def draw_samples(
     settings: SampleConfig,
     num_classes: int | None = None,
     cond_key: str = "class_labels",
+    *,
     progress: bool = False,
-    trajectory: list[Tensor] | None = None,
     hooks: Sequence[Hook[Any]] = (),
-    gaussian: GaussianMixture | Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """``settings.n`` samples of per-sample ``shape``. Sample i starts from
-    :func:`start_noise` and stochastic solvers use seed
-    ``seed + i``, so results do not depend on ``batch_size``. A ``trajectory`` list receives the
-    states at every grid time, one tensor (times, N, ...). ``hooks`` are prediction hooks
-    (guidance) passed to the sampling loop. ``settings.teleport > 0`` jumps over that fraction
-    of the steps along the closed-form flow of ``gaussian`` (a one-component mixture, or the
-    training data to fit it to; :func:`~interpolant.solvers.teleport_sample`)."""
+    data: Tensor | Callable[[], Tensor] | None = None,
+    trajectory: bool = False,
+) -> Drawn:
+    """``settings.n`` samples of per-sample ``shape`` with the section's sampler spec
+    (:func:`~interpolant.api.plugins.sampler_of`), its plug-ins (teleport, skip plan: their
+    hooks come first; ``data`` is the training data they may need) and ``hooks`` (guidance).
+    Sample i starts from :func:`start_noise` and draws from the stream of index i, so results
+    do not depend on ``batch_size``."""
     device = next(model.parameters()).device
-    n, s = settings.n, settings
-    if s.teleport > 0:
-        if num_classes:
-            raise ValueError(
-                "sample.teleport fits one Gaussian to all training data, so it needs an "
-                "unconditional run; this one is class-conditional"
-            )
-        if gaussian is None:
-            raise ValueError("sample.teleport > 0 needs the Gaussian (or data) to teleport along")
-        gaussian = as_gaussian(gaussian)  # fitted once for all batches
-    listed = not isinstance(s.grid, str)  # a list of times sets the steps (nfe goes unused)
-    solver = get_solver(s.solver, **s.solver_options)  # stateless: one object for every batch
-    if s.skip_plan:  # AutoDiffusion's skipped blocks, per step of the listed grid
-        plan = [frozenset(blocks) for blocks in s.skip_plan]
-        model = with_skip_plan(model, torch.tensor(s.grid, dtype=torch.float64), plan, None)
-    labels = None
-    if num_classes:
-        if s.class_label is not None and not 0 <= s.class_label < num_classes:
-            raise ValueError(
-                f"sample.class_label must lie in [0, {num_classes}), got {s.class_label}"
-            )
-        labels = (
-            torch.full((n,), s.class_label)
-            if s.class_label is not None
-            else torch.arange(n) % num_classes
-        )
+    n, spec = settings.n, sampler_of(settings)
+    context = PluginContext(model, bool(num_classes), data)
+    all_hooks = [*plugin_hooks(settings, context), *hooks]  # plug-ins fitted once, all batches
+    labels = class_labels(settings, n, num_classes)
     parts, paths = [], []
-    for start in range(0, n, s.batch_size):
-        index = range(start, min(n, start + s.batch_size))
-        noise = start_noise(shape, s.seed, index).to(device)
+    for start in range(0, n, settings.batch_size):
+        index = range(start, min(n, start + settings.batch_size))
+        noise = start_noise(shape, settings.seed, index).to(device)
         cond = {} if labels is None else {cond_key: labels[start : index.stop].to(device)}
-        common: dict[str, Any] = dict(
-            solver=solver,
-            grid=torch.tensor(s.grid, dtype=torch.float64) if listed else s.grid,
-            seed=[s.seed + i for i in index],
-            solver_dtype=torch.float64 if s.float64 else None,
-            cond=cond,
-            grid_options=s.grid_options or None,
-            progress=progress,
-            return_result=True,
-            keep_trajectory=trajectory is not None,
-            hooks=hooks,
+        recorder = Trajectory() if trajectory else None
+        batch_hooks = all_hooks + ([recorder] if recorder is not None else [])
+        result = sample_loop(
+            model, noise, spec, hooks=batch_hooks, cond=cond, index=index, progress=progress
         )
-        if s.teleport > 0:
-            assert gaussian is not None
-            steps = len(s.grid) - 1 if listed else solver.steps_for_nfe(s.nfe)
-            result = teleport_sample(
-                model, noise, gaussian, skip_fraction=s.teleport, steps=steps, **common
-            )
-        else:
-            result = sample_loop(model, noise, nfe=None if listed else s.nfe, **common)
-        assert isinstance(result, SampleResult)
         parts.append(result.x.detach().cpu().float())
-        if result.trajectory is not None:
-            paths.append(torch.stack(result.trajectory).detach().cpu().float())
-    if trajectory is not None:
-        trajectory.append(torch.cat(paths, dim=1))
-    return torch.cat(parts), labels
+        if recorder is not None:
+            states = result.state(recorder).states
+            paths.append(torch.stack(states).detach().cpu().float())
+    stacked = torch.cat(paths, dim=1) if paths else None
+    return Drawn(torch.cat(parts), labels, stacked)
 
 
 def sample(
@@ -441,21 +408,20 @@ def sample(
     if merged.ema != loaded.ema and not isinstance(run, LoadedRun):
         loaded = load_run(run, checkpoint, ema=merged.ema, device=device)
     if merged.ema != loaded.ema:
-        raise ValueError(f"the run was loaded with ema={loaded.ema}; load it with ema={merged.ema}")
+        raise UserError(f"the run was loaded with ema={loaded.ema}; load it with ema={merged.ema}")
     if loaded.data_info is None:
-        raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
-    paths: list[Tensor] | None = [] if keep_trajectory else None
+        raise UserError(f"{loaded.checkpoint} does not record the data's shape")
     hooks = _guidance_hooks(loaded, guidance, guidance_options) if guidance else []
-    x, labels = draw_samples(
+    drawn = draw_samples(
         loaded.model,
         tuple(loaded.data_info.shape),
         merged,
         _classes_of(loaded.config.train),
         loaded.config.train.cond_key,
-        progress,
-        paths,
-        hooks,
-        load_data(loaded.config.data, "train").x if merged.teleport > 0 else None,
+        progress=progress,
+        hooks=hooks,
+        data=lambda: load_data(loaded.config.data, "train").x,
+        trajectory=keep_trajectory,
     )
     meta = {
         "run_dir": str(loaded.run_dir),
@@ -467,19 +433,19 @@ def sample(
         "data_config": loaded.config.data.__dict__,
         "data": loaded.data_info.to_dict(),
     }
-    return Samples(x, labels, meta, paths[0] if paths else None)
+    return Samples(drawn.x, drawn.labels, meta, drawn.trajectory)
 
 
 def _guidance_hooks(
     loaded: LoadedRun, spec: str, options: dict[str, Any] | None
 ) -> list[Hook[Any]]:
     """Prediction hooks for a guidance spec on a loaded run (CFG uses its null class)."""
-    from ..guidance import from_spec
+    from ..guidance import from_spec, needs_null_label
 
     options = dict(options or {})
-    if "cfg" in spec.lower() and "null_cond" not in options:
+    if needs_null_label(spec) and "null_cond" not in options:
         if not _classes_of(loaded.config.train):
-            raise ValueError(
+            raise UserError(
                 f"CFG needs a class-conditional run; {loaded.run_dir} was trained without "
                 "classes (set train.model.num_classes and a label dropout to train one)"
             )
@@ -563,13 +529,13 @@ def read_samples(path: str | Path) -> Samples:
     candidates = [p] if p.suffix == ".npz" else [p / "samples.npz", p / "samples" / "samples.npz"]
     file = next((c for c in candidates if c.is_file()), None)
     if file is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no samples at {str(p)!r} (looked for {', '.join(str(c) for c in candidates)}); "
             "draw them with interpolant sample"
         )
     with np.load(file, allow_pickle=False) as z:
         if "samples" not in z.files:
-            raise ValueError(f"{file} holds no 'samples' array (arrays: {z.files})")
+            raise UserError(f"{file} holds no 'samples' array (arrays: {z.files})")
         x = torch.from_numpy(z["samples"]).float()
         labels = torch.from_numpy(z["labels"]) if "labels" in z.files else None
         meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
@@ -578,6 +544,7 @@ def read_samples(path: str | Path) -> Samples:
 
 __all__ = [
     "RUN_CONFIG",
+    "Drawn",
     "LoadedRun",
     "Samples",
     "TrainResult",

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
+from ..solvers import as_sampler
 from .runs import LoadedRun, Samples, _classes_of, load_run
 
 #: Steering methods of ``--steer``.
@@ -38,23 +40,32 @@ def scaled_sample(
     toward a reward spec (``"classifier:3"``, ``"linear:1,0"``, ``"module:function"``; see
     :func:`interpolant.scaling.reward_from_spec`).
 
-    ``solver``/``nfe``/``grid`` default to the run's sample section (FK needs a stochastic
-    solver: its default is ancestral DDIM). ``budget`` caps the model evaluations per final
-    sample; ``options`` go to the method (``temperature``, ``potential``, ``neighbors``, ...).
-    The result's ``meta["scaling"]`` records the rewards and the evaluations spent.
+    ``solver``/``nfe``/``grid`` default to the run's sample section and, with ``seed``, make the
+    method's sampler spec (FK needs a stochastic solver: its default is ancestral DDIM, RBF's
+    the SDE of its paper). ``budget`` caps the model evaluations per final sample; ``options``
+    go to the method (``temperature``, ``potential``, ``neighbors``, ...). The result's
+    ``meta["scaling"]`` records the rewards and the evaluations spent.
     """
-    from ..scaling import fk_steer, rbf_sample, reward_from_spec
+    from ..scaling import (
+        ANCESTRAL,
+        RBF_SAMPLER,
+        SEARCH_SAMPLER,
+        FKSteering,
+        fk_steer,
+        rbf_sample,
+        reward_from_spec,
+    )
     from ..scaling import search as run_search
 
     if (search is None) == (steer is None):
-        raise ValueError("give exactly one of --search METHOD[:N] or --steer fk")
+        raise UserError("give exactly one of --search METHOD[:N] or --steer fk")
     if steer is not None and steer not in STEER_METHODS:
-        raise ValueError(f"unknown --steer {steer!r}; choose one of {STEER_METHODS}")
+        raise UserError(f"unknown --steer {steer!r}; choose one of {STEER_METHODS}")
     if particles < 1:
-        raise ValueError(f"--particles must be >= 1, got {particles}")
+        raise UserError(f"--particles must be >= 1, got {particles}")
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device=device)
     if loaded.data_info is None:
-        raise ValueError(f"{loaded.checkpoint} does not record the data's shape")
+        raise UserError(f"{loaded.checkpoint} does not record the data's shape")
     shape = tuple(loaded.data_info.shape)
     settings = loaded.config.sample
     fn = reward_from_spec(reward)
@@ -64,44 +75,45 @@ def scaled_sample(
         labels = torch.full((n,), 0 if label is None else int(label), dtype=torch.long)
         cond = {loaded.config.train.cond_key: labels.to(next(loaded.model.parameters()).device)}
     if not isinstance(grid or settings.grid, str):
-        raise ValueError("search and steering take a named grid (uniform, karras, ...), not times")
-    common: dict[str, Any] = {
-        "n": n,
-        "shape": shape,
-        "grid": grid or settings.grid,
-        "seed": seed,
-        "cond": cond,
-        "budget": budget,
-        "nfe": nfe or settings.nfe,
-    }
+        raise UserError("search and steering take a named grid (uniform, karras, ...), not times")
+    steps = nfe or settings.nfe
     result: Any
     if search is not None:
+        spec = as_sampler(
+            SEARCH_SAMPLER,
+            solver=solver or settings.solver,
+            nfe=steps,
+            grid=grid or settings.grid,
+            seed=seed,
+        )
         result = run_search(
-            loaded.model, search, fn, solver=solver or settings.solver, **common, **options
+            loaded.model, search, fn, budget, spec, n=n, shape=shape, cond=cond, **options
         )
         method = search
     elif steer == "rbf":
         if budget is None:
-            raise ValueError("--steer rbf needs --budget NFE (model evaluations per sample)")
+            raise UserError("--steer rbf needs --budget NFE (model evaluations per sample)")
         if solver is not None:
-            raise ValueError("--steer rbf uses its own SDE sampler; drop --solver")
-        result = rbf_sample(
-            loaded.model,
-            fn,
-            budget,
-            shape,
-            n=n,
-            steps=max(2, common["nfe"]),
-            seed=seed,
-            cond=cond,
-            device=next(loaded.model.parameters()).device,
-            **options,
-        )
+            raise UserError("--steer rbf uses its own SDE sampler; drop --solver")
+        spec = as_sampler(RBF_SAMPLER, steps=max(2, steps), seed=seed)
+        result = rbf_sample(loaded.model, fn, budget, shape, spec, n=n, cond=cond, **options)
         method = f"rbf (budget {budget})"
     else:
-        if solver is not None:  # else FK's own default, ancestral DDIM (the run's may be an ODE)
-            common["solver"] = solver
-        result = fk_steer(loaded.model, fn, particles, **common, **options)
+        # FK's own default solver is ancestral DDIM (the run's may be an ODE).
+        shortcuts: dict[str, Any] = {"nfe": steps, "grid": grid or settings.grid, "seed": seed}
+        if solver is not None:
+            shortcuts["solver"] = solver
+        choose = options.pop("choose", "argmax")
+        result = fk_steer(
+            loaded.model,
+            FKSteering(fn, particles, **options),
+            as_sampler(ANCESTRAL, **shortcuts),
+            n=n,
+            shape=shape,
+            choose=choose,
+            cond=cond,
+            budget=budget,
+        )
         method = f"fk (K={particles})"
     ledger = result.ledger
     meta = {

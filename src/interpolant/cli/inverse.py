@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import MissingFileError, UserError
+
 #: The prior that needs no run folder.
 MIXTURE_PRIOR = "digits-mixture"
 
@@ -46,9 +48,16 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="inpaint-box, inpaint-random:P, sr:K, blur:STD, project:M, mri:ACC, ct:ANGLES",
     )
     p.add_argument("--solver", default="dps", help="dps, red_diff, dc, repaint or pinv")
-    p.add_argument("--nfe", type=int, default=100, help="model evaluations (steps for red_diff)")
+    p.add_argument(
+        "--nfe", type=int, default=100, help="model evaluations (steps for red_diff and repaint)"
+    )
     p.add_argument("--noise", type=float, default=0.01, help="measurement noise std (model units)")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses generator seed + i")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the per-sample streams (measurement noise, start noise, sampler)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--out", type=Path, default=Path("inverse_out"), help="output folder")
     p.add_argument(
@@ -56,7 +65,7 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="solver option, e.g. zeta=0.5 or lam=0.25 (repeatable)",
+        help="solver option, e.g. zeta=0.5, lam=0.25 or grid=karras (repeatable)",
     )
 
 
@@ -71,11 +80,11 @@ def _prior(name: str, device: str) -> tuple[Any, Any]:
 
         data = load_dataset("digits", split="train")
         if data.labels is None:
-            raise ValueError("the digits data set has no labels to fit the mixture with")
+            raise UserError("the digits data set has no labels to fit the mixture with")
         return fit_mixture(data.x, data.labels).model(VPLinear(), dtype=torch.float32), data.info
     run = load_run(name, device=device)
     if run.data_info is None:
-        raise ValueError(f"{run.checkpoint} does not record its data's shape")
+        raise UserError(f"{run.checkpoint} does not record its data's shape")
     return run.model, run.data_info
 
 
@@ -96,7 +105,7 @@ def _read_input(spec: str, info: Any, prior: str) -> Tensor:
         return info.normalizer.inverse(test.x[:count])
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"--input {spec}: no such file")
+        raise MissingFileError(f"--input {spec}: no such file")
     if path.suffix in (".npy", ".npz"):
         loaded = np.load(path)
         array = loaded if isinstance(loaded, np.ndarray) else loaded[loaded.files[0]]
@@ -112,7 +121,7 @@ def _read_input(spec: str, info: Any, prior: str) -> Tensor:
     if tuple(x.shape) == shape:
         x = x[None]
     if tuple(x.shape[1:]) != shape:
-        raise ValueError(
+        raise UserError(
             f"--input {spec} has shape {tuple(x.shape)}; the prior's data are (N, *{shape})"
         )
     return x
@@ -125,7 +134,7 @@ def _options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
+            raise UserError(f"--option must be KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_scalar(value)
     return out
 
@@ -141,14 +150,15 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     x_data = _read_input(args.input, info, args.prior)
     x = info.normalizer.forward(x_data).to(device)
     operator = make_operator(args.operator, tuple(info.shape), args.noise, args.seed)
-    generators = [torch.Generator().manual_seed(args.seed + 10_000 + i) for i in range(len(x))]
-    y = operator.measure(x, generators)
+    y = operator.measure(x, seed=args.seed)
     method = args.solver.lower().replace("-", "_")
     options = _options(args.option)
     options.setdefault("steps" if method in ("red_diff", "repaint") else "nfe", args.nfe)
+    options.setdefault("seed", args.seed)
     if method == "pinv":
         options = {}
-    x_hat = solve(model, operator, y, method=method, seed=args.seed, **options).detach()
+    result = solve(model, operator, y, method=method, **options)
+    x_hat = result.x.detach()
     baseline = apply_pinv(operator, y).detach()
     data_range = float(x.max() - x.min()) or 1.0
     scores = {
@@ -172,6 +182,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         "options": options,
         "seed": args.seed,
         "n": len(x),
+        "nfe": result.nfe,
         **scores,
     }
     (args.out / "inverse.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -193,7 +204,8 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         )
     print(
         f"{method} on {args.operator} (noise {args.noise}): PSNR {scores['psnr']:.2f} dB "
-        f"(pseudo-inverse {scores['psnr_pinv']:.2f} dB) over {len(x)} inputs"
+        f"(pseudo-inverse {scores['psnr_pinv']:.2f} dB) over {len(x)} inputs, "
+        f"{result.nfe} model evaluations each"
     )
     for path in written:
         print(f"wrote {path}")

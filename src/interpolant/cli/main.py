@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 EXIT_USAGE = 2
+#: Exit status of an internal error (a bug), distinct from a usage error.
+EXIT_BUG = 3
 
 DESCRIPTION = """\
 interpolant: diffusion, flow and stochastic-interpolant models on one core.
@@ -253,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..api.runs import is_main_process, train
 
     if args.preset is None and args.config is None:
-        raise ValueError("give --preset NAME or --config FILE (interpolant train --help)")
+        raise UserError("give --preset NAME or --config FILE (interpolant train --help)")
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"train.run_dir={args.run_dir}")
@@ -336,7 +340,7 @@ def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     from ..api.steering import scaled_sample
 
     if not args.reward:
-        raise ValueError("--search and --steer need --reward SPEC")
+        raise UserError("--search and --steer need --reward SPEC")
     if (
         args.guidance
         or args.overrides
@@ -345,7 +349,7 @@ def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         or args.raw_weights
         or args.teleport
     ):
-        raise ValueError(
+        raise UserError(
             "--search/--steer do not combine with guidance, overrides, --trajectories, --float64, "
             "--raw-weights or --teleport"
         )
@@ -355,7 +359,7 @@ def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         if value is not None
     }
     if options and not args.steer:
-        raise ValueError("--temperature and --potential are FK options: add --steer fk")
+        raise UserError("--temperature and --potential are FK options: add --steer fk")
     settings.pop("batch_size", None)
     out = scaled_sample(
         args.run_dir,
@@ -390,7 +394,7 @@ def _guidance_options(args: argparse.Namespace) -> dict[str, Any]:
         try:
             options["interval"] = (float(lo), float(hi))
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"--guidance-interval must be LO-HI (e.g. 0.2-0.8), got {args.guidance_interval!r}"
             ) from None
     if args.guidance_reference:
@@ -398,7 +402,7 @@ def _guidance_options(args: argparse.Namespace) -> dict[str, Any]:
     if (args.guidance_schedule or args.guidance_interval or args.guidance_reference) and not (
         args.guidance
     ):
-        raise ValueError("--guidance-schedule/-interval/-reference need --guidance SPEC")
+        raise UserError("--guidance-schedule/-interval/-reference need --guidance SPEC")
     return options
 
 
@@ -478,7 +482,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if args.list or args.name is None:
         repros = list_repros()
         if args.name is None and not args.list:
-            raise ValueError("give a reproduction NAME or --list")
+            raise UserError("give a reproduction NAME or --list")
         width = max((len(n) for n in repros), default=0)
         for name, r in repros.items():
             print(f"{name:<{width}}  seed paper {r.paper:>2}: {r.title}")
@@ -532,23 +536,30 @@ def _run_text(argv: list[str], traceback: bool) -> int:
         return run_topic(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    except _expected_errors() as err:
-        if traceback:
-            raise
-        print(f"interpolant: error: {_message(err)}", file=sys.stderr)
+    except Exception as err:
+        return _report(err, traceback)
+
+
+#: What the command line says under the traceback of an exception that is not a UserError.
+BUG_NOTE = (
+    "interpolant: internal error: this is a bug in interpolant, not in what you asked for; "
+    "please report it with the command you ran and the traceback above"
+)
+
+
+def _report(err: Exception, traceback: bool) -> int:
+    """A :class:`UserError` as one line (``--traceback``: re-raised); anything else is a bug:
+    its traceback, then :data:`BUG_NOTE`."""
+    if traceback:
+        raise err
+    if isinstance(err, UserError):
+        print(f"interpolant: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    import traceback as tb
 
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from ..train import CheckpointError
-
-    return (ValueError, KeyError, TypeError, OSError, ImportError, CheckpointError)
-
-
-def _message(err: BaseException) -> str:
-    if isinstance(err, KeyError) and err.args:
-        return str(err.args[0])
-    return str(err) or type(err).__name__
+    tb.print_exception(err, file=sys.stderr)
+    print(BUG_NOTE, file=sys.stderr)
+    return EXIT_BUG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -596,11 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
-    except _expected_errors() as err:
-        if args.traceback:
-            raise
-        print(f"interpolant: error: {_message(err)}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as err:
+        return _report(err, args.traceback)
 
 
 if __name__ == "__main__":

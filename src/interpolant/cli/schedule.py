@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 FITNESSES = ("fd", "sw", "mmd")
 
 
@@ -52,7 +54,7 @@ def evolution_config(population: int, epochs: int) -> Any:
     from ..scaling import EvolutionConfig
 
     if population < 4:
-        raise ValueError(f"--population must be >= 4, got {population}")
+        raise UserError(f"--population must be >= 4, got {population}")
     return EvolutionConfig(
         population=population,
         select=max(2, round(population * 0.2)),
@@ -67,25 +69,25 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from ..scaling import autodiffusion_search
 
     if args.steps < 1 or args.samples < 2 or args.reference < 2:
-        raise ValueError("--steps must be >= 1, --samples and --reference >= 2")
+        raise UserError("--steps must be >= 1, --samples and --reference >= 2")
     run = load_run(args.run_dir, device=args.device)
     if _classes_of(run.config.train):
-        raise ValueError(f"{args.run_dir} is class-conditional; the search needs one without")
+        raise UserError(f"{args.run_dir} is class-conditional; the search needs one without")
     data = load_data(run.config.data, "train")
     reference = data.x[: args.reference]
     features = "digits" if args.fitness == "fd" and run.config.data.name == "digits" else "raw"
     result = autodiffusion_search(
         run.model,
-        args.steps,
         reference,
         n_samples=args.samples,
-        seed=args.seed,
-        solver=args.solver,
         fitness=args.fitness,
         features=features,
         config=evolution_config(args.population, args.epochs),
         start=tuple(args.start),
         skip=args.skip,
+        solver=args.solver,
+        steps=args.steps,
+        seed=args.seed,
     )
     grid = [float(t) for t in result.grid]
     record = {
@@ -131,13 +133,13 @@ def read_grid(spec: str) -> dict[str, Any]:
     if not spec.endswith(".json"):
         return {"grid": spec}
     if not path.is_file():
-        raise ValueError(f"--grid {spec}: no such grid file")
+        raise UserError(f"--grid {spec}: no such grid file")
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"--grid {spec}: not JSON ({err})") from None
+        raise UserError(f"--grid {spec}: not JSON ({err})") from None
     grid = value.get("grid") if isinstance(value, dict) else value
     if not isinstance(grid, list):
-        raise ValueError(f"--grid {spec}: expected a list of times or {{'grid': [...]}}")
+        raise UserError(f"--grid {spec}: expected a list of times or {{'grid': [...]}}")
     plan = value.get("skip_plan") if isinstance(value, dict) else None
     return {"grid": grid, "skip_plan": plan} if plan else {"grid": grid}

@@ -8,9 +8,14 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ..errors import MissingFileError, UserError
+
+if TYPE_CHECKING:
+    from ..text.loop import TextSampler
 
 #: (command, topic) pairs this module handles.
 TOPICS = {("train", "text"), ("sample", "text"), ("sample", "json")}
@@ -41,8 +46,12 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Grid steps of the samplers that take steps (ancestral, confidence) when --steps is not given.
+DEFAULT_STEPS = 64
+
+
 def sample_parser(topic: str) -> argparse.ArgumentParser:
-    from ..text.samplers import SAMPLERS
+    from ..text.loop import METHODS
 
     json_mode = topic == "json"
     p = argparse.ArgumentParser(
@@ -64,16 +73,21 @@ def sample_parser(topic: str) -> argparse.ArgumentParser:
         p.add_argument("--length", type=int, help="tokens per sample (default: the trained length)")
         p.add_argument("--prefix", default="", help="text the samples start with (kept as given)")
     default_sampler = "confidence" if json_mode else "first_hitting"
-    p.add_argument("--sampler", default=default_sampler, choices=sorted(SAMPLERS))
-    p.add_argument("--steps", type=int, default=64, help="grid steps (ancestral, confidence)")
+    p.add_argument("--sampler", default=default_sampler, choices=sorted(METHODS))
+    p.add_argument(
+        "--steps", type=int, help=f"grid steps (ancestral, confidence; default {DEFAULT_STEPS})"
+    )
     p.add_argument("-n", "--n", type=int, default=8, dest="n", help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses stream seed + i")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-sample random streams")
     p.add_argument(
         "--precision",
         choices=["float64", "float32"],
+        default="float64",
         help="categorical sampling precision (float32 lowers the temperature; seed paper 7)",
     )
-    p.add_argument("--cache", action="store_true", help="ancestral: no call when nothing changed")
+    p.add_argument(
+        "--cache", action="store_true", help="no call for a sample whose tokens did not change"
+    )
     p.add_argument("--raw-weights", action="store_true", help="the trained weights, not the EMA")
     p.add_argument("--out", type=Path, help="a JSON file for the samples (default: print only)")
     return p
@@ -88,7 +102,7 @@ def cmd_train_text(argv: Sequence[str]) -> int:
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"overrides must be KEY=VALUE, got {item!r}")
+            raise UserError(f"overrides must be KEY=VALUE, got {item!r}")
         overrides[key] = parse_scalar(value)
     run_dir = args.run_dir or Path("runs") / f"text-{args.preset}"
     run = train_text(args.preset, overrides, run_dir)
@@ -100,52 +114,49 @@ def cmd_train_text(argv: Sequence[str]) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if args.precision:
-        if args.sampler == "confidence":
-            raise ValueError("--precision applies to the ancestral and first_hitting samplers")
-        options["precision"] = args.precision
-    if args.cache:
-        if args.sampler != "ancestral":
-            raise ValueError("--cache applies to the ancestral sampler")
-        options["cache"] = True
-    return options
+def _spec(args: argparse.Namespace) -> TextSampler:
+    """The :class:`~interpolant.text.loop.TextSampler` the flags describe."""
+    from ..text.loop import METHODS, TextSampler
+
+    steps = args.steps
+    if steps is None and METHODS[args.sampler].uses_steps:
+        steps = DEFAULT_STEPS
+    return TextSampler(
+        args.sampler, steps=steps, precision=args.precision, cache=args.cache, seed=args.seed
+    )
 
 
 def cmd_sample_text(argv: Sequence[str], topic: str) -> int:
     from ..text import load_text_run
+    from ..text.loop import masked_canvas, sample_text
     from ..text.metrics import true_nll
     from ..text.s3 import sample_json
-    from ..text.samplers import sample_text
     from ..text.train import scaffold_options
 
     args = sample_parser(topic).parse_args(list(argv))
+    spec = _spec(args)
     run = load_text_run(args.run_dir, ema=not args.raw_weights)
     if run.kind != "mask":
-        raise ValueError(
+        raise UserError(
             f"{args.run_dir} is a {run.kind!r} run; these samplers need a masked-diffusion run"
         )
     context = int(run.spec["data"].get("length", 0)) or None
     tokenizer, vocab = run.tokenizer, run.tokenizer.vocab_size
-    record: dict[str, Any] = {"run_dir": str(args.run_dir), "sampler": args.sampler}
+    record: dict[str, Any] = {"run_dir": str(args.run_dir), "sampler": spec.config()}
     if topic == "json":
         if not args.schema.is_file():
-            raise FileNotFoundError(f"--schema {args.schema}: no such file")
+            raise MissingFileError(f"--schema {args.schema}: no such file")
         schema = json.loads(args.schema.read_text())
         prompt = tokenizer.encode(args.prompt) if args.prompt else []
         out = sample_json(
             run.model,
             tokenizer,
             schema,
+            spec,
             n=args.n,
-            sampler=args.sampler,
-            steps=args.steps,
             prompt=prompt,
             budget=args.budget,
-            seed=args.seed,
             **scaffold_options(run.spec.get("data", {}).get("layout")),
-            **_options(args),
         )
         texts, nfe = out.texts, out.sample.nfe
         valid = sum(_is_json(t) for t in texts)
@@ -154,30 +165,17 @@ def cmd_sample_text(argv: Sequence[str], topic: str) -> int:
     else:
         length = args.length or context
         if length is None:
-            raise ValueError("--length is required: the run does not record its sequence length")
+            raise UserError("--length is required: the run does not record its sequence length")
         if context is not None and length > context:
-            raise ValueError(
+            raise UserError(
                 f"--length {length} is longer than the model's context ({context} tokens, the "
                 "length it was trained on)"
             )
-        canvas = None
-        if args.prefix:
-            ids = tokenizer.encode(args.prefix)
-            if len(ids) > length:
-                raise ValueError(f"--prefix is {len(ids)} tokens, longer than --length {length}")
-            canvas = torch.full((length,), vocab, dtype=torch.long)
-            canvas[: len(ids)] = torch.tensor(ids)
-        sample = sample_text(
-            run.model,
-            length,
-            args.n,
-            sampler=args.sampler,
-            steps=args.steps,
-            vocab_size=vocab,
-            canvas=canvas,
-            seed=args.seed,
-            **_options(args),
-        )
+        ids = tokenizer.encode(args.prefix) if args.prefix else []
+        if len(ids) > length:
+            raise UserError(f"--prefix is {len(ids)} tokens, longer than --length {length}")
+        canvas = masked_canvas(args.n, length, vocab, torch.tensor(ids, dtype=torch.long))
+        sample = sample_text(run.model, canvas, spec, vocab_size=vocab)
         texts, nfe = tokenizer.decode_batch(sample.tokens), sample.nfe
         summary = f"{args.n} samples of {length} tokens"
         if run.language is not None:

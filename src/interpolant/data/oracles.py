@@ -14,6 +14,7 @@ few batched matrix products in float64 in any dimension.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -206,4 +207,4 @@ def lowrank64(
     return GaussianMixture(means, covs)
 
 
-ORACLES = {"ring2d": ring2d, "lowrank64": lowrank64}
+ORACLES: dict[str, Callable[..., GaussianMixture]] = {"ring2d": ring2d, "lowrank64": lowrank64}

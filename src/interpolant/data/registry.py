@@ -1,9 +1,11 @@
 """One entry point for every data set: ``load_dataset(name_or_path, n, split, seed)``.
 
-Sampled sets (toy 2-D sets and the Gaussian-mixture oracles) draw ``n`` i.i.d. points; the train
-stream uses ``torch.Generator().manual_seed(seed)`` and the test stream ``seed +
-TEST_SEED_OFFSET``, so the two never share draws. An explicit ``generator`` overrides both.
-Finite sets (digits, the user's files) have fixed splits; ``n`` then takes a random subset.
+Sampled sets (toy 2-D sets and the Gaussian-mixture oracles) draw ``n`` i.i.d. points from a
+``torch.Generator`` seeded with ``derive_seed("data-<split>", seed)`` (``interpolant.randomness``),
+so the train and test streams never share draws, nor any other stream derived from the same seed.
+An explicit ``generator`` overrides both. Finite sets (digits, the user's files) have fixed
+splits; ``n`` then takes a random subset (drawn from the split's stream); the hold-out of the
+user's files is drawn with ``derive_seed("data-holdout", seed)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, cast
 
 import torch
 
+from ..errors import MissingFileError, UserError
+from ..randomness import derive_seed
 from .base import DataInfo, LoadedData, check_split, holdout_indices, select
 from .digits import load_digits
 from .files import load_files
@@ -23,7 +27,6 @@ from .stats import Normalizer
 from .toy import TOY_CLASSES, TOY_SETS, ToySampler
 
 DEFAULT_N = {"train": 10_000, "test": 2_000}
-TEST_SEED_OFFSET = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,9 @@ class DatasetSpec:
 
 
 def split_generator(seed: int, split: str) -> torch.Generator:
-    """The generator of a sampled set's ``split`` stream."""
-    return torch.Generator().manual_seed(int(seed) + (TEST_SEED_OFFSET if split == "test" else 0))
+    """The generator of a set's ``split`` stream: seeded with ``derive_seed("data-<split>",
+    seed)``."""
+    return torch.Generator().manual_seed(derive_seed(f"data-{split}", seed))
 
 
 def _sampled(
@@ -96,7 +100,7 @@ def _subset(data: LoadedData, n: int | None, g: torch.Generator) -> LoadedData:
     if n is None or n == data.x.shape[0]:
         return data
     if n > data.x.shape[0] or n < 1:
-        raise ValueError(f"n must be in [1, {data.x.shape[0]}] for {data.info.name!r}, got {n}")
+        raise UserError(f"n must be in [1, {data.x.shape[0]}] for {data.info.name!r}, got {n}")
     index = torch.randperm(data.x.shape[0], generator=g)[:n].sort().values
     return select(data, index.numpy())
 
@@ -115,15 +119,16 @@ def load_dataset(
     ``n``: sample count for sampled sets (default 10000 train / 2000 test), or a random subset
     of a finite set (default: all of the split). ``split``: "train", "test" or (finite sets only)
     "all". For a path, ``params`` go to :func:`~.files.load_files` and "train"/"test" are a
-    deterministic hold-out of ``test_fraction`` (stratified by label if there are labels, seed
-    ``seed``). Returns ``LoadedData(x float32 (N, ...), labels or None, info)``.
+    deterministic hold-out of ``test_fraction`` (stratified by label if there are labels, drawn
+    with ``derive_seed("data-holdout", seed)``). Returns ``LoadedData(x float32 (N, ...), labels
+    or None, info)``.
     """
     check_split(split)
     g = generator if generator is not None else split_generator(seed, split)
     spec = DATASETS.get(name)
     if spec is not None and spec.sampled:
         if split == "all":
-            raise ValueError(f"{name!r} is sampled: split must be 'train' or 'test', not 'all'")
+            raise UserError(f"{name!r} is sampled: split must be 'train' or 'test', not 'all'")
         count = DEFAULT_N[split] if n is None else n
         data = spec.load(count, split, g, **params)
     elif spec is not None:
@@ -132,16 +137,17 @@ def load_dataset(
         data = load_files(name, **params)
         if split != "all":
             if not 0 < test_fraction < 1:
-                raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+                raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
             total = data.x.shape[0]
             n_test = round(test_fraction * total)
-            train, test = holdout_indices(total, n_test, labels=data.labels, seed=seed)
+            holdout_seed = derive_seed("data-holdout", seed)
+            train, test = holdout_indices(total, n_test, labels=data.labels, seed=holdout_seed)
             data = select(data, train if split == "train" else test, split)
             extra = {**data.info.extra, "test_fraction": test_fraction, "split_seed": seed}
             data = data._replace(info=replace(data.info, extra=extra))
         data = _subset(data, n, g)
     else:
-        raise KeyError(
+        raise MissingFileError(
             f"unknown data set {name!r}: not a registered name ({', '.join(DATASETS)}) "
             "and no such file or folder"
         )

@@ -1,17 +1,19 @@
-"""Guidance as prediction hooks for ``interpolant.sample``: classifier-free guidance and
-autoguidance, classifier guidance, reconstruction guidance (DPS), TSDiff self-guidance, and
+"""Guidance as hooks of ``interpolant.sample``: classifier-free guidance and autoguidance,
+classifier guidance, reconstruction guidance (DPS), TSDiff self-guidance, and
 reward-conditioned generation. Every hook works through :class:`interpolant.Prediction`, so it
-runs with every solver, every Gaussian path and every prediction kind::
+runs with every solver, every Gaussian path and every prediction kind, and every extra model
+evaluation it makes counts in the run's NFE::
 
     from interpolant import guidance, sample
-    x = sample(model, noise, nfe=20, cond={"class_labels": y},
-               hooks=[guidance.CFG(3.0, interval=(0.2, 0.8))])
+    result = sample(model, noise, nfe=20, cond={"class_labels": y},
+                    hooks=[guidance.CFG(3.0, interval=(0.2, 0.8))])
     hooks = guidance.from_spec("cfg:3.0@0.2-0.8", model)
 """
 
-from .base import SCHEDULES, GuidanceScale, add_to_score, check_score_path, evaluate
-from .cfg import CFG, AutoGuidance, BatchedGuidanceNet, ReferenceGuidance
+from .base import SCHEDULES, GuidanceScale, add_to_score, check_score_path
+from .cfg import CFG, AutoGuidance, ReferenceGuidance
 from .classifier import (
+    ClassifierCalls,
     ClassifierGuidance,
     ClassifierObjective,
     NoiseAwareClassifier,
@@ -26,17 +28,18 @@ from .energy import (
 )
 from .exact import LabelledMixture, two_class_mixture
 from .reward import RewardMLP, train_reward_model
-from .spec import from_spec, parse_spec
+from .spec import GuidanceSpec, from_spec, needs_null_label, parse_spec
 
 __all__ = [
     "CFG",
     "SCHEDULES",
     "AutoGuidance",
-    "BatchedGuidanceNet",
+    "ClassifierCalls",
     "ClassifierGuidance",
     "ClassifierObjective",
     "EnergyGuidance",
     "GuidanceScale",
+    "GuidanceSpec",
     "LabelledMixture",
     "NoiseAwareClassifier",
     "ObservationGuidance",
@@ -45,8 +48,8 @@ __all__ = [
     "RewardMLP",
     "add_to_score",
     "check_score_path",
-    "evaluate",
     "from_spec",
+    "needs_null_label",
     "parse_spec",
     "pinball",
     "quantile_levels",

@@ -1,6 +1,7 @@
-"""What every guidance hook shares: time-dependent scales with a guidance interval, re-evaluating
-a model at a node (counted in the NFE), and adding a term to the score through the prediction
-algebra, so a hook works for every prediction kind, every Gaussian path and every solver.
+"""What every guidance hook shares: time-dependent scales with a guidance interval, and adding a
+term to the score through the prediction algebra, so a hook works for every prediction kind,
+every Gaussian path and every solver. Extra model evaluations go through ``Model.at`` on the run,
+so they count in ``run.nfe``.
 
 A guidance term ``g = grad_x log p(y | x_t)`` changes the score, ``s' = s + w g``; with
 ``s = -eps / sigma`` that is ``eps' = eps - w sigma g`` (Dhariwal & Nichol 2021, eq. 14), and
@@ -12,15 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..paths import PFGM, GaussianPath
-from ..predictions import Model, Prediction
-from ..solvers.base import Node
-from .._porting import SampleContext
+from ..predictions import Prediction
 
 #: Shapes of the scale schedule s(t) on [0, 1] (t = 0 data, t = 1 noise); each has mean 1 over
 #: [0, 1], so a schedule moves guidance between noise levels at an unchanged average strength
@@ -51,15 +49,17 @@ class GuidanceScale:
         interval: tuple[float, float] = (0.0, 1.0),
         off: float = 0.0,
     ) -> None:
-        if not isinstance(scale, int | float) or not math.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise WrongTypeError(f"scale must be a number, got {scale!r}")
+        if not math.isfinite(scale):
+            raise UserError(f"scale must be a finite number, got {scale!r}")
         if isinstance(schedule, str) and schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)} or a callable of t")
+            raise UserError(f"schedule must be one of {sorted(SCHEDULES)} or a callable of t")
         if not isinstance(schedule, str) and not callable(schedule):
-            raise ValueError(f"schedule must be a name or a callable of t, got {schedule!r}")
+            raise WrongTypeError(f"schedule must be a name or a callable of t, got {schedule!r}")
         lo, hi = (float(v) for v in interval)
         if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"interval must satisfy 0 <= t_lo <= t_hi <= 1, got {interval}")
+            raise UserError(f"interval must satisfy 0 <= t_lo <= t_hi <= 1, got {interval}")
         self.scale, self.schedule, self.interval, self.off = float(scale), schedule, (lo, hi), off
 
     def __call__(self, t: float) -> float:
@@ -87,34 +87,10 @@ def as_scale(
     return GuidanceScale(scale, schedule, interval, off)
 
 
-def model_dtype(net: Any, like: Tensor) -> torch.dtype:
-    """The dtype a network computes in: that of its first floating parameter, else ``like``'s."""
-    if isinstance(net, nn.Module):
-        for p in net.parameters():
-            if p.is_floating_point():
-                return p.dtype
-    return like.dtype
-
-
-def evaluate(
-    model: Model, x: Tensor, node: Node, cond: dict[str, Any], sctx: SampleContext
-) -> Prediction:
-    """The model's prediction at (x, node) with ``cond``, as the loop would make it (x in the
-    network's dtype, the value back in x's dtype, the node's coefficients), counted as one NFE.
-    Differentiable in x when grad mode is on."""
-    sctx.nfe += 1
-    dtype = model_dtype(model.net, x)
-    t_batch = torch.full((x.shape[0],), node.t, device=x.device, dtype=dtype)
-    value = model.net(x if x.dtype == dtype else x.to(dtype), t_batch, **cond)
-    if value.shape != x.shape:
-        raise ValueError(f"model returned shape {tuple(value.shape)} for x of {tuple(x.shape)}")
-    return Prediction(x, node.t, model.predicts, value.to(x.dtype), node.coeffs)
-
-
 def check_score_path(path: GaussianPath, argument: str = "model") -> None:
     """Raise unless ``-eps / sigma`` is the score of the path's marginals (Gaussian kernels)."""
     if isinstance(path, PFGM) and math.isfinite(path.D):
-        raise ValueError(
+        raise UserError(
             f"{argument} is on a PFGM++ path with D = {path.D:g}: its perturbation kernel is a "
             "Student-t, so -eps / sigma is not the score of its marginals and score-based "
             "guidance is undefined; use D = inf (EDM) or CFG/autoguidance, which need no score"

@@ -14,6 +14,12 @@ Every prediction kind is affine in the prediction with the same x_t offset (x0 =
 eps) / alpha, v = alpha eps - sigma x0, ...), and the lerp weights sum to one, so the lerp in any
 kind equals the lerp in x0 (or eps): the hook combines in the model's own kind, which stays
 finite wherever the model's output is.
+
+Batched CFG (``CFG(w, null_cond=..., batched=True)``) runs both halves in one network call over
+``cat([x, x])`` with ``cat([cond, null_cond])``: before the run, the hook swaps in a model whose
+evaluation returns the conditional prediction carrying the null one it computed in the same
+call (counted as two evaluations). The pair travels with the prediction, so nothing is kept on
+the hook between the model call and the hook.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..predictions import Model, Prediction
-from ..solvers.base import Node
-from .._porting import SampleContext
-from .base import GuidanceScale, as_scale, evaluate
+from ..errors import UserError, WrongTypeError
+from ..paths.nodes import Coefficients, Node
+from ..predictions import Evaluations, Model, Prediction
+from ..solvers.base import Run
+from ..solvers.hooks import Hook, Plan
+from .base import GuidanceScale, as_scale
 
 
-class ReferenceGuidance:
+class ReferenceGuidance(Hook[None]):
     """Prediction hook ``D_w = lerp(R, D, w(t))`` with R from a reference model.
 
     Args:
@@ -43,10 +51,11 @@ class ReferenceGuidance:
         schedule: "constant", "linear", "cosine" (mean-preserving shapes of the excess w - 1
             over t, see ``guidance.base.SCHEDULES``) or a callable ``t -> w``.
         interval: (t_lo, t_hi); outside it w = 1 and the reference is not called.
+        batched: run the conditional and the null halves in one network call over
+            ``cat([x, x])`` (CFG with explicit null labels only; same result, same NFE).
 
-    Each reference call adds one to the loop's NFE (``SampleContext.nfe``), so budgets compare
-    fairly with unguided sampling. With a null label, :meth:`batched` wraps the model so that
-    the conditional and the unconditional halves run in one forward over ``cat([x, x])``.
+    Each reference evaluation adds one to the run's NFE (``Model.at``), so budgets compare
+    fairly with unguided sampling; the batched call counts two.
     """
 
     def __init__(
@@ -57,50 +66,65 @@ class ReferenceGuidance:
         null_cond: dict[str, Any] | None = None,
         schedule: str | Callable[[float], float] = "constant",
         interval: tuple[float, float] = (0.0, 1.0),
+        batched: bool = False,
     ) -> None:
         if reference is not None and not isinstance(reference, Model):
-            raise TypeError(f"reference must be a Model, got {type(reference).__name__}")
+            raise WrongTypeError(f"reference must be a Model, got {type(reference).__name__}")
         if reference is None and not null_cond:
-            raise ValueError(
+            raise UserError(
                 "CFG needs null_cond (e.g. {'class_labels': None}) to make the unconditional "
                 "prediction; autoguidance needs reference=Model(...)"
+            )
+        if batched and reference is not None:
+            raise UserError(
+                "batched=True needs CFG with a null label; autoguidance's reference is another "
+                "network, so it needs two calls"
+            )
+        if batched and any(v is None for v in (null_cond or {}).values()):
+            raise UserError(
+                "batched=True needs explicit null labels, e.g. {'class_labels': 10}, "
+                f"not None; got null_cond={null_cond}"
             )
         self.weight = as_scale(scale, schedule, interval, off=1.0)
         self.reference = reference
         self.null_cond = dict(null_cond or {})
-        self._stash: tuple[float, Tensor] | None = None
+        self.batched = bool(batched)
 
-    def __call__(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
+    def prepare(self, plan: Plan) -> Plan:
+        """With ``batched``, the run's model becomes the one that evaluates both halves."""
+        if not self.batched:
+            return plan
+        if isinstance(plan.model, _NullPaired):
+            raise UserError("only one batched CFG hook can run at a time")
+        return Plan(_NullPaired(plan.model, self), plan.grid, plan.x)
+
+    def start(self, run: Run) -> None:
+        """Check once per run that the reference model shares the sampled model's path."""
+        if self.reference is not None and self.reference.path.config() != run.path.config():
+            raise UserError(
+                f"reference is on path {self.reference.path!r} but the sampled model is on "
+                f"{run.path!r}; guidance combines predictions on one path"
+            )
+
+    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: None) -> Prediction:
         w = self.weight(node.t)
         if w == 1.0:
             return pred
-        ref = self.reference_prediction(pred, node, ctx)
+        ref = self.reference_prediction(pred, node, run)
         kind = pred.kind
         # D_w = R + w (D - R) in the model's own kind (eq. 1 of Karras et al. 2024).
         return pred.replace(kind, torch.lerp(ref.get(kind), pred.get(kind), w))
 
-    def reference_prediction(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
-        """R at (x_t, t): from the batched forward's stash, else one call (one NFE either way)."""
-        stash, self._stash = self._stash, None
-        if stash is not None and stash[0] == node.t and stash[1].shape == pred.x.shape:
-            ctx.nfe += 1
-            model = ctx.model
-            return Prediction(
-                pred.x, node.t, model.predicts, stash[1].to(pred.x.dtype), node.coeffs
-            )
-        if self.reference is None:
-            model = ctx.model
-            inner = model.net.net if isinstance(model.net, BatchedGuidanceNet) else model.net
-            model = Model(inner, model.path, model.predicts)
-            cond = self.null_conditioning(ctx.cond, pred.x.shape[0], pred.x.device)
-        else:
-            model, cond = self.reference, ctx.cond
-            if model.path.config() != ctx.model.path.config():
-                raise ValueError(
-                    f"reference is on path {model.path!r} but the sampled model is on "
-                    f"{ctx.model.path!r}; guidance combines predictions on one path"
-                )
-        return evaluate(model, pred.x, node, cond, ctx)
+    def reference_prediction(self, pred: Prediction, node: Node, run: Run) -> Prediction:
+        """R at (x_t, t): the null half of the batched call when ``pred`` carries it, else one
+        counted evaluation of the reference (the sampled model with the null conditioning for
+        CFG)."""
+        if isinstance(pred, _Paired) and pred.guidance is self:
+            return pred.reference
+        if self.reference is not None:
+            return self.reference.at(pred.x, node, run)
+        cond = self.null_conditioning(run.cond, pred.x.shape[0], pred.x.device)
+        return run.model.at(pred.x, node, run, cond=cond)
 
     def null_conditioning(
         self, cond: dict[str, Any], batch: int, device: torch.device
@@ -120,47 +144,62 @@ class ReferenceGuidance:
                 out[key] = torch.full((batch,), null, dtype=dtype, device=device)
         return out
 
-    def batched(self, model: Model) -> Model:
-        """``model`` whose network runs the conditional and the null halves in one forward over
-        ``cat([x, x])`` while this hook guides (the null half waits for the hook). Needs CFG
-        (no reference model) and tensor or number null entries (not None)."""
-        if self.reference is not None:
-            raise ValueError(
-                "batched() needs CFG with a null label; autoguidance's reference "
-                "is another network, so it needs two calls"
-            )
-        if any(v is None for v in self.null_cond.values()):
-            raise ValueError(
-                "batched() needs explicit null labels, e.g. {'class_labels': 10}, "
-                f"not None; got null_cond={self.null_cond}"
-            )
-        return Model(BatchedGuidanceNet(model.net, self), model.path, model.predicts)
-
     def __repr__(self) -> str:
         ref = "cfg" if self.reference is None else "autoguidance"
-        return f"{type(self).__name__}({ref}, {self.weight!r})"
+        batched = ", batched" if self.batched else ""
+        return f"{type(self).__name__}({ref}, {self.weight!r}{batched})"
 
 
-class BatchedGuidanceNet(nn.Module):
-    """``net`` evaluated once over ``cat([x, x])`` with ``cat([cond, null_cond])`` where the
-    guidance weight differs from 1; returns the conditional half and leaves the null half to
-    the hook (:meth:`ReferenceGuidance.reference_prediction`)."""
+class _Paired(Prediction):
+    """The conditional prediction of a batched CFG call, with the null prediction (``reference``)
+    the same call computed, for the hook ``guidance`` that asked for it. Any change to the
+    prediction (``replace``) makes a plain :class:`Prediction` again, and the hook then
+    evaluates the reference itself."""
 
-    def __init__(self, net: Callable[..., Tensor], guidance: ReferenceGuidance) -> None:
-        super().__init__()
-        self.net, self.guidance = net, guidance
+    __slots__ = ("guidance", "reference")
 
-    def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        t_now = float(t[0])
-        if self.guidance.weight(t_now) == 1.0:
-            self.guidance._stash = None
-            return self.net(x, t, **cond)
+    def __init__(
+        self,
+        x: Tensor,
+        t: float,
+        kind: str,
+        value: Tensor,
+        coeffs: Coefficients,
+        reference: Prediction,
+        guidance: ReferenceGuidance,
+    ) -> None:
+        super().__init__(x, t, kind, value, coeffs)
+        self.reference, self.guidance = reference, guidance
+
+
+class _NullPaired(Model):
+    """``model`` whose evaluation with the run's conditioning, at a node where ``guidance``
+    guides, is one network call over ``cat([x, x])`` with ``cat([cond, null_cond])`` counted as
+    two evaluations; an evaluation with an explicit ``cond`` is a plain one."""
+
+    def __init__(self, model: Model, guidance: ReferenceGuidance) -> None:
+        super().__init__(model.net, model.path, model.predicts)
+        self.guidance = guidance
+
+    def at(
+        self,
+        x: Tensor,
+        node: Node,
+        counter: Evaluations,
+        cond: dict[str, Any] | None = None,
+        dtype: torch.dtype | None = None,
+        evaluations: int = 1,
+    ) -> Prediction:
+        if cond is not None or self.guidance.weight(node.t) == 1.0:
+            return super().at(x, node, counter, cond, dtype, evaluations)
+        cond = counter.cond
         null = self.guidance.null_conditioning(cond, x.shape[0], x.device)
-        both = {k: _cat(cond.get(k), null[k], k) for k in null}
-        out = self.net(torch.cat([x, x]), torch.cat([t, t]), **both)
-        cond_half, null_half = out.chunk(2)
-        self.guidance._stash = (t_now, null_half.detach())
-        return cond_half
+        both = {key: _cat(cond.get(key), null[key], key) for key in null}
+        # One forward over two copies of the batch: two NFE per sample.
+        pair = super().at(torch.cat([x, x]), node, counter, both, dtype, evaluations=2)
+        value, null_value = pair.value.chunk(2)
+        reference = Prediction(x, node.t, self.predicts, null_value, node.coeffs)
+        return _Paired(x, node.t, self.predicts, value, node.coeffs, reference, self.guidance)
 
 
 def _cat(a: Any, b: Any, key: str) -> Any:
@@ -171,12 +210,13 @@ def _cat(a: Any, b: Any, key: str) -> Any:
         return None
     if not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b:
         return a
-    raise ValueError(f"cannot batch cond[{key!r}]: need tensors in both halves, got {a!r}, {b!r}")
+    raise UserError(f"cannot batch cond[{key!r}]: need tensors in both halves, got {a!r} and {b!r}")
 
 
 class CFG(ReferenceGuidance):
     """Classifier-free guidance: the reference is the same network with ``null_cond``
-    (default ``{"class_labels": None}``, the null class of ``models.LabelEmbedding``)."""
+    (default ``{"class_labels": None}``, the null class of ``models.LabelEmbedding``);
+    ``batched=True`` (explicit null labels) evaluates both halves in one network call."""
 
     def __init__(
         self,
@@ -185,9 +225,12 @@ class CFG(ReferenceGuidance):
         null_cond: dict[str, Any] | None = None,
         schedule: str | Callable[[float], float] = "constant",
         interval: tuple[float, float] = (0.0, 1.0),
+        batched: bool = False,
     ) -> None:
         null = {"class_labels": None} if null_cond is None else null_cond
-        super().__init__(scale, None, null_cond=null, schedule=schedule, interval=interval)
+        super().__init__(
+            scale, None, null_cond=null, schedule=schedule, interval=interval, batched=batched
+        )
 
 
 class AutoGuidance(ReferenceGuidance):
@@ -203,5 +246,5 @@ class AutoGuidance(ReferenceGuidance):
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if not isinstance(reference, Model):
-            raise TypeError(f"reference must be a Model, got {type(reference).__name__}")
+            raise WrongTypeError(f"reference must be a Model, got {type(reference).__name__}")
         super().__init__(scale, reference, schedule=schedule, interval=interval)

@@ -13,24 +13,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError, WrongTypeError
 from ..models.layers import TimestepEmbedding, time_batch
 from ..models.mlp import ResidualBlock
 from ..paths import GaussianPath
-from ..predictions import Prediction
-from ..solvers.base import Node
-from .._porting import SampleContext
-from .base import GuidanceScale, add_to_score, as_scale, check_score_path, model_dtype
+from ..paths.nodes import Node
+from ..predictions import Prediction, net_dtype
+from ..solvers.base import Run
+from ..solvers.hooks import Hook
+from .base import GuidanceScale, add_to_score, as_scale, check_score_path
 
 Classifier = Callable[[Tensor, Tensor], Tensor]
 
 
-class ClassifierGuidance:
+@dataclass
+class ClassifierCalls:
+    """Per-run state of :class:`ClassifierGuidance`: how often it called the classifier (a
+    classifier call is not a model evaluation, so it is not in the run's NFE)."""
+
+    classifier_calls: int = 0
+
+
+class ClassifierGuidance(Hook[ClassifierCalls]):
     """Prediction hook: ``score += w(t) grad_x log softmax(classifier(x_t, t))[c]``.
 
     Args:
@@ -42,8 +53,7 @@ class ClassifierGuidance:
         schedule, interval: time dependence of w (see :class:`GuidanceScale`); outside the
             interval w = 0 and the classifier is not called.
 
-    The classifier call is not a model evaluation; the count of calls goes to
-    ``ctx.extra["classifier_calls"]``.
+    ``result.state(hook).classifier_calls`` counts the classifier calls of a run.
     """
 
     def __init__(
@@ -58,40 +68,45 @@ class ClassifierGuidance:
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if not callable(classifier):
-            raise TypeError(f"classifier must be callable(x_t, t) -> logits, got {classifier!r}")
-        if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+            raise WrongTypeError(
+                f"classifier must be callable(x_t, t) -> logits, got {classifier!r}"
+            )
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise UserError(f"n_classes must be an int >= 2, got {n_classes!r}")
         self.classifier, self.n_classes = classifier, n_classes
         self.weight = as_scale(scale, schedule, interval, off=0.0)
         self.labels, self.label_key = labels, label_key
 
-    def target_labels(self, ctx: SampleContext, batch: int) -> Tensor:
+    def start(self, run: Run) -> ClassifierCalls:
+        return ClassifierCalls()
+
+    def target_labels(self, run: Run, batch: int) -> Tensor:
         """The class per sample: ``labels`` if given, else the run's ``cond[label_key]``."""
-        labels = self.labels if self.labels is not None else ctx.cond.get(self.label_key)
+        labels = self.labels if self.labels is not None else run.cond.get(self.label_key)
         if not isinstance(labels, Tensor):
-            raise ValueError(
+            raise UserError(
                 f"classifier guidance needs target classes: pass labels= or "
                 f"cond={{{self.label_key!r}: tensor of shape ({batch},)}} to sample"
             )
         if labels.shape != (batch,) or labels.is_floating_point():
-            raise ValueError(
+            raise UserError(
                 f"labels must be an integer tensor of shape ({batch},), "
                 f"got {labels.dtype} of shape {tuple(labels.shape)}"
             )
         if bool(((labels < 0) | (labels >= self.n_classes)).any()):
-            raise ValueError(f"labels must lie in [0, {self.n_classes - 1}]")
+            raise UserError(f"labels must lie in [0, {self.n_classes - 1}]")
         return labels
 
     def grad_log_prob(self, x: Tensor, t: float, labels: Tensor) -> Tensor:
         """grad_x log p(labels | x_t = x) per sample, through the classifier by autograd."""
-        dtype = model_dtype(self.classifier, x)
+        dtype = net_dtype(self.classifier, x)
         with torch.enable_grad():
             x_in = x.detach().to(dtype).requires_grad_(True)
             logits = self.classifier(
                 x_in, torch.full((x.shape[0],), t, dtype=dtype, device=x.device)
             )
             if logits.ndim != 2 or logits.shape != (x.shape[0], self.n_classes):
-                raise ValueError(
+                raise UserError(
                     f"classifier returned logits of shape {tuple(logits.shape)}; expected "
                     f"({x.shape[0]}, n_classes={self.n_classes}): logits.shape[-1] must be the "
                     "number of classes"
@@ -100,14 +115,19 @@ class ClassifierGuidance:
             (grad,) = torch.autograd.grad(log_p.sum(), x_in)
         return grad.to(x.dtype)
 
-    def __call__(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
+    def on_prediction(
+        self, pred: Prediction, node: Node, run: Run, state: ClassifierCalls
+    ) -> Prediction:
         w = self.weight(node.t)
         if w == 0.0:
             return pred
-        check_score_path(ctx.model.path)
-        labels = self.target_labels(ctx, pred.x.shape[0])
-        ctx.extra["classifier_calls"] = ctx.extra.get("classifier_calls", 0) + 1
+        check_score_path(run.path)
+        labels = self.target_labels(run, pred.x.shape[0])
+        state.classifier_calls += 1
         return add_to_score(pred, self.grad_log_prob(pred.x, node.t, labels), w)
+
+    def __repr__(self) -> str:
+        return f"ClassifierGuidance({self.weight!r}, n_classes={self.n_classes})"
 
 
 class NoiseAwareClassifier(nn.Module):
@@ -117,7 +137,7 @@ class NoiseAwareClassifier(nn.Module):
     def __init__(self, dim: int, n_classes: int, width: int = 128, depth: int = 2) -> None:
         super().__init__()
         if dim < 1 or n_classes < 2 or width < 1 or depth < 0:
-            raise ValueError(
+            raise UserError(
                 f"need dim >= 1, n_classes >= 2, width >= 1, depth >= 0; "
                 f"got {dim}, {n_classes}, {width}, {depth}"
             )
@@ -129,7 +149,7 @@ class NoiseAwareClassifier(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
-            raise ValueError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
+            raise UserError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
         emb = F.silu(self.time_embed(time_batch(t, x)))
         h = self.fc_in(x.reshape(x.shape[0], self.dim))
         for block in self.blocks:
@@ -150,7 +170,7 @@ class ClassifierObjective:
         t_max: float = 1.0,
     ) -> None:
         if not 0.0 <= t_min < t_max <= 1.0:
-            raise ValueError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
+            raise UserError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
         self.path, self.label_key, self.t_min, self.t_max = path, label_key, t_min, t_max
 
     def loss(
@@ -162,9 +182,7 @@ class ClassifierObjective:
     ) -> Tensor:
         labels = (cond or {}).get(self.label_key)
         if not isinstance(labels, Tensor):
-            raise ValueError(
-                f"the classifier objective needs labels under cond[{self.label_key!r}]"
-            )
+            raise UserError(f"the classifier objective needs labels under cond[{self.label_key!r}]")
         u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device)
         t = (self.t_min + (self.t_max - self.t_min) * u).to(x0.dtype)
         x_t = self.path.sample_xt(x0, t, self.path.noise_like(x0, generator))
@@ -197,7 +215,7 @@ def train_noise_aware_classifier(
     from ..train import TrainConfig, Trainer
 
     if labels.shape != (data.shape[0],) or labels.is_floating_point():
-        raise ValueError(f"labels must be an integer tensor of shape ({data.shape[0]},)")
+        raise UserError(f"labels must be an integer tensor of shape ({data.shape[0]},)")
     n_classes = int(labels.max()) + 1
     if classifier is None:
         torch.manual_seed(seed)

@@ -7,9 +7,10 @@ With x0_hat(x_t) = E[x0 | x_t] from the model (Tweedie) and an energy E(x0_hat) 
     s_w(x_t) = s(x_t) - w grad_x E(x0_hat(x_t))
 
 The gradient runs through the network, so the hook re-evaluates the model at x_t with autograd
-on: per guided evaluation, one extra forward (counted in the loop's NFE) and one backward, with
-the network's activations held in memory for the backward (about twice an inference step's
-time and the memory of one training step at that batch size).
+on (``Model.at`` with the run's conditioning, counted in the run's NFE): per guided evaluation,
+one extra forward and one backward, with the network's activations held in memory for the
+backward (about twice an inference step's time and the memory of one training step at that
+batch size).
 """
 
 from __future__ import annotations
@@ -19,25 +20,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..inverse.base import Operator
-from ..predictions import Model, Prediction
-from ..solvers.base import Node
-from .._porting import SampleContext
-from .base import GuidanceScale, add_to_score, as_scale, check_score_path, evaluate
-from .cfg import BatchedGuidanceNet
+from ..paths.nodes import Node
+from ..predictions import Prediction
+from ..solvers.base import Run
+from ..solvers.hooks import Hook
+from .base import GuidanceScale, add_to_score, as_scale, check_score_path
 
 #: energy(x0_hat, x_t, node) -> (B,) energies, one per sample (node: time and coefficients).
 Energy = Callable[[Tensor, Tensor, Node], Tensor]
 
 
-def unwrap(model: Model) -> Model:
-    """The plain conditional model under a batched-CFG wrapper (the model itself otherwise)."""
-    if isinstance(model.net, BatchedGuidanceNet):
-        return Model(model.net.net, model.path, model.predicts)
-    return model
-
-
-class EnergyGuidance:
+class EnergyGuidance(Hook[None]):
     """Prediction hook: ``score -= w(t) grad_x energy(x0_hat(x_t), x_t, t)`` with x0_hat from a
     grad-enabled re-evaluation of the sampled model (one extra NFE per guided evaluation).
 
@@ -54,27 +49,34 @@ class EnergyGuidance:
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if not callable(energy):
-            raise TypeError(f"energy must be callable(x0_hat, x_t, node) -> (B,), got {energy!r}")
+            raise WrongTypeError(
+                f"energy must be callable(x0_hat, x_t, node) -> (B,), got {energy!r}"
+            )
         self.energy = energy
         self.weight = as_scale(scale, schedule, interval, off=0.0)
 
-    def grad_energy(self, x: Tensor, node: Node, ctx: SampleContext) -> Tensor:
+    def grad_energy(self, x: Tensor, node: Node, run: Run) -> Tensor:
         """grad_x energy(x0_hat(x), x, t) through the model (one NFE)."""
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
-            x0_hat = evaluate(unwrap(ctx.model), x_in, node, ctx.cond, ctx).x0
+            # The run's own conditioning, given explicitly: one plain evaluation, also when a
+            # batched CFG hook pairs the loop's evaluations with the null label.
+            x0_hat = run.model.at(x_in, node, run, cond=run.cond).x0
             e = self.energy(x0_hat, x_in, node)
             if e.shape != (x.shape[0],):
-                raise ValueError(f"energy must return shape ({x.shape[0]},), got {tuple(e.shape)}")
+                raise UserError(f"energy must return shape ({x.shape[0]},), got {tuple(e.shape)}")
             (grad,) = torch.autograd.grad(e.sum(), x_in)
         return grad
 
-    def __call__(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
+    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: None) -> Prediction:
         w = self.weight(node.t)
         if w == 0.0 or node.alpha == 0 or node.sigma == 0:
             return pred
-        check_score_path(ctx.model.path)
-        return add_to_score(pred, -self.grad_energy(pred.x, node, ctx), w)
+        check_score_path(run.path)
+        return add_to_score(pred, -self.grad_energy(pred.x, node, run), w)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.weight!r})"
 
 
 class ReconstructionGuidance(EnergyGuidance):
@@ -104,13 +106,15 @@ class ReconstructionGuidance(EnergyGuidance):
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if not isinstance(operator, Operator):
-            raise TypeError(f"operator must be an inverse.Operator, got {type(operator).__name__}")
+            raise WrongTypeError(
+                f"operator must be an inverse.Operator, got {type(operator).__name__}"
+            )
         if mode not in ("dps", "gaussian"):
-            raise ValueError(f"mode must be 'dps' or 'gaussian', got {mode!r}")
+            raise UserError(f"mode must be 'dps' or 'gaussian', got {mode!r}")
         if mode == "gaussian" and operator.noise_std <= 0 and data_std is None:
-            raise ValueError("mode='gaussian' with data_std=None needs operator.noise_std > 0")
+            raise UserError("mode='gaussian' with data_std=None needs operator.noise_std > 0")
         if data_std is not None and data_std <= 0:
-            raise ValueError(f"data_std must be > 0 or None, got {data_std}")
+            raise UserError(f"data_std must be > 0 or None, got {data_std}")
         self.operator, self.y, self.mode, self.data_std = operator, y, mode, data_std
         super().__init__(self.residual_energy, scale, schedule=schedule, interval=interval)
 
@@ -125,7 +129,7 @@ class ReconstructionGuidance(EnergyGuidance):
     def residual_energy(self, x0_hat: Tensor, x_t: Tensor, node: Node) -> Tensor:
         """-log p(y | x_t) up to a constant, per sample."""
         if self.y.shape[0] != x0_hat.shape[0]:
-            raise ValueError(f"y has {self.y.shape[0]} rows for a batch of {x0_hat.shape[0]}")
+            raise UserError(f"y has {self.y.shape[0]} rows for a batch of {x0_hat.shape[0]}")
         resid = (self.y.to(x0_hat.dtype) - self.operator(x0_hat)).flatten(1)
         sq = resid.square().sum(1)
         if self.mode == "dps":
@@ -142,7 +146,7 @@ def quantile_levels(n_series: int, samples_per_series: int) -> Tensor:
     """TSDiff-Q's levels q_k = k / (S + 1), k = 1..S, for a batch of ``n_series`` series each
     repeated S times contiguously (``repeat_interleave``), shape (n_series * S,)."""
     if n_series < 1 or samples_per_series < 1:
-        raise ValueError("n_series and samples_per_series must be >= 1")
+        raise UserError("n_series and samples_per_series must be >= 1")
     k = torch.arange(1, samples_per_series + 1, dtype=torch.float64)
     return (k / (samples_per_series + 1)).repeat(n_series)
 
@@ -169,32 +173,31 @@ class ObservationGuidance(EnergyGuidance):
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if energy not in ("mse", "quantile"):
-            raise ValueError(f"energy must be 'mse' or 'quantile', got {energy!r}")
+            raise UserError(f"energy must be 'mse' or 'quantile', got {energy!r}")
         if energy == "quantile" and quantiles is None:
-            raise ValueError("energy='quantile' needs quantiles= (one level per sample)")
+            raise UserError("energy='quantile' needs quantiles= (one level per sample)")
         if quantiles is not None and bool(((quantiles <= 0) | (quantiles >= 1)).any()):
-            raise ValueError("quantiles must lie strictly between 0 and 1")
+            raise UserError("quantiles must lie strictly between 0 and 1")
         if mask.shape != observed.shape[-mask.ndim :] and mask.shape != observed.shape:
-            raise ValueError(
+            raise UserError(
                 f"mask of shape {tuple(mask.shape)} does not match observed {tuple(observed.shape)}"
             )
-        self.observed, self.mask, self.kind, self.quantiles = observed, mask, energy, quantiles
+        self.observed, self.mask, self.kind = observed, mask, energy
+        self.quantiles = quantiles if energy == "quantile" else None
         super().__init__(self.observation_energy, scale, schedule=schedule, interval=interval)
 
     def observation_energy(self, x0_hat: Tensor, x_t: Tensor, node: Node) -> Tensor:
         """The MSE or quantile energy of the observed entries, per sample."""
         if self.observed.shape != x0_hat.shape:
-            raise ValueError(
+            raise UserError(
                 f"observed has shape {tuple(self.observed.shape)}, samples {tuple(x0_hat.shape)}"
             )
         mask = self.mask.to(x0_hat.dtype)
         error = (self.observed.to(x0_hat.dtype) - x0_hat) * mask
-        if self.kind == "mse":
+        if self.quantiles is None:  # the MSE energy
             return error.square().flatten(1).sum(1)
-        q = self.quantiles.to(x0_hat.dtype)  # type: ignore[union-attr]
+        q = self.quantiles.to(x0_hat.dtype)
         if q.shape != (x0_hat.shape[0],):
-            raise ValueError(
-                f"quantiles must have shape ({x0_hat.shape[0]},), got {tuple(q.shape)}"
-            )
+            raise UserError(f"quantiles must have shape ({x0_hat.shape[0]},), got {tuple(q.shape)}")
         q = q.reshape(-1, *([1] * (x0_hat.ndim - 1)))
         return (pinball(error, q) * mask).flatten(1).sum(1)

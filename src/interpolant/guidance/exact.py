@@ -13,12 +13,13 @@ conditional model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..data.oracles import GaussianMixture
+from ..errors import UserError
 from ..paths import GaussianPath
 from ..predictions import Model
 
@@ -30,11 +31,11 @@ class LabelledMixture:
         classes = torch.as_tensor(classes, dtype=torch.long)
         k = mixture.means.shape[0]
         if classes.shape != (k,) or bool((classes < 0).any()):
-            raise ValueError(f"classes must be {k} nonnegative class indices, one per component")
+            raise UserError(f"classes must be {k} nonnegative class indices, one per component")
         self.mixture, self.classes = mixture, classes
         self.n_classes = int(classes.max()) + 1
         if set(classes.tolist()) != set(range(self.n_classes)):
-            raise ValueError(f"every class in 0..{self.n_classes - 1} needs a component")
+            raise UserError(f"every class in 0..{self.n_classes - 1} needs a component")
         self.members = torch.nn.functional.one_hot(classes, self.n_classes).to(torch.float64)
         self.conditionals = [self._sub(c) for c in range(self.n_classes)]
 
@@ -62,7 +63,7 @@ class LabelledMixture:
         w = self.mixture.posterior_weights(x, t, path)
         return torch.log(w @ self.members)
 
-    def classifier(self, path: GaussianPath):
+    def classifier(self, path: GaussianPath) -> Callable[[Tensor, Tensor], Tensor]:
         """The exact noise-aware classifier as ``classifier(x_t, t) -> logits``."""
 
         def logits(x: Tensor, t: Tensor) -> Tensor:
@@ -78,7 +79,7 @@ class LabelledMixture:
         if labels is None:
             return self.mixture.denoiser(x, t, path)
         if labels.shape != (x.shape[0],):
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+            raise UserError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
         out = torch.empty(x.shape, dtype=torch.float64, device=x.device)
         t_b = t if isinstance(t, Tensor) and t.ndim == 1 else None
         for c in range(self.n_classes + 1):
@@ -106,7 +107,7 @@ def two_class_mixture(
     guidance example, sec. 1.3 of the research notes); ``n_per_class > 1`` splits each class
     into components spread along e_2 (a multi-modal class)."""
     if dim < 1 or n_per_class < 1 or std <= 0:
-        raise ValueError(
+        raise UserError(
             f"need dim >= 1, n_per_class >= 1, std > 0; got {dim}, {n_per_class}, {std}"
         )
     means, classes = [], []

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..models.layers import TimestepEmbedding, time_batch
 from ..models.mlp import ResidualBlock
 from ..paths import GaussianPath
@@ -44,9 +45,9 @@ class RewardMLP(nn.Module):
     ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 0:
-            raise ValueError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
+            raise UserError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
         if not 0.0 <= dropout_prob <= 1.0 or reward_scale <= 0:
-            raise ValueError("need 0 <= dropout_prob <= 1 and reward_scale > 0")
+            raise UserError("need 0 <= dropout_prob <= 1 and reward_scale > 0")
         self.dim, self.dropout_prob, self.reward_scale = dim, dropout_prob, reward_scale
         self.time_embed = TimestepEmbedding(width, freq_dim=2 * max(1, width // 2))
         self.reward_embed = nn.Sequential(nn.Linear(1, width), nn.SiLU(), nn.Linear(width, width))
@@ -65,7 +66,7 @@ class RewardMLP(nn.Module):
             return null
         r = reward.reshape(-1).to(like.dtype)
         if r.shape != (batch,):
-            raise ValueError(
+            raise UserError(
                 f"reward must have {batch} entries (one per sample), got "
                 f"shape {tuple(reward.shape)}"
             )
@@ -77,7 +78,7 @@ class RewardMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, reward: Tensor | None = None) -> Tensor:
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
-            raise ValueError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
+            raise UserError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
         h_x = x.reshape(x.shape[0], self.dim)
         emb = F.silu(self.time_embed(time_batch(t, x)) + self.embed_reward(reward, x.shape[0], h_x))
         h = self.fc_in(h_x)
@@ -111,7 +112,7 @@ def train_reward_model(
 
     rewards = rewards.reshape(-1).to(data.dtype)
     if rewards.shape != (data.shape[0],) or bool(torch.isnan(rewards).any()):
-        raise ValueError(f"rewards must be {data.shape[0]} finite numbers, one per row of data")
+        raise UserError(f"rewards must be {data.shape[0]} finite numbers, one per row of data")
     torch.manual_seed(seed)
     net = RewardMLP(
         math.prod(data.shape[1:]), width, depth, dropout_prob, float(rewards.std()) or 1.0

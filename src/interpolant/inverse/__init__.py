@@ -1,23 +1,29 @@
 """Inverse problems: measurement operators, exact posteriors and posterior samplers.
 
-Modules: base.py (the Operator ABC), operators.py, posterior.py, solvers.py (DPS, RED-diff,
-data consistency, RePaint), quality.py (PSNR, SSIM); inversion.py (DDIM inversion,
-CycleDiffusion's DPM-Encoder), cow.py, flowchef.py, mbir.py (DiffusionMBIR). Imports and
-``__all__`` are kept sorted (ruff), so both groups share one list.
+Modules: base.py (the Operator ABC and what the methods share), operators.py, posterior.py,
+solvers.py (DPS, RED-diff, data consistency, RePaint), quality.py (PSNR, SSIM); inversion.py
+(DDIM inversion, CycleDiffusion's DPM-Encoder), cow.py, flowchef.py, mbir.py (DiffusionMBIR).
+Every sampling method takes a :class:`~interpolant.solvers.Sampler` spec (keyword shortcuts
+change it) and reports the model evaluations it made. Imports and ``__all__`` are kept sorted
+(ruff), so both groups share one list.
 """
 
-from .base import Operator
-from .cow import COWSettings, ReplaceRegion, cow, cow_solve, renoise
-from .flowchef import FlowChef, default_gradient_scale, flowchef
+from .base import Operator, Reconstruction, TapedModel, renoise
+from .cow import COW_SAMPLER, COWSettings, ReplaceRegion, cow, cow_solve
+from .flowchef import FLOWCHEF_SAMPLER, FlowChef, FlowChefResult, default_gradient_scale, flowchef
 from .inversion import (
+    ENCODER,
+    INVERSION,
+    Inversion,
     Latent,
+    Translation,
     cycle_translate,
     dpm_decode,
     dpm_encode,
     invert,
     round_trip_error,
 )
-from .mbir import ADMMTV, SliceOperator, diffusion_mbir
+from .mbir import ADMMTV, MBIR_SAMPLER, SliceOperator, Splitting, VolumeADMM, diffusion_mbir
 from .operators import (
     CT,
     MRI,
@@ -37,14 +43,15 @@ from .operators import (
 from .posterior import MixturePosterior, fit_mixture, mixture_posterior, posterior_error
 from .quality import psnr, ssim
 from .solvers import (
+    ANCESTRAL,
     DPS,
     METHODS,
     RED_WEIGHTINGS,
+    REPAINT,
     DataConsistency,
     apply_pinv,
     data_consistency_sample,
     dps,
-    dps_model,
     red_diff,
     repaint,
     repaint_schedule,
@@ -53,24 +60,38 @@ from .solvers import (
 
 __all__ = [
     "ADMMTV",
+    "ANCESTRAL",
+    "COW_SAMPLER",
     "CT",
     "DPS",
+    "ENCODER",
+    "FLOWCHEF_SAMPLER",
+    "INVERSION",
+    "MBIR_SAMPLER",
     "METHODS",
     "MRI",
     "RED_WEIGHTINGS",
+    "REPAINT",
     "COWSettings",
     "DataConsistency",
     "FlowChef",
+    "FlowChefResult",
     "GaussianBlur",
     "Inpaint",
+    "Inversion",
     "Latent",
     "MatrixOperator",
     "MixturePosterior",
     "Operator",
     "RandomProjection",
+    "Reconstruction",
     "ReplaceRegion",
     "SliceOperator",
+    "Splitting",
     "SuperResolution",
+    "TapedModel",
+    "Translation",
+    "VolumeADMM",
     "apply_pinv",
     "as_matrix",
     "box_mask",
@@ -83,7 +104,6 @@ __all__ = [
     "dpm_decode",
     "dpm_encode",
     "dps",
-    "dps_model",
     "fit_mixture",
     "flowchef",
     "invert",

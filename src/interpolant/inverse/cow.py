@@ -15,6 +15,10 @@ and b = floor(0.7 N) ("back") (``pipeline_COW.py`` / ``run_COW.py`` of the offic
 3. Finish with DDIM (eta = 0.1) from t_r to 0, replacing the seed region once more at
    k = floor(0.4 N); ``exact_region=True`` pastes the seed into the result at the end.
 
+The grid, N, the solver dtype and the seed come from a :class:`~interpolant.solvers.Sampler`
+(:data:`COW_SAMPLER`: DDIM on N = 10 uniform steps, float64); the k-th time counted from the
+data is the k-th time of the spec's grid from its end.
+
 The text-conditioning parts of the official pipeline (prompts, the region-dependent negative
 prompt for CFG) need a text-conditioned model; here the model is any unconditional
 :class:`Model` (conditioning passes through ``cond``).
@@ -23,45 +27,42 @@ prompt for CFG) need a text-conditioned model; here the model is any uncondition
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..paths import GaussianPath
+from ..errors import UserError
 from ..predictions import Model
-from ..solvers import Node, State, node_at, sample
-from .._porting import SampleContext, make_generators, randn_like
-from ..solvers.loop import SampleResult
-from .base import Operator
+from ..randomness import Streams
+from ..solvers import Hook, Run, Sampler, State, Step, as_sampler, sample
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform
+from ..solvers.spec import SamplerOptions
+from .base import Operator, Reconstruction, Rows, renoise, seeded
 from .inversion import invert
 
-
-def renoise(path: GaussianPath, x: Tensor, t_from: float, t_to: float, noise: Tensor) -> Tensor:
-    """A draw of q(x_{t_to} | x_{t_from}) for t_to >= t_from: the exact forward transition
-    x' = (alpha' / alpha) x + sqrt(sigma'^2 - (alpha' / alpha)^2 sigma^2) z (``noise`` = z)."""
-    if t_to < t_from:
-        raise ValueError(f"renoise goes up in noise: need t_to >= t_from, got {t_to} < {t_from}")
-    now, nxt = node_at(path, t_from), node_at(path, t_to)
-    scale = nxt.alpha / now.alpha
-    return scale * x + math.sqrt(max(nxt.sigma**2 - (scale * now.sigma) ** 2, 0.0)) * noise
+#: The official sampler: DDIM (eta = 0) on N = 10 uniform steps, float64 arithmetic.
+COW_SAMPLER = Sampler(DDIM(), steps=10, grid=Uniform(), solver_dtype="float64", seed=0)
+#: The stream of the disturb (forward) draws.
+DISTURB_STREAM = "cow-disturb"
 
 
-class ReplaceRegion:
-    """Step hook: after a step arriving at a node of ``targets`` (time -> state), the region
+class ReplaceRegion(Hook[None]):
+    """Step hook: after a step arriving at a time of ``targets`` (time -> state), the region
     ``mask`` (1 = seed) takes that state: x <- m s_t + (1 - m) x."""
 
     def __init__(self, mask: Tensor, targets: dict[float, Tensor]) -> None:
         self.mask, self.targets = mask, targets
 
-    def __call__(self, state: State, node: Node, ctx: SampleContext) -> State:
-        target = self._find(node.t)
+    def on_step(self, x_state: State, step: Step, run: Run, state: None) -> State:
+        target = self._find(step.nxt.t)
         if target is None:
-            return state
-        m = self.mask.to(state.x)
-        return state.replace(x=m * target.to(state.x) + (1 - m) * state.x)
+            return x_state
+        m = self.mask.to(x_state.x)
+        return x_state.replace(x=m * target.to(x_state.x) + (1 - m) * x_state.x)
 
     def _find(self, t: float) -> Tensor | None:
         for key, value in self.targets.items():
@@ -72,10 +73,9 @@ class ReplaceRegion:
 
 @dataclass(frozen=True)
 class COWSettings:
-    """The official defaults: N = 10 steps, 10 cycles, r = 0.5 N, b = 0.7 N, final replacement
-    at 0.4 N, final eta 0.1."""
+    """The official defaults: 10 disturb/construct cycles, r = 0.5 N, b = 0.7 N, final
+    replacement at 0.4 N, final eta 0.1 (N: the sampler's steps)."""
 
-    steps: int = 10
     cycles: int = 10
     replace_level: float = 0.5
     back_level: float = 0.7
@@ -83,121 +83,113 @@ class COWSettings:
     final_eta: float = 0.1
 
 
+def _levels(s: COWSettings, n: int) -> tuple[int, int, int]:
+    """The grid indices (from the data) r, b and the final replacement's, checked."""
+    if not 0 < s.replace_level < s.back_level <= 1:
+        raise UserError(
+            f"need 0 < replace_level < back_level <= 1, got {s.replace_level}, {s.back_level}"
+        )
+    if s.cycles < 0 or n < 2:
+        raise UserError(f"need cycles >= 0 and steps >= 2, got {s.cycles}, {n}")
+    levels = (s.replace_level, s.back_level, s.final_replace_level)
+    r, b, k_final = (math.floor(level * n) for level in levels)
+    if not 1 <= r < b <= n:
+        raise UserError(f"steps={n} gives replace index {r} and back index {b}; use more steps")
+    return r, b, k_final
+
+
 def cow(
     model: Model,
     seed_image: Tensor,
     mask: Tensor,
+    sampler: Sampler | None = None,
     *,
     background: float | Tensor = 0.0,
     settings: COWSettings | None = None,
-    seed: int | Sequence[int] = 0,
     exact_region: bool = True,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
-    return_result: bool = False,
-) -> Tensor | SampleResult:
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> Reconstruction:
     """Generate around the seed region of ``seed_image`` (``mask`` = 1 there) by COW.
 
     ``background`` fills the rest of the starting canvas (the official code uses gray, 0 in
     [-1, 1] units). ``mask`` broadcasts against the batch (shape of one sample or of the batch).
-    With ``return_result`` the :class:`SampleResult` reports the NFE spent (inversions included).
+    ``sampler`` (default :data:`COW_SAMPLER`; ``shortcuts`` change it) gives the grid of N steps,
+    the deterministic solver of the inversions and constructions, the dtype and the seed (the
+    disturb draws: stream ``cow-disturb``, the final pass: the sampler's stream; row r: sample
+    ``index[r]``). The result's ``nfe`` counts every evaluation, inversions included.
     """
     s = settings or COWSettings()
-    if not 0 < s.replace_level < s.back_level <= 1:
-        raise ValueError(
-            f"need 0 < replace_level < back_level <= 1, got {s.replace_level}, {s.back_level}"
-        )
-    if s.cycles < 0 or s.steps < 2:
-        raise ValueError(f"need cycles >= 0 and steps >= 2, got {s.cycles}, {s.steps}")
+    spec, seed = seeded(as_sampler(COW_SAMPLER if sampler is None else sampler, **shortcuts))
+    if spec.solver.stochastic:
+        raise UserError(f"COW inverts with its solver: it must be deterministic, got {spec.solver}")
     mask = (torch.as_tensor(mask) != 0).to(seed_image.dtype)
     if mask.shape not in (seed_image.shape, seed_image.shape[1:]):
-        raise ValueError(
+        raise UserError(
             f"mask must have the shape of one sample {tuple(seed_image.shape[1:])} or of the "
             f"batch, got {tuple(mask.shape)}"
         )
-    n = s.steps
-    r, b, k_final = (
-        math.floor(level * n) for level in (s.replace_level, s.back_level, s.final_replace_level)
-    )
-    if not 1 <= r < b <= n:
-        raise ValueError(f"steps={n} gives replace index {r} and back index {b}; use more steps")
-    times = [k / n for k in range(n + 1)]  # uniform grid, index k = time k / n
+    times = spec.times(model.path).flip(0).tolist()  # index k from the data: times[k]
+    r, b, k_final = _levels(s, len(times) - 1)
+
+    def on(grid: list[float], **changes: Any) -> Sampler:
+        return spec.replace(grid=grid, nfe=None, steps=None, **changes)
+
     canvas = mask * seed_image + (1 - mask) * background
-    opts: dict[str, Any] = {"solver_dtype": solver_dtype, "cond": cond}
     # 1. DDIM inversion of the seed (every intermediate kept) and of the canvas.
-    seed_inv = invert(model, canvas, grid=times[b::-1], keep_trajectory=True, **opts)
-    assert isinstance(seed_inv, SampleResult) and seed_inv.trajectory is not None
-    seed_states = {times[k]: x for k, x in zip(range(1, b + 1), seed_inv.trajectory)}
+    seed_inv = invert(model, canvas, on(times[b::-1]), cond=cond, trajectory=True)
+    seed_states = dict(zip(times[1 : b + 1], seed_inv.trajectory))
     seed_states[0.0] = canvas.to(seed_inv.x.dtype)
-    canvas_inv = invert(model, canvas, grid=times[r::-1], return_result=True, **opts)
-    assert isinstance(canvas_inv, SampleResult)
+    canvas_inv = invert(model, canvas, on(times[r::-1]), cond=cond)
     x_r, nfe = canvas_inv.x, seed_inv.nfe + canvas_inv.nfe
     replace = ReplaceRegion(mask, seed_states)
-    generators = make_generators(seed, seed_image.shape[0])
+    disturb = Streams(seed, seed_image.shape[0] if index is None else index, DISTURB_STREAM)
     for _ in range(s.cycles):
         # 2a. Disturb: forward transition r -> b.
-        x_b = renoise(model.path, x_r, times[r], times[b], randn_like(x_r, generators))
-        # 2b. Construct: DDIM from b to r, the seed region replaced after every step.
-        result = sample(
-            model,
-            x_b,
-            solver="ddim",
-            grid=times[b : r - 1 : -1],
-            step_hooks=[replace],
-            scale_noise=False,
-            return_result=True,
-            **opts,
+        x_b = renoise(model.path, x_r, times[r], times[b], disturb.normal_like(x_r))
+        # 2b. Construct: from b to r, the seed region replaced after every step.
+        out = sample(
+            model, x_b, on(times[b : r - 1 : -1]), hooks=[replace], cond=cond, scale_noise=False
         )
-        assert isinstance(result, SampleResult)
-        x_r, nfe = result.x, nfe + result.nfe
+        x_r, nfe = out.x, nfe + out.nfe
     # 3. Final denoising r -> 0 with DDIM(eta), one more replacement at k_final.
     final_targets = {times[k_final]: seed_states[times[k_final]]} if 0 < k_final < r else {}
-    result = sample(
-        model,
-        x_r,
-        solver="ddim",
-        solver_options={"eta": s.final_eta},
-        grid=times[r::-1],
-        step_hooks=[ReplaceRegion(mask, final_targets)],
-        scale_noise=False,
-        seed=[g.initial_seed() + 10**6 for g in generators],
-        return_result=True,
-        **opts,
-    )
-    assert isinstance(result, SampleResult)
-    x = result.x
+    final = on(times[r::-1], solver=DDIM(eta=s.final_eta))
+    hooks = [ReplaceRegion(mask, final_targets)]
+    out = sample(model, x_r, final, hooks=hooks, cond=cond, index=index, scale_noise=False)
+    x = out.x
     if exact_region:
         x = mask * seed_image + (1 - mask) * x
-    out = SampleResult(x, torch.tensor(times[::-1], dtype=torch.float64), nfe + result.nfe)
-    return out if return_result else out.x
+    return Reconstruction(x, nfe + out.nfe)
 
 
 def cow_solve(
-    model: Model,
-    operator: Operator,
-    y: Tensor,
-    *,
-    nfe: int | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> Tensor:
+    model: Model, operator: Operator, y: Tensor, sampler: Sampler | None = None, **options: Any
+) -> Reconstruction:
     """COW in the solver signature of :func:`interpolant.inverse.solve`.
 
     The seed region is where a masking operator observes (m = A^T A 1 != 0) and the seed image
     its adjoint A^T y (for :class:`~interpolant.inverse.operators.Inpaint`, y itself). ``nfe``
-    sets the number of grid steps N (the default, 10, is the paper's); the NFE actually spent is
-    about (cycles + 1) (b - r) + b + 2 r model calls. Other options go to :func:`cow`
-    (``cycles``, ``replace_level``, ``back_level`` as :class:`COWSettings` fields too).
+    (a shortcut of the spec) sets the number of grid steps N (the default, 10, is the paper's);
+    the NFE actually spent is (b - 1) + (r - 1) + cycles (b - r) + r model calls. Options
+    that are :class:`COWSettings` fields (``cycles``, ``replace_level``, ...) build the
+    settings; the others go to :func:`cow`.
     """
     if not operator.linear:
-        raise ValueError(f"COW needs a linear masking operator, got {type(operator).__name__}")
+        raise UserError(f"COW needs a linear masking operator, got {type(operator).__name__}")
     ones = torch.ones(1, *operator.x_shape, dtype=y.dtype, device=y.device)
     mask = (operator.adjoint(operator(ones))[0] != 0).to(y.dtype)
     fields = {k: options.pop(k) for k in list(options) if k in COWSettings.__dataclass_fields__}
-    if nfe is not None:
-        fields["steps"] = int(nfe)
-    out = cow(
-        model, operator.adjoint(y), mask, settings=COWSettings(**fields), seed=seed, **options
-    )
-    assert isinstance(out, Tensor)
-    return out
+    settings = COWSettings(**fields)
+    return cow(model, operator.adjoint(y), mask, sampler, settings=settings, **options)
+
+
+__all__ = [
+    "COW_SAMPLER",
+    "COWSettings",
+    "ReplaceRegion",
+    "cow",
+    "cow_solve",
+    "renoise",
+]

@@ -19,136 +19,165 @@ paper ("up to the final deterministic step").
 
 **CycleDiffusion.** z = Enc_A(x_A) with model A, x_B = G_B(z) with model B on the same path and
 grid: two models share the latent space.
+
+Inversion and encoding run the sampler's own solver steps by hand (``solvers.base.fixed_run``,
+on an ascending grid or with the posterior noise), every evaluation through ``Model.at`` and
+counted; decoding runs on the one sampling loop with the latent's noises replayed.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
+from ..errors import UserError
 from ..paths import GaussianPath
-from ..predictions import Model, Prediction
-from ..solvers import Solver, State, get_grid, get_solver, make_nodes, sample
-from .._porting import StepContext
-from ..solvers.base import Node
+from ..predictions import Evaluations, Model, Prediction
+from ..randomness import Streams
+from ..solvers import (
+    Hook,
+    Node,
+    Run,
+    Sampler,
+    SampleResult,
+    Solver,
+    State,
+    as_sampler,
+    fixed_run,
+    make_nodes,
+    sample,
+)
 from ..solvers.dpm import DDIM
-from ..solvers.loop import SampleResult
-from .._porting import make_generators, randn_like
+from ..solvers.grids import Karras, Uniform
+from ..solvers.spec import SamplerOptions
+from .base import Rows, seeded
+
+#: The inversion's default: DDIM inversion on 50 Karras steps, float64 arithmetic.
+INVERSION = Sampler(DDIM(), nfe=50, grid=Karras(), solver_dtype="float64")
+#: The DPM-Encoder's default: DDIM(eta = 0.1) on 100 uniform steps, float64 (the paper's).
+ENCODER = Sampler(DDIM(eta=0.1), nfe=100, grid=Uniform(), solver_dtype="float64", seed=0)
+#: The stream of the encoder's draws (x_T and the posterior states).
+ENCODER_STREAM = "dpm-encoder"
+
+StepFn = Callable[[State, Prediction, Node, Node, Run], State]
+
+
+def _no_noise(like: Tensor) -> Tensor:
+    raise RuntimeError("a deterministic solver drew noise")
+
+
+def _with_noise(run: Run, noise: Callable[[Tensor], Tensor]) -> Run:
+    """``run`` (its evaluations, its place on the grid) drawing ``noise`` instead."""
+    return fixed_run(run.path, run.n_steps, run.index, run.evaluate, noise)
+
+
+def _walk(
+    model: Model,
+    solver: Solver,
+    x: Tensor,
+    nodes: Sequence[Node],
+    cond: dict[str, Any] | None,
+    step: StepFn | None = None,
+) -> tuple[Tensor, list[Tensor], int]:
+    """Drive ``step`` (default: the solver's) along ``nodes`` from x by hand: (the final state,
+    the state at every node, the model evaluations per sample)."""
+    counter, net_dtype = Evaluations(cond), model.input_dtype(x)
+
+    def evaluate(xi: Tensor, node: Node) -> Prediction:
+        return model.at(xi, node, counter, dtype=net_dtype)
+
+    move = solver.step if step is None else step
+    state = solver.init(x)
+    states = [state.x]
+    for i, (now, nxt) in enumerate(itertools.pairwise(nodes)):
+        run = fixed_run(model.path, len(nodes) - 1, i, evaluate, _no_noise)
+        state = move(state, run.evaluate(state.x, now), now, nxt, run).replace(step=i + 1)
+        states.append(state.x)
+    return state.x, states, counter.nfe
+
 
 # ----------------------------------------------------------------------------------------------
 # Deterministic ODE inversion.
 
 
-def inversion_grid(
-    path: GaussianPath,
-    steps: int,
-    grid: str | Sequence[float] | Tensor = "karras",
-    t_max: float = 1.0,
-    **grid_options: float,
-) -> Tensor:
-    """The ascending grid of ``steps`` steps the inversion runs: the sampling grid of
-    ``steps + 1`` steps without its final t = 0, reversed (so it starts at the smallest positive
-    time, where the exponential integrators are defined, and ends at ``t_max``)."""
-    if isinstance(grid, str):
-        t = get_grid(grid, path, steps + 1, t_max=t_max, **grid_options)
-    else:
-        t = get_grid(grid, path, 0)
+@dataclass
+class Inversion:
+    """The latent x at the last (largest) time of the ascending ``grid``, the NFE per sample,
+    the spec and (``trajectory=True``) the state at every grid time."""
+
+    x: Tensor
+    grid: Tensor
+    nfe: int
+    sampler: Sampler
+    trajectory: list[Tensor] = field(default_factory=list)
+
+
+def inversion_grid(path: GaussianPath, sampler: Sampler) -> Tensor:
+    """The ascending grid of the spec's steps that the inversion runs: the sampling grid of one
+    step more without its final t = 0, reversed (so it starts at the smallest positive time,
+    where the exponential integrators are defined, and ends at ``t_max``); a listed grid is
+    used as given, without its zeros."""
+    if sampler.grid.fixed_steps is None:
+        sampler = sampler.replace(nfe=None, steps=sampler.steps_used() + 1)
+    t = sampler.times(path)
     t = t[t > 0]
     if t.numel() < 2:
-        raise ValueError(f"an inversion grid needs two positive times, got {t.tolist()}")
+        raise UserError(f"an inversion grid needs two positive times, got {t.tolist()}")
     return t.flip(0)
 
 
 def invert(
     model: Model,
     x: Tensor,
+    sampler: Sampler | None = None,
     *,
-    solver: str | Solver = "ddim",
-    nfe: int | None = None,
-    steps: int | None = None,
-    grid: str | Sequence[float] | Tensor = "karras",
-    t_max: float = 1.0,
-    grid_options: dict[str, float] | None = None,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
-    return_result: bool = False,
-    keep_trajectory: bool = False,
-) -> Tensor | SampleResult:
+    trajectory: bool = False,
+    **shortcuts: Unpack[SamplerOptions],
+) -> Inversion:
     """Integrate the probability-flow ODE upwards from x at the grid's first time to ``t_max``.
 
     ``x`` is the state at the smallest positive time of the grid (for data, x0 itself: the
-    approximation error is sigma(t_min) * eps). ``solver`` must be deterministic. The result is
-    the latent x_{t_max} (not divided by sigma); ``sample(model, latent, grid=result.grid.flip(0),
-    scale_noise=False, ...)`` maps it back. With ``return_result`` the :class:`SampleResult`
-    carries the ascending grid, the NFE and (``keep_trajectory``) the state at every node.
+    approximation error is sigma(t_min) * eps). ``sampler`` (default :data:`INVERSION`;
+    ``shortcuts`` change it) must have a deterministic solver. The result's ``x`` is the latent
+    x_{t_max} (not divided by sigma); :func:`round_trip_error` samples it back on the reversed
+    grid.
     """
-    solver = get_solver(solver)
+    spec = as_sampler(INVERSION if sampler is None else sampler, **shortcuts)
+    solver = spec.solver
     if solver.stochastic:
-        raise ValueError(f"invert needs a deterministic solver; {solver!r} draws noise")
-    if isinstance(grid, str) and (nfe is None) == (steps is None):
-        raise ValueError("give exactly one of nfe= or steps= (or pass a grid of times)")
-    n_steps = 0
-    if isinstance(grid, str):
-        n_steps = steps if steps is not None else solver.steps_for_nfe(int(nfe))  # type: ignore[arg-type]
-    t_grid = inversion_grid(model.path, n_steps, grid, t_max, **(grid_options or {}))
+        raise UserError(f"invert needs a deterministic solver; {solver!r} draws noise")
+    t_grid = inversion_grid(model.path, spec)
     if model.path.alpha(t_grid[-1:]).item() == 0 and solver.name != "euler":
-        raise ValueError(
+        raise UserError(
             f"the path has alpha = 0 at t_max={float(t_grid[-1])}, where the data-prediction "
             "steps cannot be run upwards; use t_max < 1 or solver='euler'"
         )
+    work = spec.dtype or x.dtype
     nodes = make_nodes(model.path, t_grid)
-    cond = dict(cond or {})
-    model_dtype, work_dtype = x.dtype, solver_dtype or x.dtype
-    nfe_count = 0
-
-    def evaluate(xi: Tensor, node: Node) -> Prediction:
-        nonlocal nfe_count
-        nfe_count += 1
-        t_batch = torch.full((xi.shape[0],), node.t, device=xi.device, dtype=model_dtype)
-        value = model.net(xi.to(model_dtype), t_batch, **cond).to(work_dtype)
-        return Prediction(xi, node.t, model.predicts, value, node.coeffs)
-
-    def no_noise(like: Tensor) -> Tensor:
-        raise RuntimeError("a deterministic solver drew noise during inversion")
-
-    state = solver.init(x.to(work_dtype))
-    ctx = StepContext(evaluate, no_noise, 0, len(nodes) - 1, model.path)
-    trajectory = [state.x] if keep_trajectory else None
-    for i in range(len(nodes) - 1):
-        ctx.index = i
-        now, nxt = nodes[i], nodes[i + 1]
-        pred = evaluate(state.x, now) if solver.needs_prediction(state, now, ctx) else None
-        state = solver.step(state, pred, now, nxt, ctx).replace(step=i + 1)  # type: ignore[arg-type]
-        if trajectory is not None:
-            trajectory.append(state.x)
-    out = state.x.to(model_dtype)
-    if return_result or keep_trajectory:
-        return SampleResult(out, t_grid, nfe_count, trajectory)
-    return out
+    out, states, nfe = _walk(model, solver, x.to(work), nodes, cond)
+    return Inversion(out.to(x.dtype), t_grid, nfe, spec, states if trajectory else [])
 
 
 def round_trip_error(
-    model: Model, x: Tensor, *, solver: str = "ddim", nfe: int, **options: Any
+    model: Model,
+    x: Tensor,
+    sampler: Sampler | None = None,
+    *,
+    cond: dict[str, Any] | None = None,
+    **shortcuts: Unpack[SamplerOptions],
 ) -> float:
     """max |x - sample(invert(x))| over the batch, both directions on the same grid."""
-    result = invert(model, x, solver=solver, nfe=nfe, return_result=True, **options)
-    assert isinstance(result, SampleResult)
-    back = sample(
-        model,
-        result.x,
-        solver=solver,
-        grid=result.grid.flip(0),
-        scale_noise=False,
-        solver_dtype=options.get("solver_dtype", torch.float64),
-        cond=options.get("cond"),
-    )
-    assert isinstance(back, Tensor)
-    return float((back - x).abs().max())
+    inv = invert(model, x, sampler, cond=cond, **shortcuts)
+    back = inv.sampler.replace(grid=inv.grid.flip(0), nfe=None, steps=None)
+    out = sample(model, inv.x, back, cond=cond, scale_noise=False)
+    return float((out.x - x).abs().max())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,86 +190,55 @@ class Latent:
 
     ``x_start`` is x at ``t_grid[0]`` (not divided by sigma); ``noises[i]`` is the standard
     normal z of step i (zeros where the step has no noise, e.g. the final denoising step).
-    ``trajectory`` is the encoded trajectory x_{t_0}, ..., x_{t_N} (for checks).
+    ``trajectory`` is the encoded trajectory x_{t_0}, ..., x_{t_N} (for checks); ``sampler``
+    the spec that encoded it (decoding replays it) and ``nfe`` the encoder's evaluations.
     """
 
     x_start: Tensor
     noises: list[Tensor]
     t_grid: Tensor
     trajectory: list[Tensor]
-
-
-def _with_noise(ctx: StepContext, noise: Callable[[Tensor], Tensor]) -> StepContext:
-    return dataclasses.replace(ctx, noise=noise)
+    sampler: Sampler
+    nfe: int
 
 
 def _affine_in_noise(
-    solver: Solver, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext
+    solver: Solver, state: State, pred: Prediction, now: Node, nxt: Node, run: Run
 ) -> tuple[State, Tensor]:
     """The step with zero noise (its mean) and the noise coefficient c (x = mean + c z).
 
     Every stochastic step of the library adds c * z with a scalar c, so c is the difference of
     the step at z = 1 and at z = 0."""
-    mean = solver.step(state, pred, now, nxt, _with_noise(ctx, torch.zeros_like))
-    ones = solver.step(state, pred, now, nxt, _with_noise(ctx, torch.ones_like))
+    mean = solver.step(state, pred, now, nxt, _with_noise(run, torch.zeros_like))
+    ones = solver.step(state, pred, now, nxt, _with_noise(run, torch.ones_like))
     return mean, ones.x - mean.x
 
 
-class EncoderStep(Solver):
-    """The encoding pass of the DPM-Encoder as a solver wrapped around the sampler's own.
+def _encoder_step(
+    solver: Solver, x0: Tensor, eta: float, streams: Streams, noises: list[Tensor]
+) -> StepFn:
+    """One encoding step: draw the posterior state x' ~ q_eta(x' | x, x0) (DDIM(eta) with the
+    true x0), solve mean + c z = x' for z (``compute_eps``), append z to ``noises`` and move the
+    state to x' (keeping the solver's history, which depends on the model's predictions only).
+    Where c = 0 the state follows the sampler and z = 0."""
+    posterior = DDIM(eta=eta)
 
-    At each step it draws the posterior state x' ~ q_eta(x' | x, x0) (DDIM(eta) with the true
-    x0), solves mean + c z = x' for z (``compute_eps``), appends z to ``sink`` and moves the state
-    to x' (keeping the inner solver's history, which depends on the model's predictions only).
-    Where c = 0 the state follows the sampler and z = 0.
-    """
-
-    name = "dpm_encoder"
-
-    def __init__(self, inner: Solver, x0: Tensor, posterior_eta: float, sink: list[Tensor]):
-        self.inner, self.x0, self.sink = inner, x0, sink
-        self.posterior = DDIM(eta=posterior_eta)
-        self.order = inner.order  # type: ignore[misc]
-        self.stochastic = True  # type: ignore[misc]
-
-    def needs_prediction(self, state: State, now: Node, ctx: StepContext) -> bool:
-        return self.inner.needs_prediction(state, now, ctx)
-
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
-        mean, c = _affine_in_noise(self.inner, state, pred, now, nxt, ctx)
+    def step(state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
+        mean, c = _affine_in_noise(solver, state, pred, now, nxt, run)
         nonzero = c != 0
         if not bool(nonzero.any()):
-            self.sink.append(torch.zeros_like(state.x))
+            noises.append(torch.zeros_like(state.x))
             return mean
         # Posterior draw x' ~ q(x' | x, x0): the DDIM(eta) step with the true x0.
-        truth = Prediction(state.x, now.t, "x0", self.x0.to(state.x.dtype), now.coeffs)
-        target = self.posterior.step(State(state.x), truth, now, nxt, ctx).x
+        truth = Prediction(state.x, now.t, "x0", x0.to(state.x.dtype), now.coeffs)
+        draw = _with_noise(run, streams.normal_like)
+        target = posterior.step(State(state.x), truth, now, nxt, draw).x
         # Noise that makes the sampler land on the posterior draw (compute_eps).
         z = torch.where(nonzero, (target - mean.x) / torch.where(nonzero, c, 1.0), 0.0)
-        self.sink.append(z)
+        noises.append(z)
         return mean.replace(x=torch.where(nonzero, target, mean.x))
 
-
-class ReplayNoise(Solver):
-    """The sampler with its noise draws replaced by given ones (``noises[i]`` at step i)."""
-
-    name = "replay_noise"
-
-    def __init__(self, inner: Solver, noises: Sequence[Tensor]):
-        self.inner, self.noises = inner, list(noises)
-        self.order = inner.order  # type: ignore[misc]
-        self.stochastic = inner.stochastic  # type: ignore[misc]
-
-    def needs_prediction(self, state: State, now: Node, ctx: StepContext) -> bool:
-        return self.inner.needs_prediction(state, now, ctx)
-
-    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, ctx: StepContext) -> State:
-        if ctx.index >= len(self.noises):
-            raise ValueError(
-                f"the latent has {len(self.noises)} noises; step {ctx.index} needs one"
-            )
-        z = self.noises[ctx.index]
-        return self.inner.step(state, pred, now, nxt, _with_noise(ctx, lambda like: z.to(like)))
+    return step
 
 
 def _default_posterior_eta(solver: Solver) -> float:
@@ -252,109 +250,131 @@ def _default_posterior_eta(solver: Solver) -> float:
 def dpm_encode(
     model: Model,
     x0: Tensor,
+    sampler: Sampler | None = None,
     *,
-    solver: str | Solver = "ddim",
-    solver_options: dict[str, Any] | None = None,
-    nfe: int | None = None,
-    steps: int | None = None,
-    grid: str | Sequence[float] | Tensor = "uniform",
-    t_max: float = 1.0,
     posterior_eta: float | None = None,
-    seed: int | Sequence[int] = 0,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
 ) -> Latent:
     """Encode x0 into the Gaussian latent of a stochastic sampler (DPM-Encoder, paper sec. 3.2).
 
-    ``solver`` must draw noise (DDIM with eta > 0, ``dpmpp_2m_sde``, ``euler_maruyama``, ...);
-    ``t_max < 1`` starts from an intermediate level (the paper's early stop, ``es_steps``).
-    ``seed`` seeds the posterior draws (one generator per sample).
+    ``sampler`` (default :data:`ENCODER`; ``shortcuts`` change it) must draw noise (DDIM with
+    eta > 0, ``dpmpp_2m_sde``, ``euler_maruyama``, ...); ``t_max < 1`` starts from an
+    intermediate level (the paper's early stop, ``es_steps``). The draws come from the
+    ``dpm-encoder`` stream of the spec's seed (row r: sample ``index[r]``).
     """
-    inner = get_solver(solver, **(solver_options or {}))
-    if not inner.stochastic:
-        raise ValueError(
-            f"dpm_encode needs a stochastic sampler (e.g. ddim with eta > 0); {inner!r} draws no "
-            "noise, so its latent is x_T alone: use invert() instead"
+    spec, seed = seeded(as_sampler(ENCODER if sampler is None else sampler, **shortcuts))
+    solver = spec.solver
+    if not solver.stochastic:
+        raise UserError(
+            f"dpm_encode needs a stochastic sampler (e.g. ddim with eta > 0); {solver!r} draws "
+            "no noise, so its latent is x_T alone: use invert() instead"
         )
-    eta = _default_posterior_eta(inner) if posterior_eta is None else float(posterior_eta)
-    work = solver_dtype or x0.dtype
-    generators = make_generators(seed, x0.shape[0])
-    t_grid = _grid(model, inner, nfe, steps, grid, t_max)
-    node0 = make_nodes(model.path, t_grid[:1])[0]
+    eta = _default_posterior_eta(solver) if posterior_eta is None else float(posterior_eta)
+    x0w = x0.to(spec.dtype or x0.dtype)
+    streams = Streams(seed, x0.shape[0] if index is None else index, ENCODER_STREAM)
+    t_grid = spec.times(model.path)
+    nodes = make_nodes(model.path, t_grid)
     # x_T ~ q(x_T | x0) = N(alpha x0, sigma^2 I).
-    x_start = node0.alpha * x0.to(work) + node0.sigma * randn_like(x0.to(work), generators)
+    x_start = nodes[0].alpha * x0w + nodes[0].sigma * streams.normal_like(x0w)
     noises: list[Tensor] = []
-    result = sample(
-        model,
-        x_start.to(x0.dtype),
-        solver=EncoderStep(inner, x0.to(work), eta, noises),
-        grid=t_grid,
-        seed=[int(g.initial_seed()) + 7919 for g in generators],
-        solver_dtype=solver_dtype,
-        cond=cond,
-        scale_noise=False,
-        return_result=True,
-        keep_trajectory=True,
-    )
-    assert isinstance(result, SampleResult) and result.trajectory is not None
-    return Latent(x_start, noises, t_grid, result.trajectory)
+    step = _encoder_step(solver, x0w, eta, streams, noises)
+    _, states, nfe = _walk(model, solver, x_start, nodes, cond, step)
+    return Latent(x_start, noises, t_grid, states, spec, nfe)
+
+
+@dataclass(frozen=True, eq=False)
+class ReplayNoise(Solver):
+    """The sampler ``inner`` with its noise draws replaced by given ones (``noises[i]`` at step
+    i): G(z) for the latent z = (x_start, noises) as a solver of the loop."""
+
+    name: ClassVar[str] = "replay_noise"
+    inner: Solver
+    noises: tuple[Tensor, ...] = field(repr=False)
+
+    @property
+    def order(self) -> int:
+        return self.inner.order
+
+    @property
+    def evals_per_step(self) -> int:
+        return self.inner.evals_per_step
+
+    def nfe_for_steps(self, steps: int) -> int:
+        return self.inner.nfe_for_steps(steps)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.inner.stochastic
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
+        if run.index >= len(self.noises):
+            raise UserError(f"the latent has {len(self.noises)} noises; step {run.index} needs one")
+        z = self.noises[run.index]
+        return self.inner.step(state, pred, now, nxt, _with_noise(run, lambda like: z.to(like)))
 
 
 def dpm_decode(
     model: Model,
     latent: Latent,
     *,
-    solver: str | Solver = "ddim",
-    solver_options: dict[str, Any] | None = None,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
-    return_result: bool = False,
-) -> Tensor | SampleResult:
-    """G(z): run the sampler from ``latent.x_start`` on ``latent.t_grid`` with its noises."""
-    inner = get_solver(solver, **(solver_options or {}))
-    return sample(
-        model,
-        latent.x_start,
-        solver=ReplayNoise(inner, latent.noises),
-        grid=latent.t_grid,
-        solver_dtype=solver_dtype,
-        cond=cond,
-        scale_noise=False,
-        return_result=return_result,
-        keep_trajectory=return_result,
-    )
+    hooks: Sequence[Hook[Any]] = (),
+) -> SampleResult:
+    """G(z): the latent's sampler run from ``latent.x_start`` on ``latent.t_grid`` with its
+    noises (``hooks``: e.g. a :class:`~interpolant.solvers.Trajectory`)."""
+    replay = ReplayNoise(latent.sampler.solver, tuple(latent.noises))
+    spec = latent.sampler.replace(solver=replay, grid=latent.t_grid, nfe=None, steps=None)
+    return sample(model, latent.x_start, spec, hooks=hooks, cond=cond, scale_noise=False)
+
+
+@dataclass
+class Translation:
+    """CycleDiffusion's output: x_B, the shared latent and the NFE per sample (encoding with
+    model A plus decoding with model B)."""
+
+    x: Tensor
+    latent: Latent
+    nfe: int
 
 
 def cycle_translate(
-    model_a: Model, model_b: Model, x_a: Tensor, **options: Any
-) -> tuple[Tensor, Latent]:
-    """CycleDiffusion (sec. 4.1): x_B = G_B(Enc_A(x_A)), both models on the same path.
-
-    Options go to :func:`dpm_encode` (solver, solver_options, nfe, grid, t_max, seed, ...); the
-    decoder uses the same sampler. Returns (x_B, the shared latent)."""
+    model_a: Model,
+    model_b: Model,
+    x_a: Tensor,
+    sampler: Sampler | None = None,
+    *,
+    posterior_eta: float | None = None,
+    cond: dict[str, Any] | None = None,
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> Translation:
+    """CycleDiffusion (sec. 4.1): x_B = G_B(Enc_A(x_A)), both models on the same path and the
+    same sampler (as in :func:`dpm_encode`), both given ``cond``."""
     if model_a.path.config() != model_b.path.config():
-        raise ValueError(
+        raise UserError(
             f"model_a and model_b must share a path to share a latent; got {model_a.path!r} and "
             f"{model_b.path!r}"
         )
-    latent = dpm_encode(model_a, x_a, **options)
-    decode_keys = ("solver", "solver_options", "solver_dtype", "cond")
-    x_b = dpm_decode(model_b, latent, **{k: options[k] for k in decode_keys if k in options})
-    assert isinstance(x_b, Tensor)
-    return x_b, latent
+    latent = dpm_encode(
+        model_a, x_a, sampler, posterior_eta=posterior_eta, cond=cond, index=index, **shortcuts
+    )
+    decoded = dpm_decode(model_b, latent, cond=cond)
+    return Translation(decoded.x, latent, latent.nfe + decoded.nfe)
 
 
-def _grid(
-    model: Model,
-    solver: Solver,
-    nfe: int | None,
-    steps: int | None,
-    grid: str | Sequence[float] | Tensor,
-    t_max: float,
-) -> Tensor:
-    if not isinstance(grid, str):
-        return get_grid(grid, model.path, 0)
-    if (nfe is None) == (steps is None):
-        raise ValueError("give exactly one of nfe= or steps= (or pass a grid of times)")
-    n_steps = steps if steps is not None else solver.steps_for_nfe(int(nfe))  # type: ignore[arg-type]
-    return get_grid(grid, model.path, n_steps, t_max=t_max)
+__all__ = [
+    "ENCODER",
+    "INVERSION",
+    "Inversion",
+    "Latent",
+    "ReplayNoise",
+    "Translation",
+    "cycle_translate",
+    "dpm_decode",
+    "dpm_encode",
+    "inversion_grid",
+    "invert",
+    "round_trip_error",
+]

@@ -14,24 +14,36 @@ with ONE ADMM iteration (one conjugate-gradient step for the X-update) after eac
     Z <- soft(D_z X + U, lambda / rho)
     U <- U + D_z X - Z
 
-Z and U persist across diffusion steps (warm start). D_z is the forward difference along z with
-a circular boundary. Defaults: lambda = 0.04, rho = 10 (8-view CT of the official scripts). The
-diffusion steps themselves run slice-wise in the one sampling loop (the slices are its batch);
-the ADMM iteration is a step hook acting on the whole volume. On paths with alpha != 1 the
-iteration acts on x / alpha (the paper's VE path has alpha = 1).
+Z and U persist across diffusion steps (warm start): they are the per-run state
+(:class:`Splitting`) of the hook. D_z is the forward difference along z with a circular
+boundary. Defaults: lambda = 0.04, rho = 10 (8-view CT of the official scripts). The diffusion
+steps themselves run slice-wise in the one sampling loop (the slices are its batch); the ADMM
+iteration is a step hook acting on the whole volume. On paths with alpha != 1 the iteration acts
+on x / alpha (the paper's VE path has alpha = 1).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
+from ..errors import UserError
 from ..predictions import Model
-from ..solvers import Node, State, sample
-from .._porting import SampleContext, make_generators, randn_like
-from .base import Operator
+from ..solvers import Hook, Run, Sampler, State, Step, as_sampler, sample
+from ..solvers.grids import Uniform
+from ..solvers.sde import PredictorCorrector
+from ..solvers.spec import SamplerOptions
+from .base import Operator, Reconstruction, seeded, start_noise
+
+#: The paper's sampler: predictor-corrector (ancestral predictor, one Langevin corrector step,
+#: snr 0.16) with 200 model evaluations on a uniform grid, float64 arithmetic.
+MBIR_SAMPLER = Sampler(
+    PredictorCorrector(), nfe=200, grid=Uniform(), solver_dtype="float64", seed=0
+)
 
 
 class SliceOperator(Operator):
@@ -40,7 +52,7 @@ class SliceOperator(Operator):
 
     def __init__(self, slice_operator: Operator, depth: int) -> None:
         if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise UserError(f"depth must be >= 1, got {depth}")
         super().__init__((depth, *slice_operator.x_shape), slice_operator.noise_std)
         self.slice_operator, self.depth = slice_operator, int(depth)
         self.linear = slice_operator.linear
@@ -75,7 +87,13 @@ def _dot(a: Tensor, b: Tensor, batch_dims: int) -> Tensor:
     return out.reshape(*out.shape, *[1] * (a.ndim - batch_dims))
 
 
-def cg(apply: Any, rhs: Tensor, x: Tensor, iterations: int = 1, batch_dims: int = 1) -> Tensor:
+def cg(
+    apply: Callable[[Tensor], Tensor],
+    rhs: Tensor,
+    x: Tensor,
+    iterations: int = 1,
+    batch_dims: int = 1,
+) -> Tensor:
     """Conjugate gradients on apply(x) = rhs (symmetric positive semi-definite for each index
     of the first ``batch_dims`` dimensions) from ``x``; the paper runs one iteration per
     diffusion step. ``batch_dims = 2`` on volumes (B, D, ...) solves every slice on its own
@@ -95,8 +113,18 @@ def cg(apply: Any, rhs: Tensor, x: Tensor, iterations: int = 1, batch_dims: int 
     return x
 
 
+@dataclass
+class Splitting:
+    """The ADMM variables that persist across iterations (and diffusion steps): the split
+    Z (= D_z X at convergence) and the scaled dual U; None before the first iteration."""
+
+    z: Tensor | None = None
+    u: Tensor | None = None
+
+
 class ADMMTV:
-    """The ADMM-TV iteration of DiffusionMBIR on volumes (B, D, ...), with its state (Z, U).
+    """The ADMM-TV iteration of DiffusionMBIR on volumes (B, D, ...); its variables (Z, U) are a
+    :class:`Splitting` passed to every call.
 
     ``rho = 0`` turns the coupling off: the X-update is then a CG step on A^T A X = A^T y alone
     (independent slices with data consistency).
@@ -111,120 +139,122 @@ class ADMMTV:
         cg_iterations: int = 1,
     ) -> None:
         if tv_weight < 0 or rho < 0:
-            raise ValueError(f"tv_weight and rho must be >= 0, got {tv_weight}, {rho}")
+            raise UserError(f"tv_weight and rho must be >= 0, got {tv_weight}, {rho}")
         if not operator.linear:
-            raise ValueError(f"ADMM-TV needs a linear operator, got {type(operator).__name__}")
+            raise UserError(f"ADMM-TV needs a linear operator, got {type(operator).__name__}")
         self.operator, self.y = operator, y
         self.tv_weight, self.rho, self.cg_iterations = float(tv_weight), float(rho), cg_iterations
         self.aty = operator.adjoint(y)
-        self.z: Tensor | None = None
-        self.u: Tensor | None = None
 
     def normal(self, x: Tensor) -> Tensor:
         """(A^T A + rho D_z^T D_z) X."""
         out = self.operator.adjoint(self.operator(x))
         return out + self.rho * diff_z_adjoint(diff_z(x)) if self.rho > 0 else out
 
-    def x_update(self, x: Tensor, iterations: int | None = None) -> Tensor:
+    def x_update(self, x: Tensor, split: Splitting, iterations: int | None = None) -> Tensor:
         """CG on (A^T A + rho D_z^T D_z) X = A^T y + rho D_z^T (Z - U) from X."""
         rhs = self.aty.to(x)
         if self.rho > 0:
-            z, u = self._zu(x)
+            z, u = _zu(x, split)
             rhs = rhs + self.rho * diff_z_adjoint(z - u)
         # Without coupling (rho = 0) every slice takes its own CG step.
         batch_dims = 1 if self.rho > 0 else 2
         n_iter = self.cg_iterations if iterations is None else iterations
         return cg(self.normal, rhs, x, n_iter, batch_dims)
 
-    def zu_update(self, x: Tensor) -> None:
+    def zu_update(self, x: Tensor, split: Splitting) -> None:
         """Z <- soft(D_z X + U, lambda / rho); U <- U + D_z X - Z."""
         if self.rho == 0:
             return
-        _, u = self._zu(x)
+        _, u = _zu(x, split)
         dx = diff_z(x)
-        self.z = soft_threshold(dx + u, self.tv_weight / self.rho)
-        self.u = u + dx - self.z
+        split.z = soft_threshold(dx + u, self.tv_weight / self.rho)
+        split.u = u + dx - split.z
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """One ADMM iteration from X (updates Z, U); returns the new X."""
-        x = self.x_update(x)
-        self.zu_update(x)
+    def __call__(self, x: Tensor, split: Splitting) -> Tensor:
+        """One ADMM iteration from X (updates Z, U in ``split``); returns the new X."""
+        x = self.x_update(x, split)
+        self.zu_update(x, split)
         return x
 
-    def _zu(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.z is None or self.u is None:
-            self.z, self.u = torch.zeros_like(x), torch.zeros_like(x)
-        return self.z.to(x), self.u.to(x)
+
+def _zu(x: Tensor, split: Splitting) -> tuple[Tensor, Tensor]:
+    if split.z is None or split.u is None:
+        split.z, split.u = torch.zeros_like(x), torch.zeros_like(x)
+    return split.z.to(x), split.u.to(x)
 
 
-class VolumeADMMHook:
+class VolumeADMM(Hook[Splitting]):
     """Step hook: the slices of the loop's batch (B * D, C, H, W) form B volumes; after each
     diffusion step one ADMM-TV iteration acts on each volume (on x / alpha, rescaled back)."""
 
     def __init__(self, admm: ADMMTV, depth: int) -> None:
         self.admm, self.depth = admm, depth
 
-    def __call__(self, state: State, node: Node, ctx: SampleContext) -> State:
+    def start(self, run: Run) -> Splitting:
+        return Splitting()
+
+    def on_step(self, x_state: State, step: Step, run: Run, state: Splitting) -> State:
+        node = step.nxt
         if node.alpha == 0:
-            return state
-        x = state.x
+            return x_state
+        x = x_state.x
         vol = (x / node.alpha).reshape(-1, self.depth, *x.shape[1:])
-        vol = self.admm(vol)
-        return state.replace(x=node.alpha * vol.reshape(x.shape))
+        vol = self.admm(vol, state)
+        return x_state.replace(x=node.alpha * vol.reshape(x.shape))
 
 
 def diffusion_mbir(
     model: Model,
     operator: Operator,
     y: Tensor,
+    sampler: Sampler | None = None,
     *,
-    nfe: int = 200,
-    seed: int = 0,
     tv_weight: float = 0.04,
     rho: float = 10.0,
     cg_iterations: int = 1,
     couple: bool = True,
-    solver: str = "pc",
-    solver_options: dict[str, Any] | None = None,
-    grid: str = "uniform",
     final_consistency: bool = True,
-    solver_dtype: torch.dtype | None = torch.float64,
-) -> Tensor:
+    **shortcuts: Unpack[SamplerOptions],
+) -> Reconstruction:
     """Reconstruct volumes X (B, D, C, H, W) from y = A X with a 2-D slice prior ``model`` and
     z-TV coupled by ADMM (one ADMM/CG iteration per diffusion step).
 
     ``operator`` acts on volumes (a :class:`SliceOperator` of a 2-D operator on (C, H, W)).
     ``couple=False`` is the 2-D baseline: the same sampler and data-consistency CG step on each
     slice alone (rho = 0, no TV). ``final_consistency`` ends with the paper's step
-    X <- X + A^T (y - A X) / (A^T A 1) (where A^T A 1 > 0). The default sampler is the
-    paper's predictor-corrector (ancestral predictor, one Langevin corrector step, snr 0.16)
-    with ``nfe`` model evaluations.
+    X <- X + A^T (y - A X) / (A^T A 1) (where A^T A 1 > 0). The sampler is
+    :data:`MBIR_SAMPLER` (the paper's predictor-corrector) unless given; ``shortcuts`` change it.
+    The start noise of slice j comes from row j of the ``inverse-start`` stream of its seed.
     """
     if not isinstance(operator, SliceOperator):
-        raise ValueError(
+        raise UserError(
             "operator must be a SliceOperator (a 2-D operator applied to every slice), got "
             f"{type(operator).__name__}"
         )
+    spec, seed = seeded(as_sampler(MBIR_SAMPLER if sampler is None else sampler, **shortcuts))
     depth, slice_shape = operator.depth, operator.slice_operator.x_shape
     admm = ADMMTV(operator, y, tv_weight if couple else 0.0, rho if couple else 0.0, cg_iterations)
     batch = y.shape[0]
-    shape = (batch * depth, *slice_shape)
-    noise = randn_like(torch.empty(shape, dtype=y.dtype), make_generators(seed, shape[0]))
-    out = sample(
-        model,
-        noise,
-        solver=solver,
-        solver_options=solver_options,
-        nfe=nfe,
-        grid=grid,
-        step_hooks=[VolumeADMMHook(admm, depth)],
-        seed=seed + 10**6,
-        solver_dtype=solver_dtype,
-    )
-    assert isinstance(out, Tensor)
-    vol = out.reshape(batch, depth, *slice_shape)
+    noise = start_noise(seed, (batch * depth, *slice_shape), y)
+    out = sample(model, noise, spec, hooks=[VolumeADMM(admm, depth)])
+    vol = out.x.reshape(batch, depth, *slice_shape)
     if final_consistency:
         weight = operator.adjoint(operator(torch.ones_like(vol)))
         step = operator.adjoint(y.to(vol) - operator(vol))
         vol = vol + torch.where(weight > 0, step / torch.where(weight > 0, weight, 1.0), 0.0)
-    return vol
+    return Reconstruction(vol, out.nfe)
+
+
+__all__ = [
+    "ADMMTV",
+    "MBIR_SAMPLER",
+    "SliceOperator",
+    "Splitting",
+    "VolumeADMM",
+    "cg",
+    "diff_z",
+    "diff_z_adjoint",
+    "diffusion_mbir",
+    "soft_threshold",
+]

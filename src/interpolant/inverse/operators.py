@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from .base import Operator
 
 
@@ -28,7 +29,7 @@ def _on(buffer: Tensor, like: Tensor) -> Tensor:
 
 def _image_shape(x_shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
     if len(x_shape) != 3:
-        raise ValueError(f"{name} acts on images: x_shape must be (C, H, W), got {x_shape}")
+        raise UserError(f"{name} acts on images: x_shape must be (C, H, W), got {x_shape}")
     c, h, w = (int(s) for s in x_shape)
     return c, h, w
 
@@ -60,7 +61,7 @@ def random_mask(x_shape: tuple[int, ...], keep: float, seed: int = 0) -> Tensor:
     """A mask keeping each entry with probability ``keep``; images (C, H, W) share one pixel mask
     across channels."""
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+        raise UserError(f"keep must be in (0, 1], got {keep}")
     g = torch.Generator().manual_seed(seed)
     shape = (1, *x_shape[1:]) if len(x_shape) == 3 else x_shape
     mask = (torch.rand(shape, generator=g, dtype=torch.float64) < keep).to(torch.float64)
@@ -71,11 +72,11 @@ def box_mask(x_shape: tuple[int, ...], box: tuple[int, int, int, int] | None = N
     """A mask of ones with a hole ``box = (top, left, height, width)`` over the last two axes
     (default: the centred box of half the height and width)."""
     if len(x_shape) < 2:
-        raise ValueError(f"box_mask needs at least 2 spatial axes, got x_shape {x_shape}")
+        raise UserError(f"box_mask needs at least 2 spatial axes, got x_shape {x_shape}")
     h, w = x_shape[-2], x_shape[-1]
     top, left, bh, bw = box if box is not None else (h // 4, w // 4, h // 2, w // 2)
     if bh <= 0 or bw <= 0 or top < 0 or left < 0 or top + bh > h or left + bw > w:
-        raise ValueError(f"box {box} does not fit in an image of {h}x{w}")
+        raise UserError(f"box {box} does not fit in an image of {h}x{w}")
     mask = torch.ones(x_shape, dtype=torch.float64)
     mask[..., top : top + bh, left : left + bw] = 0.0
     return mask
@@ -90,7 +91,7 @@ class SuperResolution(Operator):
     def __init__(self, x_shape: tuple[int, ...], factor: int, noise_std: float = 0.0) -> None:
         c, h, w = _image_shape(tuple(x_shape), "SuperResolution")
         if factor < 1 or h % factor or w % factor:
-            raise ValueError(f"factor must be >= 1 and divide H={h} and W={w}, got {factor}")
+            raise UserError(f"factor must be >= 1 and divide H={h} and W={w}, got {factor}")
         super().__init__((c, h, w), noise_std)
         self.factor = int(factor)
         self.y_shape = (c, h // factor, w // factor)
@@ -100,7 +101,7 @@ class SuperResolution(Operator):
 
     def _upsample(self, y: Tensor) -> Tensor:
         if tuple(y.shape[1:]) != self.y_shape:
-            raise ValueError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
+            raise UserError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
         return y.repeat_interleave(self.factor, -2).repeat_interleave(self.factor, -1)
 
     def adjoint(self, y: Tensor) -> Tensor:
@@ -113,10 +114,10 @@ class SuperResolution(Operator):
 def gaussian_kernel(std: float, size: int | None = None) -> Tensor:
     """A normalised 1-D Gaussian kernel of odd ``size`` (default 2 * ceil(3 std) + 1)."""
     if std <= 0:
-        raise ValueError(f"blur std must be > 0, got {std}")
+        raise UserError(f"blur std must be > 0, got {std}")
     size = size if size is not None else 2 * math.ceil(3 * std) + 1
     if size % 2 != 1:
-        raise ValueError(f"kernel size must be odd, got {size}")
+        raise UserError(f"kernel size must be odd, got {size}")
     r = torch.arange(size, dtype=torch.float64) - size // 2
     k = torch.exp(-0.5 * (r / std) ** 2)
     return k / k.sum()
@@ -144,11 +145,11 @@ class GaussianBlur(Operator):
     ) -> None:
         c, h, w = _image_shape(tuple(x_shape), "GaussianBlur")
         if padding not in ("circular", "zeros"):
-            raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
+            raise UserError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__((c, h, w), noise_std)
         self.kernel = gaussian_kernel(std, kernel_size)
         if self.kernel.numel() > min(h, w):
-            raise ValueError(f"blur kernel of size {self.kernel.numel()} exceeds image {h}x{w}")
+            raise UserError(f"blur kernel of size {self.kernel.numel()} exceeds image {h}x{w}")
         self.padding, self.rcond, self.y_shape = padding, float(rcond), (c, h, w)
 
     def _correlate(self, x: Tensor, kernel: Tensor) -> Tensor:
@@ -170,7 +171,7 @@ class GaussianBlur(Operator):
     def transfer(self) -> Tensor:
         """The circulant's eigenvalues: the 2-D DFT of the response to a unit impulse at 0."""
         if self.padding != "circular":
-            raise TypeError("only circular blur is diagonal in Fourier space")
+            raise WrongTypeError("only circular blur is diagonal in Fourier space")
         delta = torch.zeros((1, 1, *self.x_shape[1:]), dtype=torch.float64)
         delta[..., 0, 0] = 1.0
         return torch.fft.fft2(self._correlate(delta, self.kernel))[0, 0]
@@ -193,7 +194,7 @@ class MatrixOperator(Operator):
         matrix = torch.as_tensor(matrix, dtype=torch.float64)
         d = math.prod(self.x_shape)
         if matrix.ndim != 2 or matrix.shape[1] != d:
-            raise ValueError(f"matrix must have shape (m, {d}), got {tuple(matrix.shape)}")
+            raise UserError(f"matrix must have shape (m, {d}), got {tuple(matrix.shape)}")
         self.matrix = matrix
         self.matrix_pinv = torch.linalg.pinv(matrix)
         self.y_shape = (matrix.shape[0],)
@@ -203,7 +204,7 @@ class MatrixOperator(Operator):
 
     def _check_y(self, y: Tensor) -> None:
         if tuple(y.shape[1:]) != self.y_shape:
-            raise ValueError(f"y must have shape (B, {self.y_shape[0]}), got {tuple(y.shape)}")
+            raise UserError(f"y must have shape (B, {self.y_shape[0]}), got {tuple(y.shape)}")
 
     def adjoint(self, y: Tensor) -> Tensor:
         self._check_y(y)
@@ -221,7 +222,7 @@ class RandomProjection(MatrixOperator):
         self, x_shape: tuple[int, ...], m: int, noise_std: float = 0.0, seed: int = 0
     ) -> None:
         if m < 1:
-            raise ValueError(f"number of measurements m must be >= 1, got {m}")
+            raise UserError(f"number of measurements m must be >= 1, got {m}")
         g = torch.Generator().manual_seed(seed)
         d = math.prod(int(s) for s in x_shape)
         matrix = torch.randn(m, d, generator=g, dtype=torch.float64) / math.sqrt(m)
@@ -235,7 +236,7 @@ def kspace_lines(
     lowest frequencies, then random columns until W / acceleration are kept. Columns are chosen
     in conjugate pairs (f, -f), so a real image's measured k-space is conjugate-symmetric."""
     if acceleration < 1:
-        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+        raise UserError(f"acceleration must be >= 1, got {acceleration}")
     freq = torch.fft.fftfreq(width, dtype=torch.float64).abs()
     order = torch.argsort(freq, stable=True)  # lowest frequencies first
     n_keep = max(1, round(width / acceleration))
@@ -287,7 +288,7 @@ class MRI(Operator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         if tuple(y.shape[1:]) != self.y_shape:
-            raise ValueError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
+            raise UserError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
         k = torch.view_as_complex(y.contiguous()) * _on(self.mask, y)
         return torch.fft.ifft2(k, norm="ortho").real
 
@@ -340,9 +341,9 @@ class CT(Operator):
     def __init__(self, x_shape: tuple[int, ...], n_angles: int = 30, noise_std: float = 0.0):
         c, h, w = _image_shape(tuple(x_shape), "CT")
         if h != w:
-            raise ValueError(f"CT needs square images, got x_shape {x_shape}")
+            raise UserError(f"CT needs square images, got x_shape {x_shape}")
         if n_angles < 1:
-            raise ValueError(f"n_angles must be >= 1, got {n_angles}")
+            raise UserError(f"n_angles must be >= 1, got {n_angles}")
         super().__init__((c, h, w), noise_std)
         self.angles = torch.arange(n_angles, dtype=torch.float64) * (math.pi / n_angles)
         system = radon_matrix(h, self.angles)
@@ -363,7 +364,7 @@ class CT(Operator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         if tuple(y.shape[1:]) != self.y_shape:
-            raise ValueError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
+            raise UserError(f"y must have shape (B, *{self.y_shape}), got {tuple(y.shape)}")
         return self._apply("system_t", y, self.x_shape)
 
     def fbp(self, y: Tensor) -> Tensor:
@@ -404,7 +405,7 @@ def as_matrix(op: Operator) -> Tensor:
     """The (m, D) float64 matrix of a linear operator, by applying it to the identity (small D);
     the rows are the flattened measurements."""
     if not op.linear:
-        raise TypeError(f"{type(op).__name__} is not linear: it has no matrix")
+        raise WrongTypeError(f"{type(op).__name__} is not linear: it has no matrix")
     d = math.prod(op.x_shape)
     eye = torch.eye(d, dtype=torch.float64).reshape(d, *op.x_shape)
     return op(eye).reshape(d, -1).T.contiguous()
@@ -440,9 +441,9 @@ def make_operator(
             return MRI(x_shape, float(arg or 4), noise_std, seed=seed)
         if name == "ct":
             return CT(x_shape, int(arg or 30), noise_std)
-    except ValueError as err:
-        raise ValueError(f"operator spec {spec!r}: {err}") from err
-    raise ValueError(
+    except UserError as err:
+        raise UserError(f"operator spec {spec!r}: {err}") from err
+    raise UserError(
         f"unknown operator spec {spec!r}; expected one of inpaint-box, inpaint-random:P, sr:K, "
         "blur:STD, project:M, mri:ACC, ct:ANGLES"
     )

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..data.oracles import GaussianMixture
+from ..errors import UserError
 from .base import Operator
 from .operators import as_matrix
 
@@ -73,14 +74,14 @@ def mixture_posterior(
     else:
         matrix = torch.as_tensor(operator, dtype=torch.float64)
         if noise_std is None:
-            raise ValueError("noise_std is required when operator is given as a matrix")
+            raise UserError("noise_std is required when operator is given as a matrix")
         noise = float(noise_std)
     d = prior.dim
     if matrix.ndim != 2 or matrix.shape[1] != d:
-        raise ValueError(f"operator matrix must have shape (m, {d}), got {tuple(matrix.shape)}")
+        raise UserError(f"operator matrix must have shape (m, {d}), got {tuple(matrix.shape)}")
     y = y.to(torch.float64).reshape(y.shape[0], -1)
     if y.shape[1] != matrix.shape[0]:
-        raise ValueError(f"y has {y.shape[1]} entries per sample, the operator {matrix.shape[0]}")
+        raise UserError(f"y has {y.shape[1]} entries per sample, the operator {matrix.shape[0]}")
     # Reduce A to its row space: y_r = U_r^T y = S_r V_r^T x + s U_r^T n.
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     r = int((s > s.max() * max(matrix.shape) * 1e-12).sum())
@@ -123,7 +124,7 @@ def posterior_error(
     x = x[:, None] if x.ndim == 2 else x
     b, n, d = x.shape
     if b != posterior.weights.shape[0] or d != posterior.dim:
-        raise ValueError(
+        raise UserError(
             f"samples of shape {tuple(samples.shape)} do not match a posterior over "
             f"{posterior.weights.shape[0]} measurements in {posterior.dim} dims"
         )
@@ -151,15 +152,15 @@ def fit_mixture(x: Tensor, labels: Tensor, floor: float = 1e-2) -> GaussianMixtu
     under any linear measurement is exact (:func:`mixture_posterior`)."""
     flat = x.to(torch.float64).reshape(x.shape[0], -1)
     if labels.shape != (flat.shape[0],):
-        raise ValueError(f"labels must have shape ({flat.shape[0]},), got {tuple(labels.shape)}")
+        raise UserError(f"labels must have shape ({flat.shape[0]},), got {tuple(labels.shape)}")
     if not floor > 0:
-        raise ValueError(f"floor must be > 0, got {floor}")
+        raise UserError(f"floor must be > 0, got {floor}")
     eye = torch.eye(flat.shape[1], dtype=torch.float64)
     means, covs, weights = [], [], []
     for value in labels.unique():
         rows = flat[labels == value]
         if rows.shape[0] < 2:
-            raise ValueError(f"label {int(value)} has fewer than 2 samples")
+            raise UserError(f"label {int(value)} has fewer than 2 samples")
         means.append(rows.mean(0))
         covs.append(torch.cov(rows.T).reshape_as(eye) + floor * eye)
         weights.append(float(rows.shape[0]))

@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
+
 
 def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio per sample, 10 log10(data_range^2 / MSE) in dB, shape (B,)."""
     if x.shape != ref.shape:
-        raise ValueError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have equal shapes")
+        raise UserError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have equal shapes")
     mse = ((x.to(torch.float64) - ref.to(torch.float64)) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-30))
 
@@ -27,11 +29,11 @@ def ssim(
     """Structural similarity per image of (B, C, H, W) batches, shape (B,) (eq. 13 of Wang et
     al. 2004, averaged over every full window and over channels)."""
     if x.shape != ref.shape or x.ndim != 4:
-        raise ValueError(
+        raise UserError(
             f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must be equal (B, C, H, W) shapes"
         )
     if win_size % 2 != 1 or min(x.shape[-2:]) < win_size:
-        raise ValueError(f"win_size must be odd and fit in the image {tuple(x.shape[-2:])}")
+        raise UserError(f"win_size must be odd and fit in the image {tuple(x.shape[-2:])}")
     c = x.shape[1]
     a, b = x.to(torch.float64), ref.to(torch.float64)
     kernel = torch.full((c, 1, win_size, win_size), 1.0 / win_size**2, dtype=torch.float64)

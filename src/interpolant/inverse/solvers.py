@@ -1,34 +1,66 @@
 """Posterior samplers for y = A x + noise with an unconditional diffusion prior.
 
-- :class:`DPS` (Chung et al. 2023, Alg. 1): a prediction hook that differentiates
-  ||y - A x0_hat(x_t)|| through the network, and a step hook that moves the new state by
-  -zeta * gradient (``zeta`` is zeta' / ||residual|| times the gradient of the squared norm / 2).
+- :class:`DPS` (Chung et al. 2023, Alg. 1): a hook that differentiates ||y - A x0_hat(x_t)||
+  through the network at each prediction and moves the new state by -zeta * gradient after the
+  step (``zeta`` is zeta' / ||residual|| times the gradient of the squared norm / 2).
 - :func:`red_diff` (Mardani et al. 2024): the variational mean mu optimised by Adam, with a
   stop-gradient denoising regulariser swept from high to low noise.
 - :class:`DataConsistency`: hard (x <- x - A^+(A x - y)) or soft (weighted) projection, on the
-  data prediction (a prediction hook) or on the state with a forward-noised measurement (a step
-  hook; Song et al. 2022), the medical-imaging recipe of the survey (Kazerouni et al. 2023).
+  data prediction or on the state with a forward-noised measurement (Song et al. 2022), the
+  medical-imaging recipe of the survey (Kazerouni et al. 2023).
 - :func:`repaint` (Lugmayr et al. 2022): known-region replacement plus jump-back resampling.
 
 All of them run on the one sampling loop (``solvers.loop.sample``) except RED-diff, which is an
-optimiser, not an integrator.
+optimiser, not an integrator; every model evaluation is counted in the ``nfe`` they report.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..predictions import Model, Prediction
-from ..solvers.base import Node, State, make_nodes
-from ..solvers.loop import sample
-from .._porting import SampleContext, make_generators, randn_like
-from .base import Operator
+from ..errors import UserError, WrongTypeError
+from ..predictions import Evaluations, Model, Prediction
+from ..randomness import Streams, derive_seed
+from ..solvers import (
+    Hook,
+    Node,
+    Plan,
+    Run,
+    Sampler,
+    SampleResult,
+    State,
+    Step,
+    as_sampler,
+    make_nodes,
+    sample,
+)
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform
+from ..solvers.spec import SamplerOptions
+from .base import (
+    Operator,
+    Reconstruction,
+    Rows,
+    detached,
+    model_gradient,
+    renoise,
+    seeded,
+    start_noise,
+    taped,
+)
 from .operators import Inpaint, least_squares
+
+#: The samplers' default: ancestral DDIM (eta = 1 is DDPM, the papers'), 100 uniform steps.
+ANCESTRAL = Sampler(DDIM(eta=1.0), nfe=100, grid=Uniform(), seed=0)
+#: RePaint's default: the same sampler on 50 steps.
+REPAINT = ANCESTRAL.replace(nfe=None, steps=50)
 
 
 def _sum_but_batch(v: Tensor) -> Tensor:
@@ -39,114 +71,105 @@ def apply_pinv(op: Operator, r: Tensor, cg_iters: int = 30) -> Tensor:
     """A^+ r: the closed form where the operator has one, else CGLS (``least_squares``)."""
     try:
         return op.pinv(r)
-    except TypeError:
+    except WrongTypeError:
         return least_squares(op, r, iters=cg_iters)
 
 
 def _check_y(op: Operator, y: Tensor, batch: int | None = None) -> None:
     expected = op(torch.zeros(1, *op.x_shape, dtype=y.dtype, device=y.device)).shape[1:]
     if tuple(y.shape[1:]) != tuple(expected):
-        raise ValueError(f"y must have shape (B, *{tuple(expected)}), got {tuple(y.shape)}")
+        raise UserError(f"y must have shape (B, *{tuple(expected)}), got {tuple(y.shape)}")
     if batch is not None and y.shape[0] != batch:
-        raise ValueError(f"y has batch {y.shape[0]} but the noise has batch {batch}")
+        raise UserError(f"y has batch {y.shape[0]} but the noise has batch {batch}")
+
+
+def _prepare(
+    operator: Operator,
+    y: Tensor,
+    noise: Tensor | None,
+    sampler: Sampler,
+    index: Rows | None,
+    shortcuts: dict[str, Any],
+) -> tuple[Sampler, int, Tensor]:
+    """The seeded spec, its seed and the start noise (drawn from the seed unless given)."""
+    spec, seed = seeded(as_sampler(sampler, **shortcuts))
+    if noise is None:
+        noise = start_noise(seed, (y.shape[0], *operator.x_shape), y, index)
+    _check_y(operator, y, noise.shape[0])
+    return spec, seed, noise
 
 
 # ----------------------------------------------------------------------------------------------
 # DPS.
 
 
-class _Taped:
-    """Calls ``net`` on a fresh leaf that requires grad, so that a prediction hook can
-    differentiate the prediction with respect to the state (``leaf`` holds the last input)."""
+@dataclass
+class DPSState:
+    """Per-run state of :class:`DPS`: the newest gradient g (consumed by the step) and the
+    residual norms ||y - A x0_hat|| where it was taken."""
 
-    def __init__(self, net: Any) -> None:
-        self.net = net
-        self.leaf: Tensor | None = None
-
-    def __call__(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        with torch.enable_grad():
-            self.leaf = x.detach().requires_grad_(True)
-            return self.net(self.leaf, t, **cond)
+    grad: Tensor | None = None
+    residual: Tensor | None = None
 
 
-class DPS:
+class DPS(Hook[DPSState]):
     """Diffusion posterior sampling (Chung et al. 2023, Alg. 1, Gaussian noise).
 
-    ``prediction_hook`` computes g = grad_{x_t} ||y - A(x0_hat(x_t))|| (per sample) through the
-    network; ``step_hook`` applies x_{i-1} <- x'_{i-1} - zeta g after the solver step. The norm
-    (not its square) is what the official code differentiates: zeta g = (zeta / ||r||) grad ||r||^2
-    / 2, the paper's step size zeta_i = zeta' / ||y - A x0_hat||. With a model from
-    :func:`dps_model` the gradient reuses the sampler's forward pass; otherwise the hook
-    evaluates the network once more with gradients.
+    At each prediction the hook takes g = grad_{x_t} ||y - A(x0_hat(x_t))|| (per sample)
+    through the network; after the step it applies x_{i-1} <- x'_{i-1} - zeta g. The norm (not
+    its square) is what the official code differentiates: zeta g = (zeta / ||r||) grad ||r||^2
+    / 2, the paper's step size zeta_i = zeta' / ||y - A x0_hat||. The run's model is taped
+    (:class:`~interpolant.inverse.base.TapedModel`), so the gradient reuses the sampler's own
+    forward pass: one network call per evaluation.
     """
 
     def __init__(self, operator: Operator, y: Tensor, zeta: float = 1.0) -> None:
         if zeta < 0:
-            raise ValueError(f"zeta must be >= 0, got {zeta}")
+            raise UserError(f"zeta must be >= 0, got {zeta}")
         self.operator, self.y, self.zeta = operator, y, float(zeta)
 
-    def prediction_hook(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
-        net = ctx.model.net
-        leaf = net.leaf if isinstance(net, _Taped) else None
-        with torch.enable_grad():
-            if leaf is None or pred.value.grad_fn is None:
-                leaf = pred.x.detach().requires_grad_(True)
-                t = torch.full((leaf.shape[0],), node.t, dtype=leaf.dtype, device=leaf.device)
-                value = ctx.model.net(leaf, t, **ctx.cond).to(pred.x.dtype)
-            else:
-                value = pred.value
-            taped = Prediction(leaf.to(pred.x.dtype), pred.t, pred.kind, value, pred.coeffs)
-            resid = self.y.to(pred.x.dtype) - self.operator(taped.x0)
-            norm = _sum_but_batch(resid**2).sqrt()
-            (grad,) = torch.autograd.grad(norm.sum(), leaf)
-        ctx.extra["dps_grad"] = grad.detach().to(pred.x.dtype)
-        ctx.extra["dps_residual"] = norm.detach()
-        return Prediction(pred.x, pred.t, pred.kind, pred.value.detach(), pred.coeffs)
+    def residual_norm(self, x0: Tensor) -> Tensor:
+        """||y - A x0|| per sample."""
+        return _sum_but_batch((self.y.to(x0) - self.operator(x0)) ** 2).sqrt()
 
-    def step_hook(self, state: State, node: Node, ctx: SampleContext) -> State:
-        grad = ctx.extra.pop("dps_grad", None)
-        if grad is None:
-            return state
-        return state.replace(x=state.x - self.zeta * grad.to(state.x.dtype))
+    def prepare(self, plan: Plan) -> Plan:
+        return Plan(taped(plan.model), plan.grid, plan.x)
 
+    def start(self, run: Run) -> DPSState:
+        return DPSState()
 
-def dps_model(model: Model) -> Model:
-    """``model`` with its network taped, so :class:`DPS` needs no second forward pass."""
-    return Model(_Taped(model.net), model.path, model.predicts)
+    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: DPSState) -> Prediction:
+        state.grad, state.residual = model_gradient(pred, node, run, self.residual_norm)
+        return detached(pred)
+
+    def on_step(self, x_state: State, step: Step, run: Run, state: DPSState) -> State:
+        if state.grad is None:
+            return x_state
+        grad, state.grad = state.grad, None
+        return x_state.replace(x=x_state.x - self.zeta * grad.to(x_state.x.dtype))
+
+    def __repr__(self) -> str:
+        return f"DPS({type(self.operator).__name__}, zeta={self.zeta:g})"
 
 
 def dps(
     model: Model,
     operator: Operator,
     y: Tensor,
-    noise: Tensor,
+    noise: Tensor | None = None,
+    sampler: Sampler | None = None,
     *,
-    nfe: int = 100,
     zeta: float = 1.0,
-    solver: str = "ddim",
-    solver_options: dict[str, Any] | None = None,
-    grid: str = "uniform",
-    seed: int | Sequence[int] = 0,
-    solver_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """DPS with the ancestral sampler (DDIM with eta = 1 is DDPM, the paper's) by default."""
-    _check_y(operator, y, noise.shape[0])
-    hook = DPS(operator, y, zeta)
-    options = {"eta": 1.0} if solver == "ddim" and solver_options is None else solver_options
-    out = sample(
-        dps_model(model),
-        noise,
-        solver=solver,
-        solver_options=options,
-        nfe=nfe,
-        grid=grid,
-        hooks=[hook.prediction_hook],
-        step_hooks=[hook.step_hook],
-        seed=seed,
-        solver_dtype=solver_dtype,
-    )
-    assert isinstance(out, Tensor)
-    return out.detach()
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> SampleResult:
+    """DPS on the loop with ``sampler`` (default :data:`ANCESTRAL`; ``shortcuts`` change it).
+
+    ``noise`` is the start draw (B, *x_shape); by default it comes from the ``inverse-start``
+    stream of the spec's seed (row r: sample ``index[r]``)."""
+    base = ANCESTRAL if sampler is None else sampler
+    spec, _, noise = _prepare(operator, y, noise, base, index, dict(shortcuts))
+    return sample(model, noise, spec, hooks=[DPS(operator, y, zeta)], index=index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,6 +186,8 @@ RED_WEIGHTINGS = {
     "power2over3": lambda r: r ** (2 / 3),
     "const": lambda r: 1.0,
 }
+#: RED-diff's streams: eps of every step (per sample) and the batch's random time order.
+RED_NOISE_STREAM, RED_ORDER_STREAM = "red-diff-noise", "red-diff-order"
 
 
 def _measured_count(op: Operator, y: Tensor) -> Tensor:
@@ -171,6 +196,17 @@ def _measured_count(op: Operator, y: Tensor) -> Tensor:
     if isinstance(op, Inpaint):
         return op.mask.sum().to(y)
     return torch.tensor(float(y[0].numel()), dtype=y.dtype, device=y.device)
+
+
+def _red_times(steps: int, order: str, t_max: float, t_min: float, seed: int) -> Tensor:
+    """RED-diff's time schedule: descending, ascending or one random order for the batch (as in
+    the official code), from the ``red-diff-order`` stream of ``seed``."""
+    times = torch.linspace(t_max, t_min, steps, dtype=torch.float64)
+    if order == "ascending":
+        return times.flip(0)
+    if order == "random":
+        return times[Streams(seed, 1, RED_ORDER_STREAM).permutation(steps)[0]]
+    return times
 
 
 def red_diff(
@@ -188,51 +224,45 @@ def red_diff(
     t_min: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.99),
     init: Tensor | None = None,
-    seed: int | Sequence[int] = 0,
-) -> Tensor:
+    seed: int = 0,
+    index: Rows | None = None,
+) -> Reconstruction:
     """RED-diff (Mardani et al. 2024, Alg. 1; defaults of ``NVlabs/RED-diff``: lr 0.1, Adam
     betas (0.9, 0.99), lambda = 0.25, linear weighting, mu_0 = A^+ y, descending times).
 
-    Each step draws eps and t, forms x_t = alpha mu + sigma eps, and takes one Adam step on
+    Each step draws eps (the ``red-diff-noise`` stream of ``seed``, row r: sample ``index[r]``)
+    and t, forms x_t = alpha mu + sigma eps, and takes one Adam step on
 
         l(mu) = obs_weight * ||y - A mu||^2 / (2 m) + lam * w(t) * <sg(eps_hat(x_t) - eps), mu> / D
 
     whose gradient in mu is the paper's eq. 11: the data term's plus lam w(t) sg(eps_hat - eps);
     with w = sigma / alpha this is lam (mu - x0_hat(x_t)), RED with a time-annealed denoiser.
     ``m`` counts the measured entries (the mask size for inpainting), ``D`` the pixels. One
-    network evaluation per step, no backpropagation through the network.
+    network evaluation per step (``nfe = steps``), no backpropagation through the network.
     """
     if weighting not in RED_WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {sorted(RED_WEIGHTINGS)}, got {weighting!r}")
+        raise UserError(f"weighting must be one of {sorted(RED_WEIGHTINGS)}, got {weighting!r}")
     if order not in ("descending", "ascending", "random"):
-        raise ValueError(f"order must be descending, ascending or random, got {order!r}")
+        raise UserError(f"order must be descending, ascending or random, got {order!r}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     if not 0.0 < t_min < t_max <= 1.0:
-        raise ValueError(f"need 0 < t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        raise UserError(f"need 0 < t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     _check_y(operator, y)
-    gens = make_generators(seed, y.shape[0])
-    times = torch.linspace(t_max, t_min, steps, dtype=torch.float64)
-    if order == "ascending":
-        times = times.flip(0)
-    elif order == "random":  # one order for the whole batch, as in the official code
-        order_seed = seed if isinstance(seed, int) else int(seed[0])
-        times = times[
-            torch.randperm(steps, generator=torch.Generator().manual_seed(order_seed + 7919))
-        ]
+    noise = Streams(seed, y.shape[0] if index is None else index, RED_NOISE_STREAM)
+    nodes = make_nodes(model.path, _red_times(steps, order, t_max, t_min, seed))
     mu0 = apply_pinv(operator, y) if init is None else init
     mu = mu0.detach().clone().requires_grad_(True)
     m_count, d_count = _measured_count(operator, y), float(mu[0].numel())
-    weight = RED_WEIGHTINGS[weighting]
-    alphas, sigmas = (c.tolist() for c in model.path.coefficients(times)[:2])
+    weight, counter = RED_WEIGHTINGS[weighting], Evaluations()
     first, second = torch.zeros_like(mu), torch.zeros_like(mu)  # Adam's moment estimates
-    for k, (t, alpha, sigma) in enumerate(zip(times.tolist(), alphas, sigmas), start=1):
-        eps = randn_like(mu, gens)
-        x_t = (alpha * mu + sigma * eps).detach()
+    for k, node in enumerate(nodes, start=1):
+        eps = noise.normal_like(mu)
+        x_t = (node.alpha * mu + node.sigma * eps).detach()
         with torch.no_grad():
-            eps_hat = model(x_t, t).eps
+            eps_hat = model.at(x_t, node, counter).eps
         # Eq. 11: the regulariser's gradient is lam w(t) sg(eps_hat - eps), linear in mu.
-        w_t = lam * weight(sigma / alpha)
+        w_t = lam * weight(node.sigma / node.alpha)
         loss_noise = _sum_but_batch((eps_hat - eps).detach() * mu) / d_count
         loss_obs = _sum_but_batch((y - operator(mu)) ** 2) / (2 * m_count)
         (grad,) = torch.autograd.grad((w_t * loss_noise + obs_weight * loss_obs).sum(), mu)
@@ -242,25 +272,27 @@ def red_diff(
         step = lr / (1 - betas[0] ** k)
         denom = (second / (1 - betas[1] ** k)).sqrt() + 1e-8
         mu = (mu.detach() - step * first / denom).requires_grad_(True)
-    return mu.detach()
+    return Reconstruction(mu.detach(), counter.nfe)
 
 
 # ----------------------------------------------------------------------------------------------
 # Data consistency (hard / soft) and the medical-imaging recipe.
 
+WHERE = ("state", "x0")
 
-class DataConsistency:
-    """Projection onto the measurements, as a prediction hook (on x0_hat) or a step hook (on
-    the state).
+
+class DataConsistency(Hook[None]):
+    """Projection onto the measurements, on the state after every step (``where='state'``) or
+    on every data prediction (``where='x0'``).
 
     ``mode='pinv'``: x <- x - weight * A^+(A x - y_t) (weight 1 is the hard projection onto
     {A x = y_t}; weight in (0, 1) the soft one of Song et al. 2022, eq. 9). ``mode='gradient'``:
     x <- x + weight * A^T(y_t - A x) (soft, needs only the adjoint). For masks the hard
     projection is x <- m y + (1 - m) x; for MRI F^H[(1 - M) F x + M y], the survey's recipe.
 
-    On the data prediction y_t = y; on a state at time t (``step_hook``), y_t = alpha_t y +
-    sigma_t A z with fresh z when ``noise_measurement`` (Song et al. 2022, eq. 8), else alpha_t y.
-    Operators without a closed-form pinv (CT) use ``cg_iters`` of CGLS.
+    On the data prediction y_t = y; on a state at time t, y_t = alpha_t y + sigma_t A z with
+    fresh z from the run's streams when ``noise_measurement`` (Song et al. 2022, eq. 8), else
+    alpha_t y. Operators without a closed-form pinv (CT) use ``cg_iters`` of CGLS.
     """
 
     def __init__(
@@ -269,15 +301,19 @@ class DataConsistency:
         y: Tensor,
         weight: float = 1.0,
         mode: str = "pinv",
+        *,
+        where: str = "state",
         noise_measurement: bool = True,
         cg_iters: int = 30,
     ) -> None:
         if mode not in ("pinv", "gradient"):
-            raise ValueError(f"mode must be 'pinv' or 'gradient', got {mode!r}")
+            raise UserError(f"mode must be 'pinv' or 'gradient', got {mode!r}")
+        if where not in WHERE:
+            raise UserError(f"where must be 'state' or 'x0', got {where!r}")
         if not weight > 0:
-            raise ValueError(f"weight must be > 0, got {weight}")
+            raise UserError(f"weight must be > 0, got {weight}")
         self.operator, self.y, self.weight, self.mode = operator, y, float(weight), mode
-        self.noise_measurement, self.cg_iters = noise_measurement, int(cg_iters)
+        self.where, self.noise_measurement, self.cg_iters = where, noise_measurement, int(cg_iters)
 
     def project(self, x: Tensor, y: Tensor) -> Tensor:
         """One (hard or soft) projection of x onto {A x = y}."""
@@ -286,61 +322,55 @@ class DataConsistency:
             return x - self.weight * self.operator.adjoint(resid)
         return x - self.weight * apply_pinv(self.operator, resid, self.cg_iters)
 
-    def prediction_hook(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
+    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: None) -> Prediction:
+        if self.where != "x0":
+            return pred
         return pred.replace("x0", self.project(pred.x0, self.y))
 
-    def step_hook(self, state: State, node: Node, ctx: SampleContext) -> State:
-        y_t = node.alpha * self.y.to(state.x.dtype)
+    def on_step(self, x_state: State, step: Step, run: Run, state: None) -> State:
+        if self.where != "state":
+            return x_state
+        node = step.nxt
+        # Song et al. 2022, eq. 8: the measurement forward-noised to the state's time.
+        y_t = node.alpha * self.y.to(x_state.x.dtype)
         if self.noise_measurement and node.sigma > 0:
-            y_t = y_t + node.sigma * self.operator(ctx.noise(state.x))
-        return state.replace(x=self.project(state.x, y_t))
+            y_t = y_t + node.sigma * self.operator(run.noise(x_state.x))
+        return x_state.replace(x=self.project(x_state.x, y_t))
+
+    def __repr__(self) -> str:
+        return f"DataConsistency({self.mode}, weight={self.weight:g}, where={self.where!r})"
 
 
 def data_consistency_sample(
     model: Model,
     operator: Operator,
     y: Tensor,
-    noise: Tensor,
+    noise: Tensor | None = None,
+    sampler: Sampler | None = None,
     *,
-    nfe: int = 100,
     weight: float = 1.0,
     where: str = "state",
     mode: str = "pinv",
-    solver: str = "ddim",
-    solver_options: dict[str, Any] | None = None,
-    grid: str = "uniform",
-    seed: int | Sequence[int] = 0,
     cg_iters: int = 30,
-) -> Tensor:
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> SampleResult:
     """The survey's recipe (Kazerouni et al. 2023, sec. 3.2; Chung & Ye 2022; Song et al. 2022):
-    an unconditional prior sampled with the ancestral sampler (DDIM, eta = 1) and a data-
-    consistency projection after every step (``where='state'``) or on every data prediction
-    (``where='x0'``). With a hard projection, zero noise and a first-order solver whose last step
-    returns x0_hat, the sample satisfies A x = y."""
-    if where not in ("state", "x0"):
-        raise ValueError(f"where must be 'state' or 'x0', got {where!r}")
-    _check_y(operator, y, noise.shape[0])
-    dc = DataConsistency(operator, y, weight, mode, cg_iters=cg_iters)
-    options = {"eta": 1.0} if solver == "ddim" and solver_options is None else solver_options
-    hooks = [dc.prediction_hook] if where == "x0" else []
-    step_hooks = [dc.step_hook] if where == "state" else []
-    out = sample(
-        model,
-        noise,
-        solver=solver,
-        solver_options=options,
-        nfe=nfe,
-        grid=grid,
-        hooks=hooks,
-        step_hooks=step_hooks,
-        seed=seed,
-    )
-    assert isinstance(out, Tensor)
-    return out
+    an unconditional prior sampled with ``sampler`` (default :data:`ANCESTRAL`) and a
+    data-consistency projection after every step (``where='state'``) or on every data
+    prediction (``where='x0'``). With a hard projection, zero noise and a first-order solver
+    whose last step returns x0_hat, the sample satisfies A x = y. ``noise`` as in :func:`dps`."""
+    base = ANCESTRAL if sampler is None else sampler
+    spec, _, noise = _prepare(operator, y, noise, base, index, dict(shortcuts))
+    dc = DataConsistency(operator, y, weight, mode, where=where, cg_iters=cg_iters)
+    return sample(model, noise, spec, hooks=[dc], index=index)
 
 
 # ----------------------------------------------------------------------------------------------
 # RePaint.
+
+#: The stream of RePaint's re-noising draws.
+REPAINT_STREAM = "repaint-renoise"
 
 
 def repaint_schedule(steps: int, jump_length: int = 10, resamples: int = 10) -> list[int]:
@@ -349,7 +379,7 @@ def repaint_schedule(steps: int, jump_length: int = 10, resamples: int = 10) -> 
     multiple of ``jump_length`` (except the last) go back up ``jump_length`` steps, ``resamples
     - 1`` times. Consecutive indices differ by +1 (denoise) or -1 (re-noise)."""
     if steps < 1 or jump_length < 1 or resamples < 1:
-        raise ValueError("steps, jump_length and resamples must all be >= 1")
+        raise UserError("steps, jump_length and resamples must all be >= 1")
     # Count in "remaining steps" r = steps - index, as the official code counts t.
     jumps = {r: resamples - 1 for r in range(0, steps - jump_length, jump_length)}
     r, visited = steps, [0]
@@ -364,98 +394,118 @@ def repaint_schedule(steps: int, jump_length: int = 10, resamples: int = 10) -> 
     return visited
 
 
+def _descents(visited: Sequence[int]) -> list[tuple[list[int], int | None]]:
+    """The schedule as (descending run of grid indices, the index it re-noises up to next)."""
+    out: list[tuple[list[int], int | None]] = []
+    segment = [visited[0]]
+    for k in visited[1:]:
+        if k == segment[-1] + 1:
+            segment.append(k)
+        else:
+            out.append((segment, k))
+            segment = [k]
+    out.append((segment, None))
+    return out
+
+
 def repaint(
     model: Model,
     operator: Operator,
     y: Tensor,
-    noise: Tensor,
+    noise: Tensor | None = None,
+    sampler: Sampler | None = None,
     *,
-    steps: int = 50,
     jump_length: int = 10,
     resamples: int = 10,
-    grid: str = "uniform",
-    seed: int = 0,
-) -> Tensor:
-    """RePaint (Lugmayr et al. 2022): ancestral steps whose known region is replaced by the
-    forward-noised measurement (x <- m (alpha y + sigma z) + (1 - m) x, the hard state
-    projection of :class:`DataConsistency`), with jump-back resampling
-    x_{t+} = (alpha_{t+} / alpha_t) x_t + sqrt(sigma_{t+}^2 - (alpha_{t+} sigma_t / alpha_t)^2) z.
-    Works for any operator with a pseudo-inverse; for masks it is RePaint exactly. Each down move
-    of :func:`repaint_schedule` costs one network evaluation."""
-    _check_y(operator, y, noise.shape[0])
-    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64) if grid == "uniform" else None
-    if times is None:
-        from ..solvers.grids import get_grid
-
-        times = get_grid(grid, model.path, steps)
+    index: Rows | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> Reconstruction:
+    """RePaint (Lugmayr et al. 2022): steps of ``sampler`` (default :data:`REPAINT`, ancestral)
+    whose known region is replaced by the forward-noised measurement (x <- m (alpha y + sigma z)
+    + (1 - m) x, the hard state projection of :class:`DataConsistency`), with jump-back
+    resampling x_{t+} ~ q(x_{t+} | x_t) (:func:`~interpolant.inverse.base.renoise`, draws from
+    the ``repaint-renoise`` stream) along :func:`repaint_schedule` on the spec's grid. Works
+    for any operator with a pseudo-inverse; for masks it is RePaint exactly. Each down move
+    costs the solver's evaluations (one for DDIM)."""
+    base = REPAINT if sampler is None else sampler
+    spec, seed, noise = _prepare(operator, y, noise, base, index, dict(shortcuts))
+    times = spec.times(model.path)
     nodes = make_nodes(model.path, times)
-    visited = repaint_schedule(steps, jump_length, resamples)
-    dc = DataConsistency(operator, y, 1.0, "pinv")
-    gens = make_generators(seed + 7919, noise.shape[0])  # re-noising draws
-    x = noise * nodes[0].sigma
-    segment, n_segment = [visited[0]], 0
-    for k in [*visited[1:], None]:
-        if k is not None and k == segment[-1] + 1:
-            segment.append(k)
-            continue
-        # Denoise along the collected descending segment on the one loop.
+    visited = repaint_schedule(len(nodes) - 1, jump_length, resamples)
+    dc = DataConsistency(operator, y)
+    renoise_streams = Streams(seed, noise.shape[0] if index is None else index, REPAINT_STREAM)
+    x, nfe = noise * nodes[0].sigma, 0
+    for n, (segment, up) in enumerate(_descents(visited)):
         if len(segment) > 1:
-            seeds = [seed + j + 100_003 * n_segment for j in range(noise.shape[0])]
-            out = sample(
-                model,
-                x,
-                solver="ddim",
-                solver_options={"eta": 1.0},
-                grid=times[segment],
-                step_hooks=[dc.step_hook],
-                seed=seeds,
-                scale_noise=False,
+            # Denoise along the descending segment on the one loop (its own derived seed).
+            part = spec.replace(
+                grid=times[segment], nfe=None, steps=None, seed=derive_seed("repaint", seed, n)
             )
-            assert isinstance(out, Tensor)
-            x, n_segment = out, n_segment + 1
-        if k is None:
-            break
-        # Re-noise up one step: q(x_{t+} | x_t) on the path.
-        now, up = nodes[segment[-1]], nodes[k]
-        ratio = up.alpha / now.alpha
-        x = ratio * x + math.sqrt(max(up.sigma**2 - (ratio * now.sigma) ** 2, 0.0)) * randn_like(
-            x, gens
-        )
-        segment = [k]
-    return x
+            out = sample(model, x, part, hooks=[dc], index=index, scale_noise=False)
+            x, nfe = out.x, nfe + out.nfe
+        if up is not None:
+            # Re-noise up one step: q(x_{t+} | x_t) on the path.
+            t_now, t_up = nodes[segment[-1]].t, nodes[up].t
+            x = renoise(model.path, x, t_now, t_up, renoise_streams.normal_like(x))
+    return Reconstruction(x, nfe)
 
 
 # ----------------------------------------------------------------------------------------------
 # One entry point.
 
-#: Names accepted by :func:`solve` (with the function each runs).
+#: Names accepted by :func:`solve`.
 METHODS = ("dps", "red_diff", "dc", "repaint", "pinv")
 
 
 def solve(
-    model: Model, operator: Operator, y: Tensor, method: str = "dps", seed: int = 0, **options: Any
-) -> Tensor:
+    model: Model,
+    operator: Operator,
+    y: Tensor,
+    method: str = "dps",
+    sampler: Sampler | None = None,
+    *,
+    index: Rows | None = None,
+    **options: Any,
+) -> Reconstruction:
     """Reconstruct x from measurements ``y`` (B, *y_shape) with ``method``:
 
     ``dps`` (:func:`dps`), ``red_diff`` (:func:`red_diff`), ``dc`` (the data-consistency recipe,
     :func:`data_consistency_sample`), ``repaint`` (:func:`repaint`) or ``pinv`` (A^+ y, the
-    zero-filled / least-squares baseline). ``options`` go to that function (nfe=, steps=,
-    zeta=, lr=, lam=, weight=, ...). Sample i starts from the noise of generator seed + i.
+    zero-filled / least-squares baseline, no NFE). ``options`` go to that function: its own
+    (zeta=, weight=, where=, jump_length=, lr=, lam=, steps= for red_diff, ...) and, for the
+    samplers, the spec's shortcuts (nfe=, steps=, seed=, solver=, grid=, ...). The samplers'
+    start noise comes from the ``inverse-start`` stream of the spec's seed.
     """
     name = method.lower().replace("-", "_")
     if name not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise UserError(f"unknown method {method!r}; choose one of {METHODS}")
     _check_y(operator, y)
     if name == "pinv":
-        return apply_pinv(operator, y, int(options.get("cg_iters", 30)))
+        return Reconstruction(apply_pinv(operator, y, int(options.get("cg_iters", 30))), 0)
     if name == "red_diff":
-        return red_diff(model, operator, y, seed=seed, **options)
-    noise = randn_like(
-        torch.empty(y.shape[0], *operator.x_shape, dtype=y.dtype, device=y.device),
-        make_generators(seed, y.shape[0]),
-    )
-    if name == "dps":
-        return dps(model, operator, y, noise, seed=seed, **options)
-    if name == "dc":
-        return data_consistency_sample(model, operator, y, noise, seed=seed, **options)
-    return repaint(model, operator, y, noise, seed=seed, **options)
+        if sampler is not None:
+            raise UserError("red_diff is an optimiser: it takes no sampler (use steps=, seed=)")
+        return red_diff(model, operator, y, index=index, **options)
+    if name == "repaint":
+        return repaint(model, operator, y, None, sampler, index=index, **options)
+    run = dps if name == "dps" else data_consistency_sample
+    result = run(model, operator, y, None, sampler, index=index, **options)
+    return Reconstruction(result.x, result.nfe)
+
+
+__all__ = [
+    "ANCESTRAL",
+    "DPS",
+    "METHODS",
+    "RED_WEIGHTINGS",
+    "REPAINT",
+    "DPSState",
+    "DataConsistency",
+    "apply_pinv",
+    "data_consistency_sample",
+    "dps",
+    "red_diff",
+    "repaint",
+    "repaint_schedule",
+    "solve",
+]

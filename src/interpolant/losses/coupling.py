@@ -49,6 +49,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
+
 COUPLINGS = ("independent", "ot", "sinkhorn")
 
 
@@ -63,11 +65,11 @@ class Coupling:
 
     def __init__(self, name: str = "independent", reg: float = 0.05, iters: int = 200) -> None:
         if name not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {name!r}")
+            raise UserError(f"coupling must be one of {COUPLINGS}, got {name!r}")
         if not (isinstance(reg, (int, float)) and math.isfinite(reg) and reg > 0):
-            raise ValueError(f"coupling reg must be a positive number, got {reg!r}")
+            raise UserError(f"coupling reg must be a positive number, got {reg!r}")
         if not (isinstance(iters, int) and iters >= 1):
-            raise ValueError(f"coupling iters must be a positive integer, got {iters!r}")
+            raise UserError(f"coupling iters must be a positive integer, got {iters!r}")
         self.name, self.reg, self.iters = name, float(reg), iters
 
     def cost(self, x0: Tensor, eps: Tensor) -> Tensor:
@@ -138,7 +140,7 @@ def get_coupling(spec: Coupling | str | dict[str, Any] | None) -> Coupling:
         return Coupling(spec)
     if isinstance(spec, dict):
         return coupling_from_config(spec)
-    raise TypeError(
+    raise WrongTypeError(
         f"coupling must be a name {COUPLINGS}, a config dict or a Coupling, got {spec!r}"
     )
 
@@ -147,12 +149,12 @@ def coupling_from_config(config: dict[str, Any]) -> Coupling:
     """Rebuild a coupling from :meth:`Coupling.config`."""
     unknown = set(config) - {"name", "reg", "iters"}
     if "name" not in config or unknown:
-        raise ValueError(f"coupling config needs 'name' (and only reg, iters), got {config}")
+        raise UserError(f"coupling config needs 'name' (and only reg, iters), got {config}")
     return Coupling(config["name"], config.get("reg", 0.05), config.get("iters", 200))
 
 
 def _check_pair(x0: Tensor, eps: Tensor) -> None:
     if x0.shape != eps.shape:
-        raise ValueError(
+        raise UserError(
             f"coupling needs eps of the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
         )

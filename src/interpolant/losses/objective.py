@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..paths import GaussianPath
 from ..paths import from_config as path_from_config
 from ..predictions import Coefficients, Model, Prediction, check_kind, from_x0_eps
@@ -37,9 +38,11 @@ class Objective:
         path: the Gaussian path x_t = alpha(t) x0 + sigma(t) eps (its ``noise_like`` draws eps,
             so PFGM++'s heavy-tailed kernel is used on the PFGM path).
         target: the regression target kind: x0, eps, velocity, score or v.
-        time: the time sampler (a :class:`TimeSampler` or its name; default U[0, 1]).
+        time: the time sampler (a :class:`TimeSampler`, its name or its config dict; default
+            U[0, 1]).
         weight: the weighting of the target-space squared error (see ``losses.weights``): a
-            :class:`Weighting`, a name ("uniform", "snr", "min-snr-5", "edm") or a callable.
+            :class:`Weighting`, a name ("uniform", "snr", "min-snr-5", "edm"), a config dict or a
+            callable.
         predicts: what a plain callable ``net(x_t, t, **cond)`` predicts (default: ``target``);
             an :class:`~interpolant.Model` declares its own kind.
         coupling: how source draws are paired with the data within a batch (see
@@ -52,13 +55,13 @@ class Objective:
         self,
         path: GaussianPath,
         target: str = "velocity",
-        time: TimeSampler | str | None = None,
-        weight: Weighting | str | Callable[..., Tensor] | None = "uniform",
+        time: TimeSampler | str | dict[str, Any] | None = None,
+        weight: Weighting | str | dict[str, Any] | Callable[..., Tensor] | None = "uniform",
         predicts: str | None = None,
         coupling: Coupling | str | dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(path, GaussianPath):
-            raise TypeError(f"path must be a GaussianPath, got {type(path).__name__}")
+            raise WrongTypeError(f"path must be a GaussianPath, got {type(path).__name__}")
         self.path = path
         self.target = check_kind(target, "target")
         self.time = get_time_sampler(time).with_path(path)
@@ -85,15 +88,17 @@ class Objective:
     def prediction(self, model: Model | Callable[..., Tensor], x_t: Tensor, t: Tensor, **cond):
         """The model's prediction at (x_t, t) as a :class:`Prediction` (any kind readable)."""
         if isinstance(model, Model):
-            if model.path.config() != self.path.config():
-                raise ValueError(f"model's path is {model.path!r}, the objective's {self.path!r}")
+            if model.path != self.path:
+                raise UserError(f"model's path is {model.path!r}, the objective's {self.path!r}")
             return model(x_t, t, **cond)
         if not callable(model):
-            raise TypeError(f"model must be a Model or a callable net(x_t, t), got {type(model)}")
+            raise WrongTypeError(
+                f"model must be a Model or a callable net(x_t, t), got {type(model)}"
+            )
         value = model(x_t, t, **cond)
         if not isinstance(value, Tensor) or value.shape != x_t.shape:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"net returned {shape} for x_t of shape {tuple(x_t.shape)}")
+            raise UserError(f"net returned {shape} for x_t of shape {tuple(x_t.shape)}")
         return Prediction(x_t, t, self.predicts, value, Coefficients.at(self.path, t, x_t))
 
     # -- the loss --------------------------------------------------------------------------------
@@ -115,19 +120,19 @@ class Objective:
         eps (drawn or given) is then re-paired with x0 by the coupling (identity by default).
         """
         if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
-            raise ValueError("x0 must be a tensor of shape (batch, ...) with batch >= 1")
+            raise UserError("x0 must be a tensor of shape (batch, ...) with batch >= 1")
         batch = x0.shape[0]
         if t is None:
             t = self.sample_time(batch, generator)
         if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+            raise UserError(f"t must have shape ({batch},), got {tuple(t.shape)}")
         # Half-precision data keeps t in float32 (bf16 would round t to steps of 1/128).
         t_dtype = x0.dtype if x0.dtype in (torch.float32, torch.float64) else torch.float32
         t = t.to(device=x0.device, dtype=t_dtype)
         if eps is None:
             eps = self.path.noise_like(x0, generator)
         elif eps.shape != x0.shape:
-            raise ValueError(
+            raise UserError(
                 f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
             )
         eps = self.coupling.pair(x0, eps, generator)
@@ -170,7 +175,7 @@ class Objective:
         """Rebuild an objective from :meth:`config`."""
         missing = {"path", "target", "time", "weight"} - set(config)
         if missing:
-            raise ValueError(f"objective config lacks keys {sorted(missing)}")
+            raise UserError(f"objective config lacks keys {sorted(missing)}")
         return cls(
             path_from_config(config["path"]),
             target=config["target"],

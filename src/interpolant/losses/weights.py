@@ -28,17 +28,23 @@ weighting whatever the target:
 
 Where logsnr < 0 the same weight is computed in eps space (``lambda / SNR`` over the eps-space
 factor), so the end points alpha = 0 and sigma = 0 give finite limits instead of 0 / 0.
+
+Weightings are frozen dataclasses whose fields are their options (``config()``, ``repr``, ``==``
+and ``from_config`` derived; ``WEIGHTINGS`` builds one from a name or config).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import Configurable, Registry, number, option
+from ..errors import UserError, WrongTypeError
 from ..paths import GaussianPath
 from ..predictions import check_kind, convert, edm_loss_weight
 from .time import TimeSampler, time_from_config
@@ -52,7 +58,7 @@ def kind_factor(path: GaussianPath, t: Tensor, target: str, per: str = "x0") -> 
     return slope[:, 0] ** 2
 
 
-class Weighting(ABC):
+class Weighting(Configurable, ABC):
     """w(t) multiplying the squared error in the target kind's space."""
 
     name: ClassVar[str] = "weighting"
@@ -61,26 +67,16 @@ class Weighting(ABC):
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         """Per-sample weights (float64, shape of t) for a loss on ``target``."""
 
-    @abstractmethod
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable description; ``weight_from_config`` rebuilds the weighting."""
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
-
-
+@dataclass(frozen=True)
 class UniformWeight(Weighting):
     """w = 1: the plain mean squared error on the target."""
 
-    name = "uniform"
+    name: ClassVar[str] = "uniform"
 
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         check_kind(target, "target")
         return torch.ones_like(t, dtype=torch.float64)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name}
 
 
 class X0SpaceWeighting(Weighting):
@@ -102,10 +98,11 @@ class X0SpaceWeighting(Weighting):
         return torch.where(path.logsnr(t) >= 0, from_x0, from_eps)
 
 
+@dataclass(frozen=True)
 class SNRWeight(X0SpaceWeighting):
     """lambda = SNR(t) = exp(logsnr): equal to the unweighted eps-MSE for any target."""
 
-    name = "snr"
+    name: ClassVar[str] = "snr"
 
     def x0_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return torch.exp(path.logsnr(t))
@@ -113,19 +110,13 @@ class SNRWeight(X0SpaceWeighting):
     def eps_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return torch.ones_like(t)
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name}
 
-
+@dataclass(frozen=True)
 class MinSNR(X0SpaceWeighting):
     """Min-SNR-gamma (Hang et al. 2023): lambda = min(SNR, gamma) in x0 space."""
 
-    name = "min-snr"
-
-    def __init__(self, gamma: float = 5.0) -> None:
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
-        self.gamma = float(gamma)
+    name: ClassVar[str] = "min-snr"
+    gamma: float = option(5.0, help="the SNR cap gamma", check=number(0, open_lo=True))
 
     def x0_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return torch.exp(path.logsnr(t)).clamp(max=self.gamma)
@@ -133,21 +124,17 @@ class MinSNR(X0SpaceWeighting):
     def eps_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return (self.gamma * torch.exp(-path.logsnr(t))).clamp(max=1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "gamma": self.gamma}
 
-
+@dataclass(frozen=True)
 class EDMWeight(X0SpaceWeighting):
     """EDM's lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 in x0 space, with the
     EDM noise level sigma / alpha, so that with EDM preconditioning the effective network target
     has unit variance (Karras et al. 2022, sec. 5)."""
 
-    name = "edm"
-
-    def __init__(self, sigma_data: float = 0.5) -> None:
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.sigma_data = float(sigma_data)
+    name: ClassVar[str] = "edm"
+    sigma_data: float = option(
+        0.5, help="standard deviation of the data", check=number(0, open_lo=True)
+    )
 
     def x0_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return edm_loss_weight(path, t, self.sigma_data)
@@ -155,56 +142,63 @@ class EDMWeight(X0SpaceWeighting):
     def eps_weight(self, path: GaussianPath, t: Tensor) -> Tensor:
         return edm_loss_weight(path, t, self.sigma_data) * torch.exp(-path.logsnr(t))
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "sigma_data": self.sigma_data}
 
-
+@dataclass(frozen=True)
 class DensityWeight(Weighting):
     """w(t) = pi(t), the density of a time sampler, on the target-space error.
 
     With t ~ U[0, 1] this has the expected loss of sampling t ~ pi unweighted (Esser et al. 2024,
-    sec. 3.1: w^pi = pi(t)); the two estimators differ only in variance.
+    sec. 3.1: w^pi = pi(t)); the two estimators differ only in variance. ``time`` may be given
+    as its config dict.
     """
 
-    name = "density"
+    name: ClassVar[str] = "density"
+    time: TimeSampler = option(help="the time sampler whose density is the weight")
 
-    def __init__(self, time: TimeSampler) -> None:
-        if not isinstance(time, TimeSampler):
-            raise TypeError(f"time must be a TimeSampler, got {type(time).__name__}")
-        self.time = time
+    def __post_init__(self) -> None:
+        if isinstance(self.time, Mapping):
+            object.__setattr__(self, "time", time_from_config(self.time))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if not isinstance(self.time, TimeSampler):
+            raise WrongTypeError(
+                f"DensityWeight: time must be a TimeSampler, got {type(self.time).__name__}"
+            )
 
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         check_kind(target, "target")
         return self.time.with_path(path).pdf(t.to(torch.float64))
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "time": self.time.config()}
 
-
+@dataclass(frozen=True)
 class CallableWeight(Weighting):
     """A user function ``fn(path, t, target) -> (B,)`` on the target-space error (not
     serialisable: subclass :class:`Weighting` to store it in a config)."""
 
-    name = "callable"
-
-    def __init__(self, fn: Callable[[GaussianPath, Tensor, str], Tensor]) -> None:
-        self.fn = fn
+    name: ClassVar[str] = "callable"
+    fn: Callable[[GaussianPath, Tensor, str], Tensor] = option(
+        help="fn(path, t, target) -> per-sample weights"
+    )
 
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         return torch.as_tensor(self.fn(path, t, target), dtype=torch.float64)
 
     def config(self) -> dict[str, Any]:
-        raise ValueError("a CallableWeight cannot be serialised; subclass Weighting instead")
+        raise UserError("a CallableWeight cannot be serialised; subclass Weighting instead")
 
 
-WEIGHTINGS: dict[str, type[Weighting]] = {
-    cls.name: cls for cls in (UniformWeight, SNRWeight, MinSNR, EDMWeight, DensityWeight)
-}
+#: Registry of weightings by name.
+WEIGHTINGS: Registry[Weighting] = Registry("weighting", Weighting)
+for _cls in (UniformWeight, SNRWeight, MinSNR, EDMWeight, DensityWeight):
+    WEIGHTINGS.register(_cls)
 
 
-def get_weighting(weight: str | Weighting | Callable[..., Tensor] | None) -> Weighting:
-    """A weighting from a name ("uniform", "snr", "min-snr" or "min-snr-<gamma>", "edm"), an
-    object, or a callable ``fn(path, t, target)``."""
+def get_weighting(
+    weight: str | Mapping[str, Any] | Weighting | Callable[..., Tensor] | None,
+) -> Weighting:
+    """A weighting from a name ("uniform", "snr", "min-snr" or "min-snr-<gamma>", "edm"), a
+    config dict, an object, or a callable ``fn(path, t, target)``."""
     if weight is None:
         return UniformWeight()
     if isinstance(weight, Weighting):
@@ -212,29 +206,28 @@ def get_weighting(weight: str | Weighting | Callable[..., Tensor] | None) -> Wei
     if isinstance(weight, str):
         name = weight.lower()
         if name in ("uniform", "snr", "edm", "min-snr"):
-            return WEIGHTINGS[name]()
+            return WEIGHTINGS.build(name)
         if name.startswith("min-snr-"):
             try:
                 return MinSNR(float(name[len("min-snr-") :]))
             except ValueError as err:
-                raise ValueError(f"bad min-SNR weighting {weight!r}: {err}") from None
+                raise UserError(f"bad min-SNR weighting {weight!r}: {err}") from None
+    elif isinstance(weight, Mapping):
+        return weight_from_config(weight)
     elif callable(weight):
         return CallableWeight(weight)
-    raise ValueError(
+    raise UserError(
         "weight must be a Weighting, a callable fn(path, t, target), or one of 'uniform', 'snr', "
         f"'min-snr', 'min-snr-<gamma>', 'edm'; got {weight!r}"
     )
 
 
-def weight_from_config(config: dict[str, Any]) -> Weighting:
-    """Rebuild a weighting from its ``config()``."""
-    config = dict(config)
-    name = config.pop("name", None)
-    if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; choose one of {sorted(WEIGHTINGS)}")
-    if name == "density":
-        config["time"] = time_from_config(config["time"])
-    return WEIGHTINGS[name](**config)
+def weight_from_config(config: Mapping[str, Any]) -> Weighting:
+    """Rebuild a weighting from its ``config()`` (a nested time-sampler config included)."""
+    if not isinstance(config, Mapping) or config.get("name") not in WEIGHTINGS:
+        name = config.get("name") if isinstance(config, Mapping) else config
+        raise UserError(f"unknown weighting {name!r}; choose one of {sorted(WEIGHTINGS)}")
+    return WEIGHTINGS.build(config)
 
 
 __all__ = [

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import MissingFileError, UserError
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "digits_classifier.safetensors"
 INFO_FILE = WEIGHTS_DIR / "digits_classifier.json"
@@ -67,7 +69,7 @@ def as_digit_images(x: Tensor) -> Tensor:
     """(N, 1, 8, 8) or (N, 64) -> (N, 1, 8, 8), refusing anything else."""
     if (x.ndim == 2 and x.shape[1] == 64) or (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8)):
         return x.reshape(-1, 1, 8, 8)
-    raise ValueError(f"x must be 8x8 digits of shape (N, 1, 8, 8) or (N, 64), got {tuple(x.shape)}")
+    raise UserError(f"x must be 8x8 digits of shape (N, 1, 8, 8) or (N, 64), got {tuple(x.shape)}")
 
 
 @lru_cache(maxsize=4)
@@ -85,7 +87,7 @@ def load_digits_classifier(path: str | Path | None = None) -> DigitsClassifier:
     """The shipped classifier (cached, eval mode, frozen parameters; inputs keep gradients)."""
     p = Path(path) if path is not None else WEIGHTS_FILE
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no classifier weights at {p}; build them with "
             "`python -m interpolant.metrics.classifier --train`"
         )
@@ -117,7 +119,7 @@ def class_confidence(
         return logp.max(1).values.exp()
     labels = torch.as_tensor(labels, device=logp.device).long().reshape(-1)
     if labels.shape[0] != logp.shape[0]:
-        raise ValueError(f"labels must have {logp.shape[0]} entries, got {labels.shape[0]}")
+        raise UserError(f"labels must have {logp.shape[0]} entries, got {labels.shape[0]}")
     return logp.gather(1, labels[:, None])[:, 0].exp()
 
 
@@ -129,7 +131,7 @@ def classifier_accuracy(
     labels = torch.as_tensor(labels).long().reshape(-1)
     pred = class_log_probs(x, classifier).argmax(1).cpu()
     if labels.shape[0] != pred.shape[0]:
-        raise ValueError(f"labels must have {pred.shape[0]} entries, got {labels.shape[0]}")
+        raise UserError(f"labels must have {pred.shape[0]} entries, got {labels.shape[0]}")
     return float((pred == labels).to(torch.float64).mean())
 
 

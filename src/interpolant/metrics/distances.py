@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 
 def _flat(x: Tensor, name: str, min_rows: int = 1) -> Tensor:
     """(N, ...) -> float64 (N, D)."""
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < min_rows:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(
+        raise UserError(
             f"{name} must be a tensor of shape (N, ...) with N >= {min_rows}, got {shape}"
         )
     return x.reshape(x.shape[0], -1).to(torch.float64)
@@ -28,7 +30,7 @@ def _flat(x: Tensor, name: str, min_rows: int = 1) -> Tensor:
 def _pair(x: Tensor, y: Tensor, min_rows: int = 1) -> tuple[Tensor, Tensor]:
     xf, yf = _flat(x, "x", min_rows), _flat(y, "y", min_rows)
     if xf.shape[1] != yf.shape[1]:
-        raise ValueError(
+        raise UserError(
             f"x and y must have the same sample size, got {xf.shape[1]} and {yf.shape[1]}"
         )
     return xf, yf.to(xf.device)
@@ -81,9 +83,9 @@ def sliced_wasserstein(
     (:func:`wasserstein_1d`); in one dimension SW_p equals W_p. N and M may differ.
     """
     if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p}")
+        raise UserError(f"p must be 1 or 2, got {p}")
     if n_projections < 1:
-        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+        raise UserError(f"n_projections must be >= 1, got {n_projections}")
     xf, yf = _pair(x, y)
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     theta = torch.randn(xf.shape[1], n_projections, generator=g, dtype=torch.float64)
@@ -104,7 +106,7 @@ def median_bandwidth(x: Tensor, y: Tensor, max_points: int = 2000) -> float:
     i, j = torch.triu_indices(d.shape[0], d.shape[0], offset=1)
     h = float(d[i, j].median())
     if not h > 0:
-        raise ValueError("median bandwidth is 0 (most samples coincide); pass bandwidth=")
+        raise UserError("median bandwidth is 0 (most samples coincide); pass bandwidth=")
     return h
 
 
@@ -123,12 +125,12 @@ def mmd(
     xf, yf = _pair(x, y, min_rows=2 if unbiased else 1)
     if isinstance(bandwidth, str):
         if bandwidth != "median":
-            raise ValueError(f"bandwidth must be a number, a list or 'median', got {bandwidth!r}")
+            raise UserError(f"bandwidth must be a number, a list or 'median', got {bandwidth!r}")
         widths = [median_bandwidth(xf, yf)]
     else:
         widths = [float(bandwidth)] if isinstance(bandwidth, (int, float)) else list(bandwidth)
     if not widths or min(widths) <= 0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        raise UserError(f"bandwidth must be positive, got {bandwidth}")
 
     def kernel(dist: Tensor) -> Tensor:
         return torch.stack([torch.exp(-(dist**2) / (2 * h**2)) for h in widths]).sum(0)
@@ -171,7 +173,7 @@ class PrecisionRecall:
 def knn_radii(x: Tensor, k: int) -> Tensor:
     """Distance from each row of x to its k-th nearest other row."""
     if not 1 <= k < x.shape[0]:
-        raise ValueError(f"k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} samples, got {k}")
+        raise UserError(f"k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} samples, got {k}")
     # The k+1 smallest distances include the point itself (distance 0).
     chunk = _rows_per_chunk(x.shape[0])
     parts = [

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 FeatureSpec = str | Callable[[Tensor], Tensor] | None
 
 
@@ -22,7 +24,7 @@ def gaussian_stats(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean (D,) and covariance (D, D) of (N, D) features, float64, covariance over N - 1."""
     f = features.reshape(features.shape[0], -1).to(torch.float64)
     if f.shape[0] < 2:
-        raise ValueError(f"need at least 2 samples for a covariance, got {f.shape[0]}")
+        raise UserError(f"need at least 2 samples for a covariance, got {f.shape[0]}")
     mu = f.mean(0)
     centred = f - mu
     return mu, centred.T @ centred / (f.shape[0] - 1)
@@ -41,9 +43,9 @@ def frechet_distance_from_stats(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Te
     d = mu1.shape[0]
     for name, c in (("cov1", cov1), ("cov2", cov2)):
         if tuple(c.shape) != (d, d):
-            raise ValueError(f"{name} must have shape ({d}, {d}), got {tuple(c.shape)}")
+            raise UserError(f"{name} must have shape ({d}, {d}), got {tuple(c.shape)}")
     if mu2.shape[0] != d:
-        raise ValueError(f"mu1 and mu2 must have the same length, got {d} and {mu2.shape[0]}")
+        raise UserError(f"mu1 and mu2 must have the same length, got {d} and {mu2.shape[0]}")
     s1 = _sqrt_psd(cov1)
     cross = torch.linalg.eigvalsh(s1 @ cov2 @ s1).clamp(min=0).sqrt().sum()
     return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * cross)
@@ -62,12 +64,12 @@ def extract_features(x: Tensor, features: FeatureSpec = "digits") -> Tensor:
         with torch.no_grad():
             out = features(x)
         return out.reshape(out.shape[0], -1).to(torch.float64)
-    raise ValueError(f"features must be 'digits', 'raw', None or a callable, got {features!r}")
+    raise UserError(f"features must be 'digits', 'raw', None or a callable, got {features!r}")
 
 
 def frechet_distance(x: Tensor, y: Tensor, features: FeatureSpec = "digits") -> float:
     """FD between Gaussian fits to the features of two sample sets (FID-style, lower is closer)."""
     fx, fy = extract_features(x, features), extract_features(y, features)
     if fx.shape[1] != fy.shape[1]:
-        raise ValueError(f"feature sizes differ: {fx.shape[1]} and {fy.shape[1]}")
+        raise UserError(f"feature sizes differ: {fx.shape[1]} and {fy.shape[1]}")
     return frechet_distance_from_stats(*gaussian_stats(fx), *gaussian_stats(fy))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..data.stats import Normalizer
+from ..errors import UserError
 
 LIKELIHOOD_MODULE = "interpolant.solvers.likelihood"
 
@@ -45,7 +46,7 @@ def nll_bits_per_dim(
     :func:`~interpolant.solvers.likelihood.log_likelihood`.
     """
     if normalizer is not None and bin_width is not None:
-        raise ValueError(
+        raise UserError(
             "pass normalizer (continuous bits/dim in raw units) or bin_width (discrete bound, "
             "the same in every space), not both"
         )

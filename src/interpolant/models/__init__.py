@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import UserError, WrongTypeError
 from .dit import DIT_SIZES, PATCH_SIZES, DiT, DiTBlock
 from .layers import Backbone, LabelEmbedding, TimestepEmbedding, drop_labels, sincos_pos_embed_2d
 from .mlp import MLP
@@ -52,19 +53,21 @@ def build_model(name: str, **kwargs: Any) -> Backbone:
     """Build a registered backbone, e.g. ``build_model("dit-b/2", num_classes=1000)``."""
     key = name.lower()
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+        raise UserError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     if key in PRESETS:
         clash = sorted(set(kwargs) & set(PRESETS[key][1]))
         if clash:
             base = PRESETS[key][0].registry_name
-            raise ValueError(f"{name} fixes {clash}; build {base!r} to choose them yourself")
+            raise UserError(f"{name} fixes {clash}; build {base!r} to choose them yourself")
     return MODELS[key](**kwargs)
 
 
 def model_config(model: Backbone) -> dict[str, Any]:
     """The JSON-serialisable ``{"name": ..., **kwargs}`` that ``build_model`` rebuilds."""
     if not isinstance(model, Backbone):
-        raise TypeError(f"model must be one of interpolant's backbones, got {type(model).__name__}")
+        raise WrongTypeError(
+            f"model must be one of interpolant's backbones, got {type(model).__name__}"
+        )
     return model.model_config()
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .layers import (
     QKV,
     Backbone,
@@ -122,9 +123,9 @@ class DiT(Backbone, SkippableBlocks):
         self.height, self.width = image_size_hw(image_size, "image_size")
         check_patch_size(self.height, self.width, patch_size)
         if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+            raise UserError(f"in_channels must be >= 1, got {in_channels}")
         if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+            raise UserError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         self.in_channels, self.patch_size = in_channels, patch_size
         num_tokens = (self.height // patch_size) * (self.width // patch_size)
 

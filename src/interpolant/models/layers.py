@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError, WrongTypeError
+
 
 def _checks_enabled(x: Tensor) -> bool:
     # Value checks read the data on the host: skip them while tracing (no graph breaks), on meta
@@ -33,7 +35,7 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-able")
+    raise WrongTypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-able")
 
 
 class Backbone(nn.Module):
@@ -83,7 +85,7 @@ class SkippableBlocks:
         chosen = frozenset(int(b) for b in blocks)
         bad = sorted(chosen - set(self.skippable_blocks))
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"skip_blocks {bad} are not skippable blocks of {type(self).__name__}; "
                 f"choose from {list(self.skippable_blocks)}"
             )
@@ -94,14 +96,14 @@ def image_size_hw(image_size: int | tuple[int, int] | list[int], argument: str) 
     """Normalise an image size given as ``s`` or ``(h, w)``."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"{argument} must be a positive int or (height, width), got {image_size}")
+        raise UserError(f"{argument} must be a positive int or (height, width), got {image_size}")
     return int(size[0]), int(size[1])
 
 
 def check_input(x: Tensor, expected: tuple[int, ...], model: str) -> None:
     """Raise a clear error when ``x`` is not (B, *expected)."""
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        raise ValueError(
+        raise UserError(
             f"{model} expects x of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
         )
 
@@ -112,7 +114,7 @@ def time_batch(t: Tensor | float, x: Tensor) -> Tensor:
     if t.ndim == 0:
         return t.expand(x.shape[0])
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+        raise UserError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
     return t
 
 
@@ -136,7 +138,7 @@ class TimestepEmbedding(nn.Module):
     ):
         super().__init__()
         if freq_dim % 2:
-            raise ValueError(f"freq_dim must be even, got {freq_dim}")
+            raise UserError(f"freq_dim must be even, got {freq_dim}")
         self.time_scale = float(time_scale)
         half = freq_dim // 2
         freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
@@ -179,9 +181,9 @@ class LabelEmbedding(nn.Module):
     def __init__(self, num_classes: int, dim: int, dropout_prob: float = 0.0):
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= dropout_prob <= 1.0:
-            raise ValueError(f"dropout_prob must be in [0, 1], got {dropout_prob}")
+            raise UserError(f"dropout_prob must be in [0, 1], got {dropout_prob}")
         self.num_classes = int(num_classes)
         self.dropout_prob = float(dropout_prob)
         self.table = nn.Embedding(num_classes + 1, dim)
@@ -205,12 +207,12 @@ class LabelEmbedding(nn.Module):
             labels = torch.full((batch_size,), self.null_index, dtype=torch.long, device=device)
         else:
             if labels.shape != (batch_size,) or labels.is_floating_point():
-                raise ValueError(
+                raise UserError(
                     f"class_labels must be an integer tensor of shape ({batch_size},), "
                     f"got {labels.dtype} of shape {tuple(labels.shape)}"
                 )
             if _checks_enabled(labels) and bool(((labels < 0) | (labels > self.num_classes)).any()):
-                raise ValueError(
+                raise UserError(
                     f"class_labels must lie in [0, {self.num_classes - 1}] (or {self.null_index} "
                     f"for the null class), got values in [{int(labels.min())}, {int(labels.max())}]"
                 )
@@ -237,7 +239,7 @@ def optional_labels(
     """The class embedding, or None for an unconditional model (which then refuses labels)."""
     if embedding is None:
         if labels is not None:
-            raise ValueError("class_labels given, but the model was built with num_classes=0")
+            raise UserError("class_labels given, but the model was built with num_classes=0")
         return None
     return embedding(labels, batch_size, device, generator)
 
@@ -249,7 +251,7 @@ def sincos_pos_embed_2d(dim: int, height: int, width: int) -> Tensor:
     ``[sin(p w_k), cos(p w_k)]``, ``w_k = 10000^(-k / (dim / 4))``.
     """
     if dim % 4:
-        raise ValueError(f"hidden size must be divisible by 4 for 2-D sin-cos, got {dim}")
+        raise UserError(f"hidden size must be divisible by 4 for 2-D sin-cos, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
     rows, cols = torch.meshgrid(
         torch.arange(height, dtype=torch.float64),
@@ -306,7 +308,7 @@ class QKV(nn.Module):
     def __init__(self, dim: int, heads: int, qk_norm: bool = False):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"hidden size {dim} must be divisible by num_heads={heads}")
+            raise UserError(f"hidden size {dim} must be divisible by num_heads={heads}")
         self.heads = heads
         self.proj = nn.Linear(dim, 3 * dim)
         self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6) if qk_norm else None
@@ -355,7 +357,7 @@ def unpatchify(tokens: Tensor, channels: int, patch_size: int, height: int, widt
 def check_patch_size(height: int, width: int, patch_size: int) -> None:
     """A patch size must divide both image sides."""
     if patch_size < 1 or height % patch_size or width % patch_size:
-        raise ValueError(f"patch_size={patch_size} must divide the image size ({height}, {width})")
+        raise UserError(f"patch_size={patch_size} must divide the image size ({height}, {width})")
 
 
 class FinalLayer(nn.Module):

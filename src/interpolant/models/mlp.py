@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .layers import (
     Backbone,
     LabelEmbedding,
@@ -85,7 +86,7 @@ class MLP(Backbone, SkippableBlocks):
             time_scale=time_scale,
         )
         if dim < 1 or width < 1 or depth < 0:
-            raise ValueError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
+            raise UserError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
         self.dim = dim
         emb_dim = emb_dim or width
         self.time_embed = TimestepEmbedding(
@@ -115,7 +116,7 @@ class MLP(Backbone, SkippableBlocks):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
-            raise ValueError(
+            raise UserError(
                 f"MLP expects x of shape (B, {self.dim}) or (B, *shape) with {self.dim} "
                 f"features, got {tuple(x.shape)}"
             )

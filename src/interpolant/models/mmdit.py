@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .layers import (
     QKV,
     Backbone,
@@ -155,7 +156,7 @@ class MMDiT(Backbone):
         self.height, self.width = image_size_hw(image_size, "image_size")
         check_patch_size(self.height, self.width, patch_size)
         if context_dim < 1 or in_channels < 1 or depth < 1:
-            raise ValueError(
+            raise UserError(
                 f"context_dim, in_channels and depth must be >= 1, got {context_dim}, "
                 f"{in_channels}, {depth}"
             )
@@ -197,9 +198,9 @@ class MMDiT(Backbone):
         c = self.time_embed(time_batch(t, x))
         if pooled is not None:
             if self.pooled_embed is None:
-                raise ValueError("pooled given, but the model was built with pooled_dim=0")
+                raise UserError("pooled given, but the model was built with pooled_dim=0")
             if pooled.shape != (x.shape[0], self.pooled_dim):
-                raise ValueError(
+                raise UserError(
                     f"pooled must have shape ({x.shape[0]}, {self.pooled_dim}), "
                     f"got {tuple(pooled.shape)}"
                 )
@@ -214,17 +215,17 @@ class MMDiT(Backbone):
         b, n = x.shape[0], (self.height // self.patch_size) * (self.width // self.patch_size)
         if context is None:
             if context_mask is not None:
-                raise ValueError("context_mask given without context")
+                raise UserError("context_mask given without context")
             return x.new_zeros(b, 0, self.context_embed.out_features), None
         if context.ndim != 3 or context.shape[0] != b or context.shape[2] != self.context_dim:
-            raise ValueError(
+            raise UserError(
                 f"context must have shape ({b}, L, {self.context_dim}), got {tuple(context.shape)}"
             )
         ctx = self.context_embed(context)
         if context_mask is None:
             return ctx, None
         if context_mask.shape != context.shape[:2] or context_mask.dtype != torch.bool:
-            raise ValueError(
+            raise UserError(
                 f"context_mask must be a bool tensor of shape {tuple(context.shape[:2])}, "
                 f"got {context_mask.dtype} of shape {tuple(context_mask.shape)}"
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .layers import (
     Backbone,
     LabelEmbedding,
@@ -72,7 +73,7 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.heads = max(1, channels // head_channels)
         if channels % self.heads:
-            raise ValueError(f"{channels} channels do not split into {self.heads} heads")
+            raise UserError(f"{channels} channels do not split into {self.heads} heads")
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero(nn.Conv2d(channels, channels, 1))
@@ -158,20 +159,20 @@ class UNet(Backbone, SkippableBlocks):
         self.height, self.width = image_size_hw(image_size, "image_size")
         self.in_channels = in_channels
         if in_channels < 1 or model_channels < 1 or num_res_blocks < 1 or not channel_mult:
-            raise ValueError(
+            raise UserError(
                 "in_channels, model_channels, num_res_blocks must be >= 1 and channel_mult "
                 f"non-empty, got {in_channels}, {model_channels}, {num_res_blocks}, {channel_mult}"
             )
         factor = 2 ** (len(channel_mult) - 1)
         if self.height % factor or self.width % factor:
-            raise ValueError(
+            raise UserError(
                 f"image_size {(self.height, self.width)} must be divisible by {factor} for "
                 f"channel_mult={tuple(channel_mult)} ({len(channel_mult) - 1} downsamplings)"
             )
         resolutions = [min(self.height, self.width) // 2**i for i in range(len(channel_mult))]
         unused = set(attn_resolutions) - set(resolutions)
         if unused:
-            raise ValueError(
+            raise UserError(
                 f"attn_resolutions {sorted(unused)} are not among the UNet's resolutions "
                 f"{resolutions}"
             )

@@ -4,16 +4,23 @@ Every schedule gives ``alpha, sigma`` and their time derivatives, the log signal
 ``logsnr = log(alpha^2 / sigma^2)`` and its inverse ``t_of_logsnr``. The EDM noise level
 ``edm_sigma = sigma / alpha = exp(-logsnr / 2)`` is the path-free coordinate that time grids and
 foreign models (k-diffusion, EDM, diffusers) use.
+
+Every path is a frozen dataclass on :class:`~interpolant.configurable.Configurable`: its fields
+are its options, so ``config()``, ``repr``, ``==`` and ``from_config`` are derived and the
+options are validated in one place.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from ..configurable import Configurable
+from ..errors import UserError
 
 # logsnr is clamped to this range so that alpha = 0 (t = 1 of some paths) or sigma = 0 (t = 0)
 # give large finite values rather than inf; exp(-120) is still representable in float32.
@@ -33,7 +40,7 @@ def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
         torch._assert_async(((t >= 0) & (t <= 1)).all(), "t must lie in [0, 1]")
     elif t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
         bad = t[(t < 0) | (t > 1)].flatten()[:3].tolist()
-        raise ValueError(f"t must lie in [0, 1] (t = 0 is data, t = 1 the source); got {bad}")
+        raise UserError(f"t must lie in [0, 1] (t = 0 is data, t = 1 the source); got {bad}")
     return t
 
 
@@ -44,12 +51,16 @@ def expand_like(c: Tensor | float, x: Tensor) -> Tensor | float:
     return c
 
 
-class GaussianPath(ABC):
-    """``x_t = alpha(t) x0 + sigma(t) eps`` with eps ~ N(0, I); alpha(0) = 1, sigma(0) = 0."""
+class GaussianPath(Configurable, ABC):
+    """``x_t = alpha(t) x0 + sigma(t) eps`` with eps ~ N(0, I); alpha(0) = 1, sigma(0) = 0.
 
-    name: str = "gaussian"
+    Subclasses are ``@dataclass(frozen=True)`` with their options as fields (see
+    :mod:`interpolant.configurable`); ``paths.from_config(path.config())`` rebuilds the path.
+    """
+
+    name: ClassVar[str] = "gaussian"
     #: True when alpha(t)^2 + sigma(t)^2 = 1 (variance preserving).
-    variance_preserving: bool = False
+    variance_preserving: ClassVar[bool] = False
 
     @abstractmethod
     def alpha(self, t: Tensor) -> Tensor:
@@ -100,14 +111,6 @@ class GaussianPath(ABC):
         a = expand_like(self.alpha(t).to(x0.dtype), x0)
         s = expand_like(self.sigma(t).to(x0.dtype), x0)
         return a * x0 + s * eps
-
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable description; ``paths.from_config`` rebuilds the path."""
-        return {"name": self.name}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
 
 
 def softplus(x: Tensor) -> Tensor:

@@ -9,15 +9,22 @@ diffusion). Only the schedule differs between the families here; the corruption 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import Configurable, number, one_of, option
+from ..errors import WrongTypeError
 from .base import as_time
 
+SCHEDULES = ("linear", "cosine", "log-linear")
+KINDS = ("mask", "uniform")
 
-class DiscretePath:
+
+@dataclass(frozen=True)
+class DiscretePath(Configurable):
     """A token corruption process with clean-probability schedule ``alpha(t)``.
 
     ``kind`` is ``"mask"`` (absorbing: a corrupted token becomes the mask id, which is the
@@ -30,15 +37,16 @@ class DiscretePath:
         log-linear: alpha(t) = 1 - (1 - eps) t                   (MDLM; eps keeps t = 1 finite)
     """
 
-    SCHEDULES: ClassVar[tuple[str, ...]] = ("linear", "cosine", "log-linear")
-    KINDS: ClassVar[tuple[str, ...]] = ("mask", "uniform")
-
-    def __init__(self, schedule: str = "log-linear", kind: str = "mask", eps: float = 1e-3):
-        if schedule not in self.SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of {self.SCHEDULES}")
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown kind {kind!r}; choose one of {self.KINDS}")
-        self.schedule, self.kind, self.eps = schedule, kind, float(eps)
+    name: ClassVar[str] = "discrete"
+    SCHEDULES: ClassVar[tuple[str, ...]] = SCHEDULES
+    KINDS: ClassVar[tuple[str, ...]] = KINDS
+    schedule: str = option(
+        "log-linear", help="clean-probability schedule alpha(t)", check=one_of(*SCHEDULES)
+    )
+    kind: str = option("mask", help="corruption: mask (absorbing) or uniform", check=one_of(*KINDS))
+    eps: float = option(
+        1e-3, help="alpha(1) of the log-linear schedule", check=number(0, 1, open_hi=True)
+    )
 
     def alpha(self, t: float | Tensor) -> Tensor:
         """Probability that a token is clean at time t."""
@@ -77,7 +85,7 @@ class DiscretePath:
     ) -> Tensor:
         """Draw x_t ~ q(x_t | x_0) for a batch of token ids (B, L) at times t (B,)."""
         if tokens.dtype != torch.long:
-            raise TypeError(f"tokens must be int64 ids, got {tokens.dtype}")
+            raise WrongTypeError(f"tokens must be int64 ids, got {tokens.dtype}")
         keep_p = self.alpha(t).to(torch.float64).reshape(-1, *([1] * (tokens.ndim - 1)))
         # Draw on the generator's device (a CUDA generator cannot fill a CPU tensor).
         where = generator.device if generator is not None else tokens.device
@@ -90,9 +98,3 @@ class DiscretePath:
                 0, vocab_size, tokens.shape, generator=generator, device=where
             ).to(tokens)
         return torch.where(corrupted, noise, tokens)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": "discrete", "schedule": self.schedule, "kind": self.kind, "eps": self.eps}
-
-    def __repr__(self) -> str:
-        return f"DiscretePath(schedule={self.schedule!r}, kind={self.kind!r}, eps={self.eps})"

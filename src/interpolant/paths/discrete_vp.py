@@ -12,12 +12,17 @@ sigma(0) = 0 exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import option
+from ..errors import UserError
 from .base import LOGSNR_LIMIT, GaussianPath
+
+Schedule = Sequence[float] | Tensor
 
 
 def ddpm_linear_alphas_cumprod(
@@ -29,6 +34,29 @@ def ddpm_linear_alphas_cumprod(
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def _alphas_cumprod(alphas_cumprod: Schedule | None, betas: Schedule | None) -> Tensor:
+    """The float64 CPU ``alphas_cumprod`` given directly, as cumprod(1 - betas), or diffusers'
+    default linear schedule."""
+    if alphas_cumprod is not None and betas is not None:
+        raise UserError("DiscreteVP: give alphas_cumprod or betas, not both")
+    if betas is not None:
+        b = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if b.numel() < 2 or bool((b <= 0).any()) or bool((b > 1).any()):
+            raise UserError("DiscreteVP: betas must hold at least two numbers in (0, 1]")
+        return torch.cumprod(1.0 - b, dim=0)
+    if isinstance(alphas_cumprod, Tensor):
+        return alphas_cumprod.detach().to("cpu", torch.float64).flatten()
+    if alphas_cumprod is not None:  # Python floats (a config) are float64 already
+        return torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+    return ddpm_linear_alphas_cumprod().to(torch.float64)
+
+
+def _help(text: str) -> Any:
+    """The metadata :func:`~interpolant.configurable.option` gives a field with help ``text``."""
+    return option(None, help=text).metadata
+
+
+@dataclass(frozen=True)
 class DiscreteVP(GaussianPath):
     """A variance-preserving path through the N points of a discrete ``alphas_cumprod``.
 
@@ -36,37 +64,61 @@ class DiscreteVP(GaussianPath):
     cumprod(1 - beta)); with neither, diffusers' default linear schedule (1e-4 .. 0.02, N = 1000).
     ``alpha(t)^2 = sigmoid(logsnr(t))`` with logsnr piecewise linear in the timestep
     ``n(t) = N t - 1`` through ``logsnr_n = log(abar_n / (1 - abar_n))`` (clamped to +-120).
+
+    ``alphas_cumprod`` is kept as a float64 tensor (``betas`` are turned into it, and read None
+    afterwards), so ``config()`` always describes the schedule by ``alphas_cumprod``; two paths
+    are equal when their schedules are.
     """
 
-    name = "discrete-vp"
-    variance_preserving = True
+    name: ClassVar[str] = "discrete-vp"
+    variance_preserving: ClassVar[bool] = True
+    # The schedule options are not compared (a tensor has no single truth value): ``schedule``,
+    # the tuple derived from them, is what == and hash compare.
+    alphas_cumprod: Schedule | None = field(
+        default=None,
+        compare=False,
+        metadata=_help("abar_0 > ... > abar_{N-1} in [0, 1) (default: diffusers' linear)"),
+    )
+    betas: Schedule | None = field(
+        default=None,
+        compare=False,
+        metadata=_help("betas instead of alphas_cumprod (abar = cumprod(1 - beta))"),
+    )
+    schedule: tuple[float, ...] = field(init=False, repr=False)
+    num_train_timesteps: int = field(init=False, repr=False, compare=False)
+    #: logsnr at the knots t_n = (n + 1) / N, clamped to +-LOGSNR_LIMIT.
+    knots: Tensor = field(init=False, repr=False, compare=False)
+    log_abar0: float = field(init=False, repr=False, compare=False)
 
-    def __init__(
-        self,
-        alphas_cumprod: Sequence[float] | Tensor | None = None,
-        *,
-        betas: Sequence[float] | Tensor | None = None,
-    ) -> None:
-        if alphas_cumprod is not None and betas is not None:
-            raise ValueError("give alphas_cumprod or betas, not both")
-        if betas is not None:
-            b = torch.as_tensor(betas, dtype=torch.float64).flatten()
-            if b.numel() < 2 or bool((b <= 0).any()) or bool((b > 1).any()):
-                raise ValueError("betas must hold at least two numbers in (0, 1]")
-            acp = torch.cumprod(1.0 - b, dim=0)
-        elif alphas_cumprod is not None:
-            acp = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64).flatten()
-        else:
-            acp = ddpm_linear_alphas_cumprod().to(torch.float64)
-        if acp.numel() < 2:
-            raise ValueError(f"alphas_cumprod needs at least two timesteps, got {acp.numel()}")
-        if bool((acp < 0).any()) or bool((acp >= 1).any()) or not bool((acp[1:] < acp[:-1]).all()):
-            raise ValueError("alphas_cumprod must strictly decrease and lie in [0, 1)")
-        self.alphas_cumprod = acp
-        self.num_train_timesteps = acp.numel()
+    def __post_init__(self) -> None:
+        acp = _alphas_cumprod(self.alphas_cumprod, self.betas)
         logsnr = torch.log(acp) - torch.log1p(-acp)
-        self._knots = logsnr.clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT)  # logsnr at t_n = (n + 1) / N
-        self._log_abar0 = float(torch.log(acp[0]))
+        derived = {
+            "alphas_cumprod": acp,
+            "betas": None,
+            "schedule": tuple(acp.tolist()),
+            "num_train_timesteps": acp.numel(),
+            "knots": logsnr.clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT),
+            "log_abar0": float(torch.log(acp[0])) if acp.numel() else 0.0,
+        }
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        acp = self.acp
+        if acp.numel() < 2:
+            raise UserError(
+                f"DiscreteVP: alphas_cumprod needs at least two timesteps, got {acp.numel()}"
+            )
+        if bool((acp < 0).any()) or bool((acp >= 1).any()) or not bool((acp[1:] < acp[:-1]).all()):
+            raise UserError("DiscreteVP: alphas_cumprod must strictly decrease and lie in [0, 1)")
+
+    @property
+    def acp(self) -> Tensor:
+        """``alphas_cumprod`` as the float64 tensor it is after construction."""
+        acp = self.alphas_cumprod
+        return acp if isinstance(acp, Tensor) else torch.as_tensor(acp, dtype=torch.float64)
 
     # -- timestep <-> t --------------------------------------------------------------------------
 
@@ -87,7 +139,7 @@ class DiscreteVP(GaussianPath):
         n = self.timestep_of_t(t.to(torch.float64))
         low = n.floor().clamp(0, self.num_train_timesteps - 2).long()
         w = n - low
-        lo, hi = self._knots[low], self._knots[low + 1]
+        lo, hi = self.knots[low], self.knots[low + 1]
         return lo + w * (hi - lo), (hi - lo) * self.num_train_timesteps, n < 0
 
     def _log_alpha2(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,7 +148,7 @@ class DiscreteVP(GaussianPath):
         logsnr, d_logsnr, first = self._segment(t64)
         la = torch.nn.functional.logsigmoid(logsnr)
         d_la = torch.sigmoid(-logsnr) * d_logsnr  # d log sigmoid(l) / dl = sigmoid(-l)
-        slope0 = self._log_abar0 * self.num_train_timesteps
+        slope0 = self.log_abar0 * self.num_train_timesteps
         la = torch.where(first, slope0 * t64, la)
         d_la = torch.where(first, torch.full_like(t64, slope0), d_la)
         return la.to(t.dtype), d_la.to(t.dtype)
@@ -126,7 +178,7 @@ class DiscreteVP(GaussianPath):
 
     def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
         lam = logsnr.to(torch.float64)
-        knots = self._knots
+        knots = self.knots
         # Knots decrease with n: j is the first knot at or below lam.
         j = torch.searchsorted(-knots, -lam.contiguous())
         low = (j - 1).clamp(0, self.num_train_timesteps - 2)
@@ -134,15 +186,12 @@ class DiscreteVP(GaussianPath):
         n = low + (lam - lo) / (hi - lo)
         t = (n + 1.0) / self.num_train_timesteps
         # First interval: log alpha^2 = log sigmoid(lam) is linear in t there.
-        t_first = torch.nn.functional.logsigmoid(lam) / (self._log_abar0 * self.num_train_timesteps)
+        t_first = torch.nn.functional.logsigmoid(lam) / (self.log_abar0 * self.num_train_timesteps)
         t = torch.where(lam >= knots[0], t_first, t)
         return t.clamp(0.0, 1.0).to(logsnr.dtype)
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "alphas_cumprod": self.alphas_cumprod.tolist()}
-
     def __repr__(self) -> str:
-        acp = self.alphas_cumprod
+        acp = self.acp
         return (
             f"DiscreteVP(N={self.num_train_timesteps}, alphas_cumprod=[{float(acp[0]):.6g}, ..., "
             f"{float(acp[-1]):.6g}])"

@@ -13,18 +13,24 @@ are conditional expectations given x_t = x:
 
 each the unique minimiser of a quadratic objective. Generation runs from x1 at t = 1 to t = 0
 along the ODE ``dx = b dt`` or the paper's backward SDE ``dx = (b - eps s) dt + sqrt(2 eps) dW``
-(integrated backwards in time; see :func:`sample_interpolant`).
+(integrated backwards in time; see :func:`interpolant.solvers.bridge.sample_bridge`).
+
+:class:`Interpolant` and :class:`OneSided` are frozen dataclasses whose fields are their options
+(``config()``, ``repr``, ``==`` and ``from_config`` are derived).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..configurable import Configurable, number, one_of, option
+from ..errors import UserError
 from .base import GaussianPath, as_time, expand_like
 
 #: Coefficient families for (alpha, beta) and for gamma.
@@ -35,33 +41,64 @@ FIELDS = ("velocity", "eta", "score")
 Field = Callable[[Tensor, Tensor], Tensor]
 
 
-class Interpolant:
+# The options Interpolant and OneSided share, declared once.
+
+
+def _family_option() -> Any:
+    """The (alpha, beta) family."""
+    return option(
+        "linear",
+        help="(alpha, beta) family: linear, trig or encoder-decoder",
+        check=one_of(*INTERPOLANTS),
+    )
+
+
+def _gamma_option(default: str) -> Any:
+    """The gamma family (its default differs: brownian for bridges, zero for one-sided)."""
+    return option(
+        default, help="gamma family: brownian, quadratic, sin2 or zero", check=one_of(*GAMMAS)
+    )
+
+
+def _scale_option() -> Any:
+    """The scale a of gamma."""
+    return option(1.0, help="the scale a of gamma", check=number(0, open_lo=True))
+
+
+@dataclass(frozen=True)
+class Interpolant(Configurable):
     """``x_t = alpha(t) x0 + beta(t) x1 + gamma(t) z`` with named coefficient families.
 
     Args:
         interpolant: ``"linear"`` (alpha = 1 - t, beta = t), ``"trig"`` (alpha = cos(pi t / 2),
             beta = sin(pi t / 2)) or ``"encoder-decoder"`` (alpha = cos^2(pi t) for t < 1/2,
             beta = cos^2(pi t) for t > 1/2, both 0 elsewhere; the paper's encoder-decoder example).
-        gamma: ``"brownian"`` sqrt(a t (1 - t)), ``"quadratic"`` a t (1 - t), ``"sin2"``
-            a sin^2(pi t) or ``"zero"`` (a deterministic interpolant).
+        gamma_kind: ``"brownian"`` sqrt(a t (1 - t)), ``"quadratic"`` a t (1 - t), ``"sin2"``
+            a sin^2(pi t) or ``"zero"`` (a deterministic interpolant). (Not ``gamma``: that is
+            the coefficient gamma(t); configs written with a ``gamma`` key still load.)
         a: the scale of gamma.
 
     ``d_gamma`` is infinite at t = 0, 1 for the Brownian gamma; ``gamma_d_gamma`` (gamma times
     gamma', i.e. (gamma^2)' / 2) is finite everywhere and is what the fields need.
     """
 
-    name = "interpolant"
+    name: ClassVar[str] = "interpolant"
+    interpolant: str = _family_option()
+    gamma_kind: str = _gamma_option("brownian")
+    a: float = _scale_option()
 
-    def __init__(self, interpolant: str = "linear", gamma: str = "brownian", a: float = 1.0):
-        if interpolant not in INTERPOLANTS:
-            raise ValueError(f"interpolant must be one of {INTERPOLANTS}, got {interpolant!r}")
-        if gamma not in GAMMAS:
-            raise ValueError(f"gamma must be one of {GAMMAS}, got {gamma!r}")
-        if not a > 0:
-            raise ValueError(f"a (the scale of gamma) must be > 0, got {a}")
-        if interpolant == "encoder-decoder" and gamma == "zero":
-            raise ValueError("the encoder-decoder interpolant needs gamma != 'zero' (x_1/2 = 0)")
-        self.interpolant, self.gamma_kind, self.a = interpolant, gamma, float(a)
+    def validate(self) -> None:
+        if self.interpolant == "encoder-decoder" and self.gamma_kind == "zero":
+            raise UserError("the encoder-decoder interpolant needs gamma != 'zero' (x_1/2 = 0)")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Interpolant:
+        """The interpolant ``config()`` describes (an older ``gamma`` key reads as
+        ``gamma_kind``)."""
+        values = dict(config)
+        if "gamma" in values:
+            values["gamma_kind"] = values.pop("gamma")
+        return super().from_config(values)
 
     # Coefficients -------------------------------------------------------------------------
 
@@ -188,9 +225,9 @@ class Interpolant:
         Sample t inside (0, 1): at the ends 1 / gamma (and the Brownian gamma') are infinite.
         """
         if field not in FIELDS:
-            raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+            raise UserError(f"field must be one of {FIELDS}, got {field!r}")
         if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != x0.shape[0]:
-            raise ValueError(f"t must be a tensor of shape ({x0.shape[0]},), one time per sample")
+            raise UserError(f"t must be a tensor of shape ({x0.shape[0]},), one time per sample")
         a, b, g, da, db, dg = self._at(t, x0)
         drift = da * x0 + db * x1
         mean = a * x0 + b * x1
@@ -198,9 +235,7 @@ class Interpolant:
         def term(sign: float) -> Tensor:
             out = fn(mean + sign * g * z, t)
             if out.shape != x0.shape:
-                raise ValueError(
-                    f"fn returned shape {tuple(out.shape)}, expected {tuple(x0.shape)}"
-                )
+                raise UserError(f"fn returned shape {tuple(out.shape)}, expected {tuple(x0.shape)}")
             if field == "velocity":
                 linear = (drift + sign * dg * z) * out
             elif field == "eta":
@@ -220,33 +255,31 @@ class Interpolant:
         sigma = sqrt(beta^2 + gamma^2), so every Gaussian-path solver and conversion applies."""
         return OneSided(self.interpolant, self.gamma_kind, self.a)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "interpolant": self.interpolant,
-            "gamma": self.gamma_kind,
-            "a": self.a,
-        }
 
-    def __repr__(self) -> str:
-        return f"Interpolant({self.interpolant!r}, gamma={self.gamma_kind!r}, a={self.a})"
-
-
+@dataclass(frozen=True)
 class OneSided(GaussianPath):
     """A one-sided interpolant ``x_t = alpha x0 + beta x1 + gamma z`` with x1 ~ N(0, I).
 
     beta x1 + gamma z is N(0, (beta^2 + gamma^2) I), so this is the Gaussian path alpha(t),
     sigma(t) = sqrt(beta^2 + gamma^2), and the interpolant's velocity b equals the path's
-    probability-flow velocity. ``t_of_logsnr`` inverts the logSNR by bisection.
+    probability-flow velocity. ``t_of_logsnr`` inverts the logSNR by bisection. ``interp`` is
+    the :class:`Interpolant` it is made of.
     """
 
-    name = "one-sided"
+    name: ClassVar[str] = "one-sided"
+    interpolant: str = _family_option()
+    gamma: str = _gamma_option("zero")
+    a: float = _scale_option()
+    interp: Interpolant = field(init=False, repr=False, compare=False)
 
-    def __init__(self, interpolant: str = "linear", gamma: str = "zero", a: float = 1.0) -> None:
-        self.interp = Interpolant(interpolant, gamma, a)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interp", Interpolant(self.interpolant, self.gamma, self.a))
+        super().__post_init__()
+
+    def validate(self) -> None:
         t = torch.linspace(1e-3, 0.999, 999, dtype=torch.float64)
         if not bool((self.logsnr(t).diff() < 0).all()):
-            raise ValueError(
+            raise UserError(
                 f"the logSNR of {self.interp!r} is not strictly decreasing (for encoder-decoder "
                 "alpha = 0 on [1/2, 1]), so it is no Gaussian path; use Interpolant directly"
             )
@@ -279,10 +312,6 @@ class OneSided(GaussianPath):
             lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
         return (0.5 * (lo + hi)).to(logsnr.dtype)
 
-    def config(self) -> dict[str, Any]:
-        i = self.interp
-        return {"name": self.name, "interpolant": i.interpolant, "gamma": i.gamma_kind, "a": i.a}
-
 
 class GaussianEndpoints:
     """Exact fields for Gaussian endpoints x0 ~ N(m0, S0), x1 ~ N(m1, S1), independent.
@@ -303,9 +332,9 @@ class GaussianEndpoints:
         self.s0, self.s1 = (torch.as_tensor(s, dtype=torch.float64) for s in (s0, s1))
         d = self.m0.shape[0]
         if self.m0.shape != (d,) or self.m1.shape != (d,):
-            raise ValueError("m0 and m1 must be vectors of one length d")
+            raise UserError("m0 and m1 must be vectors of one length d")
         if self.s0.shape != (d, d) or self.s1.shape != (d, d):
-            raise ValueError(f"s0 and s1 must be covariance matrices of shape {(d, d)}")
+            raise UserError(f"s0 and s1 must be covariance matrices of shape {(d, d)}")
 
     def _moments(self, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(m_t, m_t', S_t, C_t, gamma) with a leading batch axis (size 1 for a scalar t)."""
@@ -343,80 +372,3 @@ class GaussianEndpoints:
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
         """grad log rho_t(x)."""
         return -self._whitened(x, t)[0]
-
-
-def sample_interpolant(
-    velocity: Field,
-    x1: Tensor,
-    *,
-    steps: int | None = None,
-    grid: Sequence[float] | Tensor | None = None,
-    method: str = "heun",
-    score: Field | None = None,
-    eps: float | Callable[[float], float] = 0.0,
-    seed: int | Sequence[int] | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> Tensor:
-    """Transport x1 (t = 1) to t = 0 with the interpolant's ODE or backward SDE.
-
-    This is separate from :func:`solvers.sample` because that loop is built on a Gaussian
-    path's (alpha, sigma) and on prediction conversions, which a data-to-data bridge does not
-    have: here the fields b and s are given directly. ``velocity(x, t)`` and ``score(x, t)``
-    receive t of shape (B,).
-
-    * ODE (eps = 0): ``dx = b dt`` with ``method`` "euler" or "heun" (2nd order).
-    * SDE (eps > 0, method "euler", i.e. Euler-Maruyama): the paper's backward SDE
-      ``dX = (b - eps s) dt + sqrt(2 eps) dW`` integrated from t = 1 down to 0. In
-      reversed time tau = 1 - t it reads dY = (-b + eps s) dtau + sqrt(2 eps) dW: the flow plus
-      a Langevin step that keeps rho_t invariant, so each step is
-      ``x += (b - eps s) (t_next - t) + sqrt(2 eps |t_next - t|) xi``.
-
-    ``eps`` is a number or a function of t; ``grid`` a descending list of times (default
-    ``steps`` uniform steps from 1 to 0). Noise comes from one generator per sample
-    (``seed + i``), so sample i does not depend on the batch.
-    """
-    from ..solvers.grids import check_grid
-    from .._porting import make_generators, randn_like
-
-    if grid is None:
-        if steps is None or steps < 1:
-            raise ValueError(f"give steps >= 1 or a grid of times, got steps={steps}")
-        t_grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    else:
-        t_grid = torch.as_tensor(grid, dtype=torch.float64).flatten()
-        check_grid(t_grid)
-
-    def eps_of_t(t: float) -> float:
-        return float(eps(t)) if callable(eps) else float(eps)
-
-    stochastic = callable(eps) or float(eps) > 0
-    if method not in ("euler", "heun"):
-        raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
-    if stochastic and (method != "euler" or score is None):
-        raise ValueError("the SDE (eps > 0) needs method='euler' (Euler-Maruyama) and score=")
-    generators = make_generators(seed, x1.shape[0]) if seed is not None else None
-    x = x1.to(dtype)
-
-    def b_at(x: Tensor, t: float) -> Tensor:
-        return velocity(x, torch.full((x.shape[0],), t, dtype=dtype)).to(dtype)
-
-    for t_now, t_next in zip(t_grid[:-1].tolist(), t_grid[1:].tolist()):
-        dt = t_next - t_now  # negative: time runs from 1 to 0
-        drift = b_at(x, t_now)
-        if stochastic:
-            e = eps_of_t(t_now)
-            if e < 0:
-                raise ValueError(f"eps(t) must be >= 0, got {e} at t = {t_now}")
-            if e > 0:
-                assert score is not None
-                s = score(x, torch.full((x.shape[0],), t_now, dtype=dtype)).to(dtype)
-                # Euler-Maruyama step of the backward SDE.
-                x = x + (drift - e * s) * dt + math.sqrt(2 * e * -dt) * randn_like(x, generators)
-                continue
-        # Euler step.
-        x_next = x + drift * dt
-        if method == "heun":
-            # 2nd-order correction.
-            x_next = x + 0.5 * (drift + b_at(x_next, t_next)) * dt
-        x = x_next
-    return x

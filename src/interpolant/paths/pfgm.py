@@ -14,35 +14,50 @@ so D -> infinity gives back the Gaussian kernel of EDM exactly.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .gaussian import EDM
+from ..configurable import number, option
+from .gaussian import EDM, edm_sigma_max_option
 
 # Above this D, chi2_D / D is drawn by the Wilson-Hilferty cube-root normal approximation
 # (relative error of its quantiles O(D^-3/2)) instead of summing D squared normals.
 _EXACT_CHI2_MAX_D = 4096
 
 
+@dataclass(frozen=True, kw_only=True)
 class PFGM(EDM):
     """PFGM++ with augmentation dimension ``D`` on the EDM path (sigma(t) = sigma_max t).
 
     ``D = math.inf`` is EDM. ``noise_like`` draws the Student-t "eps" ``(x_t - x0) / sigma``,
     so ``sample_xt`` gives the PFGM++ perturbation, and ``interpolant.sample`` (which starts from
     ``sigma(t_max) * noise``) starts from the PFGM++ prior when given ``path.noise_like`` draws.
-    ``D=None`` in a config means infinity (JSON has no infinity).
+    ``D=None`` means infinity, and ``config()`` writes infinity as None (JSON has no infinity).
+    The options are keyword-only: ``PFGM(D=128.0, sigma_max=80.0)``.
     """
 
-    name = "pfgm"
+    name: ClassVar[str] = "pfgm"
+    D: float = option(
+        128.0,
+        help="augmentation dimension D > 0 (None or inf: EDM)",
+        check=number(0, open_lo=True, allow_inf=True),
+    )
+    sigma_max: float = edm_sigma_max_option()
 
-    def __init__(self, D: float | None = 128.0, sigma_max: float = 80.0) -> None:
-        super().__init__(sigma_max)
-        D = math.inf if D is None else D
-        if not D > 0:
-            raise ValueError(f"D must be > 0 (math.inf for EDM), got {D}")
-        self.D = float(D)
+    def __post_init__(self) -> None:
+        if self.D is None:
+            object.__setattr__(self, "D", math.inf)
+        super().__post_init__()
+
+    def config(self) -> dict[str, Any]:
+        # JSON has no infinity: D = inf is written as None, which reads back as inf.
+        out = super().config()
+        if math.isinf(self.D):
+            out["D"] = None
+        return out
 
     def _chi2_over_d(self, n: int, generator: torch.Generator | None, device, dtype) -> Tensor:
         """n draws of chi2_D / D (exactly 1 when D is infinite)."""
@@ -72,7 +87,3 @@ class PFGM(EDM):
     def radial_log_density(self, R: Tensor, r: Tensor, N: int) -> Tensor:
         """Unnormalised log density of R: (N - 1) log R - (N + D)/2 log(R^2 + r^2)."""
         return (N - 1) * torch.log(R) - 0.5 * (N + self.D) * torch.log(R**2 + r**2)
-
-    def config(self) -> dict[str, Any]:
-        D = None if math.isinf(self.D) else self.D
-        return {"name": self.name, "D": D, "sigma_max": self.sigma_max}

@@ -19,6 +19,7 @@ import importlib
 import pkgutil
 import re
 
+from ..errors import UserError, WrongTypeError
 from .base import Repro, ReproResult, main
 
 _MODULE_RE = re.compile(r"^seed\d\d_\w+$")
@@ -33,11 +34,13 @@ def get_repro(name: str) -> Repro:
     """The registered reproduction ``name`` (its module is imported on demand)."""
     names = repro_names()
     if name not in names:
-        raise ValueError(f"unknown reproduction {name!r}; choose one of {names}")
+        raise UserError(f"unknown reproduction {name!r}; choose one of {names}")
     module = importlib.import_module(f"{__name__}.{name}")
     repro = getattr(module, "REPRO", None)
     if not isinstance(repro, Repro) or repro.name != name:
-        raise TypeError(f"module {module.__name__} must define REPRO = Repro(name={name!r}, ...)")
+        raise WrongTypeError(
+            f"module {module.__name__} must define REPRO = Repro(name={name!r}, ...)"
+        )
     return repro
 
 

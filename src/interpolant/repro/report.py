@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from .base import default_results_path
 
 HEADER = (
@@ -34,9 +35,9 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number} is not valid JSON: {err}") from err
+            raise UserError(f"{path}:{number} is not valid JSON: {err}") from err
         if not isinstance(row, dict) or "name" not in row:
-            raise ValueError(f"{path}:{number} must be a JSON object with a 'name' key")
+            raise UserError(f"{path}:{number} must be a JSON object with a 'name' key")
         rows.append(row)
     return rows
 

@@ -31,7 +31,11 @@ from torch import Tensor
 
 from ..guidance import CFG, ClassifierGuidance, train_reward_model, two_class_mixture
 from ..paths import VP
-from ..solvers import sample
+from ..randomness import derive_seed
+from ..solvers import Sampler, sample
+from ..solvers.dpm import DPMSolverPP2M
+from ..solvers.grids import Uniform
+from ..solvers.sde import SDEEuler
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -68,40 +72,37 @@ class Settings:
 
 QUICK = Settings(n_samples=3_000, sde_steps=100, n_identity=200, train_steps=500, n_bbo=400)
 
+#: The deterministic samplers of the CFG == classifier-guidance check and of part B.
+IDENTITY_SAMPLER = Sampler(DPMSolverPP2M(), nfe=20)
+BBO_SAMPLER = Sampler(DPMSolverPP2M(), nfe=30)
+
+
+def generator(name: str, seed: int) -> torch.Generator:
+    """A torch generator for one purpose of the run, seeded ``derive_seed("seed01-" + name,
+    seed)``."""
+    return torch.Generator().manual_seed(derive_seed(f"seed01-{name}", seed))
+
 
 def cfg_samples(w: float, s: Settings, seed: int) -> Tensor:
-    """Reverse-SDE samples of CFG at weight w toward class 0 (+mu); common random numbers."""
+    """Reverse-SDE samples of CFG at weight w toward class 0 (+mu); common random numbers (the
+    same start noise and per-sample SDE streams for every w)."""
     lm, path = two_class_mixture(dim=2, separation=1.5, std=1.0), VP()
-    noise = torch.randn(
-        s.n_samples, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
-    )
-    torch.manual_seed(seed + 1)  # the SDE's noise (global generator: fast for many samples)
+    noise = torch.randn(s.n_samples, 2, dtype=torch.float64, generator=generator("start", seed))
+    sde = Sampler(SDEEuler(), steps=s.sde_steps, grid=Uniform(t_min=1e-3))
     cond = {"class_labels": torch.zeros(s.n_samples, dtype=torch.long)}
-    out = sample(
-        lm.model(path),
-        noise,
-        solver="sde_euler",
-        steps=s.sde_steps,
-        grid="uniform",
-        cond=cond,
-        hooks=[CFG(w)],
-        grid_options={"t_min": 1e-3},
-    )
-    assert isinstance(out, Tensor)
-    return out
+    return sample(lm.model(path), noise, sde, cond=cond, hooks=[CFG(w)], seed=seed).x
 
 
 def cfg_equals_classifier_guidance(w: float, s: Settings, seed: int) -> float:
     """max |CFG(w) - classifier guidance(w) on the unconditional model| over the samples."""
     lm, path = two_class_mixture(dim=2, separation=1.5, std=1.0), VP()
     n = s.n_identity
-    noise = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(n, 2, dtype=torch.float64, generator=generator("start", seed))
     labels = torch.zeros(n, dtype=torch.long)
     cond = {"class_labels": labels}
-    a = sample(lm.model(path), noise, solver="dpmpp_2m", nfe=20, cond=cond, hooks=[CFG(w)])
+    a = sample(lm.model(path), noise, IDENTITY_SAMPLER, cond=cond, hooks=[CFG(w)]).x
     hook = ClassifierGuidance(lm.classifier(path), w, 2, labels=labels)
-    b = sample(lm.model(path), noise, solver="dpmpp_2m", nfe=20, hooks=[hook])
-    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    b = sample(lm.model(path), noise, IDENTITY_SAMPLER, hooks=[hook]).x
     return float((a - b).abs().max())
 
 
@@ -133,7 +134,7 @@ def guidance_part(s: Settings, seed: int) -> tuple[dict[str, float], bool]:
 
 def subspace_data(s: Settings, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """(A, theta, generator state): orthonormal A (D x 2) and theta = A beta, |beta| = 1."""
-    g = torch.Generator().manual_seed(seed + 7)
+    g = generator("subspace", seed)
     basis, _ = torch.linalg.qr(torch.randn(s.dim, 2, generator=g, dtype=torch.float64))
     beta = torch.tensor([1.0, 0.5], dtype=torch.float64)
     return basis, basis @ (beta / beta.norm()), beta
@@ -142,7 +143,7 @@ def subspace_data(s: Settings, seed: int) -> tuple[Tensor, Tensor, Tensor]:
 def bbo_part(s: Settings, seed: int) -> tuple[dict[str, float], bool]:
     """Part B's numbers and its rule."""
     basis, theta, _ = subspace_data(s, seed)
-    g = torch.Generator().manual_seed(seed + 8)
+    g = generator("bbo-data", seed)
     n = s.n_labelled + s.n_unlabelled
     x = torch.randn(n, 2, generator=g, dtype=torch.float64) @ basis.T
     x_lab, x_unl = x[: s.n_labelled], x[s.n_labelled :]
@@ -164,17 +165,15 @@ def bbo_part(s: Settings, seed: int) -> tuple[dict[str, float], bool]:
     }
     reward, gap, off = {}, {}, {}
     proj = torch.eye(s.dim, dtype=torch.float64) - basis @ basis.T
-    noise = torch.randn(s.n_bbo, s.dim, generator=torch.Generator().manual_seed(seed + 9))
+    noise = torch.randn(s.n_bbo, s.dim, generator=generator("bbo-start", seed))
     for w in (1.0, s.bbo_weight):
         tag = "B" if w == 1.0 else f"B cfg w={w:g}"
         for k in s.targets:
             cond = {"reward": torch.full((s.n_bbo,), k)}
+            hook = CFG(w, null_cond={"reward": None})
             with torch.no_grad():
-                out = sample(
-                    model, noise, nfe=30, cond=cond, hooks=[CFG(w, null_cond={"reward": None})]
-                )
-            assert isinstance(out, Tensor)
-            xs = out.double()
+                out = sample(model, noise, BBO_SAMPLER, cond=cond, hooks=[hook])
+            xs = out.x.double()
             numbers[f"{tag} a={k:g} mean reward"] = float((xs @ theta).mean())
             numbers[f"{tag} a={k:g} gap a - E f"] = k - numbers[f"{tag} a={k:g} mean reward"]
             numbers[f"{tag} a={k:g} off-subspace RMS"] = float(

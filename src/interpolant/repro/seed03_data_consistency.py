@@ -34,7 +34,7 @@ from ..inverse.posterior import fit_mixture, mixture_posterior
 from ..inverse.solvers import data_consistency_sample, least_squares
 from ..paths import get_path
 from ..predictions import Model
-from .._porting import make_generators, randn_like
+from ..randomness import derive_seed, normal
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -140,34 +140,33 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     """PSNR of the data-consistency recipe and the classical baselines on each task."""
     s = QUICK if quick else Settings()
     model, prior = phantom_prior(s, seed)
-    test = phantoms(s.n_test, s.size, seed + 1)
+    test = phantoms(s.n_test, s.size, derive_seed("seed03-test", seed))
     sl = shepp_logan(s.size)
     numbers: dict[str, float] = {}
     gains: dict[str, float] = {}
+    noise = normal(test.shape[1:], seed, range(s.n_test), "seed03-noise", dtype=test.dtype)
     for task in s.tasks:
         op = make_operator(task, (1, s.size, s.size), noise_std=s.noise_std, seed=seed)
-        assert isinstance(op, (MRI, CT))
-        y = op.measure(test, make_generators(seed + 1000, s.n_test))
+        if not isinstance(op, MRI | CT):
+            raise RuntimeError(f"task {task!r} is neither MRI nor CT")
+        y = op.measure(test, seed=derive_seed("seed03-measurement", seed))
         for name, rec in baseline(op, y, s.cg_iters).items():
             numbers[f"{task} PSNR {name}"] = psnr(rec, test)
         post = mixture_posterior(prior, op, y)
         numbers[f"{task} PSNR exact posterior mean"] = psnr(post.mean().reshape(test.shape), test)
-        noise = randn_like(test, make_generators(seed, s.n_test))
-        rec = data_consistency_sample(
-            model, op, y, noise, nfe=s.nfe, seed=seed, cg_iters=s.cg_iters
-        )
-        numbers[f"{task} PSNR diffusion + DC"] = psnr(rec, test)
+        dc = data_consistency_sample(model, op, y, noise, nfe=s.nfe, seed=seed, cg_iters=s.cg_iters)
+        numbers[f"{task} PSNR diffusion + DC"] = psnr(dc.x, test)
         classical = "zero-filled" if isinstance(op, MRI) else "FBP"
         gains[task] = numbers[f"{task} PSNR diffusion + DC"] - numbers[f"{task} PSNR {classical}"]
         numbers[f"{task} gain over {classical} (dB)"] = gains[task]
         if sl is not None:
-            y_sl = op.measure(sl, make_generators(seed + 2000, 1))
+            y_sl = op.measure(sl, seed=derive_seed("seed03-shepp-logan", seed))
             base = baseline(op, y_sl, s.cg_iters)[classical]
             numbers[f"{task} Shepp-Logan PSNR {classical}"] = psnr(base, sl)
             rec_sl = data_consistency_sample(
                 model, op, y_sl, noise[:1], nfe=s.nfe, seed=seed, cg_iters=s.cg_iters
             )
-            numbers[f"{task} Shepp-Logan PSNR diffusion + DC"] = psnr(rec_sl, sl)
+            numbers[f"{task} Shepp-Logan PSNR diffusion + DC"] = psnr(rec_sl.x, sl)
     held = claim_rule(gains, s)
     rule = (
         f"gain = PSNR(diffusion + DC) - PSNR(zero-filled for MRI, FBP for CT); held iff gain >= "

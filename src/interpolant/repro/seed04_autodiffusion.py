@@ -34,14 +34,15 @@ from ..data.oracles import lowrank64
 from ..metrics import sliced_wasserstein
 from ..paths import VPLinear
 from ..predictions import Model
+from ..randomness import derive_seed, normal
 from ..scaling.autodiffusion import (
+    AUTODIFFUSION_SAMPLER,
     AutoDiffusionResult,
     EvolutionConfig,
     autodiffusion_search,
     grid_fitness,
 )
 from ..solvers import get_grid, sample
-from .._porting import make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -72,8 +73,8 @@ QUICK = Settings(
 GRIDS = ("searched", "uniform", "karras")
 
 
-def _noise(n: int, seed: int) -> Tensor:
-    return randn_like(torch.zeros(n, 64, dtype=torch.float64), make_generators(seed, n))
+#: The evaluation noise's stream (the search draws its own, from ``autodiffusion-noise``).
+EVAL_STREAM = "seed04-eval-noise"
 
 
 def _compare(
@@ -88,17 +89,12 @@ def _compare(
 ) -> tuple[dict[str, float], AutoDiffusionResult]:
     """Search at ``steps``; FD and SW2 on the evaluation seeds of searched, uniform, Karras."""
     config = EvolutionConfig(s.population, s.select, s.mutation, s.crossover, 0.1, s.epochs)
+    # DDIM (eta = 0) in float64 with `steps` steps; the seed fixes the search's noise.
+    spec = AUTODIFFUSION_SAMPLER.replace(steps=steps, seed=seed)
     result = autodiffusion_search(
-        model,
-        steps,
-        search_ref,
-        n_samples=s.n_search,
-        seed=seed,
-        config=config,
-        start=(),
-        features=features,
+        model, search_ref, spec, n_samples=s.n_search, config=config, start=(), features=features
     )
-    fd_eval = grid_fitness(model, eval_noise, eval_ref, solver="ddim", features=features)
+    fd_eval = grid_fitness(model, eval_noise, eval_ref, spec, features=features)
     grids = {
         "searched": result.grid,
         "uniform": get_grid("uniform", model.path, steps),
@@ -106,8 +102,7 @@ def _compare(
     }
     numbers: dict[str, float] = {}
     for name, grid in grids.items():
-        x = sample(model, eval_noise, solver="ddim", grid=grid, solver_dtype=torch.float64)
-        assert isinstance(x, Tensor)
+        x = sample(model, eval_noise, spec.replace(grid=grid, steps=None)).x
         sw = sliced_wasserstein(x, eval_ref, n_projections=s.n_projections, seed=seed)
         numbers[f"{steps} steps {name} FD (eval seeds)"] = fd_eval(grid)
         numbers[f"{steps} steps {name} SW2 (eval seeds)"] = float(sw)
@@ -154,9 +149,13 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     s = QUICK if quick else Settings()
     mixture, path = lowrank64(), VPLinear()
     model = mixture.model(path)
-    search_ref = mixture.sample(s.n_reference, torch.Generator().manual_seed(seed + 1))
-    eval_ref = mixture.sample(s.n_reference, torch.Generator().manual_seed(seed + 2))
-    eval_noise = _noise(s.n_eval, seed + 10**6)
+    search_ref = mixture.sample(
+        s.n_reference, torch.Generator().manual_seed(derive_seed("seed04-search-data", seed))
+    )
+    eval_ref = mixture.sample(
+        s.n_reference, torch.Generator().manual_seed(derive_seed("seed04-eval-data", seed))
+    )
+    eval_noise = normal((64,), seed, s.n_eval, EVAL_STREAM, dtype=torch.float64)
     numbers: dict[str, float] = {}
     held = True
     parts = []
@@ -168,8 +167,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     if s.digits_train_steps > 0:
         digits = digits_model(s.digits_train_steps, seed)
         train_x, test_x = load_digits("train").x, load_digits("test").x
-        like = torch.zeros(s.n_eval, *train_x.shape[1:])
-        noise = randn_like(like, make_generators(seed + 10**6, s.n_eval))
+        noise = normal(train_x.shape[1:], seed, s.n_eval, EVAL_STREAM)
         for steps in s.steps:
             with torch.no_grad():
                 found, result = _compare(digits, steps, train_x, test_x, noise, s, seed, "digits")

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..randomness import derive_seed
+from ..text.loop import TextSampler, masked_canvas, sample_text
 from ..text.markov import MarkovLanguage, UnigramLanguage
 from ..text.metrics import ngram_tv, token_entropy, true_nll
-from ..text.samplers import ancestral, first_hitting, masked_canvas
+from ..text.samplers import Ancestral
 from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 
@@ -63,6 +65,11 @@ QUICK = Settings(
 )
 
 
+def exact_samples(lang: MarkovLanguage, n: int, stream: str, seed: int) -> torch.Tensor:
+    """``n`` samples of the exact chain, from the generator seeded ``derive_seed(stream, seed)``."""
+    return lang.sample(n, torch.Generator().manual_seed(derive_seed(stream, seed)))
+
+
 def nll_stats(samples: torch.Tensor, lang: MarkovLanguage) -> tuple[float, float]:
     """Mean per-token NLL of ``samples`` under ``lang`` and its standard error."""
     per_seq = -lang.log_prob(samples) / samples.shape[1]
@@ -73,13 +80,13 @@ def speed_part(s: Settings, seed: int, numbers: dict[str, float]) -> bool:
     """(a): FHS vs ancestral at equal distribution; returns the part's verdict."""
     lang = MarkovLanguage.random(s.vocab, s.length, concentration=s.concentration, seed=seed)
     exact = lang.sequence_entropy() / s.length
-    reference = lang.sample(s.n_samples, torch.Generator().manual_seed(seed + 1))
+    reference = exact_samples(lang, s.n_samples, "reference", seed)
     numbers["exact entropy per token"] = exact
     canvas = masked_canvas(s.n_samples, s.length, s.vocab)
-    fhs = first_hitting(lang, canvas, s.vocab, seed=seed)
+    fhs = sample_text(lang, canvas, method="first_hitting", seed=seed)
     runs = {"fhs": fhs}
     for n in s.ancestral_steps:
-        runs[f"ancestral {n}"] = ancestral(lang, canvas, s.vocab, steps=n, seed=seed)
+        runs[f"ancestral {n}"] = sample_text(lang, canvas, method="ancestral", steps=n, seed=seed)
     verdicts = {}
     for name, out in runs.items():
         mean, se = nll_stats(out.tokens, lang)
@@ -89,9 +96,8 @@ def speed_part(s: Settings, seed: int, numbers: dict[str, float]) -> bool:
         numbers[f"{name}: model calls"] = float(out.nfe)
         numbers[f"{name}: wall s"] = out.wall_s
         verdicts[name] = abs(mean - exact) <= s.n_sds * se
-    numbers["floor: bigram TV exact vs exact"] = ngram_tv(
-        lang.sample(s.n_samples, torch.Generator().manual_seed(seed + 2)), reference, 2
-    )
+    second = exact_samples(lang, s.n_samples, "exact", seed)
+    numbers["floor: bigram TV exact vs exact"] = ngram_tv(second, reference, 2)
     top = f"ancestral {max(s.ancestral_steps)}"
     numbers["call ratio ancestral/fhs"] = runs[top].nfe / fhs.nfe
     numbers["wall ratio ancestral/fhs"] = runs[top].wall_s / max(fhs.wall_s, 1e-9)
@@ -116,11 +122,8 @@ def precision_part(s: Settings, seed: int, numbers: dict[str, float]) -> bool:
     canvas = masked_canvas(s.rare_samples, s.rare_length, s.rare_vocab)
     for n in s.precision_steps:
         for precision in ("float64", "float32"):
-            gen = torch.Generator().manual_seed(seed + n)  # fast batch stream (see Randomness)
-            out = ancestral(
-                lang, canvas, s.rare_vocab, steps=n, cache=True, precision=precision,
-                generator=gen,
-            )  # fmt: skip
+            spec = TextSampler(Ancestral(), steps=n, precision=precision, cache=True, seed=seed)
+            out = sample_text(lang, canvas, spec)
             key = f"{precision} N={n}"
             frac[key] = float((out.tokens > 0).to(torch.float64).mean())
             numbers[f"{key}: rare fraction"] = frac[key]

@@ -19,7 +19,8 @@ Heun sampler (18 Karras steps, 35 NFE, sigma in [0.002, 80]) started from the PF
 (``PFGM.noise_like`` times sigma_max), for each D and each alpha, with the perturbation applied
 to the state as in the paper (a step hook after each step, at the next node's sigma; the first
 perturbation, at sigma_max, is added to the initial draw). Common random numbers: every (D,
-alpha) run shares the Gaussian directions of the prior and the injected noise.
+alpha) run shares the Gaussian directions of the prior and the injected noise (the sampler's
+per-sample streams under one seed). Every derived seed comes from ``randomness.derive_seed``.
 
 Metric: sliced W1 (exact 1-D W1 over fixed random directions) between the samples and the set
 {y_i} itself, which is the exact target of this sampler; the noise floor is the same distance for
@@ -35,11 +36,14 @@ import torch
 from torch import Tensor
 
 from ..data import load_digits
+from ..errors import UserError
 from ..metrics import sliced_wasserstein
 from ..paths import PFGM
 from ..predictions import Model
-from ..solvers import Node, State, sample
-from .._porting import SampleContext, make_generators, randn_like
+from ..randomness import derive_seed, normal
+from ..solvers import Hook, Run, Sampler, State, Step, sample
+from ..solvers.grids import Karras
+from ..solvers.ode import Heun
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -51,7 +55,7 @@ class Settings:
     n_samples: int = 2_000
     d_values: tuple[float, ...] = (8.0, 32.0, 128.0, 2048.0, math.inf)
     alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
-    nfe: int = 35  # EDM Heun, 18 steps
+    nfe: int = 35  # EDM Heun, 18 Karras steps
     n_directions: int = 512
     floor_draws: int = 5
     # Claim rule (fixed before measuring): with Delta(D) = SW(D, alpha_max) - SW(D, 0), every
@@ -65,12 +69,18 @@ class Settings:
 QUICK = Settings(n_data=200, n_samples=400, n_directions=256, floor_draws=3)
 
 
+def heun_sampler(s: Settings, seed: int) -> Sampler:
+    """EDM's Heun sampler at ``s.nfe`` NFE on the Karras grid, float64 arithmetic."""
+    return Sampler(Heun(), nfe=s.nfe, grid=Karras(), solver_dtype="float64", seed=seed)
+
+
 def digits_data(n: int, seed: int) -> Tensor:
     """``n`` training-split digits (64-D, in [-1, 1]) as float64 rows, chosen by ``seed``."""
     images = load_digits("train").x.flatten(1).to(torch.float64)
     if not 1 <= n <= images.shape[0]:
-        raise ValueError(f"n_data must lie in [1, {images.shape[0]}], got {n}")
-    pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+        raise UserError(f"n_data must lie in [1, {images.shape[0]}], got {n}")
+    g = torch.Generator().manual_seed(derive_seed("seed08-data", seed))
+    pick = torch.randperm(images.shape[0], generator=g)[:n]
     return images[pick]
 
 
@@ -99,17 +109,22 @@ class ExactPFGMDenoiser:
         return (weights @ self.data).reshape(x.shape).to(x.dtype)
 
 
-class InjectNoise:
+class InjectNoise(Hook[None]):
     """The paper's robustness probe as a step hook: ``x <- x + alpha sigma eps`` at the node the
-    step arrived at, i.e. before the next update (``generate_alpha.py``); a no-op at sigma = 0."""
+    step arrived at, i.e. before the next update (``generate_alpha.py``); a no-op at sigma = 0.
+    eps comes from the run's per-sample streams."""
 
     def __init__(self, alpha: float) -> None:
         self.alpha = float(alpha)
 
-    def __call__(self, state: State, node: Node, ctx: SampleContext) -> State:
-        if self.alpha == 0 or node.sigma == 0:
-            return state
-        return state.replace(x=state.x + self.alpha * node.sigma * ctx.noise(state.x))
+    def on_step(self, x_state: State, step: Step, run: Run, state: None) -> State:
+        sigma = step.nxt.sigma
+        if self.alpha == 0 or sigma == 0:
+            return x_state
+        return x_state.replace(x=x_state.x + self.alpha * sigma * run.noise(x_state.x))
+
+    def __repr__(self) -> str:
+        return f"InjectNoise(alpha={self.alpha})"
 
 
 def pfgm_samples(data: Tensor, D: float, alpha: float, s: Settings, seed: int) -> Tensor:
@@ -117,23 +132,12 @@ def pfgm_samples(data: Tensor, D: float, alpha: float, s: Settings, seed: int) -
     path = PFGM(D=D)
     n, dim = s.n_samples, data.shape[1]
     # The prior (Student-t eps, times sigma_max in `sample`); its Gaussian part is shared by all D.
-    noise = path.noise_like(
-        torch.zeros(n, dim, dtype=torch.float64), torch.Generator().manual_seed(seed)
-    )
+    g = torch.Generator().manual_seed(derive_seed("seed08-prior", seed))
+    noise = path.noise_like(torch.zeros(n, dim, dtype=torch.float64), g)
     # First injection, at sigma_max: x + alpha sigma_max z = sigma_max (noise + alpha z).
-    noise = noise + alpha * randn_like(noise, make_generators(seed + 10**6, n))
-    out = sample(
-        Model(ExactPFGMDenoiser(data, path), path, predicts="x0"),
-        noise,
-        solver="heun",
-        nfe=s.nfe,
-        grid="karras",
-        step_hooks=[InjectNoise(alpha)],
-        seed=seed + 2 * 10**6,
-        solver_dtype=torch.float64,
-    )
-    assert isinstance(out, Tensor)
-    return out
+    z = normal((dim,), seed, range(n), "seed08-first-injection", dtype=torch.float64)
+    model = Model(ExactPFGMDenoiser(data, path), path, predicts="x0")
+    return sample(model, noise + alpha * z, heun_sampler(s, seed), hooks=[InjectNoise(alpha)]).x
 
 
 def sw1(x: Tensor, data: Tensor, s: Settings, seed: int) -> float:
@@ -162,9 +166,9 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     """Sliced W1 to the data for each (D, alpha); degradation from alpha = 0 to alpha_max."""
     s = QUICK if quick else Settings()
     if math.inf not in s.d_values:
-        raise ValueError("d_values must include math.inf (EDM), the reference of the claim")
+        raise UserError("d_values must include math.inf (EDM), the reference of the claim")
     data = digits_data(s.n_data, seed)
-    g = torch.Generator().manual_seed(seed + 1)
+    g = torch.Generator().manual_seed(derive_seed("seed08-floor", seed))
     floors = torch.tensor(
         [
             sw1(data[torch.randint(s.n_data, (s.n_samples,), generator=g)], data, s, seed)

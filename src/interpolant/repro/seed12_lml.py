@@ -31,8 +31,8 @@ from torch import Tensor
 from ..data.oracles import GaussianMixture, lowrank64, ring2d
 from ..metrics import sliced_wasserstein
 from ..paths import VPLinear
+from ..randomness import derive_seed, normal
 from ..solvers import sample
-from .._porting import make_generators, randn_like
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -60,25 +60,18 @@ ORACLES: dict[str, tuple[Callable[[], GaussianMixture], str]] = {
 }
 
 
+F64 = torch.float64
+
+
 def _draw(
     oracle: str, nfe: int, options: dict[str, Any], n: int, seed: int, dtype: torch.dtype
 ) -> Tensor:
     factory, corrector = ORACLES[oracle]
     mixture = factory()
     model = mixture.model(VPLinear(), dtype)
-    noise = randn_like(torch.zeros(n, mixture.dim, dtype=dtype), make_generators(seed, n))
-    x = sample(
-        model,
-        noise,
-        solver="lml",
-        nfe=nfe,
-        grid="uniform",
-        seed=seed + 10**6,
-        solver_options={"corrector": corrector, **options},
-        solver_dtype=dtype,
-    )
-    assert isinstance(x, Tensor)
-    return x
+    noise = normal((mixture.dim,), seed, n, "seed12-noise", dtype=dtype)
+    solver = {"name": "lml", "corrector": corrector, **options}
+    return sample(model, noise, solver=solver, nfe=nfe, grid="uniform", seed=seed).x
 
 
 def run(quick: bool = False, seed: int = 0) -> ReproResult:
@@ -94,12 +87,15 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     released_gap = 0.0
     parts = []
     for oracle, (factory, _) in ORACLES.items():
-        reference = factory().sample(s.n_reference, torch.Generator().manual_seed(seed + 7))
+        reference_gen = torch.Generator().manual_seed(derive_seed("seed12-reference", seed))
+        reference = factory().sample(s.n_reference, reference_gen)
         for nfe in s.nfes:
             sw: dict[str, list[float]] = {m: [] for m in methods}
             for r in range(s.repeats):
                 draws = {
-                    m: _draw(oracle, nfe, o, s.n_samples, seed + 10_000 * r, torch.float64)
+                    m: _draw(
+                        oracle, nfe, o, s.n_samples, derive_seed("seed12-repeat", seed, r), F64
+                    )
                     for m, o in methods.items()
                 }
                 released_gap = max(

@@ -31,7 +31,10 @@ from ..data.oracles import GaussianMixture
 from ..guidance import ObservationGuidance, quantile_levels
 from ..paths import DiscreteVP
 from ..paths.discrete_vp import ddpm_linear_alphas_cumprod
-from ..solvers import sample
+from ..randomness import derive_seed
+from ..solvers import Sampler, sample
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -54,6 +57,15 @@ class Settings:
 
 
 QUICK = Settings(n_series=40)
+
+#: Ancestral DDPM: DDIM with eta = 1, one step per timestep of the uniform grid.
+ANCESTRAL = DDIM(eta=1.0)
+
+
+def generator(name: str, seed: int) -> torch.Generator:
+    """A torch generator for one purpose of the run, seeded ``derive_seed("seed13-" + name,
+    seed)``."""
+    return torch.Generator().manual_seed(derive_seed(f"seed13-{name}", seed))
 
 
 def covariance(s: Settings) -> Tensor:
@@ -98,20 +110,10 @@ def guided_forecast(windows: Tensor, scale: float, energy: str, s: Settings, see
     mask[: s.context] = 1.0
     quantiles = quantile_levels(n, reps) if energy == "quantile" else None
     hook = ObservationGuidance(observed, mask, scale, energy=energy, quantiles=quantiles)
-    noise = torch.randn(
-        n * reps, length, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1)
-    )
-    torch.manual_seed(seed + 2)  # the ancestral noise (global generator: common across runs)
-    out = sample(
-        model,
-        noise,
-        solver="ddim",
-        solver_options={"eta": 1.0},
-        steps=s.steps,
-        grid="uniform",
-        hooks=[hook] if scale > 0 else [],
-    )
-    assert isinstance(out, Tensor)
+    noise = torch.randn(n * reps, length, dtype=torch.float64, generator=generator("start", seed))
+    # The same per-sample ancestral streams for every scale and energy (common random numbers).
+    spec = Sampler(ANCESTRAL, steps=s.steps, grid=Uniform(), seed=seed)
+    out = sample(model, noise, spec, hooks=[hook] if scale > 0 else []).x
     return out.reshape(n, reps, length)[:, :, s.context :]
 
 
@@ -120,7 +122,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     s = QUICK if quick else Settings()
     cov = covariance(s)
     data = GaussianMixture(torch.zeros(1, cov.shape[0]), cov[None])
-    windows = data.sample(s.n_series, torch.Generator().manual_seed(seed))
+    windows = data.sample(s.n_series, generator("windows", seed))
     y_ctx, y_hor = windows[:, : s.context], windows[:, s.context :]
     mu, sig = conditional(cov, y_ctx, s.context)
     chol = torch.linalg.cholesky(sig)
@@ -129,7 +131,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         s.samples_per_series,
         s.horizon,
         dtype=torch.float64,
-        generator=torch.Generator().manual_seed(seed + 3),
+        generator=generator("oracle", seed),
     )
     oracle = mu[:, None] + z @ chol.T
     numbers: dict[str, float] = {}

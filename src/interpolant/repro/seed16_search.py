@@ -27,19 +27,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from ..data.oracles import ring2d
 from ..paths import get_path
-from ..scaling import (
-    BaseSampler,
-    ComponentReward,
-    best_of_n,
-    search_over_paths,
-    zero_order_search,
-)
-from ..scaling.search import NOISE_SEED_OFFSET, source_noise
-from ..solvers import sample
+from ..randomness import normal
+from ..scaling import ComponentReward, best_of_n, search_over_paths, zero_order_search
+from ..scaling.search import NOISE_STREAM
+from ..solvers import as_sampler, sample
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -72,33 +68,33 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         return float(hit.double().mean())
 
     numbers: dict[str, float] = {}
-    noise = source_noise((2,), [NOISE_SEED_OFFSET + seed + i for i in range(s.n)])
-    converged = sample(model, noise, solver="dpmpp_2m", steps=1000, grid="uniform")
-    assert isinstance(converged, Tensor)
+    # The noises of search's first candidates, so "N = 1" is plain sampling on the same noise.
+    noise = normal((2,), seed, s.n, NOISE_STREAM, dtype=torch.float64)
+    plain = as_sampler(solver="dpmpp_2m", steps=s.search_steps, grid="uniform", seed=seed)
+    converged = sample(model, noise, plain.replace(steps=1000)).x
     steps_acc = {}
     for steps in s.steps_list:
-        x = sample(model, noise, solver="dpmpp_2m", steps=steps, grid="uniform")
-        assert isinstance(x, Tensor)
+        x = sample(model, noise, plain.replace(steps=steps)).x
         steps_acc[steps] = accuracy(x)
         numbers[f"steps={steps} (NFE {steps}) accuracy"] = steps_acc[steps]
         # What steps do improve: the ODE solution (endpoint error against a 1000-step solve).
         rmse = float((x - converged).square().mean().sqrt())
         numbers[f"steps={steps} endpoint RMSE to the 1000-step ODE solution"] = rmse
-    sampler = BaseSampler(model, "dpmpp_2m", steps=s.search_steps, grid="uniform")
     search_acc = {}
     for count in s.candidates:
-        out = best_of_n(sampler, reward, count, n=s.n, shape=(2,), seed=seed)
-        nfe = count * sampler.nfe
+        out = best_of_n(model, reward, count, plain, n=s.n, shape=(2,))
+        nfe = out.nfe
         search_acc[nfe] = accuracy(out.x)
         numbers[f"random search N={count} (NFE {nfe}) accuracy"] = search_acc[nfe]
         numbers[f"random search N={count} exact-sampler accuracy 1-(7/8)^N"] = 1 - (7 / 8) ** count
-    budget = s.candidates[-1] * sampler.nfe
-    zo = zero_order_search(sampler, reward, budget, n=s.n, shape=(2,), seed=seed)
-    numbers[f"zero-order search (NFE {zo.ledger.model_evals // s.n}) accuracy"] = accuracy(zo.x)
+    budget = s.candidates[-1] * plain.nfe_used()
+    zo = zero_order_search(model, reward, budget, plain, n=s.n, shape=(2,))
+    numbers[f"zero-order search (NFE {zo.nfe}) accuracy"] = accuracy(zo.x)
     paths = search_over_paths(
-        sampler,
+        model,
         reward,
         budget,
+        plain,
         n=s.n,
         shape=(2,),
         width=4,
@@ -106,9 +102,8 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         start=2,
         forward=1,
         backward=2,
-        seed=seed,
     )
-    numbers[f"path search (NFE {paths.ledger.model_evals // s.n}) accuracy"] = accuracy(paths.x)
+    numbers[f"path search (NFE {paths.nfe}) accuracy"] = accuracy(paths.x)
 
     most = s.steps_list[-1]
     quarter = min(s.steps_list, key=lambda v: abs(v - most / 4))

@@ -34,7 +34,9 @@ from ..data.oracles import GaussianMixture, lowrank64
 from ..metrics import sliced_wasserstein
 from ..paths import Linear
 from ..predictions import Model
+from ..randomness import derive_seed, normal
 from ..scaling import (
+    FKSteering,
     LinearReward,
     QuadraticReward,
     Reward,
@@ -43,8 +45,9 @@ from ..scaling import (
     fk_steer,
     tilt,
 )
-from ..scaling.rbf import ParticleResult, particle_sample, rbf_sample
-from ..scaling.search import BaseSampler
+from ..scaling.rbf import RBF_SAMPLER, ParticleResult, particle_sample, rbf_sample
+from ..solvers import as_sampler
+from ..solvers.sde import SDEEuler
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -89,38 +92,26 @@ def arms_at_budget(
     n, steps, dim = noise.shape[0], s.steps, noise.shape[1]
     k = budget // steps
     arms: dict[str, Tensor] = {}
-    base = BaseSampler(model, "euler", steps=steps, grid="uniform", solver_dtype=torch.float64)
-    arms["best-of-N (ODE)"] = best_of_n(
-        base, reward, k, n=n, shape=(dim,), seed=seed, budget=budget
-    ).x
+    ode = as_sampler(solver="euler", steps=steps, grid="uniform", solver_dtype="float64", seed=seed)
+    arms["best-of-N (ODE)"] = best_of_n(model, reward, k, ode, n=n, shape=(dim,), budget=budget).x
+    # FK particle filtering on the linear-SDE (g = 1), resampling every step, final argmax.
+    linear_sde = ode.replace(solver=SDEEuler(g=1.0))
+    steering = FKSteering(reward, k, temperature=s.temperature)
     arms["FK (linear-SDE)"] = fk_steer(
-        model,
-        reward,
-        k,
-        n=n,
-        shape=(dim,),
-        solver="sde_euler",
-        solver_options={"g": 1.0},
-        steps=steps,
-        grid="uniform",
-        temperature=s.temperature,
-        seed=seed,
-        budget=budget,
-        solver_dtype=torch.float64,
+        model, steering, linear_sde, n=n, shape=(dim,), budget=budget
     ).x
     particles = (budget - 1) // (steps - 1)
-    rbf_options: dict[str, Any] = dict(
-        n=n, steps=steps, n_init=budget // 4, seed=seed, dtype=torch.float64
-    )
+    rbf = RBF_SAMPLER.replace(steps=steps, seed=seed)
+    rbf_options: dict[str, Any] = dict(n=n, n_init=budget // 4)
     records = {}
     for label, path in (("linear", None), ("VP", "vp")):
         arms[f"particle ({label}-SDE)"] = particle_sample(
-            model, reward, noise, n_particles=particles, steps=steps, path=path, seed=seed
+            model, reward, noise, rbf, n_particles=particles, path=path
         ).x
-        records[label] = rbf_sample(model, reward, budget, (dim,), path=path, **rbf_options)
+        records[label] = rbf_sample(model, reward, budget, (dim,), rbf, path=path, **rbf_options)
         arms[f"RBF ({label}-SDE)"] = records[label].x
     arms["RBF without rollover (VP-SDE)"] = rbf_sample(
-        model, reward, budget, (dim,), path="vp", rollover=False, **rbf_options
+        model, reward, budget, (dim,), rbf, path="vp", rollover=False, **rbf_options
     ).x
     return arms, records["VP"]
 
@@ -129,14 +120,14 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     """Mean reward and distance to the tilted target of every arm at every budget."""
     s = QUICK if quick else Settings()
     model, mix = flow_model()
-    noise = torch.randn(
-        s.n_samples, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-    )
+    noise = normal((mix.dim,), seed, s.n_samples, "seed18-noise", dtype=torch.float64)
     numbers: dict[str, float] = {}
     wins: dict[str, bool] = {}
     for name, reward in make_rewards(mix).items():
         target = tilt(mix, reward, s.temperature)
-        draws = target.mixture.sample(2000, torch.Generator().manual_seed(seed + 1))
+        draws = target.mixture.sample(
+            2000, torch.Generator().manual_seed(derive_seed("seed18-tilt", seed))
+        )
         numbers[f"{name}: E_p[r] (no steering)"] = expected_reward(mix, reward)
         numbers[f"{name}: E_p*[r] (tilt T={s.temperature:g})"] = target.expected_reward
         for budget in s.budgets:

@@ -62,7 +62,8 @@ import torch
 from torch import Tensor
 
 from ..paths.discrete import DiscretePath
-from ..text.edlm import AREnergy, edlm_sample
+from ..randomness import derive_seed
+from ..text.edlm import EDLM, AREnergy
 from ..text.edlm_nce import (
     EnergyTransformer,
     NCEEnergy,
@@ -71,12 +72,12 @@ from ..text.edlm_nce import (
     optimal_energy,
     train_nce_energy,
 )
+from ..text.loop import TextSampler, masked_canvas, sample_text
 from ..text.losses import TextObjective
 from ..text.markov import MarkovLanguage
 from ..text.metrics import token_entropy
 from ..text.models import DiffusionTransformer
-from ..text.samplers import masked_canvas
-from ..train import TrainConfig, Trainer, derive_seed
+from ..train import TrainConfig, Trainer
 from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 
@@ -179,14 +180,15 @@ def train_energy(
 ) -> tuple[NCEEnergy, dict[str, float]]:
     """EDLM-NCE energy against the exact denoiser (trunk from a trained diffusion transformer
     when ``s.nce_init``), and its held-out losses next to the Bayes-optimal ones."""
-    data = lang.sample(s.nce_train + s.nce_held, torch.Generator().manual_seed(seed + 1))
+    gen = torch.Generator().manual_seed(derive_seed("nce-data", seed))
+    data = lang.sample(s.nce_train + s.nce_held, gen)
     train, held = data[: s.nce_train], data[s.nce_train :]
     init = train_denoiser(train, s, seed) if s.nce_init else None
     net = {"dim": s.nce_dim, "depth": s.nce_depth, "pool": s.nce_pool}
     with tempfile.TemporaryDirectory() as run_dir:
         config = _config(seed, s.nce_steps, s.nce_batch, s.nce_lr, run_dir)
         energy, _ = train_nce_energy(lang, train, s.vocab, config, net, init=init)
-    return energy, held_out_losses(lang, energy.net, held, seed + 2)
+    return energy, held_out_losses(lang, energy.net, held, derive_seed("nce-held-out", seed))
 
 
 def run(quick: bool = False, seed: int = 0) -> ReproResult:
@@ -207,16 +209,8 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         # sign 0 marks the NCE arm (paper's sign); +1 / -1 are EDLM-AR and its flipped ablation.
         runs = [(k, 1.0) for k in s.proposals] + [(k_max, -1.0), (k_max, 0.0)]
         for k, sign in runs:
-            out = edlm_sample(
-                lang,
-                canvas,
-                s.vocab,
-                steps,
-                nce if sign == 0.0 else energy,
-                n_proposals=k,
-                sign=1.0 if sign == 0.0 else sign,
-                seed=seed,
-            )
+            method = EDLM(nce if sign == 0.0 else energy, k, sign=1.0 if sign == 0.0 else sign)
+            out = sample_text(lang, canvas, TextSampler(method, steps=steps, seed=seed))
             per_seq = -lang.log_prob(out.tokens) / s.length
             mean, se = mean_se(per_seq)
             stats[(steps, k, sign)] = (mean, se)

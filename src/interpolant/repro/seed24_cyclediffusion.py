@@ -25,17 +25,18 @@ pair MSE of CycleDiffusion is below half that of random sampling and no larger t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..data.oracles import GaussianMixture, lowrank64
+from ..inverse.base import renoise
 from ..inverse.inversion import cycle_translate, dpm_decode, dpm_encode
 from ..paths import VP
-from ..solvers import sample
-from .._porting import make_generators, randn_like
-from ..solvers.loop import SampleResult
+from ..randomness import derive_seed, normal
+from ..solvers import Sampler, Trajectory, sample
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -73,17 +74,17 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     gm_a = lowrank64(dim=s.dim, seed=seed)
     gm_b = mapped_mixture(gm_a, s.scale, s.shift)
     model_a, model_b = gm_a.model(path), gm_b.model(path)
-    x_a = gm_a.sample(s.n, torch.Generator().manual_seed(seed + 1))
+    x_a = gm_a.sample(s.n, torch.Generator().manual_seed(derive_seed("seed24-data", seed)))
     target, label_a = s.scale * x_a + s.shift, labels(gm_a, x_a, path)
-    opts: dict[str, Any] = {"solver": "ddim", "solver_options": {"eta": s.eta}}
+    spec = Sampler(DDIM(eta=s.eta), nfe=s.nfe, grid=Uniform(), solver_dtype="float64", seed=seed)
     numbers: dict[str, float] = {}
 
     # Exact reconstruction of the encoded trajectory.
-    latent = dpm_encode(model_a, x_a, nfe=s.nfe, seed=seed, **opts)
-    decoded = dpm_decode(model_a, latent, return_result=True, **opts)
-    assert isinstance(decoded, SampleResult) and decoded.trajectory is not None
+    latent = dpm_encode(model_a, x_a, spec)
+    traj = Trajectory()
+    decoded = dpm_decode(model_a, latent, hooks=[traj])
     traj_err = max(
-        float((a - b).abs().max()) for a, b in zip(decoded.trajectory, latent.trajectory)
+        float((a - b).abs().max()) for a, b in zip(decoded.state(traj).states, latent.trajectory)
     )
     numbers["max trajectory reconstruction error"] = traj_err
     numbers["max final x0 error (last deterministic step)"] = float((decoded.x - x_a).abs().max())
@@ -98,41 +99,20 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         return mse
 
     # Random sampling from B: an independent latent.
-    x_rand = sample(
-        model_b,
-        torch.randn(
-            s.n, s.dim, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64
-        ),
-        nfe=s.nfe,
-        grid="uniform",
-        seed=seed + 3,
-        **opts,
-    )
-    assert isinstance(x_rand, Tensor)
+    start = normal((s.dim,), seed, range(s.n), "seed24-random-start", dtype=torch.float64)
+    x_rand = sample(model_b, start, spec, seed=derive_seed("seed24-random", seed)).x
     random_mse = pair_stats(x_rand, "random")
     held = traj_err < s.max_trajectory_error
     for t_es in s.t_es:
-        steps = max(1, round(s.nfe * t_es))
-        x_cycle, _ = cycle_translate(
-            model_a, model_b, x_a, steps=steps, t_max=t_es, seed=seed, **opts
-        )
+        # The early-stop level: the same step size from t_es.
+        level = spec.replace(nfe=None, steps=max(1, round(s.nfe * t_es)), t_max=t_es)
+        x_cycle = cycle_translate(model_a, model_b, x_a, level).x
         cyc = pair_stats(x_cycle, f"cyclediffusion t_es={t_es:g}")
-        # SDEdit: the same start level, fresh noise in B's sampler.
-        gens = make_generators(seed + 5, s.n)
-        node_alpha = float(path.alpha(torch.tensor(t_es, dtype=torch.float64)))
-        node_sigma = float(path.sigma(torch.tensor(t_es, dtype=torch.float64)))
-        x_t = node_alpha * x_a + node_sigma * randn_like(x_a, gens)
-        x_sde = sample(
-            model_b,
-            x_t,
-            steps=steps,
-            grid="uniform",
-            t_max=t_es,
-            seed=seed + 6,
-            scale_noise=False,
-            **opts,
-        )
-        assert isinstance(x_sde, Tensor)
+        # SDEdit: the same start level (x_t ~ q(x_t | x_A)), fresh noise in B's sampler.
+        z = normal((s.dim,), seed, range(s.n), "seed24-sdedit-start", dtype=torch.float64)
+        x_t = renoise(path, x_a, 0.0, t_es, z)
+        sdedit = level.replace(seed=derive_seed("seed24-sdedit", seed))
+        x_sde = sample(model_b, x_t, sdedit, scale_noise=False).x
         sde = pair_stats(x_sde, f"sdedit t_es={t_es:g}")
         held = held and cyc < 0.5 * random_mse and cyc <= sde
     rule = (

@@ -43,7 +43,10 @@ import torch
 from ..data.oracles import ring2d
 from ..metrics import sliced_wasserstein
 from ..paths import get_path
-from ..scaling import BaseSampler, LinearReward, best_of_n, fk_steer, tilt
+from ..predictions import Model
+from ..randomness import derive_seed
+from ..scaling import FKResult, FKSteering, LinearReward, Reward, best_of_n, fk_steer, tilt
+from ..solvers import Sampler, as_sampler
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -68,24 +71,13 @@ def digits_numbers(s: Settings, seed: int) -> dict[str, float]:
         )
     reward = ClassifierReward(s.digits_label)
     labels = torch.full((s.digits_n,), s.digits_label)
-    sampler = BaseSampler(model, "dpmpp_2m", steps=s.steps, grid="uniform")
+    bon_sampler, fk_sampler = samplers(s, seed)
     numbers: dict[str, float] = {}
     with torch.no_grad():
         for k in s.digits_particles:
-            bon = best_of_n(sampler, reward, k, n=s.digits_n, shape=(1, 8, 8), seed=seed)
-            fk = fk_steer(
-                model,
-                reward,
-                k,
-                n=s.digits_n,
-                shape=(1, 8, 8),
-                steps=s.steps,
-                solver="dpmpp_2m_sde",
-                grid="uniform",
-                temperature=s.temperature,
-                choose="argmax",
-                seed=seed,
-            )
+            bon = best_of_n(model, reward, k, bon_sampler, n=s.digits_n, shape=(1, 8, 8))
+            steering = FKSteering(reward, k, temperature=s.temperature)
+            fk = fk_steer(model, steering, fk_sampler, n=s.digits_n, shape=(1, 8, 8))
             for name, out in (("bon", bon), ("fk_diff_argmax", fk)):
                 numbers[f"digits {name} K={k} reward"] = float(out.rewards.mean())
                 numbers[f"digits {name} K={k} class-{s.digits_label} rate"] = classifier_accuracy(
@@ -118,21 +110,23 @@ QUICK = Settings(particles=(2, 4, 8), n=96, repeats=1, digits=False)
 POTENTIALS = ("diff", "max", "sum")
 
 
-def fk_run(model, reward, k: int, s: Settings, seed: int, potential: str, choose: str):
-    return fk_steer(
-        model,
-        reward,
-        k,
-        n=s.n,
-        shape=(2,),
-        steps=s.steps,
-        solver="dpmpp_2m_sde",
-        grid="uniform",
-        temperature=s.temperature,
-        potential=potential,
-        choose=choose,
-        seed=seed,
-    )
+def _generator(stream: str, seed: int, index: int = 0) -> torch.Generator:
+    """A generator for the exact mixture's draws, seeded ``derive_seed(stream, seed, index)``."""
+    return torch.Generator().manual_seed(derive_seed(stream, seed, index))
+
+
+def samplers(s: Settings, seed: int) -> tuple[Sampler, Sampler]:
+    """Best-of-N's deterministic sampler (dpmpp_2m) and FK's stochastic one (dpmpp_2m_sde), both
+    ``s.steps`` uniform steps."""
+    bon = as_sampler(solver="dpmpp_2m", steps=s.steps, grid="uniform", seed=seed)
+    return bon, bon.replace(solver="dpmpp_2m_sde")
+
+
+def fk_run(
+    model: Model, reward: Reward, k: int, s: Settings, seed: int, potential: str, choose: str
+) -> FKResult:
+    steering = FKSteering(reward, k, temperature=s.temperature, potential=potential)
+    return fk_steer(model, steering, samplers(s, seed)[1], n=s.n, shape=(2,), choose=choose)
 
 
 def run(quick: bool = False, seed: int = 0) -> ReproResult:
@@ -142,15 +136,14 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     model = mix.model(get_path("linear"))
     reward = LinearReward(list(s.reward_weights))
     target = tilt(mix, reward, s.temperature)
-    reference = target.mixture.sample(s.n_reference, torch.Generator().manual_seed(seed + 99))
-    sampler = BaseSampler(model, "dpmpp_2m", steps=s.steps, grid="uniform")
+    reference = target.mixture.sample(s.n_reference, _generator("seed28-reference", seed))
 
     def distance(x: torch.Tensor) -> float:
         return float(sliced_wasserstein(x, reference, n_projections=s.n_directions, seed=seed))
 
     numbers: dict[str, float] = {"exact E_p*[r]": target.expected_reward}
     floor = [
-        distance(target.mixture.sample(s.n, torch.Generator().manual_seed(seed + r)))
+        distance(target.mixture.sample(s.n, _generator("seed28-floor", seed, r)))
         for r in range(s.repeats)
     ]
     numbers["SW2 floor (exact samples)"] = statistics.median(floor)
@@ -158,8 +151,8 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     for k in s.particles:
         runs: dict[str, list[tuple[float, float]]] = {}
         for r in range(s.repeats):
-            rseed = seed + 1000 * r
-            bon = best_of_n(sampler, reward, k, n=s.n, shape=(2,), seed=rseed)
+            rseed = derive_seed("seed28-repeat", seed, r)
+            bon = best_of_n(model, reward, k, samplers(s, rseed)[0], n=s.n, shape=(2,))
             runs.setdefault("bon", []).append((float(bon.rewards.mean()), distance(bon.x)))
             for potential in POTENTIALS:
                 for choose in ("sample", "argmax"):

@@ -11,9 +11,9 @@ any free-form generation, JSON whitespace may follow each value (k spaces with p
 regular language (``text.regular``) with an exact forward-backward denoiser. The unconstrained
 decoder fills all L characters (structure included), S3 fills only the value slots of the
 scaffold compiled from the schema (``text.s3``; slots are whole JSON values followed by pads).
-Decoder for both: LLaDA-style low-confidence remasking at temperature 1
-(``text.samplers.confidence_decode``) with T steps. Metrics: ``json.loads`` success, schema
-validity (types, bounds), field accuracy = fraction of fields equal to the record's.
+Decoder for both: LLaDA-style low-confidence remasking at temperature 1 (:data:`DECODER`,
+``text.samplers.Confidence``) with T steps. Metrics: ``json.loads`` success, schema validity
+(types, bounds), field accuracy = fraction of fields equal to the record's.
 
 Trained arm: masked-diffusion DiffusionTransformers trained by ``text.train_text`` with the
 ``json-records`` preset, one per training seed (seed, seed + 1, seed + 2; records in the paper's S3
@@ -58,16 +58,21 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
+from ..randomness import derive_seed
 from ..text import corpora
+from ..text.loop import TextSampler, masked_canvas, sample_text
 from ..text.metrics import field_accuracy, json_validity
 from ..text.regular import Automaton, Fragment
 from ..text.s3 import build_scaffold, schema_errors
-from ..text.samplers import confidence_decode, masked_canvas
+from ..text.samplers import Confidence
 from ..text.tokenize import Tokenizer
 from ..text.train import NULL_PAD, records_scaffold, train_text
 from .base import Repro, ReproResult, main, mean_se, settings_dict
 
 SCHEMA: dict[str, Any] = corpora.record_json_schema()
+#: Both arms' decoder: confidence-ordered low-confidence remasking at temperature 1.
+DECODER = Confidence(temperature=1.0)
 
 
 @dataclass(frozen=True)
@@ -124,14 +129,14 @@ def records_language(tok: Tokenizer, length: int, record: dict[str, Any], s: Set
 class ExtractionOracle:
     """The exact denoiser of row i's record language for row i of the batch (the records play
     the role of the source texts of the paper's extraction prompts). Only for decoders that
-    call the model on the whole batch (``confidence_decode``)."""
+    call the model on the whole batch (:data:`DECODER` without the cache)."""
 
     def __init__(self, languages: list[Any]) -> None:
         self.languages = languages
 
     def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if tokens.shape[0] != len(self.languages):
-            raise ValueError(f"the oracle holds {len(self.languages)} rows, got {tokens.shape[0]}")
+            raise UserError(f"the oracle holds {len(self.languages)} rows, got {tokens.shape[0]}")
         return torch.cat(
             [lang(row[None]) for lang, row in zip(self.languages, tokens, strict=True)]
         )
@@ -175,14 +180,10 @@ def trained_arm(s: Settings, seed: int) -> tuple[dict[str, float], dict[str, tup
     }
     stats: dict[str, tuple[float, ...]] = {}
     for steps in s.trained_decode_steps:
+        spec = TextSampler(DECODER, steps=steps, seed=seed)
         with torch.no_grad():
-            free = confidence_decode(
-                denoiser, masked_canvas(n, length, vocab), vocab, steps, temperature=1.0,
-                seed=seed,
-            )  # fmt: skip
-            s3 = confidence_decode(
-                denoiser, scaffold.canvas(n), vocab, steps, temperature=1.0, seed=seed
-            )
+            free = sample_text(denoiser, masked_canvas(n, length, vocab), spec, vocab_size=vocab)
+            s3 = sample_text(denoiser, scaffold.canvas(n), spec, vocab_size=vocab)
         if not bool((s3.tokens[:, scaffold.fixed] == scaffold.tokens[scaffold.fixed]).all()):
             raise RuntimeError("the decoder changed scaffold tokens")
         runs = {
@@ -227,7 +228,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         if slot.stop - slot.start != slot_budget(slot.path[-1]):
             raise RuntimeError(f"slot {slot.path} has budget {slot.stop - slot.start}")
     length, vocab = scaffold.length, tok.vocab_size
-    records = corpora.records(s.n_samples, seed=seed + 1, p_missing=s.p_missing)
+    records = corpora.records(s.n_samples, derive_seed("records", seed), s.p_missing)
     oracle = ExtractionOracle([records_language(tok, length, r, s) for r in records])
     numbers: dict[str, float] = {
         "canvas length": float(length),
@@ -235,13 +236,10 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     }
     stats: dict[str, tuple[float, float, float, float]] = {}
     for steps in s.steps:
-        free = confidence_decode(
-            oracle, masked_canvas(s.n_samples, length, vocab), vocab, steps, temperature=1.0,
-            seed=seed,
-        )  # fmt: skip
-        s3 = confidence_decode(
-            oracle, scaffold.canvas(s.n_samples), vocab, steps, temperature=1.0, seed=seed
-        )
+        spec = TextSampler(DECODER, steps=steps, seed=seed)
+        canvas = masked_canvas(s.n_samples, length, vocab)
+        free = sample_text(oracle, canvas, spec, vocab_size=vocab)
+        s3 = sample_text(oracle, scaffold.canvas(s.n_samples), spec, vocab_size=vocab)
         runs = {
             "unconstrained": tok.decode_batch(free.tokens),
             "S3": [scaffold.decode(row, tok) for row in s3.tokens],

@@ -25,7 +25,10 @@ from torch import Tensor
 
 from ..data import load_digits
 from ..metrics import frechet_distance
-from ..solvers import sample
+from ..randomness import normal
+from ..solvers import Sampler, sample
+from ..solvers.grids import Uniform
+from ..solvers.ode import Euler
 from ..train import TrainConfig, train
 from .base import Repro, ReproResult, main, settings_dict
 
@@ -80,8 +83,7 @@ def train_flow(time: str, seed: int, s: Settings, data: Tensor, run_dir: Path):
 
 def euler_fd(model, noise: Tensor, nfe: int, reference: Tensor) -> float:
     """FD (digit-classifier features) of Euler samples at ``nfe`` against ``reference``."""
-    x = sample(model, noise, solver="euler", nfe=nfe, grid="uniform")
-    assert isinstance(x, Tensor)
+    x = sample(model, noise, Sampler(Euler(), nfe=nfe, grid=Uniform())).x
     return frechet_distance(x.clamp(-1, 1), reference)
 
 
@@ -98,8 +100,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     """Train both time samplers for each seed and measure FD at each NFE."""
     s = QUICK if quick else Settings()
     train_x, test_x = load_digits("train").x, load_digits("test").x
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(s.n_samples, 1, 8, 8, generator=g)
+    noise = normal((1, 8, 8), seed, range(s.n_samples), "seed30-noise")
     fd: dict[str, list[list[float]]] = {k: [] for k in TIME_SAMPLERS}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(s.seeds):

@@ -25,12 +25,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
+from ..text.loop import TextSampler, masked_canvas, sample_text
 from ..text.markov import MarkovLanguage
 from ..text.metrics import ngram_tv, token_entropy
-from ..text.samplers import TextSample, ancestral, confidence_decode, first_hitting, masked_canvas
+from ..text.samplers import Ancestral, Confidence, FirstHitting
 from .base import Repro, ReproResult, main, mean_se, settings_dict
+from .seed07_first_hitting import exact_samples
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,18 @@ QUICK = Settings(n_samples=200, steps=(4, 16), length=16)
 def run(quick: bool = False, seed: int = 0) -> ReproResult:
     s = QUICK if quick else Settings()
     lang = MarkovLanguage.random(s.vocab, s.length, concentration=s.concentration, seed=seed)
-    reference = lang.sample(s.n_samples, torch.Generator().manual_seed(seed + 1))
+    reference = exact_samples(lang, s.n_samples, "reference", seed)
     canvas = masked_canvas(s.n_samples, s.length, s.vocab)
     numbers: dict[str, float] = {
         "exact entropy per token": lang.sequence_entropy() / s.length,
         "floor: bigram TV exact vs exact": ngram_tv(
-            lang.sample(s.n_samples, torch.Generator().manual_seed(seed + 2)), reference, 2
+            exact_samples(lang, s.n_samples, "exact", seed), reference, 2
         ),
     }
     stats: dict[str, tuple[float, float, float]] = {}
 
-    def record(name: str, out: TextSample) -> None:
+    def record(name: str, spec: TextSampler) -> None:
+        out = sample_text(lang, canvas, spec, seed=seed)
         per_seq = -lang.log_prob(out.tokens) / s.length
         mean, se = mean_se(per_seq)
         ent = token_entropy(out.tokens, s.vocab)
@@ -70,19 +71,14 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         numbers[f"{name}: bigram TV"] = ngram_tv(out.tokens, reference, 2)
         numbers[f"{name}: model calls"] = float(out.nfe)
 
-    record("first-hitting", first_hitting(lang, canvas, s.vocab, seed=seed))
+    record("first-hitting", TextSampler(FirstHitting()))
     for t in s.steps:
-        record(f"T={t} ancestral", ancestral(lang, canvas, s.vocab, steps=t, seed=seed))
+        record(f"T={t} ancestral", TextSampler(Ancestral(), steps=t))
         for order in ("confidence", "margin", "entropy", "random"):
-            out = confidence_decode(
-                lang, canvas, s.vocab, steps=t, order=order, temperature=1.0, seed=seed
-            )
-            record(f"T={t} remask-{order}", out)
+            record(f"T={t} remask-{order}", TextSampler(Confidence(order, 1.0), steps=t))
         if t >= s.length // s.block:
-            out = confidence_decode(
-                lang, canvas, s.vocab, steps=t, temperature=1.0, block_length=s.block, seed=seed
-            )
-            record(f"T={t} semi-AR-{s.block} confidence", out)
+            semi = Confidence(temperature=1.0, block_length=s.block)
+            record(f"T={t} semi-AR-{s.block} confidence", TextSampler(semi, steps=t))
 
     def mode_seeking(t: int) -> bool:
         conf, rand = stats[f"T={t} remask-confidence"], stats[f"T={t} remask-random"]

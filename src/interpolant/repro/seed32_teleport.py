@@ -30,7 +30,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +40,7 @@ from ..data.oracles import fit_gaussian, lowrank64
 from ..metrics import frechet_distance, sliced_wasserstein
 from ..metrics.fid import frechet_distance_from_stats, gaussian_stats
 from ..paths import EDM, get_path
-from ..solvers import sample
+from ..solvers import as_sampler, sample
 from ..solvers.teleport import teleport_sample
 from .base import Repro, ReproResult, main, settings_dict
 from .seed30_logitnormal import Settings as FlowSettings
@@ -107,18 +106,16 @@ def digits_numbers(s: Settings, seed: int) -> dict[str, float]:
     numbers = {"digits FD floor (train vs held-out)": frechet_distance(train_x, test_x)}
     for name, path, solver in DIGIT_SAMPLERS:
         model = flow if path is None else convert_path(flow, get_path(path))
-        common: dict[str, Any] = {"solver": solver, "grid": "uniform"}
+        spec = as_sampler(solver=solver, steps=n, grid="uniform")
         with torch.no_grad():
-            full = sample(model, noise, steps=n, **common)
-            assert isinstance(full, Tensor)
+            full = sample(model, noise, spec).x
             numbers[f"digits {name} full ({n} steps) FD"] = frechet_distance(
                 full.clamp(-1, 1), test_x
             )
             for f in s.fractions:
                 skip = round(f * n)
-                tele = teleport_sample(model, noise, gaussian, skip=skip, steps=n, **common)
-                plain = sample(model, noise, steps=n - skip, **common)
-                assert isinstance(tele, Tensor) and isinstance(plain, Tensor)
+                tele = teleport_sample(model, noise, gaussian, spec, skip=skip).x
+                plain = sample(model, noise, spec.replace(steps=n - skip)).x
                 label = f"digits {name} skip {f:g} ({skip} steps, {n - skip} NFE)"
                 numbers[f"{label} teleport FD"] = frechet_distance(tele.clamp(-1, 1), test_x)
                 numbers[f"{label} plain equal-NFE FD"] = frechet_distance(
@@ -147,9 +144,8 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         return float(sliced_wasserstein(x, reference, n_projections=s.n_projections, seed=seed))
 
     floor = sw2(mix.sample(s.n_samples, gen))
-    common: dict[str, Any] = {"solver": "heun", "grid": "karras", "solver_dtype": torch.float64}
-    full = sample(model, noise, steps=s.steps, **common)
-    assert isinstance(full, Tensor)
+    spec = as_sampler(solver="heun", steps=s.steps, grid="karras", solver_dtype="float64")
+    full = sample(model, noise, spec).x
     numbers: dict[str, float] = {
         "noise floor SW2": floor,
         f"full ({s.steps} steps, {2 * s.steps - 1} NFE) SW2": sw2(full),
@@ -159,9 +155,8 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     for f in s.fractions:
         skip = round(f * s.steps)
         remaining = s.steps - skip
-        tele = teleport_sample(model, noise, gaussian, skip=skip, steps=s.steps, **common)
-        plain = sample(model, noise, steps=remaining, **common)
-        assert isinstance(tele, Tensor) and isinstance(plain, Tensor)
+        tele = teleport_sample(model, noise, gaussian, spec, skip=skip).x
+        plain = sample(model, noise, spec.replace(steps=remaining)).x
         label = f"skip {f:g} ({skip} steps, {2 * remaining - 1} NFE)"
         numbers[f"{label} teleport SW2"] = sw2(tele)
         numbers[f"{label} plain equal-NFE SW2"] = sw2(plain)

@@ -35,7 +35,7 @@ from ..inverse.posterior import fit_mixture, mixture_posterior, posterior_error
 from ..inverse.solvers import solve
 from ..paths import get_path
 from ..predictions import Model
-from .._porting import make_generators
+from ..randomness import derive_seed
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -102,15 +102,17 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
     red, dps = {}, {}
     for task in s.tasks:
         op = make_operator(task, (1, 8, 8), noise_std=s.noise_std, seed=seed)
-        y = op.measure(x, make_generators(seed + 1000, n))
+        y = op.measure(x, seed=derive_seed("seed35-measurement", seed))
         post = mixture_posterior(prior, op, y)
         numbers[f"{task} PSNR exact posterior mean"] = psnr(post.mean().reshape(x.shape), x)
-        numbers[f"{task} PSNR pinv"] = psnr(solve(model, op, y, "pinv"), x)
+        numbers[f"{task} PSNR pinv"] = psnr(solve(model, op, y, "pinv").x, x)
         for label, (method, options) in methods.items():
             start = time.perf_counter()
-            out = solve(model, op, y, method, seed=seed, **options)
+            result = solve(model, op, y, method, seed=seed, **options)
             seconds = (time.perf_counter() - start) / n
+            out = result.x
             numbers[f"{task} PSNR {label}"] = psnr(out, x)
+            numbers[f"{task} NFE {label}"] = float(result.nfe)
             err = posterior_error(out.reshape(n, -1), post)
             numbers[f"{task} posterior-mean RMSE {label}"] = err["mean_rmse"]
             numbers[f"{task} ms/sample {label}"] = 1000 * seconds

@@ -6,7 +6,15 @@ __all__: list[str] = []
 # --- verifiers, exact tilted targets, search, FK steering (rewards.py, targets.py, search.py,
 # fk.py; seed papers 16 and 28) ---
 from .base import BudgetError, Ledger, Reward, check_rewards
-from .fk import FKResult, FKSteering, effective_sample_size, fk_steer, resample_indices, take
+from .fk import (
+    ANCESTRAL,
+    FKResult,
+    FKSteering,
+    Particles,
+    effective_sample_size,
+    fk_steer,
+    resample_indices,
+)
 from .rewards import (
     ClassifierReward,
     ComponentReward,
@@ -17,7 +25,7 @@ from .rewards import (
     reward_on_x0,
 )
 from .search import (
-    BaseSampler,
+    SEARCH_SAMPLER,
     SearchResult,
     best_of_n,
     random_search,
@@ -34,7 +42,8 @@ from .targets import (
 )
 
 __all__ += [
-    "BaseSampler",
+    "ANCESTRAL",
+    "SEARCH_SAMPLER",
     "BudgetError",
     "ClassifierReward",
     "ComponentReward",
@@ -42,6 +51,7 @@ __all__ += [
     "FKSteering",
     "Ledger",
     "LinearReward",
+    "Particles",
     "QuadraticReward",
     "Reward",
     "SearchResult",
@@ -60,7 +70,6 @@ __all__ += [
     "reward_on_x0",
     "search",
     "search_over_paths",
-    "take",
     "tilt",
     "zero_order_search",
 ]
@@ -68,8 +77,10 @@ __all__ += [
 
 # --- AutoDiffusion: time-step and block-skipping search (autodiffusion.py; seed paper 4) ---
 from .autodiffusion import (  # noqa: E402  (one block per helper, see the top)
+    AUTODIFFUSION_SAMPLER,
     AutoDiffusionResult,
     EvolutionConfig,
+    SkipPlan,
     SkipSearch,
     autodiffusion_search,
     distribution_distance,
@@ -81,8 +92,10 @@ from .autodiffusion import (  # noqa: E402  (one block per helper, see the top)
 )
 
 __all__ += [
+    "AUTODIFFUSION_SAMPLER",
     "AutoDiffusionResult",
     "EvolutionConfig",
+    "SkipPlan",
     "SkipSearch",
     "autodiffusion_search",
     "distribution_distance",
@@ -97,6 +110,7 @@ __all__ += [
 # --- stochastic generation, particle sampling, rollover budget forcing (rbf.py; seed paper 18) ---
 from .rbf import (  # noqa: E402  (one block per helper, see the top)
     G_FAMILIES,
+    RBF_SAMPLER,
     ParticleResult,
     diffusion_coefficient,
     particle_sample,
@@ -105,6 +119,7 @@ from .rbf import (  # noqa: E402  (one block per helper, see the top)
 
 __all__ += [
     "G_FAMILIES",
+    "RBF_SAMPLER",
     "ParticleResult",
     "diffusion_coefficient",
     "particle_sample",

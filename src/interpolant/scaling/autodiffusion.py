@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
+from ..errors import UserError
 from ..metrics import frechet_distance, mmd, sliced_wasserstein
 from ..metrics.fid import (
     FeatureSpec,
@@ -56,15 +58,21 @@ from ..metrics.fid import (
 )
 from ..models.layers import SkippableBlocks
 from ..predictions import Model
-from ..solvers import get_solver
-from .._porting import make_generators, randn_like
-from ..solvers.base import Solver
-from ..solvers.grids import check_grid, get_grid
+from ..randomness import fresh_seed, normal
+from ..solvers import Hook, Plan, Sampler, as_sampler
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform, check_grid, get_grid
 from ..solvers.grids import uniform as uniform_grid
 from ..solvers.search import sample_on_grid
+from ..solvers.spec import SamplerOptions
 
 Genes = tuple[int, ...]
 FITNESS = ("fd", "sw", "mmd")
+#: AutoDiffusion's default sampler: DDIM (eta = 0, the paper's) with 4 steps (the step count of
+#: the searched grid; the grid itself is what is searched), float64 arithmetic, seed 0.
+AUTODIFFUSION_SAMPLER = Sampler(DDIM(), steps=4, grid=Uniform(), solver_dtype="float64", seed=0)
+#: The named stream of the search's fixed noise (one row per sample).
+NOISE_STREAM = "autodiffusion-noise"
 
 
 # ----------------------------------------------------------------------------- fitness
@@ -87,26 +95,26 @@ def distribution_distance(
         return float(sliced_wasserstein(x, reference, n_projections=256, seed=0))
     if fitness == "mmd":
         return float(mmd(x, reference))
-    raise ValueError(f"fitness must be one of {FITNESS} or a callable, got {fitness!r}")
+    raise UserError(f"fitness must be one of {FITNESS} or a callable, got {fitness!r}")
 
 
 def grid_fitness(
     model: Model,
     noise: Tensor,
     reference: Tensor,
+    sampler: Sampler | None = None,
     *,
-    solver: str | Solver = "ddim",
     fitness: str | Callable[[Tensor, Tensor], float] = "fd",
     features: FeatureSpec = "raw",
-    t_max: float = 1.0,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
-    seed: int | None = 0,
+    **shortcuts: Unpack[SamplerOptions],
 ) -> Callable[[Tensor], float]:
-    """``grid -> distance`` of the samples that ``solver`` draws from the fixed ``noise`` (and
-    fixed per-sample ``seed`` for stochastic solvers) on that grid to ``reference``; +inf for a
-    run that diverges. Deterministic: the same grid gives the same value."""
-    solver_obj = get_solver(solver)
+    """``grid -> distance`` of the samples that the sampler spec (default
+    :data:`AUTODIFFUSION_SAMPLER`, changed by ``shortcuts``; its grid is replaced) draws from the
+    fixed ``noise`` (and the spec's fixed seed, for stochastic solvers) on that grid to
+    ``reference``; +inf for a run that diverges. Deterministic: the same grid gives the same
+    value."""
+    spec = as_sampler(AUTODIFFUSION_SAMPLER if sampler is None else sampler, **shortcuts)
     if fitness == "fd":
         # The reference statistics once, not per candidate.
         ref_stats = gaussian_stats(extract_features(reference, features))
@@ -120,16 +128,7 @@ def grid_fitness(
             return distribution_distance(x, reference, fitness, features)
 
     def score(grid: Tensor) -> float:
-        x = sample_on_grid(
-            model,
-            noise,
-            grid,
-            solver=solver_obj,
-            t_max=t_max,
-            solver_dtype=solver_dtype,
-            cond=cond,
-            seed=seed,
-        )
+        x = sample_on_grid(model, noise, grid, spec, cond)
         if x is None:
             return math.inf
         value = distance(x)
@@ -157,12 +156,12 @@ class EvolutionConfig:
     def __post_init__(self) -> None:
         for name in ("population", "select", "epochs", "resolution"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("mutation", "crossover"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.mutation_prob <= 1.0:
-            raise ValueError(f"mutation_prob must lie in [0, 1], got {self.mutation_prob}")
+            raise UserError(f"mutation_prob must lie in [0, 1], got {self.mutation_prob}")
 
 
 @dataclass
@@ -183,7 +182,7 @@ class SubsetGenome:
 
     def __init__(self, k: int, lo: int, hi: int) -> None:
         if not 0 <= k <= hi - lo:
-            raise ValueError(f"cannot choose {k} distinct items from range({lo}, {hi})")
+            raise UserError(f"cannot choose {k} distinct items from range({lo}, {hi})")
         self.k, self.lo, self.hi = k, lo, hi
 
     def draw(self, rng: random.Random) -> Genes:
@@ -214,7 +213,7 @@ def evolve(
     """AutoDiffusion's evolutionary search (official ``EvolutionSearcher.search``), minimising
     ``score``. ``start[0]`` seeds the population with its mutants (the uniform schedule)."""
     if not start:
-        raise ValueError("evolve needs at least one starting candidate")
+        raise UserError("evolve needs at least one starting candidate")
     scored: dict[Genes, float] = {}
 
     def add(genes: Genes | None, batch: list[Genes]) -> bool:
@@ -283,7 +282,7 @@ def grid_to_genes(grid: Tensor, resolution: int, t_max: float = 1.0) -> Genes:
     interior = grid[1:-1].to(torch.float64) * (resolution / t_max)
     genes = tuple(sorted(int(v) for v in interior.round().clamp(1, resolution - 1).tolist()))
     if len(set(genes)) != len(genes):
-        raise ValueError(f"grid {grid.tolist()} has nodes closer than the lattice 1/{resolution}")
+        raise UserError(f"grid {grid.tolist()} has nodes closer than the lattice 1/{resolution}")
     return genes
 
 
@@ -291,8 +290,8 @@ def grid_to_genes(grid: Tensor, resolution: int, t_max: float = 1.0) -> Genes:
 class AutoDiffusionResult:
     """A searched grid (``sample(..., grid=result.grid)``), its fitness on the search's seeds,
     the uniform grid's, the best fitness after each epoch, and the number of sampler runs. After
-    a block search, ``skip_plan[i]`` is the set of blocks skipped at step i (see
-    :func:`with_skip_plan`) and ``skip_fitness`` its fitness."""
+    a block search, ``skip_plan[i]`` is the set of blocks skipped at step i (a run applies it
+    with the hook ``SkipPlan(result.skip_plan)``) and ``skip_fitness`` its fitness."""
 
     grid: Tensor
     fitness: float
@@ -318,9 +317,9 @@ def search_timesteps(
     mutated candidates. The uniform grid is rounded to the lattice (exact when ``steps``
     divides ``config.resolution``)."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     if steps > config.resolution:
-        raise ValueError(f"steps={steps} exceeds the lattice resolution {config.resolution}")
+        raise UserError(f"steps={steps} exceeds the lattice resolution {config.resolution}")
     res = config.resolution
     genome = SubsetGenome(steps - 1, 1, res)
     uniform = grid_to_genes(uniform_grid(steps, t_max), res, t_max)
@@ -349,7 +348,7 @@ def find_backbone(model: Model | nn.Module) -> SkippableBlocks:
         for module in net.modules():
             if isinstance(module, SkippableBlocks):
                 return module
-    raise ValueError(
+    raise UserError(
         f"no backbone with skippable blocks (MLP, DiT, UNet) inside {type(net).__name__}"
     )
 
@@ -366,23 +365,56 @@ def skipping(backbone: SkippableBlocks, blocks: Sequence[int] | frozenset[int]) 
         backbone.skip_blocks = previous
 
 
+class _PlannedNet(nn.Module):
+    """A model's network that skips ``plan[i]`` when called at grid node i (its parameters are
+    the model's, so its dtype and device are too)."""
+
+    def __init__(
+        self,
+        model: Model,
+        grid: Tensor,
+        plan: Sequence[frozenset[int]],
+        backbone: SkippableBlocks,
+    ) -> None:
+        super().__init__()
+        self.model, self.plan, self.backbone = model, tuple(plan), backbone
+        self.nodes = grid[:-1].to(torch.float64)
+
+    def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        node = int((self.nodes - float(t.reshape(-1)[0])).abs().argmin())
+        with skipping(self.backbone, self.plan[node]):
+            return self.model.call_net(x, t, cond)
+
+
 def with_skip_plan(
     model: Model, grid: Tensor, plan: Sequence[frozenset[int]], backbone: SkippableBlocks | None
 ) -> Model:
     """``model`` whose network skips ``plan[i]`` when called at grid node i (the node nearest to
     the time it is called with; a corrector's extra calls at a node share that node's plan)."""
     if len(plan) != len(grid) - 1:
-        raise ValueError(f"plan has {len(plan)} entries for a grid of {len(grid) - 1} steps")
-    inner = backbone or find_backbone(model)
-    nodes = grid[:-1].to(torch.float64)
-    net = model.net
-
-    def planned(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        node = int((nodes - float(t.reshape(-1)[0])).abs().argmin())
-        with skipping(inner, plan[node]):
-            return net(x, t, **cond)
-
+        raise UserError(f"plan has {len(plan)} entries for a grid of {len(grid) - 1} steps")
+    planned = _PlannedNet(model, grid, plan, backbone or find_backbone(model))
     return Model(planned, model.path, model.predicts)
+
+
+class SkipPlan(Hook[None]):
+    """AutoDiffusion's skipped blocks as a plug-in of a run (like any hook): ``blocks[i]`` run
+    as the identity at step i of the run's grid (:meth:`prepare` swaps in the planned model,
+    :func:`with_skip_plan`). The plan is per step of the grid this hook sees, so give it before
+    hooks that shorten the grid (``Teleport``)."""
+
+    def __init__(
+        self, blocks: Sequence[Iterable[int]], backbone: SkippableBlocks | None = None
+    ) -> None:
+        self.blocks = tuple(frozenset(int(b) for b in step) for step in blocks)
+        self.backbone = backbone
+
+    def prepare(self, plan: Plan) -> Plan:
+        model = with_skip_plan(plan.model, plan.grid, self.blocks, self.backbone)
+        return Plan(model, plan.grid, plan.x)
+
+    def __repr__(self) -> str:
+        return f"SkipPlan({[sorted(step) for step in self.blocks]})"
 
 
 @dataclass
@@ -441,32 +473,30 @@ def search_skips(
 
 def autodiffusion_search(
     model: Model,
-    steps: int,
     reference: Tensor,
+    sampler: Sampler | None = None,
     *,
     n_samples: int = 256,
-    seed: int = 0,
-    solver: str | Solver = "ddim",
     fitness: str | Callable[[Tensor, Tensor], float] = "fd",
     features: FeatureSpec = "raw",
     config: EvolutionConfig = EvolutionConfig(),
     start: Sequence[str | Tensor] = ("karras",),
     skip: int = 0,
     skip_config: EvolutionConfig | None = None,
-    t_max: float = 1.0,
-    solver_dtype: torch.dtype | None = torch.float64,
     cond: dict[str, Any] | None = None,
+    **shortcuts: Unpack[SamplerOptions],
 ) -> AutoDiffusionResult:
-    """AutoDiffusion: search the ``steps``-step grid (then optionally ``skip`` skipped blocks)
-    whose samples are closest to ``reference``.
+    """AutoDiffusion: search the grid of the sampler spec (then optionally ``skip`` skipped
+    blocks) whose samples are closest to ``reference``.
 
     Args:
         model: the model to sample (any prediction kind, any Gaussian path).
-        steps: the number of solver steps of the grid.
         reference: reference data (N, ...); the samples have its per-sample shape.
-        n_samples: samples per fitness evaluation (fixed noise: seeds ``seed + i``).
-        seed: seeds the noise, the stochastic solvers and the evolution.
-        solver: the sampler (DDIM by default, as in the paper).
+        sampler: the spec whose grid is searched (default :data:`AUTODIFFUSION_SAMPLER`: DDIM
+            in float64, as in the paper); ``shortcuts`` change it (``steps=`` the number of
+            steps of the grid, ``solver=``, ``t_max=``, ``seed=``, ...). Its seed seeds the
+            fixed noise (stream ``autodiffusion-noise``), a stochastic solver and the evolution.
+        n_samples: samples per fitness evaluation (the same noise for every candidate).
         fitness: "fd", "sw", "mmd" or a callable ``(samples, reference) -> float``.
         features: features of "fd": "raw", "digits" (8x8 digits) or a callable.
         config: evolution settings (the paper's defaults).
@@ -475,31 +505,26 @@ def autodiffusion_search(
         skip_config: evolution settings of the block search (default: ``config``).
 
     Returns:
-        An :class:`AutoDiffusionResult`; ``sample(model, noise, solver=solver,
-        grid=result.grid)`` uses the searched grid.
+        An :class:`AutoDiffusionResult`; ``sample(model, noise, spec.replace(grid=result.grid,
+        steps=None))`` uses the searched grid (with ``SkipPlan(result.skip_plan)`` in hooks
+        after a block search).
     """
     if not isinstance(reference, Tensor) or reference.ndim < 2:
-        raise ValueError("reference must be a tensor of shape (N, ...) with N >= 2")
+        raise UserError("reference must be a tensor of shape (N, ...) with N >= 2")
     if n_samples < 2:
-        raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+        raise UserError(f"n_samples must be >= 2, got {n_samples}")
     if skip < 0:
-        raise ValueError(f"skip must be >= 0, got {skip}")
-    like = torch.zeros(n_samples, *reference.shape[1:], dtype=reference.dtype)
-    noise = randn_like(like, make_generators(seed, n_samples))
+        raise UserError(f"skip must be >= 0, got {skip}")
+    spec = as_sampler(AUTODIFFUSION_SAMPLER if sampler is None else sampler, **shortcuts)
+    seed = fresh_seed() if spec.seed is None else spec.seed
+    spec = spec.replace(seed=seed)
+    steps, t_max = spec.steps_used(), spec.t_max
+    noise = normal(reference.shape[1:], seed, n_samples, NOISE_STREAM, dtype=reference.dtype)
 
     def fitness_of(sampled: Model) -> Callable[[Tensor], float]:
         # The same noise, reference and metric for the step search and the skip search.
         return grid_fitness(
-            sampled,
-            noise,
-            reference,
-            solver=solver,
-            fitness=fitness,
-            features=features,
-            t_max=t_max,
-            solver_dtype=solver_dtype,
-            cond=cond,
-            seed=seed,
+            sampled, noise, reference, spec, fitness=fitness, features=features, cond=cond
         )
 
     score = fitness_of(model)
@@ -521,3 +546,19 @@ def autodiffusion_search(
     result.skip_history = run.history
     result.evaluations += run.evaluations
     return result
+
+
+__all__ = [
+    "AUTODIFFUSION_SAMPLER",
+    "AutoDiffusionResult",
+    "EvolutionConfig",
+    "SkipPlan",
+    "SkipSearch",
+    "autodiffusion_search",
+    "distribution_distance",
+    "grid_fitness",
+    "search_skips",
+    "search_timesteps",
+    "skipping",
+    "with_skip_plan",
+]

@@ -1,5 +1,5 @@
 """Feynman-Kac steering (Singhal et al. 2025, "A General Framework for Inference-time Scaling and
-Steering of Diffusion Models", arXiv 2501.06848) as a hook on the one sampling loop.
+Steering of Diffusion Models", arXiv 2501.06848) as one hook on the one sampling loop.
 
 K particles per final sample run as one batch through any stochastic solver (the proposal is the
 model's own reverse kernel). At chosen steps each particle is weighted by a potential G_t built
@@ -13,12 +13,13 @@ the previous weighting step (telescopes to exp(r(x0) / T)); ``max`` G_t = exp(ma
 T) and ``sum`` G_t = exp(sum_{s >= t} r_s / T), both with the terminal correction G_0 =
 exp(r(x0) / T) / prod_{t > 0} G_t (``product_of_potentials`` in the official code).
 
-Randomness: the per-sample generators of the loop stay with their batch slots when particles
-are resampled. A slot that receives a copy of another particle keeps drawing from its own
-generator, so copies diverge with fresh independent noise from the next step on (copying the
-generators would make duplicates move identically forever). Resampling draws come from the
-hook's own generators (one per group, from ``seed``), never from the per-sample ones, so
-steering does not shift the solver's noise streams.
+Randomness: the loop's per-sample streams stay with their batch slots when particles are
+resampled. A slot that receives a copy of another particle keeps drawing from its own stream,
+so copies diverge with fresh independent noise from the next step on (copying the streams would
+make duplicates move identically forever). Resampling draws come from the named stream
+``fk-resample``, one row per group (``Streams(seed, groups, "fk-resample")``), never from the
+per-sample ones, so steering does not shift the solver's noise and a group's draws do not depend
+on how many groups share the batch.
 """
 
 from __future__ import annotations
@@ -30,18 +31,25 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..predictions import Model, Prediction
-from ..solvers import Node, SampleResult, State, get_solver, sample
-from .._porting import SampleContext
-from .base import Ledger, Reward
-from .search import NOISE_SEED_OFFSET, model_dtype, source_noise
+from ..errors import UserError
+from ..predictions import Model
+from ..randomness import Streams, fresh_seed, inverse_cdf
+from ..solvers import Hook, Run, Sampler, State, Step, as_sampler, sample
+from ..solvers.dpm import DDIM
+from ..solvers.grids import Uniform
+from ..solvers.spec import SamplerOptions
+from .base import Ledger, Reward, check_rewards, repeat_cond, source_noise
 
 POTENTIALS = ("diff", "max", "sum")
 RESAMPLERS = ("multinomial", "systematic")
 CHOICES = ("argmax", "sample")
-#: The hook's group generators are seeded apart from the solver's per-sample ones (seed + i).
-RESAMPLE_SEED_OFFSET = 2_000_003
+#: FK's default sampler: ancestral DDIM (eta = 1) on a uniform grid of 20 steps, seed 0.
+ANCESTRAL = Sampler(DDIM(eta=1.0), steps=20, grid=Uniform(), seed=0)
+#: The named streams of the resampling draws (one row per group) and of the start noise (one
+#: row per particle slot).
+RESAMPLE_STREAM, NOISE_STREAM = "fk-resample", "fk-noise"
 
 
 def effective_sample_size(log_weights: Tensor) -> Tensor:
@@ -51,67 +59,91 @@ def effective_sample_size(log_weights: Tensor) -> Tensor:
 
 
 def resample_indices(
-    log_weights: Tensor,
-    method: str = "systematic",
-    generators: Sequence[torch.Generator | None] | torch.Generator | None = None,
+    log_weights: Tensor, method: str = "systematic", streams: Streams | None = None
 ) -> Tensor:
     """Ancestor indices (G, K) within each group of K particles, drawn from the normalised
     weights of each row of ``log_weights`` (G, K): ``multinomial`` (K iid draws) or
     ``systematic`` (one uniform per group, K evenly spaced points; lower variance). Row g draws
-    from ``generators[g]`` (one generator per group keeps groups independent of their number)."""
+    from row g of ``streams`` (one stream per group keeps groups independent of their number;
+    default: ``fk-resample`` streams under a seed from torch's global generator)."""
     if method not in RESAMPLERS:
-        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {method!r}")
+        raise UserError(f"resampler must be one of {RESAMPLERS}, got {method!r}")
     w = torch.softmax(log_weights.to(torch.float64).cpu(), dim=-1)
     groups, k = w.shape
-    gens = list(generators) if isinstance(generators, Sequence) else [generators] * groups
-    if len(gens) != groups:
-        raise ValueError(f"{len(gens)} generators for {groups} groups")
+    streams = Streams(fresh_seed(), groups, RESAMPLE_STREAM) if streams is None else streams
+    if len(streams) != groups:
+        raise UserError(f"{len(streams)} random streams for {groups} groups")
     if method == "multinomial":
-        return torch.stack(
-            [torch.multinomial(w[g], k, replacement=True, generator=gens[g]) for g in range(groups)]
-        )
-    offset = torch.cat(
-        [torch.rand(1, generator=gens[g], dtype=torch.float64) for g in range(groups)]
-    )
-    u = (offset[:, None] + torch.arange(k, dtype=torch.float64)) / k
-    cdf = w.cumsum(-1)
-    cdf[:, -1] = 1.0  # guard against rounding below the last point
-    return torch.searchsorted(cdf, u).clamp_max(k - 1)
+        u = streams.uniform((k,))
+    else:
+        u = (streams.uniform(())[:, None] + torch.arange(k, dtype=torch.float64)) / k
+    # Both are inverse-CDF draws: K iid uniforms, or K evenly spaced points from one uniform.
+    return inverse_cdf(w[:, None, :].expand(groups, k, k), u)
 
 
-def take(obj: Any, index: Tensor, batch: int) -> Any:
-    """``obj`` with every tensor whose leading dimension is the batch indexed by ``index``
-    (recursing into tuples, lists and dicts): resamples a solver's ``State.history``."""
-    if isinstance(obj, Tensor):
-        return obj[index.to(obj.device)] if obj.ndim >= 1 and obj.shape[0] == batch else obj
-    if isinstance(obj, tuple):
-        return tuple(take(v, index, batch) for v in obj)
-    if isinstance(obj, list):
-        return [take(v, index, batch) for v in obj]
-    if isinstance(obj, dict):
-        return {k: take(v, index, batch) for k, v in obj.items()}
-    return obj
+@dataclass
+class Particles:
+    """FK's per-run state: per particle the reward at the previous weighting step (``diff``),
+    the running max or sum (``max``, ``sum``), the log product of the potentials applied along
+    its path, its log weight since the last resampling and its last reward; the mean ESS / K at
+    each weighting step, the steps that resampled, the reward evaluations spent and the group
+    streams of the resampling draws."""
+
+    groups: int
+    streams: Streams
+    prev_reward: Tensor
+    running: Tensor
+    log_product: Tensor
+    log_weights: Tensor
+    last_reward: Tensor
+    ess: list[tuple[int, float]] = field(default_factory=list)
+    resample_steps: list[int] = field(default_factory=list)
+    reward_evals: int = 0
+
+    @property
+    def particles(self) -> int:
+        return self.log_weights.shape[0] // self.groups
+
+    def follow(self, index: Tensor) -> None:
+        """The per-path bookkeeping follows the resampled ancestors; the weights become uniform."""
+        self.prev_reward, self.running = self.prev_reward[index], self.running[index]
+        self.log_product, self.last_reward = self.log_product[index], self.last_reward[index]
+        self.log_weights = torch.zeros_like(self.log_weights)
+
+    def choose(self, x: Tensor, rule: str = "argmax") -> tuple[Tensor, Tensor, Tensor]:
+        """One sample per group of ``x`` (the final particles): ``argmax`` final reward, or
+        ``sample`` by final weight (a draw of the group streams). Returns (samples (G, ...),
+        their rewards (G,), chosen indices within groups (G,))."""
+        if rule not in CHOICES:
+            raise UserError(f"choose must be one of {CHOICES}, got {rule!r}")
+        shape = (self.groups, self.particles)
+        if rule == "argmax":
+            local = self.last_reward.view(shape).argmax(1).cpu()
+        else:
+            local = self.streams.categorical(torch.softmax(self.log_weights.view(shape).cpu(), -1))
+        index = (local + torch.arange(self.groups) * self.particles).to(x.device)
+        return x[index], self.last_reward[index], local
 
 
 def _check_schedule(every: int | None, at_steps: Sequence[int] | None) -> None:
     if every is not None and at_steps is not None:
-        raise ValueError("give every= or at_steps= (the resampling schedule), not both")
+        raise UserError("give every= or at_steps= (the resampling schedule), not both")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise ValueError(f"every must be an int >= 1, got {every!r}")
+        raise UserError(f"every must be an int >= 1, got {every!r}")
     if at_steps is not None and any(
         isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in at_steps
     ):
-        raise ValueError(f"at_steps must be step numbers >= 1, got {list(at_steps)!r}")
+        raise UserError(f"at_steps must be step numbers >= 1, got {list(at_steps)!r}")
 
 
-class FKSteering:
-    """The FK steering hook: a prediction hook (:meth:`capture`, recording x0_hat) plus a step
-    hook (the instance itself: potentials, weights, resampling).
+class FKSteering(Hook[Particles]):
+    """The FK steering hook (one step hook; its per-run state is a :class:`Particles`).
 
-    Use it through :func:`fk_steer`, or by hand: ``sample(model, noise, solver=<stochastic>,
-    hooks=[..., steer.capture], step_hooks=[steer], seed=...)`` with a batch of G * ``particles``
-    (groups of K consecutive particles are resampled among themselves); ``capture`` must be the
-    last prediction hook so rewards see the guided x0_hat.
+    Use it through :func:`fk_steer`, or in any run: ``sample(model, noise, <stochastic spec>,
+    hooks=[..., steer])`` with a batch of G * ``particles`` (groups of K consecutive particles
+    are resampled among themselves); ``result.state(steer)`` is the run's :class:`Particles`.
+    The intermediate reward is read from the step's newest prediction (``step.last``, after
+    every prediction hook, so guidance is seen wherever it stands in ``hooks``).
 
     Args:
         reward: the verifier r(x) -> (B,) (it is called without gradients).
@@ -124,8 +156,6 @@ class FKSteering:
         ess_threshold: if given, resample at a weighting step only when ESS < threshold * K
             (adaptive); otherwise resample at every weighting step except the last.
         resampler: ``systematic`` or ``multinomial``.
-        seed: seeds the hook's generators, one per group (resampling and the final draw).
-        ledger: where reward evaluations are charged (one per particle per weighting step).
         reward_cond: keyword arguments for the reward, with batch G (repeated per particle).
     """
 
@@ -140,281 +170,220 @@ class FKSteering:
         at_steps: Sequence[int] | None = None,
         ess_threshold: float | None = None,
         resampler: str = "systematic",
-        seed: int = 0,
-        ledger: Ledger | None = None,
         reward_cond: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
-            raise ValueError(f"particles must be an int >= 1, got {particles!r}")
+            raise UserError(f"particles must be an int >= 1, got {particles!r}")
         if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+            raise UserError(f"temperature must be a finite number > 0, got {temperature!r}")
         if potential not in POTENTIALS:
-            raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+            raise UserError(f"potential must be one of {POTENTIALS}, got {potential!r}")
         if resampler not in RESAMPLERS:
-            raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+            raise UserError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
         if ess_threshold is not None and not 0 < ess_threshold <= 1:
-            raise ValueError(f"ess_threshold must lie in (0, 1], got {ess_threshold!r}")
+            raise UserError(f"ess_threshold must lie in (0, 1], got {ess_threshold!r}")
         _check_schedule(every, at_steps)
-        self.particles, self.temperature, self.potential = particles, float(temperature), potential
+        self.reward, self.particles = reward, particles
+        self.temperature, self.potential = float(temperature), potential
         self.every: int | None = None if at_steps is not None else (every or 1)
-        self.at_steps: set[int] | None = None if at_steps is None else set(at_steps)
+        self.at_steps: frozenset[int] | None = None if at_steps is None else frozenset(at_steps)
         self.ess_threshold, self.resampler = ess_threshold, resampler
-        self.seed = int(seed)
-        self.ledger = ledger if ledger is not None else Ledger()
-        self.reward = self.ledger.counted_reward(reward, "FK reward")
-        self.reward_cond = dict(reward_cond or {})
-        self._sctx: SampleContext | None = None
-        self._x0: Tensor | None = None
+        self.reward_cond = repeat_cond(reward_cond, particles)
 
-    # ------------------------------------------------------------------ per-run particle state
+    def __repr__(self) -> str:
+        return (
+            f"FKSteering(particles={self.particles}, temperature={self.temperature}, "
+            f"potential={self.potential!r})"
+        )
 
-    def _start(self, batch: int, sctx: SampleContext, device: torch.device) -> None:
-        if not sctx.solver.stochastic:
-            raise ValueError(
+    def start(self, run: Run) -> Particles:
+        if run.solver is None or not run.solver.stochastic:
+            raise UserError(
                 f"FK steering needs a stochastic solver (resampled copies must diverge); "
-                f"{sctx.solver!r} is deterministic: use sde_euler, dpmpp_2m_sde, ddim with "
+                f"{run.solver!r} is deterministic: use sde_euler, dpmpp_2m_sde, ddim with "
                 "eta > 0, pc, or heun with s_churn > 0"
             )
+        batch, device = run.x_start.shape[0], run.x_start.device
         if batch % self.particles:
-            raise ValueError(f"batch {batch} is not a multiple of particles={self.particles}")
-        self._sctx, self.groups = sctx, batch // self.particles
-        # One generator per group (seed + g): resampling in group g never depends on G.
-        self.generators = [
-            torch.Generator().manual_seed(RESAMPLE_SEED_OFFSET + self.seed + g)
-            for g in range(self.groups)
-        ]
+            raise UserError(f"batch {batch} is not a multiple of particles={self.particles}")
+        groups = batch // self.particles
         zeros = torch.zeros(batch, dtype=torch.float64, device=device)
-        self.prev_reward = zeros.clone()  # r at the previous weighting step (diff)
-        self.running = torch.full_like(zeros, -math.inf if self.potential == "max" else 0.0)
-        self.log_product = zeros.clone()  # log prod of the potentials applied along each path
-        self.log_weights = zeros.clone()  # since the last resampling
-        self.last_reward = zeros.clone()
-        self.ess_trace: list[tuple[int, float]] = []
-        self.resample_steps: list[int] = []
-        self.reward_cond_batch = {
-            k: v.repeat_interleave(self.particles, 0) if isinstance(v, Tensor) else v
-            for k, v in self.reward_cond.items()
-        }
-
-    def capture(self, pred: Prediction, node: Node, ctx: SampleContext) -> Prediction:
-        """Prediction hook: remember the latest x0_hat (the intermediate reward's input)."""
-        self._x0 = pred.x0
-        return pred
+        return Particles(
+            groups=groups,
+            # One stream per group, keyed by the run's seed: group g never depends on G.
+            streams=Streams(run.streams.seed, groups, RESAMPLE_STREAM),
+            prev_reward=zeros.clone(),
+            running=torch.full_like(zeros, -math.inf if self.potential == "max" else 0.0),
+            log_product=zeros.clone(),
+            log_weights=zeros.clone(),
+            last_reward=zeros.clone(),
+        )
 
     def _scheduled(self, step: int) -> bool:
         if self.at_steps is not None:
             return step in self.at_steps
         return self.every is not None and step % self.every == 0
 
-    # ------------------------------------------------------------------ the step hook
-
-    def __call__(self, state: State, node: Node, ctx: SampleContext) -> State:
-        batch = state.x.shape[0]
-        if ctx is not self._sctx:
-            self._start(batch, ctx, state.x.device)
-        final = node.sigma == 0.0 or state.step == ctx.grid.numel() - 1
-        if not (final or self._scheduled(state.step)):
-            return state
+    def on_step(self, x_state: State, step: Step, run: Run, state: Particles) -> State:
+        done = step.index + 1  # steps taken so far (the schedule's step number)
+        final = step.index == run.n_steps - 1
+        if not (final or self._scheduled(done)):
+            return x_state
         # Intermediate reward r(x0_hat(x_t)); the final one is the reward of the sample itself.
         if final:
-            target = state.x
-        elif self._x0 is not None and self._x0.shape[0] == batch:
-            target = self._x0
+            target = x_state.x
+        elif step.last is not None:
+            target = step.last.x0
         else:
-            raise RuntimeError("FK steering saw no x0 prediction: pass steer.capture in hooks=")
-        with torch.no_grad():
-            r = self.reward(target, **self.reward_cond_batch).to(torch.float64)
-        log_g = self._log_potential(r, final)
-        self.log_product += log_g
-        self.log_weights += log_g
-        self.last_reward = r
-        ess = effective_sample_size(self.log_weights.view(self.groups, self.particles))
-        self.ess_trace.append((state.step, float(ess.mean()) / self.particles))
+            raise UserError(f"FK steering saw no prediction at step {done} of {run.solver!r}")
+        r = self._reward(target, state)
+        log_g = self._log_potential(r, final, state)
+        state.log_product = state.log_product + log_g
+        state.log_weights = state.log_weights + log_g
+        state.last_reward = r
+        ess = effective_sample_size(state.log_weights.view(state.groups, self.particles))
+        state.ess.append((done, float(ess.mean()) / self.particles))
         if final:
-            return state
+            return x_state
         if self.ess_threshold is not None and bool(
             (ess >= self.ess_threshold * self.particles).all()
         ):
-            return state
-        return self._resample(state)
+            return x_state
+        return self._resample(x_state, done, state)
 
-    def _log_potential(self, r: Tensor, final: bool) -> Tensor:
+    def _reward(self, x: Tensor, state: Particles) -> Tensor:
+        """r(x) per particle in float64 (no gradients), checked and counted."""
+        with torch.no_grad():
+            values = check_rewards(self.reward(x, **self.reward_cond), x.shape[0], "FK reward")
+        state.reward_evals += x.shape[0]
+        return values.to(torch.float64)
+
+    def _log_potential(self, r: Tensor, final: bool, state: Particles) -> Tensor:
         """log G_t for rewards r at a weighting step (sec. 3.1 of the paper)."""
         if self.potential == "diff":
-            log_g = (r - self.prev_reward) / self.temperature
-            self.prev_reward = r
+            log_g = (r - state.prev_reward) / self.temperature
+            state.prev_reward = r
             return log_g
         if final:
             # Terminal correction: the product of all potentials is exp(r(x0) / T).
-            return r / self.temperature - self.log_product
+            return r / self.temperature - state.log_product
         if self.potential == "max":
-            self.running = torch.maximum(self.running, r)
+            state.running = torch.maximum(state.running, r)
         else:
-            self.running = self.running + r
-        return self.running / self.temperature
+            state.running = state.running + r
+        return state.running / self.temperature
 
-    def _resample(self, state: State) -> State:
-        """Resample every group by its weights: the state, the solver history and the per-path
-        bookkeeping follow their ancestors; the weights become uniform."""
+    def _resample(self, x_state: State, done: int, state: Particles) -> State:
+        """Resample every group by its weights: the state, the solver's typed history and the
+        per-path bookkeeping follow their ancestors; the weights become uniform."""
         local = resample_indices(
-            self.log_weights.view(self.groups, self.particles), self.resampler, self.generators
+            state.log_weights.view(state.groups, self.particles), self.resampler, state.streams
         )
-        offsets = torch.arange(self.groups)[:, None] * self.particles
-        index = (local + offsets).flatten().to(state.x.device)
-        batch = state.x.shape[0]
-        for name in ("prev_reward", "running", "log_product", "last_reward"):
-            setattr(self, name, getattr(self, name)[index])
-        self.log_weights = torch.zeros_like(self.log_weights)
-        self.resample_steps.append(state.step)
-        return state.replace(x=state.x[index], history=take(state.history, index, batch))
-
-    # ------------------------------------------------------------------ the final choice
-
-    def choose(self, x: Tensor, rule: str = "argmax") -> tuple[Tensor, Tensor, Tensor]:
-        """One sample per group: ``argmax`` final reward, or ``sample`` by final weight.
-        Returns (samples (G, ...), their rewards (G,), chosen indices within groups (G,))."""
-        if rule not in CHOICES:
-            raise ValueError(f"choose must be one of {CHOICES}, got {rule!r}")
-        rewards = self.last_reward.view(self.groups, self.particles)
-        if rule == "argmax":
-            local = rewards.argmax(1).cpu()
-        else:
-            probs = torch.softmax(self.log_weights.view(self.groups, self.particles).cpu(), -1)
-            local = torch.cat(
-                [
-                    torch.multinomial(probs[g], 1, generator=self.generators[g])
-                    for g in range(self.groups)
-                ]
-            )
-        index = local + torch.arange(self.groups) * self.particles
-        return x[index.to(x.device)], self.last_reward[index.to(x.device)], local
+        offsets = torch.arange(state.groups)[:, None] * self.particles
+        index = (local + offsets).flatten().to(x_state.x.device)
+        state.follow(index)
+        state.resample_steps.append(done)
+        return x_state.index_select(index)
 
 
 @dataclass
 class FKResult:
-    """Chosen samples (n, ...) and rewards (n,), every particle (n, K, ...) with its final reward
-    and log weight, the mean ESS / K at each weighting step, and the ledger."""
+    """Chosen samples (n, ...) and rewards (n,), the index of each within its group (n,), every
+    particle (n, K, ...) with its final reward and log weight, the mean ESS / K at each
+    weighting step, the steps that resampled, the ledger and ``nfe``, the model evaluations
+    per final sample (K times the loop's NFE per particle, every hook's evaluations included)."""
 
     x: Tensor
     rewards: Tensor
+    chosen: Tensor
     particles: Tensor
     particle_rewards: Tensor
     log_weights: Tensor
     ess: list[tuple[int, float]]
     resample_steps: list[int]
     ledger: Ledger
-    nfe_per_particle: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    nfe: int
 
 
 def fk_steer(
     model: Model,
-    reward: Reward,
-    particles: int,
+    steering: FKSteering,
+    sampler: Sampler | None = None,
     *,
     n: int = 1,
     shape: Sequence[int] | None = None,
     noise: Tensor | None = None,
-    solver: str = "ddim",
-    solver_options: dict[str, Any] | None = None,
-    steps: int | None = None,
-    nfe: int | None = None,
-    grid: str | Sequence[float] | Tensor = "uniform",
-    temperature: float = 1.0,
-    potential: str = "diff",
-    every: int | None = None,
-    at_steps: Sequence[int] | None = None,
-    ess_threshold: float | None = None,
-    resampler: str = "systematic",
     choose: str = "argmax",
-    seed: int = 0,
     cond: dict[str, Any] | None = None,
-    reward_cond: dict[str, Any] | None = None,
-    hooks: Sequence[Any] = (),
+    hooks: Sequence[Hook[Any]] = (),
     budget: int | None = None,
-    solver_dtype: torch.dtype | None = None,
-    dtype: torch.dtype | None = None,
+    **shortcuts: Unpack[SamplerOptions],
 ) -> FKResult:
-    """FK steering: ``n`` final samples, each chosen from ``particles`` particles steered toward
-    p_model(x) exp(r(x) / temperature) (``interpolant sample --steer fk --particles K --reward
-    SPEC``).
+    """FK steering: ``n`` final samples, each chosen from ``steering.particles`` particles
+    steered toward p_model(x) exp(r(x) / temperature) (``interpolant sample --steer fk
+    --particles K --reward SPEC``).
 
-    ``solver`` must be stochastic; the default is ancestral DDIM (``ddim`` with eta = 1).
-    ``noise`` (n * K, ...) or ``shape`` (per sample) gives the start (drawn from the per-sample
-    generators of :func:`~interpolant.scaling.search.source_noise`); the solver's noise for
-    particle slot j of sample i comes from the generator seed + i K + j; drawn noise is cast to
-    ``dtype`` (default: the model's parameter dtype, float64 for a parameter-free model).
-    ``cond`` and ``reward_cond`` hold batch-n tensors (repeated per particle). ``budget`` caps
-    the model evaluations per final sample (K times the solver's NFE).
+    Args:
+        model: the model (a :class:`~interpolant.Model`).
+        steering: the :class:`FKSteering` hook (reward, K, temperature, potential, schedule).
+        sampler: a stochastic :class:`~interpolant.solvers.Sampler` (default :data:`ANCESTRAL`,
+            ancestral DDIM); ``shortcuts`` (solver=, steps=, nfe=, grid=, seed=, ...) change it.
+        n: the number of final samples.
+        shape / noise: one sample's shape, the start noise then being drawn from the ``fk-noise``
+            stream of the spec's seed (row j: particle slot j, in the model's dtype); or the
+            start noise itself (n * K, ...).
+        choose: ``argmax`` (the best final reward) or ``sample`` (a draw by the final weights).
+        cond: conditioning tensors of batch n (repeated per particle).
+        hooks: other hooks of the run (guidance, ...); their evaluations are counted.
+        budget: the most model evaluations per final sample (checked before sampling).
     """
-    solver_obj = get_solver(
-        solver,
-        **({"eta": 1.0} if solver == "ddim" and solver_options is None else (solver_options or {})),
-    )
-    if not solver_obj.stochastic:
-        raise ValueError(
-            f"FK steering needs a stochastic solver, got {solver_obj!r}; use "
+    spec = as_sampler(ANCESTRAL if sampler is None else sampler, **shortcuts)
+    if not spec.solver.stochastic:
+        raise UserError(
+            f"FK steering needs a stochastic solver, got {spec.solver!r}; use "
             "sde_euler, dpmpp_2m_sde, ddim with eta > 0 or pc"
         )
+    # One seed for the start noise, the solver's noise and the resampling.
+    seed = fresh_seed() if spec.seed is None else spec.seed
+    spec = spec.replace(seed=seed)
+    particles = steering.particles
     batch = n * particles
     if noise is None:
         if shape is None:
-            raise ValueError("give noise= (n * particles, ...) or shape= (one sample's shape)")
-        seeds = [NOISE_SEED_OFFSET + int(seed) + j for j in range(batch)]
-        noise = source_noise(shape, seeds).to(model_dtype(model, dtype))
+            raise UserError("give noise= (n * particles, ...) or shape= (one sample's shape)")
+        noise = source_noise(model, Streams(seed, batch, NOISE_STREAM), shape)
     if noise.shape[0] != batch:
-        raise ValueError(f"noise must have n * particles = {batch} rows, got {noise.shape[0]}")
-    n_steps = (
-        steps if steps is not None else (solver_obj.steps_for_nfe(nfe) if nfe is not None else None)
-    )
-    if n_steps is None and isinstance(grid, str):
-        raise ValueError("give steps= or nfe= (or a grid of times)")
-    per_particle = solver_obj.nfe_for_steps(n_steps if n_steps is not None else len(grid) - 1)
+        raise UserError(f"noise must have n * particles = {batch} rows, got {noise.shape[0]}")
     ledger = Ledger(budget=None if budget is None else budget * n)
-    ledger.charge(model_evals=per_particle * batch, what=f"fk {particles} particles")
-    steer = FKSteering(
-        reward,
-        particles,
-        temperature=temperature,
-        potential=potential,
-        every=every,
-        at_steps=at_steps,
-        ess_threshold=ess_threshold,
-        resampler=resampler,
-        seed=seed,
-        ledger=ledger,
-        reward_cond=reward_cond,
-    )
-    cond_batch = {
-        k: v.repeat_interleave(particles, 0) if isinstance(v, Tensor) else v
-        for k, v in (cond or {}).items()
-    }
-    result = sample(
-        model,
-        noise,
-        solver=solver_obj,
-        steps=n_steps,
-        grid=grid,
-        hooks=[*hooks, steer.capture],
-        step_hooks=[steer],
-        seed=seed,
-        cond=cond_batch,
-        solver_dtype=solver_dtype,
-        return_result=True,
-    )
-    assert isinstance(result, SampleResult)
-    if result.nfe != per_particle:
-        raise RuntimeError(f"the loop spent {result.nfe} NFE, the ledger charged {per_particle}")
-    x_out, rewards, local = steer.choose(result.x, choose)
+    what = f"fk {particles} particles"
+    ledger.check(spec.nfe_used() * batch, what)  # refuse before sampling
+    result = sample(model, noise, spec, hooks=[*hooks, steering], cond=repeat_cond(cond, particles))
+    state = result.state(steering)
+    ledger.charge(model_evals=result.nfe * batch, reward_evals=state.reward_evals, what=what)
+    x_out, rewards, local = state.choose(result.x, choose)
     return FKResult(
         x=x_out,
         rewards=rewards,
+        chosen=local,
         particles=result.x.view(n, particles, *result.x.shape[1:]),
-        particle_rewards=steer.last_reward.view(n, particles),
-        log_weights=steer.log_weights.view(n, particles),
-        ess=steer.ess_trace,
-        resample_steps=steer.resample_steps,
+        particle_rewards=state.last_reward.view(n, particles),
+        log_weights=state.log_weights.view(n, particles),
+        ess=state.ess,
+        resample_steps=state.resample_steps,
         ledger=ledger,
-        nfe_per_particle=per_particle,
-        extra={"chosen": local},
+        nfe=ledger.model_evals // n,
     )
+
+
+__all__ = [
+    "ANCESTRAL",
+    "CHOICES",
+    "POTENTIALS",
+    "RESAMPLERS",
+    "FKResult",
+    "FKSteering",
+    "Particles",
+    "effective_sample_size",
+    "fk_steer",
+    "resample_indices",
+]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..data.oracles import ORACLES, GaussianMixture
+from ..errors import UserError
 from ..predictions import Prediction
 from .base import Reward, check_rewards
 
@@ -26,7 +27,7 @@ def _vector(values: Any, name: str) -> Tensor:
     """A finite float64 vector from a sequence or tensor, or a clear error."""
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if v.numel() == 0 or not bool(torch.isfinite(v).all()):
-        raise ValueError(f"{name} must be a non-empty vector of finite numbers, got {values!r}")
+        raise UserError(f"{name} must be a non-empty vector of finite numbers, got {values!r}")
     return v
 
 
@@ -34,7 +35,7 @@ def _flat(x: Tensor, dim: int, name: str) -> Tensor:
     """(B, ...) -> float64 (B, dim), refusing a sample size other than ``dim``."""
     flat = x.reshape(x.shape[0], -1).to(torch.float64)
     if flat.shape[1] != dim:
-        raise ValueError(f"{name} expects samples of {dim} numbers, got x of {tuple(x.shape)}")
+        raise UserError(f"{name} expects samples of {dim} numbers, got x of {tuple(x.shape)}")
     return flat
 
 
@@ -45,7 +46,7 @@ class LinearReward:
     def __init__(self, a: Sequence[float] | Tensor, b: float = 0.0) -> None:
         self.a = _vector(a, "a")
         if not math.isfinite(float(b)):
-            raise ValueError(f"b must be finite, got {b}")
+            raise UserError(f"b must be finite, got {b}")
         self.b = float(b)
 
     def __call__(self, x: Tensor, **cond: Any) -> Tensor:
@@ -68,10 +69,10 @@ class QuadraticReward:
         if q.ndim == 1:  # a diagonal
             q = torch.diag(q)
         if q.shape != (d, d) or not bool(torch.isfinite(q).all()):
-            raise ValueError(f"Q must be a finite ({d}, {d}) matrix or a diagonal of {d}")
+            raise UserError(f"Q must be a finite ({d}, {d}) matrix or a diagonal of {d}")
         q = 0.5 * (q + q.T)
         if float(torch.linalg.eigvalsh(q).min()) < -1e-12 * max(1.0, float(q.abs().max())):
-            raise ValueError("Q must be positive semi-definite (the reward must be concave)")
+            raise UserError("Q must be positive semi-definite (the reward must be concave)")
         self.Q = q
 
     def __call__(self, x: Tensor, **cond: Any) -> Tensor:
@@ -91,7 +92,7 @@ class ComponentReward:
     def __init__(self, mixture: GaussianMixture, component: int, posterior: bool = True) -> None:
         k = mixture.means.shape[0]
         if isinstance(component, bool) or not 0 <= int(component) < k:
-            raise ValueError(f"component must be an int in [0, {k}), got {component!r}")
+            raise UserError(f"component must be an int in [0, {k}), got {component!r}")
         self.mixture, self.component, self.posterior = mixture, int(component), posterior
 
     def __call__(self, x: Tensor, **cond: Any) -> Tensor:
@@ -112,7 +113,7 @@ class ClassifierReward:
 
     def __init__(self, label: int, classifier: Any = None) -> None:
         if isinstance(label, bool) or not 0 <= int(label) < 10:
-            raise ValueError(f"label must be a digit class in [0, 10), got {label!r}")
+            raise UserError(f"label must be a digit class in [0, 10), got {label!r}")
         self.label, self.classifier = int(label), classifier
 
     def __call__(self, x: Tensor, labels: Tensor | None = None, **cond: Any) -> Tensor:
@@ -138,28 +139,29 @@ def load_reward(spec: str) -> Reward:
     (B,)``; a class is instantiated without arguments)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"a user reward must be given as 'module:function', got {spec!r}")
+        raise UserError(f"a user reward must be given as 'module:function', got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"cannot import reward module {module_name!r}: {err}") from err
+        raise UserError(f"cannot import reward module {module_name!r}: {err}") from err
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
+            raise UserError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if isinstance(obj, type):
         obj = obj()
     if not callable(obj):
-        raise ValueError(f"{spec!r} is not callable (got {type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
+        raise UserError(f"{spec!r} is not callable (got {type(obj).__name__})")
+    reward: Reward = obj
+    return reward
 
 
 def _numbers(text: str, what: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from err
+        raise UserError(f"{what} must be comma-separated numbers, got {text!r}") from err
 
 
 def _options(body: str, spec: str) -> tuple[str, dict[str, str]]:
@@ -169,7 +171,7 @@ def _options(body: str, spec: str) -> tuple[str, dict[str, str]]:
     for item in rest:
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"reward option {item!r} in {spec!r} must read key=value")
+            raise UserError(f"reward option {item!r} in {spec!r} must read key=value")
         opts[key.strip()] = value
     return head, opts
 
@@ -194,19 +196,19 @@ def reward_from_spec(spec: str) -> Reward:
     * anything else ``module:function`` -> :func:`load_reward`.
     """
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"reward spec must be one of {REWARD_SPECS}, got {spec!r}")
+        raise UserError(f"reward spec must be one of {REWARD_SPECS}, got {spec!r}")
     kind, _, body = spec.partition(":")
     if kind == "linear":
         head, opts = _options(body, spec)
         unknown = set(opts) - {"b"}
         if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} in {spec!r}; linear takes b=")
+            raise UserError(f"unknown option(s) {sorted(unknown)} in {spec!r}; linear takes b=")
         return LinearReward(_numbers(head, "linear weights"), float(opts.get("b", 0.0)))
     if kind == "quadratic":
         head, opts = _options(body, spec)
         unknown = set(opts) - {"q"}
         if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} in {spec!r}; quadratic takes q=")
+            raise UserError(f"unknown option(s) {sorted(unknown)} in {spec!r}; quadratic takes q=")
         center = _numbers(head, "quadratic center")
         q = _numbers(opts["q"], "q") if "q" in opts else [1.0]
         diag = q * len(center) if len(q) == 1 else q
@@ -215,14 +217,14 @@ def reward_from_spec(spec: str) -> Reward:
         try:
             return ClassifierReward(int(body))
         except ValueError as err:
-            raise ValueError(f"classifier reward needs a digit label, got {spec!r}") from err
+            raise UserError(f"classifier reward needs a digit label, got {spec!r}") from err
     if kind == "component":
         name, _, k = body.partition(":")
         if name not in ORACLES or not k.isdigit():
-            raise ValueError(
+            raise UserError(
                 f"component reward reads component:ORACLE:K with ORACLE in "
                 f"{sorted(ORACLES)}, got {spec!r}"
             )
-        mixture: GaussianMixture = ORACLES[name]()  # type: ignore[operator]
+        mixture = ORACLES[name]()
         return ComponentReward(mixture, int(k))
     return load_reward(spec)

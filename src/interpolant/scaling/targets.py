@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.oracles import GaussianMixture
+from ..errors import UserError, WrongTypeError
 from .rewards import LinearReward, QuadraticReward
 
 
@@ -40,15 +41,13 @@ def _check_temperature(temperature: float) -> float:
     if not (
         isinstance(temperature, float | int) and math.isfinite(temperature) and temperature > 0
     ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        raise UserError(f"temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
 
 
 def _check_dim(mixture: GaussianMixture, dim: int, name: str) -> None:
     if mixture.dim != dim:
-        raise ValueError(
-            f"{name} acts on {dim} numbers but the mixture has dimension {mixture.dim}"
-        )
+        raise UserError(f"{name} acts on {dim} numbers but the mixture has dimension {mixture.dim}")
 
 
 def expected_reward(mixture: GaussianMixture, reward: LinearReward | QuadraticReward) -> float:
@@ -64,7 +63,7 @@ def expected_reward(mixture: GaussianMixture, reward: LinearReward | QuadraticRe
         trace = torch.einsum("ij,kji->k", reward.Q, mixture.covs)
         per = -0.5 * (quad + trace)
     else:
-        raise TypeError(
+        raise WrongTypeError(
             f"no exact expectation for {type(reward).__name__}; use a linear or quadratic reward"
         )
     return float((mixture.weights * per).sum())
@@ -113,7 +112,7 @@ def tilt(
         means, covs, log_mass = _tilt_quadratic(mixture, reward, temperature)
         offset = 0.0
     else:
-        raise TypeError(
+        raise WrongTypeError(
             f"no exact tilt for {type(reward).__name__}; use LinearReward or QuadraticReward"
         )
     log_weights = torch.log(mixture.weights) + log_mass
@@ -126,7 +125,7 @@ def expected_max_standard_normal(n: int, points: int = 4001) -> float:
     """E[max of n iid N(0, 1)] = int z n phi(z) Phi(z)^(n-1) dz (trapezoid rule on [-10, 10]):
     the best-of-n gain, in standard deviations, of a reward that is Gaussian under the sampler."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+        raise UserError(f"n must be an int >= 1, got {n!r}")
     z = torch.linspace(-10.0, 10.0, points, dtype=torch.float64)
     log_phi = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
     log_cdf = torch.special.log_ndtr(z)
@@ -138,5 +137,5 @@ def best_of_n_expected_reward(mean: float, std: float, n: int) -> float:
     """E[max_i r_i] for n iid rewards r_i ~ N(mean, std^2): the order-statistic formula
     mean + std E[max of n standard normals] (exact for a linear reward of a Gaussian)."""
     if not (math.isfinite(std) and std >= 0):
-        raise ValueError(f"std must be a finite number >= 0, got {std}")
+        raise UserError(f"std must be a finite number >= 0, got {std}")
     return float(mean) + float(std) * expected_max_standard_normal(n)

@@ -16,6 +16,7 @@ from .base import (
     make_nodes,
     node_at,
 )
+from .bridge import BridgeRun, sample_bridge
 from .grids import GRIDS, Grid, as_grid, get_grid
 from .hooks import FunctionHook, Hook, Plan, Recording, Step, Trajectory
 from .likelihood import Likelihood, log_likelihood
@@ -26,6 +27,7 @@ from .teleport import Teleport, teleport, teleport_sample
 __all__ = [
     "GRIDS",
     "SOLVERS",
+    "BridgeRun",
     "FunctionHook",
     "Grid",
     "History",
@@ -56,6 +58,7 @@ __all__ = [
     "odeint_dopri5",
     "reference_sample",
     "sample",
+    "sample_bridge",
     "teleport",
     "teleport_sample",
 ]

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..paths import GaussianPath
-from ..predictions import Coefficients, Model, Prediction
+from ..paths.nodes import node_at
+from ..predictions import Evaluations, Model
 
 ODEFunc = Callable[[Tensor, float], Tensor]
 
@@ -101,7 +103,7 @@ def odeint_dopri5(
         (x at t1 in float64, the number of evaluations of f).
     """
     if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        raise UserError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
 
     def f64(y: Tensor, t: float) -> Tensor:
         return f(y, t).to(torch.float64)
@@ -151,7 +153,7 @@ def odeint_dopri5(
 def odeint_rk4(f: ODEFunc, x: Tensor, t0: float, t1: float, steps: int) -> tuple[Tensor, int]:
     """Classical fixed-step Runge-Kutta 4 from t0 to t1 in float64; returns (x, nfe)."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     x = x.to(torch.float64)
     h = (t1 - t0) / steps
     for i in range(steps):
@@ -199,7 +201,7 @@ def angle_field(
     The model sees x = r(t) y at t = t(theta) (from the path's ``t_of_logsnr``), in
     ``model_dtype``; the field is computed in float64 and is differentiable in y.
     """
-    path, cond = model.path, dict(cond or {})
+    path, counter = model.path, Evaluations(cond)
     theta_max = theta_of_t(path, t_max)
 
     def t_of_theta(theta: float) -> float:
@@ -213,19 +215,39 @@ def angle_field(
         return math.hypot(float(path.alpha(tt)), float(path.sigma(tt)))
 
     def field(y: Tensor, theta: float) -> Tensor:
-        t = t_of_theta(theta)
-        coeffs = Coefficients.at(path, t, y)
-        r = math.hypot(float(coeffs.alpha), float(coeffs.sigma))
+        node = node_at(path, t_of_theta(theta))
+        r = math.hypot(node.alpha, node.sigma)
         # Use the angle of the time actually evaluated, so the field is the exact one there.
-        th = math.atan2(float(coeffs.sigma), float(coeffs.alpha))
-        x = r * y
-        dtype = model_dtype or y.dtype
-        t_batch = torch.full((x.shape[0],), t, dtype=dtype, device=x.device)
-        value = model.net(x.to(dtype), t_batch, **cond).to(torch.float64)
-        pred = Prediction(x, t, model.predicts, value, coeffs)
+        th = math.atan2(node.sigma, node.alpha)
+        pred = model.at((r * y).to(torch.float64), node, counter, dtype=model_dtype or y.dtype)
         return -math.sin(th) * pred.x0 + math.cos(th) * pred.eps
 
     return field, theta_max, r_of_theta
+
+
+@overload
+def reference_sample(
+    model: Model,
+    noise: Tensor,
+    t_max: float = ...,
+    rtol: float = ...,
+    atol: float = ...,
+    cond: dict[str, Any] | None = ...,
+    return_nfe: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def reference_sample(
+    model: Model,
+    noise: Tensor,
+    t_max: float = ...,
+    rtol: float = ...,
+    atol: float = ...,
+    cond: dict[str, Any] | None = ...,
+    *,
+    return_nfe: Literal[True],
+) -> tuple[Tensor, int]: ...
 
 
 def reference_sample(
@@ -244,9 +266,9 @@ def reference_sample(
     ``noise``'s dtype. Returns the sample (float64), and the NFE if ``return_nfe``.
     """
     if not isinstance(model, Model):
-        raise TypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
+        raise WrongTypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
     if not 0 < t_max <= 1:
-        raise ValueError(f"t_max must lie in (0, 1], got {t_max}")
+        raise UserError(f"t_max must lie in (0, 1], got {t_max}")
     field, theta_max, r_of_theta = angle_field(model, t_max, cond, noise.dtype)
     sigma_max = float(model.path.sigma(torch.tensor(t_max, dtype=torch.float64)))
     y = noise.to(torch.float64) * (sigma_max / r_of_theta(theta_max))

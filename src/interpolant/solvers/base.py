@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..configurable import Configurable, Registry
-from ..errors import UserError
+from ..errors import UserError, WrongTypeError
 from ..paths import LOGSNR_LIMIT, GaussianPath
 from ..paths.nodes import Node, make_nodes, node_at
 from ..predictions import Evaluations, Model, Prediction
@@ -49,6 +49,10 @@ class History:
     def index_select(self: H, index: Tensor) -> H:
         """This history for the samples ``index`` (FK resampling, particle branching)."""
         changes = {name: select_rows(getattr(self, name), index) for name in self.per_sample}
+        return self.replace(**changes)
+
+    def replace(self: H, **changes: Any) -> H:
+        """A copy with some fields changed."""
         out: H = dataclasses.replace(_any(self), **changes)
         return out
 
@@ -67,7 +71,7 @@ def select_rows(value: Any, index: Tensor) -> Any:
         return tuple(select_rows(v, index) for v in value)
     if value is None:
         return None
-    raise TypeError(f"{type(value).__name__} is declared per-sample but has no rows to select")
+    raise WrongTypeError(f"{type(value).__name__} is declared per-sample but has no rows to select")
 
 
 @dataclass(frozen=True)
@@ -133,29 +137,30 @@ class Run(Evaluations):
     ``evaluate(x, node)`` is the model at a node (:meth:`Model.at`, one NFE) followed by the
     prediction hooks; ``noise(like)`` draws standard normals from the per-sample streams;
     ``index`` and ``n_steps`` place the current step on the grid; ``nfe`` counts every model
-    evaluation of the run, including those hooks make; ``state(hook)`` is a hook's per-run state.
+    evaluation of the run, including those hooks make; ``rows`` are the sample numbers of the
+    batch's rows; ``state(hook)`` is a hook's per-run state.
     """
 
     def __init__(
         self,
-        model: Model,
-        grid: Tensor,
+        path: GaussianPath | None,
+        nodes: list[Node],
         *,
+        model: Model | None = None,
         solver: Solver | None = None,
         cond: dict[str, Any] | None = None,
         seed: int | None = None,
-        index: Sequence[int] | Tensor | None = None,
-        batch: int = 0,
+        rows: int | Sequence[int] | Tensor = 0,
         model_dtype: torch.dtype | None = None,
         work_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(cond)
-        self.model, self.path, self.solver = model, model.path, solver
-        self.grid = grid
-        self.nodes: list[Node] = make_nodes(model.path, grid)
-        self.n_steps = len(self.nodes) - 1
-        self.index = 0
-        self.seed, self._rows = seed, index if index is not None else batch
+        self._model, self._path, self.solver = model, path, solver
+        self.nodes, self.n_steps, self.index = nodes, len(nodes) - 1, 0
+        self.grid = torch.tensor([n.t for n in nodes], dtype=torch.float64)
+        self.seed = seed
+        #: The sample numbers of the rows (row r draws from the streams of sample rows[r]).
+        self.rows = torch.arange(rows) if isinstance(rows, int) else torch.as_tensor(rows)
         self._streams: Streams | None = None
         self.model_dtype, self.work_dtype = model_dtype, work_dtype
         self._prediction_hooks: list[tuple[Hook[Any], Any]] = []
@@ -163,7 +168,25 @@ class Run(Evaluations):
         #: The newest prediction of the run (after the prediction hooks).
         self.last_prediction: Prediction | None = None
         #: The state the first step starts from.
-        self.x_start: Tensor | None = None
+        self.x_start: Tensor = torch.empty(0)
+
+    @classmethod
+    def for_model(cls, model: Model, grid: Tensor, **options: Any) -> Run:
+        """The run context of ``model`` on the descending time ``grid`` (``options``: solver,
+        cond, seed, rows, model_dtype, work_dtype)."""
+        return cls(model.path, make_nodes(model.path, grid), model=model, **options)
+
+    @property
+    def model(self) -> Model:
+        if self._model is None:
+            raise UserError("this run has no model (a bridge or a hand-driven step)")
+        return self._model
+
+    @property
+    def path(self) -> GaussianPath:
+        if self._path is None:
+            raise UserError("this run has no Gaussian path (a data-to-data bridge)")
+        return self._path
 
     @property
     def is_last(self) -> bool:
@@ -171,17 +194,24 @@ class Run(Evaluations):
 
     @property
     def streams(self) -> Streams:
-        """The per-sample random streams (``Streams(seed, index)``; made on the first draw, so a
+        """The per-sample random streams (``Streams(seed, rows)``; made on the first draw, so a
         deterministic run never touches torch's global generator for a seed)."""
         if self._streams is None:
             if self.seed is None:
                 self.seed = fresh_seed()
-            self._streams = Streams(self.seed, self._rows)
+            self._streams = Streams(self.seed, self.rows)
         return self._streams
 
     def noise(self, like: Tensor) -> Tensor:
         """Standard normals shaped like ``like``, one stream per sample."""
         return self.streams.normal_like(like)
+
+    def streams_for(self, stream: str) -> Streams:
+        """Fresh per-sample streams named ``stream`` under the run's seed and rows (a hook's own
+        randomness, apart from the solver's)."""
+        if self.seed is None:
+            self.seed = fresh_seed()
+        return Streams(self.seed, self.rows, stream)
 
     def evaluate(self, x: Tensor, node: Node) -> Prediction:
         """The model at (x, node) (one NFE), then every prediction hook in order."""
@@ -190,6 +220,24 @@ class Run(Evaluations):
             pred = hook.on_prediction(pred, node, self, hook_state)
         self.last_prediction = pred
         return pred
+
+    def attach(self, hooks: Sequence[Hook[Any]]) -> list[tuple[Hook[Any], Any]]:
+        """Start every hook for this run (its state kept for :meth:`state`), register the
+        prediction hooks; returns the step hooks with their states, in order."""
+        step_hooks = []
+        for hook in hooks:
+            hook_state = hook.start(self)
+            self._states[id(hook)] = hook_state
+            if hook.implements("on_prediction"):
+                self._prediction_hooks.append((hook, hook_state))
+            if hook.implements("on_step"):
+                step_hooks.append((hook, hook_state))
+        return step_hooks
+
+    @property
+    def states(self) -> dict[int, Any]:
+        """Every hook's state, by id of the hook (what the result keeps)."""
+        return self._states
 
     def state(self, hook: Hook[S]) -> S:
         """The per-run state ``hook.start`` made for this run."""
@@ -222,10 +270,9 @@ class _FixedRun(Run):
         evaluate: Callable[[Tensor, Node], Prediction],
         noise: Callable[[Tensor], Tensor],
     ) -> None:
-        Evaluations.__init__(self)
-        self.path, self.solver, self.n_steps, self.index = path, None, n_steps, 0
+        super().__init__(path, [])
+        self.n_steps = n_steps
         self._evaluate, self._noise = evaluate, noise
-        self._prediction_hooks, self._states, self.last_prediction = [], {}, None
 
     def evaluate(self, x: Tensor, node: Node) -> Prediction:
         self.nfe += 1
@@ -299,7 +346,7 @@ def register(cls: type[Solver]) -> type[Solver]:
     return SOLVERS.register(cls)
 
 
-def get_solver(solver: str | dict[str, Any] | Solver, **options: Any) -> Solver:
+def get_solver(solver: str | Mapping[str, Any] | Solver, **options: Any) -> Solver:
     """A solver from its name (with options), its config dict or the object itself."""
     return SOLVERS.build(solver, **options)
 

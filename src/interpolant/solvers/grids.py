@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -182,7 +182,9 @@ def uniform(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
     return t if t_min == 0 else _finish(t)
 
 
-def as_grid(grid: str | dict[str, Any] | Grid | Sequence[float] | Tensor, **options: Any) -> Grid:
+def as_grid(
+    grid: str | Mapping[str, Any] | Grid | Sequence[float] | Tensor, **options: Any
+) -> Grid:
     """A :class:`Grid` from a name (with options), a config dict, a grid or a list of times."""
     if isinstance(grid, Tensor) or (isinstance(grid, Sequence) and not isinstance(grid, str)):
         if options:
@@ -193,7 +195,7 @@ def as_grid(grid: str | dict[str, Any] | Grid | Sequence[float] | Tensor, **opti
 
 
 def get_grid(
-    grid: str | dict[str, Any] | Grid | Sequence[float] | Tensor,
+    grid: str | Mapping[str, Any] | Grid | Sequence[float] | Tensor,
     path: GaussianPath,
     steps: int | None = None,
     t_max: float = 1.0,

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from torch import Tensor
 
+from ..errors import UserError
 from ..predictions import Model, Prediction
 from .base import Node, Run, State
 
@@ -76,17 +77,16 @@ class Hook(Generic[S]):
         """Transform the solver state after ``step``."""
         return x_state
 
+    def implements(self, method: str) -> bool:
+        """Whether this hook implements ``method`` itself (the loop skips the defaults)."""
+        return getattr(type(self), method) is not getattr(Hook, method)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 def _none() -> Any:
     return None
-
-
-def overrides(hook: Hook[Any], method: str) -> bool:
-    """Whether ``hook`` implements ``method`` itself (the loop skips the defaults)."""
-    return getattr(type(hook), method) is not getattr(Hook, method)
 
 
 class FunctionHook(Hook[None]):
@@ -99,7 +99,7 @@ class FunctionHook(Hook[None]):
         on_step: Callable[[State, Step, Run], State] | None = None,
     ) -> None:
         if on_prediction is None and on_step is None:
-            raise ValueError("give on_prediction= and/or on_step=")
+            raise UserError("give on_prediction= and/or on_step=")
         self._on_prediction, self._on_step = on_prediction, on_step
 
     def on_prediction(self, pred: Prediction, node: Node, run: Run, state: None) -> Prediction:
@@ -109,7 +109,9 @@ class FunctionHook(Hook[None]):
         return x_state if self._on_step is None else self._on_step(x_state, step, run)
 
     def implements(self, method: str) -> bool:
-        return getattr(self, f"_{method}") is not None
+        if method in ("on_prediction", "on_step"):
+            return getattr(self, f"_{method}") is not None
+        return super().implements(method)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Trajectory(Hook[Recording]):
 
     def __init__(self, every: int = 1) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
+            raise UserError(f"every must be an int >= 1, got {every!r}")
         self.every = every
 
     def start(self, run: Run) -> Recording:
@@ -146,4 +148,4 @@ class Trajectory(Hook[Recording]):
         return f"Trajectory(every={self.every})"
 
 
-__all__ = ["FunctionHook", "Hook", "Plan", "Recording", "Step", "Trajectory", "overrides"]
+__all__ = ["FunctionHook", "Hook", "Plan", "Recording", "Step", "Trajectory"]

@@ -32,9 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
 from ..predictions import Model
-from .adaptive import angle_field, odeint_dopri5, odeint_rk4
 from ..randomness import Streams, fresh_seed
+from .adaptive import angle_field, odeint_dopri5, odeint_rk4
 
 PROBES = ("rademacher", "gaussian")
 
@@ -63,7 +64,7 @@ def draw_probes(shape: tuple[int, ...], n_probes: int, probe: str, seed: int | N
     """Hutchinson probes of shape (n_probes, B, D): Rademacher (+-1) or standard normal, sample
     i's from the stream ``("hutchinson", seed, i)``."""
     if probe not in PROBES:
-        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+        raise UserError(f"probe must be one of {PROBES}, got {probe!r}")
     batch, dim = shape[0], math.prod(shape[1:])
     streams = Streams(fresh_seed() if seed is None else seed, batch, "hutchinson")
     if probe == "rademacher":
@@ -110,15 +111,15 @@ def log_likelihood(
         :class:`Likelihood` with log p in nats and bits/dim = -log p / (D ln 2).
     """
     if not isinstance(model, Model):
-        raise TypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
+        raise WrongTypeError(f"model must be an interpolant.Model, got {type(model).__name__}")
     if not 0 < t_max <= 1:
-        raise ValueError(f"t_max must lie in (0, 1], got {t_max}")
+        raise UserError(f"t_max must lie in (0, 1], got {t_max}")
     if method not in ("dopri5", "rk4"):
-        raise ValueError(f"method must be 'dopri5' or 'rk4', got {method!r}")
+        raise UserError(f"method must be 'dopri5' or 'rk4', got {method!r}")
     if n_probes < 1:
-        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+        raise UserError(f"n_probes must be >= 1, got {n_probes}")
     if bin_width is not None and not bin_width > 0:
-        raise ValueError(f"bin_width must be > 0, got {bin_width}")
+        raise UserError(f"bin_width must be > 0, got {bin_width}")
     shape, batch = tuple(x.shape), x.shape[0]
     dim = math.prod(shape[1:])
     field, theta_max, r_of_theta = angle_field(model, t_max, cond, x.dtype)

@@ -19,7 +19,7 @@ from typing_extensions import Unpack
 from ..errors import UserError, WrongTypeError
 from ..predictions import Model
 from .base import Run, State
-from .hooks import Hook, Plan, Step, overrides
+from .hooks import Hook, Plan, Step
 from .spec import Sampler, SamplerOptions, as_sampler
 
 S = TypeVar("S")
@@ -107,29 +107,21 @@ def sample(
         x = x * float(model.path.sigma(t_grid[:1])[0])
     plan = Plan(model, t_grid, x)
     for hook in hooks:
-        if overrides(hook, "prepare"):
+        if hook.implements("prepare"):
             plan = hook.prepare(plan)
     model, x = plan.model, plan.x
-    run = Run(
+    run = Run.for_model(
         model,
         plan.grid,
         solver=solver,
         cond=cond,
         seed=spec.seed,
-        index=index,
-        batch=noise.shape[0],
+        rows=noise.shape[0] if index is None else index,
         model_dtype=model.input_dtype(noise),
         work_dtype=work_dtype,
     )
     run.x_start = x
-    step_hooks = []
-    for hook in hooks:
-        hook_state = hook.start(run)
-        run._states[id(hook)] = hook_state
-        if overrides(hook, "on_prediction"):
-            run._prediction_hooks.append((hook, hook_state))
-        if overrides(hook, "on_step"):
-            step_hooks.append((hook, hook_state))
+    step_hooks = run.attach(hooks)
     nodes = run.nodes
     state: State = solver.init(x)
     # No progress bar object at all unless asked: constructing a disabled tqdm costs ~0.5 ms.
@@ -152,7 +144,7 @@ def sample(
     if bar is not None:
         bar.close()
     out = state.x.to(noise.dtype)
-    return SampleResult(out, plan.grid, run.nfe, spec, run._states)
+    return SampleResult(out, plan.grid, run.nfe, spec, run.states)
 
 
 __all__ = ["SampleResult", "StepInfo", "sample"]

@@ -15,6 +15,7 @@ object; a grid may also be a list of times, which fixes the number of steps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
@@ -31,7 +32,7 @@ from .grids import Grid, as_grid
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Sampler(Configurable):
     """How to sample: the solver, the budget (``nfe`` model evaluations, or ``steps``), the time
     grid from ``t_max`` to 0, the dtype of the solver arithmetic and the seed of the per-sample
@@ -42,7 +43,7 @@ class Sampler(Configurable):
     nfe: int | None = option(
         None,
         help="model evaluations per sample (the solver picks its steps)",
-        check=optional(number(1, integer=True)),
+        check=optional(number(0, integer=True)),
     )
     steps: int | None = option(
         None, help="solver steps (instead of nfe)", check=optional(number(1, integer=True))
@@ -60,12 +61,31 @@ class Sampler(Configurable):
         check=optional(number(integer=True)),
     )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "solver", get_solver(self.solver))
-        object.__setattr__(self, "grid", as_grid(self.grid))
-        if isinstance(self.solver_dtype, torch.dtype):
-            object.__setattr__(self, "solver_dtype", str(self.solver_dtype).removeprefix("torch."))
-        super().__post_init__()
+    def __init__(
+        self,
+        solver: str | Mapping[str, Any] | Solver = "dpmpp_2m",
+        nfe: int | None = None,
+        steps: int | None = None,
+        grid: str | Mapping[str, Any] | Grid | Sequence[float] | Tensor = "karras",
+        t_max: float = 1.0,
+        solver_dtype: str | torch.dtype | None = None,
+        seed: int | None = None,
+    ) -> None:
+        # The fields hold the built objects; names, configs and lists are accepted here.
+        if isinstance(solver_dtype, torch.dtype):
+            solver_dtype = str(solver_dtype).removeprefix("torch.")
+        values = {
+            "solver": get_solver(solver),
+            "nfe": nfe,
+            "steps": steps,
+            "grid": as_grid(grid),
+            "t_max": t_max,
+            "solver_dtype": solver_dtype,
+            "seed": seed,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     def validate(self) -> None:
         fixed = self.grid.fixed_steps
@@ -138,12 +158,20 @@ def as_sampler(sampler: Sampler | Mapping[str, Any] | None = None, **options: An
         raise UserError(f"sampler must be a Sampler (or its config), got {type(sampler).__name__}")
     if not options:
         return sampler
-    # A budget given as a shortcut replaces the spec's (nfe and steps exclude each other).
+    # A budget given as a shortcut replaces the spec's (nfe and steps exclude each other), and
+    # a listed grid, which fixes the steps, replaces both.
+    if "grid" in options and as_grid(options["grid"]).fixed_steps is not None:
+        options.setdefault("nfe", None)
+        options.setdefault("steps", None)
     if "nfe" in options and "steps" not in options:
         options["steps"] = None
     if "steps" in options and "nfe" not in options:
         options["nfe"] = None
-    return sampler.replace(**options)
+    return Sampler(**{**_fields_of(sampler), **options})
+
+
+def _fields_of(sampler: Sampler) -> dict[str, Any]:
+    return {f.name: getattr(sampler, f.name) for f in dataclasses.fields(sampler)}
 
 
 __all__ = ["DTYPES", "Sampler", "SamplerOptions", "as_sampler"]

@@ -77,7 +77,9 @@ class Teleport(Hook[None]):
 
     def steps_skipped(self, steps: int) -> int:
         """How many of ``steps`` steps the jump replaces."""
-        skip = self.skip if self.skip is not None else round(float(self.skip_fraction) * steps)
+        skip = round(self.skip_fraction * steps) if self.skip_fraction is not None else self.skip
+        if skip is None:  # the constructor asks for exactly one of the two
+            raise UserError("give exactly one of skip= or skip_fraction=")
         if not 0 <= skip < steps:
             raise UserError(f"skip must lie in [0, steps) = [0, {steps}), got {skip}")
         return skip

@@ -18,6 +18,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
+
 
 class Denoiser(Protocol):
     """``denoiser(tokens (B, L) int64, t (B,)) -> logits (B, L, V)`` over clean tokens."""
@@ -33,10 +35,10 @@ def mask_id(vocab_size: int) -> int:
 def check_tokens(tokens: Tensor, vocab_size: int, allow_mask: bool = True) -> None:
     """Raise a ValueError naming the problem if ``tokens`` is not a (B, L) int64 batch of ids."""
     if tokens.dtype != torch.long:
-        raise TypeError(f"tokens must be int64 ids, got dtype {tokens.dtype}")
+        raise WrongTypeError(f"tokens must be int64 ids, got dtype {tokens.dtype}")
     if tokens.ndim != 2:
-        raise ValueError(f"tokens must have shape (batch, length), got {tuple(tokens.shape)}")
+        raise UserError(f"tokens must have shape (batch, length), got {tuple(tokens.shape)}")
     top = vocab_size if allow_mask else vocab_size - 1
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > top):
         bad = tokens[(tokens < 0) | (tokens > top)][:5].tolist()
-        raise ValueError(f"token ids must lie in [0, {top}] (vocabulary {vocab_size}); got {bad}")
+        raise UserError(f"token ids must lie in [0, {top}] (vocabulary {vocab_size}); got {bad}")

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 #: Modules whose docstrings form :func:`stdlib_docs` (pure Python in every CPython since 3.8).
 STDLIB_MODULES = (
     "textwrap",
@@ -88,7 +90,7 @@ def chunk(ids: list[int] | Tensor, length: int, stride: int | None = None) -> Te
     stream = torch.as_tensor(ids, dtype=torch.long)
     stride = length if stride is None else stride
     if length < 1 or stride < 1 or stream.numel() < length:
-        raise ValueError(
+        raise UserError(
             f"need length >= 1, stride >= 1 and at least length={length} tokens, got "
             f"{stream.numel()} tokens, stride {stride}"
         )
@@ -132,7 +134,7 @@ def records(n: int, seed: int = 0, p_missing: float = 0.3) -> list[dict[str, Any
     """``n`` records following :data:`RECORD_SCHEMA`; each nullable field is None (missing) with
     probability ``p_missing``."""
     if not 0.0 <= p_missing < 1.0:
-        raise ValueError(f"p_missing must lie in [0, 1), got {p_missing!r}")
+        raise UserError(f"p_missing must lie in [0, 1), got {p_missing!r}")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -172,16 +174,16 @@ def render_text(record: dict[str, Any]) -> str:
 def check_record(record: Any) -> None:
     """Raise ValueError naming the first field that breaks :data:`RECORD_SCHEMA`."""
     if not isinstance(record, dict):
-        raise ValueError(f"a record is a dict, got {type(record).__name__}")
+        raise UserError(f"a record is a dict, got {type(record).__name__}")
     if set(record) != set(RECORD_SCHEMA):
-        raise ValueError(f"record keys {sorted(record)} differ from {sorted(RECORD_SCHEMA)}")
+        raise UserError(f"record keys {sorted(record)} differ from {sorted(RECORD_SCHEMA)}")
     for key, (kind, nullable) in RECORD_SCHEMA.items():
         value = record[key]
         if value is None and nullable:
             continue
         ok = isinstance(value, str) if kind == "string" else type(value) is int
         if not ok:
-            raise ValueError(f"record field {key!r} must be of type {kind}, got {value!r}")
+            raise UserError(f"record field {key!r} must be of type {kind}, got {value!r}")
 
 
 def parse_json_record(text: str) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def parse_json_record(text: str) -> dict[str, Any]:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON: {err}") from err
+        raise UserError(f"not valid JSON: {err}") from err
     check_record(record)
     return record
 
@@ -240,12 +242,12 @@ def render_json_slotted(
     character that no value contains."""
     check_record(record)
     if set(budgets) != set(RECORD_SCHEMA):
-        raise ValueError(f"budgets must name the fields {sorted(RECORD_SCHEMA)}, got {budgets}")
+        raise UserError(f"budgets must name the fields {sorted(RECORD_SCHEMA)}, got {budgets}")
     if not 0.0 <= p_aligned <= 1.0:
-        raise ValueError(f"p_aligned must lie in [0, 1], got {p_aligned!r}")
+        raise UserError(f"p_aligned must lie in [0, 1], got {p_aligned!r}")
     taken = '{}[]":, 0123456789' + "".join(RECORD_SCHEMA)  # JSON, digits, key characters
     if null_pad and (len(pad) != 1 or pad in taken or pad.isalpha()):
-        raise ValueError(f"pad must be one character outside JSON and the values, got {pad!r}")
+        raise UserError(f"pad must be one character outside JSON and the values, got {pad!r}")
     aligned = float(torch.rand((), generator=generator)) < p_aligned
     parts = []
     for i, key in enumerate(RECORD_SCHEMA):
@@ -254,7 +256,7 @@ def render_json_slotted(
         text = ("" if value is None else value) if quoted else json.dumps(value)
         spare = budgets[key] - len(text)
         if spare < 0 or (quoted and value is None and spare < 1):
-            raise ValueError(f"budgets[{key!r}] = {budgets[key]} is too short for {text!r}")
+            raise UserError(f"budgets[{key!r}] = {budgets[key]} is too short for {text!r}")
         low = 1 if quoted and value is None else 0  # an all-pad slot needs a pad
         k = spare if aligned else int(torch.randint(low, spare + 1, (), generator=generator))
         body = f'"{text}{pad * k}"' if quoted else text + pad * k
@@ -267,7 +269,7 @@ def strip_pads(text: str, pad: str) -> str:
     quoted run of pads is null, every other pad is deleted. The same post-processing for every
     decoder, scaffolded or not (the paper removes its ``<none>`` tokens the same way)."""
     if len(pad) != 1:
-        raise ValueError(f"pad must be one character, got {pad!r}")
+        raise UserError(f"pad must be one character, got {pad!r}")
     return re.sub(f'"{re.escape(pad)}+"', "null", text).replace(pad, "")
 
 
@@ -275,7 +277,7 @@ def in_record_domain(key: str, value: Any) -> bool:
     """Whether ``value`` is one :func:`records` can produce for field ``key`` (a syllable name,
     a year in 1900..2000, a listed city or occupation, null where the field is nullable)."""
     if key not in RECORD_SCHEMA:
-        raise ValueError(f"unknown record field {key!r}; expected one of {list(RECORD_SCHEMA)}")
+        raise UserError(f"unknown record field {key!r}; expected one of {list(RECORD_SCHEMA)}")
     if value is None:
         return RECORD_SCHEMA[key][1]
     if key in ("name", "spouse"):

@@ -10,7 +10,12 @@ and samples it by importance sampling in the steps t of a window [is_end, is_sta
 "parallel importance sampling"): draw K proposals x0^(j) ~ p_theta(. | x_t) (visible tokens
 carried over), weight w_j ∝ exp(-E_j / tau), resample one and take the posterior step
 q(x_s | x_t, x0^(j)): each masked token becomes x0^i with prob (a_s - a_t) / (1 - a_t).
-Outside the window the step is MDLM's.
+Outside the window the step is MDLM's. :class:`EDLM` is a method of the one text loop
+(:func:`interpolant.text.loop.sample_text`) on the ancestral sampler's grid::
+
+    sample_text(denoiser, canvas, method=EDLM(AREnergy(ar.log_prob), n_proposals=8), steps=4)
+
+``nfe`` counts the denoiser's calls; the energy's own evaluations are not included.
 
 EDLM-AR (training-free, sec. 3.2): E(x0, x_t) = -log p_AR(x0) + log p_theta(x0 | x_t), so the
 corrected joint is p_AR restricted to sequences that agree with x_t, and w_j ∝ p_AR / p_theta
@@ -21,16 +26,19 @@ ablation.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
-from ..paths.discrete import DiscretePath
-from .base import Denoiser, check_tokens, mask_id
-from .samplers import Randomness, TextSample, denoiser_probs, inverse_cdf, time_grid
+from ..configurable import number, option
+from ..errors import UserError
+from ..randomness import Streams, inverse_cdf
+from .base import mask_id
+from .loop import Method, Query, SamplingRun, TextSampler
+from .samplers import GridState
 
 
 class Energy(Protocol):
@@ -59,12 +67,12 @@ def importance_weights(energy: Tensor, temperature: float = 1.0, sign: float = 1
 
 
 def draw_proposals(
-    x_t: Tensor, probs: Tensor, n_proposals: int, rng: Randomness
+    x_t: Tensor, probs: Tensor, n_proposals: int, streams: Streams
 ) -> tuple[Tensor, Tensor]:
     """K full sequences per row, masked positions drawn independently from ``probs`` (B, L, V)
     and visible ones carried over: (B, K, L) and their log p_theta(x0 | x_t) (B, K)."""
     batch, length, vocab = probs.shape
-    u = rng.uniform((n_proposals, length)).to(probs.device)
+    u = streams.uniform((n_proposals, length)).to(probs.device)
     expanded = probs[:, None].expand(batch, n_proposals, length, vocab)
     draws = inverse_cdf(expanded, u)
     masked = (x_t == mask_id(vocab))[:, None].expand_as(draws)
@@ -73,59 +81,72 @@ def draw_proposals(
     return x0, (token_logp * masked).sum(-1)
 
 
-def edlm_sample(
-    denoiser: Denoiser,
-    x_init: Tensor,
-    vocab_size: int,
-    steps: int,
-    energy: Energy,
-    n_proposals: int = 4,
-    window: tuple[float, float] = (0.0, 1.0),
-    temperature: float = 1.0,
-    sign: float = 1.0,
-    path: DiscretePath | None = None,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
-) -> TextSample:
-    """EDLM sampling on a uniform grid of ``steps`` steps: importance sampling with
+def _is_energy(value: Any) -> str | None:
+    return None if callable(value) else "a callable energy(x0, x_t, proposal_logp) -> (N,)"
+
+
+def _is_window(value: Any) -> str | None:
+    want = "(is_end, is_start) with 0 <= is_end <= is_start <= 1"
+    if not isinstance(value, Sequence) or len(value) != 2:
+        return want
+    lo, hi = value
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    return None if ok and 0.0 <= lo <= hi <= 1.0 else want
+
+
+@dataclass(frozen=True)
+class EDLM(Method[GridState]):
+    """EDLM sampling on the uniform grid of the spec's ``steps``: importance sampling with
     ``n_proposals`` proposals in the steps whose start time t lies in ``window`` = (is_end,
-    is_start) (the paper's defaults 0.4..0.6; its scripts use is_start = 1), MDLM steps
-    elsewhere. ``n_proposals = 1`` is MDLM exactly. ``row_evals`` counts denoiser calls."""
-    if n_proposals < 1:
-        raise ValueError(f"n_proposals must be >= 1, got {n_proposals}")
-    if not 0.0 <= window[0] <= window[1] <= 1.0:
-        raise ValueError(
-            f"window must be (is_end, is_start) with 0 <= is_end <= is_start <= 1, got {window}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    check_tokens(x_init, vocab_size)
-    path = DiscretePath("linear") if path is None else path
-    x, rng = x_init.clone(), Randomness(x_init.shape[0], seed, generator)
-    batch, length = x.shape
-    grid = time_grid(steps)
-    alpha = path.alpha(grid).to(torch.float64)
-    mask = mask_id(vocab_size)
-    nfe, start = 0, time.perf_counter()
-    for j in range(steps):
-        t = grid[j].expand(batch)
-        probs = denoiser_probs(denoiser, x, t, vocab_size)
-        nfe += 1
-        in_window = window[0] <= float(grid[j]) <= window[1]
-        k = n_proposals if in_window else 1
-        x0, logq = draw_proposals(x, probs, k, rng)
+    is_start) (the paper's defaults 0.4..0.6; its scripts use is_start = 1), weights
+    exp(-sign E / temperature), MDLM steps elsewhere. ``n_proposals = 1`` is MDLM exactly.
+    Proposals are drawn in float64 (the spec's precision must be float64)."""
+
+    name: ClassVar[str] = "edlm"
+    stream: ClassVar[str] = "text-edlm"
+    energy: Energy = option(help="the residual energy E(x0, x_t, proposal_logp)", check=_is_energy)
+    n_proposals: int = option(4, help="proposals K per step", check=number(1, integer=True))
+    window: tuple[float, float] = option(
+        (0.0, 1.0), help="(is_end, is_start): the steps with importance sampling", check=_is_window
+    )
+    temperature: float = option(1.0, help="of the weights", check=number(0, open_lo=True))
+    sign: float = option(1.0, help="+1 the paper's exp(-E); -1 the official code's exp(+E)",
+                         check=number())  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, Sequence) and len(self.window) == 2:
+            object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
+        super().__post_init__()
+
+    def check(self, spec: TextSampler) -> None:
+        if spec.precision != "float64":
+            raise UserError("EDLM draws its proposals in float64: use precision='float64'")
+
+    def start(self, run: SamplingRun) -> GridState:
+        return GridState.of(run)
+
+    def query(self, run: SamplingRun, state: GridState) -> Query | None:
+        return state.query(run)
+
+    def update(self, run: SamplingRun, state: GridState, query: Query, probs: Tensor) -> Tensor:
+        x, batch, length = run.x, run.batch, run.length
+        in_window = self.window[0] <= float(state.times[state.index]) <= self.window[1]
+        k = self.n_proposals if in_window else 1
+        x0, logq = draw_proposals(x, probs, k, run.streams)
         if k > 1:
             # Parallel importance sampling (alg. 1): resample one proposal by exp(-E).
             x_rep = x[:, None].expand(batch, k, length).reshape(-1, length)
-            e = energy(x0.reshape(-1, length), x_rep, logq.reshape(-1)).reshape(batch, k)
-            w = importance_weights(e, temperature, sign)
-            pick = inverse_cdf(w, rng.uniform(()))
+            e = self.energy(x0.reshape(-1, length), x_rep, logq.reshape(-1)).reshape(batch, k)
+            w = importance_weights(e, self.temperature, self.sign)
+            pick = inverse_cdf(w, run.streams.uniform(()))
             x0 = x0[torch.arange(batch), pick]
         else:
             x0 = x0[:, 0]
         # Posterior step q(x_s | x_t, x0): unmask each masked token w.p. (a_s - a_t)/(1 - a_t).
-        delta = ((alpha[j + 1] - alpha[j]) / (1.0 - alpha[j])).clamp(0.0, 1.0)
-        unmask = (x == mask) & (rng.uniform((length,)) < delta)
-        x = torch.where(unmask, x0, x)
-    row_evals = torch.full((batch,), nfe, dtype=torch.long)
-    return TextSample(x, nfe, row_evals, time.perf_counter() - start)
+        delta = state.unmask_probability()
+        state.index += 1
+        unmask = run.masked & (run.streams.uniform((length,)) < delta)
+        return torch.where(unmask, x0, x)
+
+
+__all__ = ["EDLM", "AREnergy", "Energy", "draw_proposals", "importance_weights"]

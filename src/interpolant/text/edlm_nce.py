@@ -54,10 +54,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError, WrongTypeError
 from ..paths.discrete import DiscretePath
-from ..train import TrainConfig, Trainer, as_config, derive_seed
+from ..randomness import Streams, derive_seed
+from ..train import TrainConfig, Trainer, as_config
 from .base import Denoiser, check_tokens
 from .edlm import draw_proposals
+from .loop import denoiser_probs
 from .losses import stratified_times
 from .models import (
     Block,
@@ -68,7 +71,6 @@ from .models import (
     run_blocks,
     time_embedding,
 )
-from .samplers import Randomness, denoiser_probs
 
 
 class EnergyTransformer(nn.Module):
@@ -99,7 +101,7 @@ class EnergyTransformer(nn.Module):
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
-            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+            raise UserError(f"pool must be 'mean' or 'sum', got {pool!r}")
         self.pool = pool
         check_sizes(vocab_size, dim, heads)
         self.vocab_size, self.heads = vocab_size, heads
@@ -127,7 +129,7 @@ class EnergyTransformer(nn.Module):
         check_tokens(x0, self.vocab_size, allow_mask=False)
         check_tokens(x_t, self.vocab_size)
         if x0.shape != x_t.shape:
-            raise ValueError(f"x0 and x_t must have one shape, got {x0.shape} and {x_t.shape}")
+            raise UserError(f"x0 and x_t must have one shape, got {x0.shape} and {x_t.shape}")
         h = self.vocab_proj(torch.cat([self.embed(x_t), self.embed(x0)], -1))
         h = add_time(h, self.time_mlp, t, "energy")
         h = run_blocks(self.blocks, self.norm, h, self.heads, causal=False)
@@ -146,15 +148,15 @@ class EnergyTransformer(nn.Module):
         through the denoiser's blocks; the head keeps its own initialisation. Returns ``self``.
         The sizes (V, dim, depth, heads, mlp_ratio) must match."""
         if not isinstance(denoiser, DiffusionTransformer):
-            raise TypeError(f"denoiser must be a DiffusionTransformer, got {type(denoiser)!r}")
+            raise WrongTypeError(f"denoiser must be a DiffusionTransformer, got {type(denoiser)!r}")
         ours, theirs = self._config, denoiser.config()
         for key in ("vocab_size", "dim", "depth", "heads", "mlp_ratio"):
             if ours[key] != theirs[key]:
-                raise ValueError(
+                raise UserError(
                     f"denoiser {key}={theirs[key]!r} does not match the energy's {ours[key]!r}"
                 )
         if theirs["time_conditioning"] or theirs.get("max_length") is not None:
-            raise ValueError(
+            raise UserError(
                 "the denoiser must be a plain masked-diffusion transformer (no time "
                 "conditioning, no absolute positions): the energy has no such inputs"
             )
@@ -198,7 +200,7 @@ class NCEObjective:
     def __init__(self, denoiser: Denoiser, vocab_size: int, path: DiscretePath | None = None):
         path = DiscretePath("linear") if path is None else path
         if path.kind != "mask":
-            raise ValueError(f"EDLM-NCE needs a masked DiscretePath, got kind {path.kind!r}")
+            raise UserError(f"EDLM-NCE needs a masked DiscretePath, got kind {path.kind!r}")
         self.denoiser, self.vocab_size, self.path = denoiser, int(vocab_size), path
 
     def pairs(
@@ -211,10 +213,11 @@ class NCEObjective:
         x_t = self.path.corrupt(x0, t, self.vocab_size, generator)
         with torch.no_grad():
             probs = denoiser_probs(self.denoiser, x_t, t.to(torch.float32), self.vocab_size)
-        # One SplitMix stream per row, keyed off the trainer's generator (works on any device).
+        # One stream per row, its seed drawn from the trainer's generator (works on any device).
         where = generator.device if generator is not None else x0.device
-        seed = int(torch.randint(0, 2**31, (), generator=generator, device=where))
-        negative, _ = draw_proposals(x_t, probs, 1, Randomness(x0.shape[0], seed))
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=where))
+        streams = Streams(seed, x0.shape[0], stream="edlm-nce-negatives")
+        negative, _ = draw_proposals(x_t, probs, 1, streams)
         return x_t, negative[:, 0].to(x0.device), t
 
     def per_pair(
@@ -241,7 +244,7 @@ class NCEObjective:
     ) -> Tensor:
         """Mean NCE loss of the batch (the trainer's scalar); 2 log 2 for a zero energy."""
         if cond:
-            raise ValueError("the NCE objective takes no conditioning (cond must be None)")
+            raise UserError("the NCE objective takes no conditioning (cond must be None)")
         return self.per_pair(model, x0, generator=generator).mean()
 
     def config(self) -> dict[str, Any]:

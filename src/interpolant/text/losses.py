@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..paths.discrete import DiscretePath
 from .base import check_tokens, mask_id
 
@@ -139,10 +140,10 @@ class TextObjective:
 
     def __init__(self, kind: str, vocab_size: int, path: DiscretePath | None = None):
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise UserError(f"kind must be one of {KINDS}, got {kind!r}")
         if kind != "ar" and (path is None or path.kind != kind):
             got = None if path is None else path.kind
-            raise ValueError(
+            raise UserError(
                 f"a {kind!r} objective needs a DiscretePath of kind {kind!r}, got {got}"
             )
         self.kind, self.vocab_size, self.path = kind, int(vocab_size), path
@@ -173,7 +174,7 @@ class TextObjective:
     ) -> Tensor:
         """Mean per-token NELBO of the batch (the trainer's scalar)."""
         if cond:
-            raise ValueError("text objectives take no conditioning (cond must be None)")
+            raise UserError("text objectives take no conditioning (cond must be None)")
         return self.per_sequence(model, x0, generator=generator).mean() / x0.shape[1]
 
     def config(self) -> dict[str, Any]:
@@ -198,11 +199,11 @@ def elbo_nll(
     Use ``exp(mean)`` for the perplexity bound.
     """
     if not isinstance(n_t, int) or n_t < 1:
-        raise ValueError(f"n_t must be a positive int, got {n_t!r}")
+        raise UserError(f"n_t must be a positive int, got {n_t!r}")
     check_tokens(tokens, _vocab(model), allow_mask=False)
     if path is None:
         if not hasattr(model, "log_prob"):
-            raise ValueError("elbo_nll of a diffusion model needs its DiscretePath (path=...)")
+            raise UserError("elbo_nll of a diffusion model needs its DiscretePath (path=...)")
         return ar_nll(model, tokens).double() / tokens.shape[1]
     device = tokens.device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -224,5 +225,5 @@ def _vocab(model: Any) -> int:
     if vocab is None:
         vocab = getattr(getattr(model, "module", None), "vocab_size", None)
     if vocab is None:
-        raise ValueError("the model needs a vocab_size attribute (the number of clean tokens)")
+        raise UserError("the model needs a vocab_size attribute (the number of clean tokens)")
     return int(vocab)

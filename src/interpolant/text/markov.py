@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+from ..randomness import inverse_cdf
 from .base import check_tokens, mask_id
 
 
@@ -26,20 +28,18 @@ class MarkovLanguage:
         k = init.ndim
         vocab = init.shape[0] if k else 0
         if k < 1 or any(d != vocab for d in init.shape):
-            raise ValueError(f"init must have shape (V,)*order, got {tuple(init.shape)}")
+            raise UserError(f"init must have shape (V,)*order, got {tuple(init.shape)}")
         if tuple(trans.shape) != (vocab,) * (k + 1):
-            raise ValueError(
-                f"trans must have shape {(vocab,) * (k + 1)}, got {tuple(trans.shape)}"
-            )
+            raise UserError(f"trans must have shape {(vocab,) * (k + 1)}, got {tuple(trans.shape)}")
         if length < k:
-            raise ValueError(f"length must be >= order {k}, got {length}")
+            raise UserError(f"length must be >= order {k}, got {length}")
         init, trans = init.to(torch.float64), trans.to(torch.float64)
         if (init < 0).any() or (trans < 0).any():
-            raise ValueError("init and trans must be non-negative probabilities")
+            raise UserError("init and trans must be non-negative probabilities")
         if not torch.allclose(init.sum(), torch.tensor(1.0, dtype=torch.float64), atol=1e-9):
-            raise ValueError(f"init must sum to 1, got {float(init.sum())}")
+            raise UserError(f"init must sum to 1, got {float(init.sum())}")
         if not torch.allclose(trans.sum(-1), torch.ones_like(trans.sum(-1)), atol=1e-9):
-            raise ValueError("every row trans[context] must sum to 1")
+            raise UserError("every row trans[context] must sum to 1")
         self.order, self.vocab_size, self.length = k, vocab, int(length)
         self.init, self.trans = init, trans
         self.n_states = vocab**k
@@ -60,7 +60,7 @@ class MarkovLanguage:
         dependent for small concentration), or Zipf(``zipf``) rows over a random permutation of
         the vocabulary (a heavy tail of rare tokens, where float32 sampling bites)."""
         if vocab_size < 2 or order < 1:
-            raise ValueError(f"need vocab_size >= 2 and order >= 1, got {vocab_size}, {order}")
+            raise UserError(f"need vocab_size >= 2 and order >= 1, got {vocab_size}, {order}")
         gen = torch.Generator().manual_seed(seed)
         n_ctx = vocab_size**order
         if zipf is None:
@@ -82,12 +82,12 @@ class MarkovLanguage:
         """``n`` sequences (n, length) drawn from the chain (float64 inverse-CDF draws)."""
         k, vocab = self.order, self.vocab_size
         u = torch.rand(n, self.length - k + 1, generator=generator, dtype=torch.float64)
-        first = _inverse_cdf(self.init.reshape(1, -1).expand(n, -1), u[:, 0])
+        first = inverse_cdf(self.init.reshape(1, -1).expand(n, -1), u[:, 0])
         digits = [(first // vocab ** (k - 1 - j)) % vocab for j in range(k)]
         state = first
         flat = self.trans.reshape(self.n_states, vocab)
         for i in range(1, self.length - k + 1):
-            nxt = _inverse_cdf(flat[state], u[:, i])
+            nxt = inverse_cdf(flat[state], u[:, i])
             digits.append(nxt)
             state = (state * vocab + nxt) % self.n_states
         return torch.stack(digits, 1)
@@ -96,7 +96,7 @@ class MarkovLanguage:
         """Exact log p(x) of clean sequences (B, length) -> (B,) float64."""
         check_tokens(tokens, self.vocab_size, allow_mask=False)
         if tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
+            raise UserError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
         k = self.order
         logp = self.init[tuple(tokens[:, j] for j in range(k))].log()
         for i in range(k, self.length):
@@ -149,7 +149,7 @@ class MarkovLanguage:
         tokens) (B,) float64 from their normalisers (-inf for impossible visible tokens)."""
         check_tokens(tokens, self.vocab_size)
         if tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
+            raise UserError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
         k, digits = self.order, _state_digits(self.vocab_size, self.order)
         # States at position k-1 must agree with all of the first k tokens.
         weights = self.init.reshape(1, -1).expand(tokens.shape[0], -1)
@@ -204,13 +204,6 @@ class MarkovLanguage:
         return f"MarkovLanguage(order={k}, vocab_size={v}, length={n})"
 
 
-def _inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
-    """One categorical draw per row of ``probs`` (B, V) from uniforms ``u`` (B,) (float64)."""
-    cdf = probs.cumsum(-1)
-    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1).contiguous(), right=True)
-    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
-
-
 def _row_entropy(rows: Tensor) -> Tensor:
     """Entropy of every row of a (N, V) stochastic matrix (0 log 0 = 0)."""
     return -torch.where(rows > 0, rows * rows.clamp_min(1e-300).log(), torch.zeros_like(rows)).sum(
@@ -241,7 +234,7 @@ def all_sequences(vocab_size: int, length: int) -> Tensor:
     """Every sequence of ``length`` tokens over ``vocab_size`` (vocab**length, length), in
     lexicographic order (so row r is r written in base ``vocab_size``)."""
     if vocab_size**length > 2_000_000:
-        raise ValueError(f"{vocab_size}**{length} sequences is too many to enumerate")
+        raise UserError(f"{vocab_size}**{length} sequences is too many to enumerate")
     return _state_digits(vocab_size, length)
 
 
@@ -258,14 +251,14 @@ class UnigramLanguage:
     def __init__(self, probs: Tensor, length: int) -> None:
         probs = probs.to(torch.float64)
         if probs.ndim != 1 or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-9:
-            raise ValueError("probs must be a (V,) probability vector")
+            raise UserError("probs must be a (V,) probability vector")
         if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+            raise UserError(f"length must be >= 1, got {length}")
         self.probs, self.length, self.vocab_size = probs, int(length), int(probs.numel())
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand(n * self.length, generator=generator, dtype=torch.float64)
-        return _inverse_cdf(self.probs.expand(u.numel(), -1), u).reshape(n, self.length)
+        return inverse_cdf(self.probs.expand(u.numel(), -1), u).reshape(n, self.length)
 
     def log_prob(self, tokens: Tensor) -> Tensor:
         check_tokens(tokens, self.vocab_size, allow_mask=False)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .base import check_tokens
 
 
@@ -48,7 +49,7 @@ def token_entropy(samples: Tensor, vocab_size: int) -> float:
 def ngram_table(samples: Tensor, n: int) -> Counter[tuple[int, ...]]:
     """Counts of every n-gram (within each sequence) in ``samples`` (B, L)."""
     if n < 1 or n > samples.shape[1]:
-        raise ValueError(f"n must lie in [1, {samples.shape[1]}], got {n}")
+        raise UserError(f"n must lie in [1, {samples.shape[1]}], got {n}")
     windows = samples.unfold(1, n, 1).reshape(-1, n).tolist()
     return Counter(tuple(w) for w in windows)
 
@@ -57,7 +58,7 @@ def table_tv(a: Mapping[tuple[int, ...], float], b: Mapping[tuple[int, ...], flo
     """Total variation between two (unnormalised) frequency tables."""
     za, zb = float(sum(a.values())), float(sum(b.values()))
     if za <= 0 or zb <= 0:
-        raise ValueError("frequency tables must have positive mass")
+        raise UserError("frequency tables must have positive mass")
     keys = set(a) | set(b)
     return 0.5 * sum(abs(a.get(k, 0.0) / za - b.get(k, 0.0) / zb) for k in keys)
 
@@ -87,7 +88,7 @@ def exact_tv(samples: Tensor, probs: Tensor, vocab_size: int) -> tuple[float, fl
 def json_validity(texts: Sequence[str], validate: Callable[[Any], bool] | None = None) -> float:
     """Fraction of ``texts`` that parse as JSON (and pass ``validate`` when given)."""
     if not texts:
-        raise ValueError("texts must not be empty")
+        raise UserError("texts must not be empty")
     ok = 0
     for text in texts:
         try:
@@ -112,7 +113,7 @@ def field_accuracy(texts: Sequence[str], references: Sequence[Mapping[str, Any]]
     """Mean over (text, reference) pairs of the fraction of the reference's (flattened) fields
     that the parsed text reproduces exactly; an unparseable text scores 0."""
     if len(texts) != len(references) or not texts:
-        raise ValueError(
+        raise UserError(
             f"need equal, non-zero numbers of texts and references, got "
             f"{len(texts)} and {len(references)}"
         )
@@ -133,5 +134,5 @@ def field_accuracy(texts: Sequence[str], references: Sequence[Mapping[str, Any]]
 def tokens_per_second(n_tokens: int, wall_s: float) -> float:
     """Throughput; ``inf`` for a zero wall time."""
     if n_tokens < 0 or wall_s < 0:
-        raise ValueError(f"need n_tokens >= 0 and wall_s >= 0, got {n_tokens}, {wall_s}")
+        raise UserError(f"need n_tokens >= 0 and wall_s >= 0, got {n_tokens}, {wall_s}")
     return math.inf if wall_s == 0 else n_tokens / wall_s

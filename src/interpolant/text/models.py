@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import check_tokens
 
 
@@ -37,7 +38,7 @@ def rotary_tables(
 ) -> tuple[Tensor, Tensor]:
     """cos and sin tables (length, head_dim / 2) of RoPE angles ``pos * base^(-2k / head_dim)``."""
     if head_dim % 2:
-        raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
+        raise UserError(f"rotary embeddings need an even head dimension, got {head_dim}")
     inv_freq = base ** (
         -torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
     )
@@ -76,7 +77,7 @@ class Block(nn.Module):
         return h + self.mlp(self.norm2(h))
 
 
-class _Transformer(nn.Module):
+class TextTransformer(nn.Module):
     """Shared trunk: embedding of ``n_ids`` ids, ``depth`` rotary blocks, LN, head over V."""
 
     causal = False
@@ -119,7 +120,7 @@ class _Transformer(nn.Module):
         return {"kind": self.kind, **self._config}
 
 
-class DiffusionTransformer(_Transformer):
+class DiffusionTransformer(TextTransformer):
     """Bidirectional denoiser: tokens (B, L) in [0, V] (V = mask), t (B,) -> logits (B, L, V).
 
     Args:
@@ -146,7 +147,7 @@ class DiffusionTransformer(_Transformer):
         self.position: nn.Embedding | None = None
         if max_length is not None:
             if not isinstance(max_length, int) or max_length < 1:
-                raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+                raise UserError(f"max_length must be a positive int or None, got {max_length!r}")
             self._config["max_length"] = max_length
             self.position = nn.Embedding(max_length, dim)
             _init(self.position)
@@ -157,7 +158,7 @@ class DiffusionTransformer(_Transformer):
         h = self.embed(tokens)
         if self.position is not None:
             if tokens.shape[1] > self.position.num_embeddings:
-                raise ValueError(
+                raise UserError(
                     f"tokens have length {tokens.shape[1]} > max_length "
                     f"{self.position.num_embeddings} of this denoiser"
                 )
@@ -165,7 +166,7 @@ class DiffusionTransformer(_Transformer):
         return self.trunk(add_time(h, self.time_mlp, t, "denoiser"))
 
 
-class CausalTransformer(_Transformer):
+class CausalTransformer(TextTransformer):
     """Autoregressive language model over V tokens: ``forward(tokens)`` gives the logits of
     ``p(x_i | x_<i)`` at every position i (B, L, V); id V is the begin-of-sequence input."""
 
@@ -189,9 +190,9 @@ class CausalTransformer(_Transformer):
 def check_sizes(vocab_size: int, dim: int, heads: int) -> None:
     """Raise a ValueError unless V >= 2 and the rotary head size dim / heads is an even int."""
     if not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+        raise UserError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
     if dim % heads or (dim // heads) % 2:
-        raise ValueError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
+        raise UserError(f"dim / heads must be an even integer, got dim={dim}, heads={heads}")
 
 
 def run_blocks(
@@ -215,7 +216,7 @@ def add_time(h: Tensor, time_mlp: nn.Module | None, t: Tensor | None, owner: str
     if time_mlp is None:
         return h
     if t is None:
-        raise ValueError(f"this {owner} is time-conditioned: pass t (B,)")
+        raise UserError(f"this {owner} is time-conditioned: pass t (B,)")
     t = torch.as_tensor(t, dtype=h.dtype, device=h.device).reshape(-1)
     return h + time_mlp(_sinusoidal(t.expand(h.shape[0]), h.shape[-1]))[:, None]
 
@@ -235,17 +236,17 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-TEXT_MODELS: dict[str, type[_Transformer]] = {
+TEXT_MODELS: dict[str, type[TextTransformer]] = {
     "diffusion": DiffusionTransformer,
     "causal": CausalTransformer,
 }
 
 
-def build_text_model(config: dict[str, Any]) -> nn.Module:
+def build_text_model(config: dict[str, Any]) -> TextTransformer:
     """Rebuild a model from its :meth:`config` (``{"kind": "diffusion" | "causal", ...}``)."""
     spec = dict(config)
     kind = spec.pop("kind", None)
     if kind not in TEXT_MODELS:
-        raise ValueError(f"model kind must be one of {sorted(TEXT_MODELS)}, got {kind!r}")
+        raise UserError(f"model kind must be one of {sorted(TEXT_MODELS)}, got {kind!r}")
     vocab_size = spec.pop("vocab_size")
     return TEXT_MODELS[kind](vocab_size, **spec)

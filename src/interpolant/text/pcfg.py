@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 Rules = Mapping[str, Sequence[tuple[Sequence[str], float]]]
 
 
@@ -39,7 +41,7 @@ class PCFG:
 
     def __init__(self, rules: Rules, start: str = "S", tol: float = 1e-9):
         if start not in rules:
-            raise ValueError(f"start symbol {start!r} has no rules")
+            raise UserError(f"start symbol {start!r} has no rules")
         self.start = start
         self.nonterminals = list(rules)
         index = {a: k for k, a in enumerate(self.nonterminals)}
@@ -48,10 +50,10 @@ class PCFG:
         for lhs, alternatives in rules.items():
             total = sum(float(p) for _, p in alternatives)
             if abs(total - 1.0) > tol:
-                raise ValueError(f"rules of {lhs!r} have probabilities summing to {total}, not 1")
+                raise UserError(f"rules of {lhs!r} have probabilities summing to {total}, not 1")
             for rhs, prob in alternatives:
                 if not prob > 0:
-                    raise ValueError(f"rule {lhs} -> {' '.join(rhs)} has probability {prob} <= 0")
+                    raise UserError(f"rule {lhs} -> {' '.join(rhs)} has probability {prob} <= 0")
                 if len(rhs) == 2 and all(s in index for s in rhs):
                     binary.append((index[lhs], index[rhs[0]], index[rhs[1]], float(prob)))
                 elif len(rhs) == 1 and rhs[0] not in index:
@@ -59,7 +61,7 @@ class PCFG:
                         terminals.append(rhs[0])
                     unary.append((index[lhs], rhs[0], float(prob)))
                 else:
-                    raise ValueError(
+                    raise UserError(
                         f"rule {lhs} -> {' '.join(rhs)} is not in Chomsky normal form "
                         "(A -> B C with nonterminals or A -> a with one terminal)"
                     )
@@ -80,7 +82,7 @@ class PCFG:
         n = len(symbols)
         unknown = [(k, s) for k, s in enumerate(symbols) if s not in self._tindex]
         if unknown:
-            raise ValueError(f"non-terminal-symbol input (position, symbol): {unknown}")
+            raise UserError(f"non-terminal-symbol input (position, symbol): {unknown}")
         beta = np.zeros((n + 1, n + 1, len(self.nonterminals)))
         for i, sym in enumerate(symbols):
             beta[i, i + 1] = self.emit[:, self._tindex[sym]]
@@ -173,16 +175,16 @@ class PCFGLanguage:
 
     def __init__(self, grammar: PCFG, length: int, pad: str = "<pad>"):
         if not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be a positive int, got {length!r}")
+            raise UserError(f"length must be a positive int, got {length!r}")
         if pad in grammar.terminals:
-            raise ValueError(f"pad {pad!r} is a terminal of the grammar")
+            raise UserError(f"pad {pad!r} is a terminal of the grammar")
         self.grammar, self.length, self.pad = grammar, length, pad
         self.words = [*grammar.terminals, pad]
         self.vocab_size = len(self.words)
         self.pad_id = self.vocab_size - 1
         total = float(grammar.length_probs(length)[1:].sum())
         if not total > 0:
-            raise ValueError(f"the grammar derives no string of length <= {length}")
+            raise UserError(f"the grammar derives no string of length <= {length}")
         self.log_norm = math.log(total)  # log P(len <= length)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -197,7 +199,7 @@ class PCFGLanguage:
     def log_prob(self, tokens: Tensor) -> Tensor:
         """Exact log-probabilities (B,) float64 of (B, length) token sequences."""
         if tokens.ndim != 2 or tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have shape (batch, {self.length}), got {tokens.shape}")
+            raise UserError(f"tokens must have shape (batch, {self.length}), got {tokens.shape}")
         out = torch.empty(tokens.shape[0], dtype=torch.float64)
         for b, row in enumerate(tokens.tolist()):
             n = row.index(self.pad_id) if self.pad_id in row else self.length

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .base import check_tokens, mask_id
 
 
@@ -43,7 +44,7 @@ class Automaton:
 
     def _state(self, token: int) -> int:
         if not 0 <= token < self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {token}")
+            raise UserError(f"token ids must lie in [0, {self.vocab_size}), got {token}")
         self.emit.append(int(token))
         return len(self.emit) - 1
 
@@ -55,7 +56,7 @@ class Automaton:
     def literal(self, tokens: list[int]) -> Fragment:
         """The fixed string ``tokens`` (non-empty)."""
         if not tokens:
-            raise ValueError("a literal needs at least one token")
+            raise UserError("a literal needs at least one token")
         states = [self._state(t) for t in tokens]
         for a, b in itertools.pairwise(states):
             self.edges[(a, b)] = 1.0
@@ -64,10 +65,10 @@ class Automaton:
     def choice(self, options: list[Fragment], weights: list[float] | None = None) -> Fragment:
         """One of ``options`` with probability proportional to ``weights`` (default equal)."""
         if not options:
-            raise ValueError("a choice needs at least one option")
+            raise UserError("a choice needs at least one option")
         w = [1.0] * len(options) if weights is None else [float(x) for x in weights]
         if len(w) != len(options) or min(w) < 0 or sum(w) <= 0:
-            raise ValueError("weights must be non-negative, one per option, not all zero")
+            raise UserError("weights must be non-negative, one per option, not all zero")
         total = sum(w)
         first = tuple((s, ws * wi / total) for o, wi in zip(options, w, strict=True)
                       for s, ws in o.first)  # fmt: skip
@@ -77,7 +78,7 @@ class Automaton:
     def seq(self, parts: list[Fragment]) -> Fragment:
         """The concatenation of ``parts``."""
         if not parts:
-            raise ValueError("a sequence needs at least one part")
+            raise UserError("a sequence needs at least one part")
         for a, b in itertools.pairwise(parts):
             self._link(a, b)
         return Fragment(parts[0].first, parts[-1].last)
@@ -86,7 +87,7 @@ class Automaton:
         """``part`` followed by k pad tokens, 0 <= k <= ``max_pads``: after the part and after
         each pad another pad follows with probability ``p``."""
         if max_pads < 0 or not 0.0 <= p < 1.0:
-            raise ValueError(f"need max_pads >= 0 and 0 <= p < 1, got {max_pads}, {p}")
+            raise UserError(f"need max_pads >= 0 and 0 <= p < 1, got {max_pads}, {p}")
         if max_pads == 0:
             return part
         pads = [self._state(pad) for _ in range(max_pads)]
@@ -164,7 +165,7 @@ class RegularLanguage:
         where the visible tokens are impossible); ``chunk`` rows at a time."""
         check_tokens(tokens, self.vocab_size)
         if tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
+            raise UserError(f"tokens must have length {self.length}, got {tokens.shape[1]}")
         parts = []
         for rows in tokens.split(chunk):
             parts.append(self._forward(rows, self._backward(rows))[0])

@@ -6,7 +6,9 @@ into a canvas: keys, quotes, colons, commas and braces are fixed tokens (never s
 remasked); each value is a run of masked slots with a token budget. A pad token the model may
 emit fills a slot's unused budget and is removed when decoding (the paper's ``<none>``
 self-adaptive length; pick a token that is JSON whitespace, e.g. a space, so that even
-undecoded text parses). Denoising touches the slots only (any sampler of ``text.samplers``).
+undecoded text parses). Denoising touches the slots only (any text sampler: the spec of
+:func:`sample_json` is a :class:`~interpolant.text.loop.TextSampler`, by default
+:data:`JSON_SAMPLER`).
 
 Nullable strings, two layouts. Default: the slot holds the whole JSON value (``null`` or a
 quoted string) followed by pads, so the model writes the quotes, and whether the value is null
@@ -32,15 +34,21 @@ The layout follows ``json.dumps``' default separators (``", "`` and ``": "``), w
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
+from ..errors import UserError
 from .base import Denoiser, mask_id
-from .samplers import TextSample, sample_text
+from .loop import TextSample, TextSampler, TextSamplerOptions, as_text_sampler, sample_text
+from .samplers import Confidence
+
+#: S3's decoder: LLaDA-style confidence decoding in 16 steps.
+JSON_SAMPLER = TextSampler(Confidence(), steps=16)
 
 UNSUPPORTED = ("$ref", "anyOf", "oneOf", "allOf", "not", "patternProperties", "if")
 SCALARS = ("string", "integer", "number", "boolean")
@@ -113,7 +121,7 @@ class Scaffold:
         """The JSON text of one filled canvas (L,): scaffold strings plus slot texts (a quoted
         nullable slot: ``null`` when empty, else the text in quotes)."""
         if tokens.shape != self.tokens.shape:
-            raise ValueError(f"tokens must have shape {tuple(self.tokens.shape)}")
+            raise UserError(f"tokens must have shape {tuple(self.tokens.shape)}")
         values = self.slot_texts(tokens, tokenizer)
         for i, slot in enumerate(self.slots):
             if slot.quoted and slot.nullable:  # its quotes are fixed tokens but not in pieces
@@ -134,7 +142,7 @@ class Scaffold:
                 ids = tokenizer.encode(value if slot.quoted else json.dumps(value))
             budget = slot.stop - slot.start
             if len(ids) > budget:
-                raise ValueError(
+                raise UserError(
                     f"value at {'.'.join(slot.path)} needs {len(ids)} tokens, budget {budget}"
                 )
             out[slot.start : slot.stop] = torch.tensor(ids + [self.pad_id] * (budget - len(ids)))
@@ -148,10 +156,10 @@ def _where(path: tuple[str, ...]) -> str:
 def _check_supported(schema: Any, path: tuple[str, ...]) -> None:
     """Raise a ValueError naming the schema path of anything S3 cannot scaffold."""
     if not isinstance(schema, dict):
-        raise ValueError(f"schema at {_where(path)} must be an object, got {schema!r}")
+        raise UserError(f"schema at {_where(path)} must be an object, got {schema!r}")
     for key in UNSUPPORTED:
         if key in schema:
-            raise ValueError(
+            raise UserError(
                 f"schema at {_where(path)} uses {key!r}, which S3 cannot scaffold "
                 "(the structure must be known before decoding)"
             )
@@ -168,17 +176,17 @@ def _value_type(schema: dict[str, Any], path: tuple[str, ...]) -> tuple[str, boo
         rest = [k for k in kind if k != "null"]
         nullable = len(rest) < len(kind)
         if len(rest) != 1:
-            raise ValueError(
+            raise UserError(
                 f"schema at {_where(path)}: type unions {kind} are not supported (only [T, 'null'])"
             )
         kind = rest[0]
     if kind == "array":
-        raise ValueError(
+        raise UserError(
             f"schema at {_where(path)}: arrays of unknown length cannot be "
             "scaffolded (the number of items must be fixed before decoding)"
         )
     if kind not in (*SCALARS, "object"):
-        raise ValueError(
+        raise UserError(
             f"schema at {_where(path)}: unsupported type {kind!r}; expected one of "
             f"{(*SCALARS, 'object')}"
         )
@@ -217,22 +225,22 @@ def build_scaffold(
     slot is all pads (the paper's ``<none>``; needs ``quote_strings`` and a pad that never occurs
     inside a value)."""
     if null_pad and not quote_strings:
-        raise ValueError("null_pad=True needs quote_strings=True (the quotes are scaffold)")
+        raise UserError("null_pad=True needs quote_strings=True (the quotes are scaffold)")
     kind, _ = _value_type(schema, ())
     if kind != "object":
-        raise ValueError(f"schema at (root) must be an object schema, got type {kind!r}")
+        raise UserError(f"schema at (root) must be an object schema, got type {kind!r}")
     if budget < 1:
-        raise ValueError(f"budget must be >= 1, got {budget}")
+        raise UserError(f"budget must be >= 1, got {budget}")
     vocab = int(tokenizer.vocab_size)
     if isinstance(pad, str):
         pad_ids = tokenizer.encode(pad)
         if len(pad_ids) != 1:
-            raise ValueError(f"pad must be one token, {pad!r} encodes to {pad_ids}")
+            raise UserError(f"pad must be one token, {pad!r} encodes to {pad_ids}")
         pad_id = pad_ids[0]
     else:
         pad_id = int(pad)
     if not 0 <= pad_id < vocab:
-        raise ValueError(f"pad id must lie in [0, {vocab}), got {pad_id}")
+        raise UserError(f"pad id must lie in [0, {vocab}), got {pad_id}")
 
     pieces: list[str | int] = []
     slots: list[Slot] = []
@@ -254,7 +262,7 @@ def build_scaffold(
         nullable = nullable or optional
         if kind == "object":
             if nullable:
-                raise ValueError(
+                raise UserError(
                     f"schema at {_where(path)}: a nullable object cannot be "
                     "scaffolded (its keys would be optional structure)"
                 )
@@ -278,7 +286,7 @@ def build_scaffold(
     def obj(sub: dict[str, Any], path: tuple[str, ...]) -> None:
         props = sub.get("properties")
         if not isinstance(props, dict) or not props:
-            raise ValueError(f"schema at {_where(path)}: an object needs non-empty 'properties'")
+            raise UserError(f"schema at {_where(path)}: an object needs non-empty 'properties'")
         required = set(sub.get("required", props))
         emit("{")
         for i, (key, child) in enumerate(props.items()):
@@ -363,21 +371,23 @@ def sample_json(
     denoiser: Denoiser,
     tokenizer: TextTokenizer,
     schema: dict[str, Any],
+    sampler: TextSampler | Mapping[str, Any] | None = None,
+    *,
     n: int = 1,
-    sampler: str = "confidence",
-    steps: int = 16,
     length: int | None = None,
     prompt: Sequence[int] | None = None,
     pad: int | str = " ",
     budget: int = 16,
     quote_strings: bool = True,
     null_pad: bool = False,
-    seed: int = 0,
-    **options: object,
+    **shortcuts: Unpack[TextSamplerOptions],
 ) -> JSONSample:
-    """S3 decoding: compile ``schema`` into a scaffold, put it after ``prompt`` (token ids) in
-    a canvas of ``length`` tokens (default: just long enough; the tail is fixed padding), and
-    let ``sampler`` (see :func:`~interpolant.text.samplers.sample_text`) fill the value slots."""
+    """S3 decoding: compile ``schema`` into a scaffold (``pad``, ``budget``, ``quote_strings``,
+    ``null_pad``: :func:`build_scaffold`), put it after ``prompt`` (token ids) in a canvas of
+    ``length`` tokens (default: just long enough; the tail is fixed padding) and let the text
+    sampler (``sampler``, default :data:`JSON_SAMPLER`, changed by the shortcuts of
+    :func:`~interpolant.text.loop.sample_text`) fill the value slots of ``n`` copies."""
+    spec = as_text_sampler(JSON_SAMPLER if sampler is None else sampler, **shortcuts)
     scaffold = build_scaffold(
         schema, tokenizer, pad=pad, budget=budget, quote_strings=quote_strings, null_pad=null_pad
     )
@@ -385,13 +395,10 @@ def sample_json(
     used = head.numel() + scaffold.length
     total = used if length is None else int(length)
     if total < used:
-        raise ValueError(f"length {total} is shorter than prompt + scaffold ({used} tokens)")
+        raise UserError(f"length {total} is shorter than prompt + scaffold ({used} tokens)")
     tail = torch.full((total - used,), scaffold.pad_id, dtype=torch.long)
-    canvas = torch.cat([head, scaffold.tokens, tail])
-    out = sample_text(
-        denoiser, total, n, sampler=sampler, steps=steps, vocab_size=scaffold.vocab_size,
-        canvas=canvas, seed=seed, **options,
-    )  # fmt: skip
+    canvas = torch.cat([head, scaffold.tokens, tail]).reshape(1, -1).repeat(n, 1)
+    out = sample_text(denoiser, canvas, spec, vocab_size=scaffold.vocab_size)
     body = out.tokens[:, head.numel() : head.numel() + scaffold.length]
     texts = [scaffold.decode(row, tokenizer) for row in body]
     return JSONSample(texts, out.tokens, out, scaffold)

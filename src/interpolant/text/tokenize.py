@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError, WrongTypeError
+
 KINDS = ("char", "word", "bpe")
 # BPE pre-tokens: a word with its leading space, or a run of whitespace (keeps text lossless).
 _BPE_SPLIT = r" ?[^\s]+|\s+"
@@ -48,12 +50,12 @@ class Tokenizer:
 
     def __init__(self, backend: Any, kind: str):
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise UserError(f"kind must be one of {KINDS}, got {kind!r}")
         self.backend, self.kind = backend, kind
         vocab: dict[str, int] = backend.get_vocab()
         self.vocab_size = len(vocab)
         if sorted(vocab.values()) != list(range(self.vocab_size)):
-            raise ValueError("tokenizer ids must be 0..V-1 without gaps")
+            raise UserError("tokenizer ids must be 0..V-1 without gaps")
         self._id_to_token = {i: tok for tok, i in vocab.items()}
         # What text may contain: characters (char, bpe) or words (word).
         if kind == "word":
@@ -70,7 +72,7 @@ class Tokenizer:
         chars = list(dict.fromkeys(alphabet))
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad or not chars:
-            raise ValueError(f"alphabet must be non-empty single characters, got {bad or chars}")
+            raise UserError(f"alphabet must be non-empty single characters, got {bad or chars}")
         backend = lib.Tokenizer(lib.models.WordLevel({c: i for i, c in enumerate(chars)}, "\0"))
         backend.pre_tokenizer = lib.pre_tokenizers.Split(lib.Regex(r"[\s\S]"), "isolated")
         backend.decoder = lib.decoders.Fuse()
@@ -83,7 +85,7 @@ class Tokenizer:
         vocab = list(dict.fromkeys(words))
         bad = [w for w in vocab if not isinstance(w, str) or not w or w != "".join(w.split())]
         if bad or not vocab:
-            raise ValueError(f"words must be non-empty strings without whitespace, got {bad}")
+            raise UserError(f"words must be non-empty strings without whitespace, got {bad}")
         backend = lib.Tokenizer(lib.models.WordLevel({w: i for i, w in enumerate(vocab)}, "\0"))
         backend.pre_tokenizer = lib.pre_tokenizers.WhitespaceSplit()
         return cls(_refuse_nul(backend, vocab), "word")
@@ -98,9 +100,9 @@ class Tokenizer:
         docs = [corpus] if isinstance(corpus, str) else list(corpus)
         alphabet = sorted(set("".join(docs)))
         if not alphabet:
-            raise ValueError("corpus is empty")
+            raise UserError("corpus is empty")
         if not isinstance(vocab_size, int) or vocab_size < len(alphabet):
-            raise ValueError(
+            raise UserError(
                 f"vocab_size must be an int >= the corpus alphabet size {len(alphabet)}, "
                 f"got {vocab_size!r}"
             )
@@ -122,7 +124,7 @@ class Tokenizer:
     def check(self, text: str) -> None:
         """Raise ValueError naming every out-of-vocabulary symbol and its positions."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+            raise WrongTypeError(f"text must be a str, got {type(text).__name__}")
         unknown: dict[str, list[int]] = {}
         if self.kind == "word":
             pos = 0
@@ -141,7 +143,7 @@ class Tokenizer:
                 f"{sym!r} at {pos[:5]}{' ...' if len(pos) > 5 else ''}"
                 for sym, pos in list(unknown.items())[:10]
             )
-            raise ValueError(f"text has {what} outside the {self.kind} vocabulary: {listed}")
+            raise UserError(f"text has {what} outside the {self.kind} vocabulary: {listed}")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (every symbol must be in the vocabulary)."""
@@ -153,7 +155,7 @@ class Tokenizer:
         values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
         bad = [i for i in values if not isinstance(i, int) or not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {bad[:5]}")
+            raise UserError(f"ids must lie in [0, {self.vocab_size}), got {bad[:5]}")
         if self.kind == "word":
             return " ".join(self._id_to_token[i] for i in values)
         return "".join(self._id_to_token[i] for i in values)
@@ -168,21 +170,21 @@ class Tokenizer:
             if pad_id is not None and len(ids) < length:
                 ids = ids + [pad_id] * (length - len(ids))
             if len(ids) != length:
-                raise ValueError(f"texts[{k}] encodes to {len(ids)} ids, expected {length}")
+                raise UserError(f"texts[{k}] encodes to {len(ids)} ids, expected {length}")
             rows.append(ids)
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
 
     def decode_batch(self, ids: Tensor) -> list[str]:
         """The texts of a (B, L) batch of ids."""
         if ids.ndim != 2:
-            raise ValueError(f"ids must have shape (batch, length), got {tuple(ids.shape)}")
+            raise UserError(f"ids must have shape (batch, length), got {tuple(ids.shape)}")
         return [self.decode(row) for row in ids]
 
     def token_id(self, token: str) -> int:
         """The id of one token (a character, word or BPE piece)."""
         vocab = self.backend.get_vocab()
         if token not in vocab:
-            raise ValueError(f"{token!r} is not a token of this {self.kind} tokenizer")
+            raise UserError(f"{token!r} is not a token of this {self.kind} tokenizer")
         return int(vocab[token])
 
     # --- persistence ----------------------------------------------------------------------------
@@ -193,7 +195,7 @@ class Tokenizer:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Tokenizer:
         if not isinstance(values, dict) or "kind" not in values or "tokenizer" not in values:
-            raise ValueError("a saved tokenizer is a dict with keys 'kind' and 'tokenizer'")
+            raise UserError("a saved tokenizer is a dict with keys 'kind' and 'tokenizer'")
         backend = _library().Tokenizer.from_str(json.dumps(values["tokenizer"]))
         return cls(backend, values["kind"])
 
@@ -213,5 +215,5 @@ def _refuse_nul(backend: Any, vocab: list[str]) -> Any:
     """WordLevel needs an unk token name; ``check`` guarantees it is never produced. Refuse the
     placeholder as a real symbol so ids stay 0..V-1."""
     if "\0" in vocab:
-        raise ValueError("the NUL character cannot be a token (it is the reserved unk name)")
+        raise UserError("the NUL character cannot be a token (it is the reserved unk name)")
     return backend

@@ -36,12 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import MissingFileError, UserError
 from ..paths.discrete import DiscretePath
-from ..train import TrainConfig, Trainer, derive_seed
+from ..randomness import derive_seed
+from ..train import TrainConfig, Trainer
 from ..train import checkpoint as ckpt
 from . import corpora
 from .losses import TextObjective, elbo_nll
-from .models import build_text_model
+from .models import TextTransformer, build_text_model
 from .s3 import Scaffold, build_scaffold
 from .tokenize import Tokenizer
 
@@ -125,7 +127,7 @@ class TextRun:
 def resolve(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The preset's spec with dotted ``overrides`` applied (unknown keys are refused)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown text preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise UserError(f"unknown text preset {preset!r}; choose one of {sorted(PRESETS)}")
     spec = copy.deepcopy(PRESETS[preset])
     spec["preset"] = preset
     train_keys = {f.name for f in fields(TrainConfig)}
@@ -133,16 +135,16 @@ def resolve(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, A
         section, _, name = key.rpartition(".")
         if key == "loss":
             if value not in ("mask", "uniform", "ar"):
-                raise ValueError(f"loss must be 'mask', 'uniform' or 'ar', got {value!r}")
+                raise UserError(f"loss must be 'mask', 'uniform' or 'ar', got {value!r}")
             spec["loss"] = value
         elif not section and name in train_keys:
             spec["train"][name] = _coerce(value, spec["train"].get(name))
         elif section in SECTIONS:
             if section == "train" and name not in train_keys:
-                raise ValueError(f"train.{name} is not a TrainConfig field")
+                raise UserError(f"train.{name} is not a TrainConfig field")
             spec[section][name] = _coerce(value, spec[section].get(name))
         else:
-            raise ValueError(
+            raise UserError(
                 f"unknown override {key!r}: use 'loss', a TrainConfig field or "
                 f"'<section>.<key>' with a section in {SECTIONS}"
             )
@@ -174,7 +176,7 @@ def build_data(data: dict[str, Any], seed: int = 0) -> TextData:
         )
         letters = "abcdefghijklmnopqrstuvwxyz"[: spec["vocab_size"]]
         if len(letters) != spec["vocab_size"]:
-            raise ValueError(f"markov data.vocab_size must be 2..26, got {spec['vocab_size']}")
+            raise UserError(f"markov data.vocab_size must be 2..26, got {spec['vocab_size']}")
         tokens = lang.sample(n + 512, gen)
         info = {"entropy_per_token": lang.sequence_entropy() / lang.length}
         return TextData(tokens[:n], tokens[n:], Tokenizer.characters(letters), lang, info)
@@ -198,7 +200,7 @@ def build_data(data: dict[str, Any], seed: int = 0) -> TextData:
         return TextData(rows[: cut - gap], rows[cut:], tok, None, info)
     if name == "json-records":
         return _json_records(spec, seed)
-    raise ValueError(f"unknown text data {name!r}: markov, pcfg, stdlib-docs or json-records")
+    raise UserError(f"unknown text data {name!r}: markov, pcfg, stdlib-docs or json-records")
 
 
 def _json_records(spec: dict[str, Any], seed: int) -> TextData:
@@ -231,7 +233,7 @@ def _json_records(spec: dict[str, Any], seed: int) -> TextData:
         ]
         length = spec.get("length") or scaffold.length
     else:
-        raise ValueError(
+        raise UserError(
             f"json-records data.layout must be 'compact', 'slots' or 'null-pad', got {layout!r}"
         )
     pad = scaffold_options(layout).get("pad", " ")
@@ -274,7 +276,7 @@ def records_tokenizer(pad: str = " ") -> Tokenizer:
 
 def build_model_and_objective(
     spec: dict[str, Any], vocab_size: int
-) -> tuple[nn.Module, TextObjective, DiscretePath | None]:
+) -> tuple[TextTransformer, TextObjective, DiscretePath | None]:
     """(model, objective, path) of a resolved spec for a vocabulary of ``vocab_size``."""
     kind = spec["loss"]
     model_spec = {"vocab_size": vocab_size, **spec["model"]}
@@ -303,7 +305,7 @@ def train_text(
     data = build_data(spec["data"], seed=cfg.seed)
     torch.manual_seed(derive_seed("init", cfg.seed))  # identical initial weights on every rank
     model, objective, _ = build_model_and_objective(spec, data.tokenizer.vocab_size)
-    model_config = model.config()  # type: ignore[operator]
+    model_config = model.config()
     network = {"text_model": model_config, "objective": objective.config()}
     meta = {
         "spec": spec,
@@ -335,7 +337,7 @@ def _check_same_network(meta_file: Path, meta: dict[str, Any]) -> None:
     old = json.loads(meta_file.read_text())
     for key in ("model", "objective", "tokenizer"):
         if old.get(key) != meta[key]:
-            raise ValueError(
+            raise UserError(
                 f"{meta_file.parent} holds a text run with another {key} ({old.get(key)!r:.200}); "
                 "choose a new run_dir"
             )
@@ -363,11 +365,11 @@ def load_text_run(run_dir: str | Path, ema: bool = True, device: str = "cpu") ->
     root = Path(run_dir)
     meta_file = root / TEXT_FILE
     if not meta_file.is_file():
-        raise FileNotFoundError(f"{meta_file} not found: is {root} a text run (train_text)?")
+        raise MissingFileError(f"{meta_file} not found: is {root} a text run (train_text)?")
     meta = json.loads(meta_file.read_text())
     found = ckpt.find_resume(root / "checkpoints", log=lambda message: None)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint in {root / 'checkpoints'} yet")
+        raise MissingFileError(f"no checkpoint in {root / 'checkpoints'} yet")
     state = json.loads((found / ckpt.STATE_FILE).read_text())
     spec = meta["spec"]
     tokenizer = Tokenizer.from_dict(meta["tokenizer"])

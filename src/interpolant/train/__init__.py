@@ -21,7 +21,7 @@ from .ema import (
     power_beta,
     sigma_rel_to_gamma,
 )
-from .sampler import StepSampler, derive_seed
+from .sampler import StepSampler, step_seed
 from .schedules import lr_at, lr_from_config
 from .trainer import Trainer
 
@@ -34,7 +34,6 @@ __all__ = [
     "as_config",
     "build_network",
     "build_objective",
-    "derive_seed",
     "find_resume",
     "gamma_to_sigma_rel",
     "halflife_beta",
@@ -46,6 +45,7 @@ __all__ = [
     "posthoc_reconstruct",
     "power_beta",
     "sigma_rel_to_gamma",
+    "step_seed",
     "train",
     "verify",
 ]

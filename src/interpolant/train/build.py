@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+from ..randomness import derive_seed
 from .config import NETWORK_FIELDS, TrainConfig, as_config
-from .sampler import derive_seed
 from .trainer import CheckpointFn, Objective, SampleFn, StepHook, Trainer
 
 
@@ -34,13 +35,13 @@ def build_network(config: TrainConfig) -> nn.Module:
 
     spec = dict(config.model)
     if "name" not in spec:
-        raise ValueError(f"config.model needs a 'name' (a registered backbone), got {spec}")
+        raise UserError(f"config.model needs a 'name' (a registered backbone), got {spec}")
     path = path_from_config(config.path)
     torch.manual_seed(derive_seed("init", config.seed))
     net: nn.Module = build_model(spec.pop("name"), **spec)
     if config.precondition is not None:
         if config.predicts != "x0":
-            raise ValueError(
+            raise UserError(
                 f"precondition wraps an x0 (denoiser) network; config.predicts is "
                 f"{config.predicts!r}, set it to 'x0'"
             )
@@ -56,7 +57,7 @@ def build_objective(config: TrainConfig, path: Any) -> Objective:
 
     kwargs = dict(config.objective)
     if "path" in kwargs:
-        raise ValueError("config.objective must not name a path: config.path is used")
+        raise UserError("config.objective must not name a path: config.path is used")
     # A sampler or weighting with options is a mapping in JSON configs.
     if isinstance(kwargs.get("time"), dict):
         kwargs["time"] = time_from_config(kwargs["time"])

@@ -35,6 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..errors import UserError
+
 FORMAT = "interpolant-checkpoint"
 VERSION = 1
 STATE_FILE = "state.json"
@@ -42,8 +44,9 @@ LATEST = "latest"
 _NAME = re.compile(r"^step-(\d+)$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that must not be resumed from (corrupt, truncated or mismatched)."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that must not be resumed from (corrupt, truncated or mismatched): the
+    user's file, so the command line shows it as a one-line error."""
 
 
 def checkpoint_name(step: int) -> str:

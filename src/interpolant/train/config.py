@@ -10,15 +10,21 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..configurable import option
+from ..errors import UserError, WrongTypeError
 
 LR_SCHEDULES = ("constant", "cosine", "inverse_sqrt")
 EMA_KINDS = ("none", "halflife", "power")
 PRECISIONS = ("float32", "bf16")
 PARALLEL = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
+
+_WHAT = "What is trained"
+_OPT = "Optimiser (AdamW) and learning rate"
 
 #: Fields that define the network: a checkpoint whose values differ is refused on resume.
 NETWORK_FIELDS = ("model", "path", "predicts", "precondition")
@@ -37,55 +43,125 @@ class TrainConfig:
     """
 
     # What is trained (JSON specs; used when train() is not handed a model / objective).
-    model: dict[str, Any] = field(default_factory=dict)  # {"name": ..., **backbone keywords}
-    path: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
-    predicts: str = "velocity"
-    precondition: float | None = None  # sigma_data of EDM preconditioning; None: plain Model
-    objective: dict[str, Any] = field(default_factory=dict)  # keyword arguments of Objective
-    cond_key: str = "class_labels"  # keyword under which labels reach the network
+    model: dict[str, Any] = option(
+        default_factory=dict,
+        help="backbone {name: mlp|unet|dit-s/2|..., **its keywords}; dim, image_size, "
+        "in_channels, num_classes are filled in from the data when absent",
+        group=_WHAT,
+    )
+    path: dict[str, Any] = option(
+        default_factory=lambda: {"name": "linear"},
+        help="Gaussian path {name: linear|vp|cosine|ve|edm|trig|pfgm, **options}",
+        group=_WHAT,
+    )
+    predicts: str = option(
+        "velocity", help="what the network outputs: x0, eps, velocity, score or v", group=_WHAT
+    )
+    precondition: float | None = option(
+        None, help="sigma_data of EDM preconditioning; None: plain Model", group=_WHAT
+    )
+    objective: dict[str, Any] = option(
+        default_factory=dict,
+        help="keyword arguments of Objective: target (a kind), time (uniform, logit-normal, "
+        "edm-log-normal, mode, cosmap, or {name: ..., **options}), weight (uniform, snr, "
+        "min-snr-5, edm), coupling (independent, ot: exact minibatch OT pairing of noise and "
+        "data, sinkhorn)",
+        group=_WHAT,
+    )
+    cond_key: str = option(
+        "class_labels", help="keyword under which labels reach the network", group=_WHAT
+    )
 
     # Run.
-    run_dir: str = "runs/train"
-    seed: int = 0
-    steps: int = 1000
-    resume: bool = True
+    run_dir: str = option(
+        "runs/train",
+        help="run folder: checkpoints/, stats.jsonl, config.json, run_config.json, log.txt",
+        group="Run",
+    )
+    seed: int = option(
+        0, help="seed of the initial weights, the data order and the loss's noise", group="Run"
+    )
+    steps: int = option(
+        1000, help="optimiser updates in all (a resumed run continues up to this)", group="Run"
+    )
+    resume: bool = option(True, help="continue from the newest checkpoint in run_dir", group="Run")
 
     # Batch.
-    batch_size: int = 256
-    batch_per_gpu: int | None = None
-    noise_block: int | None = None
+    batch_size: int = option(
+        256, help="global batch: all ranks and accumulation rounds together", group="Batch"
+    )
+    batch_per_gpu: int | None = option(
+        None,
+        help="examples per rank per forward pass (memory only; default: the rank's share)",
+        group="Batch",
+    )
+    noise_block: int | None = option(
+        None, help="samples that share one noise generator (default batch_per_gpu)", group="Batch"
+    )
 
     # Optimiser (AdamW) and learning rate.
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    lr_warmup_steps: int = 0
-    lr_decay_steps: int | None = None  # inverse_sqrt: decay starts here; cosine: default steps
-    lr_min_ratio: float = 0.0  # cosine floor as a fraction of lr
-    betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0  # max global grad norm; None disables clipping
+    lr: float = option(1e-3, help="AdamW learning rate (peak)", group=_OPT)
+    lr_schedule: str = option("constant", help=f"one of {', '.join(LR_SCHEDULES)}", group=_OPT)
+    lr_warmup_steps: int = option(0, help="linear warm-up from 0", group=_OPT)
+    lr_decay_steps: int | None = option(
+        None, help="inverse_sqrt: decay starts here; cosine: default steps", group=_OPT
+    )
+    lr_min_ratio: float = option(0.0, help="cosine floor as a fraction of lr", group=_OPT)
+    betas: tuple[float, float] = option((0.9, 0.999), help="AdamW betas", group=_OPT)
+    adam_eps: float = option(1e-8, help="AdamW epsilon", group=_OPT)
+    weight_decay: float = option(0.0, help="AdamW decoupled weight decay", group=_OPT)
+    grad_clip: float | None = option(
+        1.0, help="max global grad norm; None disables clipping", group=_OPT
+    )
 
     # EMA of the weights.
-    ema: str = "halflife"
-    ema_halflife_kimg: float = 500.0
-    ema_rampup_ratio: float | None = 0.05
-    ema_std: float = 0.05  # power EMA: relative standard deviation sigma_rel (EDM2)
-    ema_snapshot_every: int | None = None  # post-hoc EMA: snapshot power EMAs this often
-    ema_posthoc_stds: tuple[float, ...] = (0.05, 0.10)  # their sigma_rel (EDM2 uses these)
+    ema: str = option("halflife", help=f"one of {', '.join(EMA_KINDS)}", group="EMA of the weights")
+    ema_halflife_kimg: float = option(
+        500.0,
+        help="halflife EMA: thousands of examples over which old weights halve",
+        group="EMA of the weights",
+    )
+    ema_rampup_ratio: float | None = option(
+        0.05,
+        help="halflife at most this times the examples seen so far (EDM ramp-up)",
+        group="EMA of the weights",
+    )
+    ema_std: float = option(
+        0.05,
+        help="power EMA: relative standard deviation sigma_rel (EDM2)",
+        group="EMA of the weights",
+    )
+    ema_snapshot_every: int | None = option(
+        None, help="post-hoc EMA: snapshot power EMAs this often", group="EMA of the weights"
+    )
+    ema_posthoc_stds: tuple[float, ...] = option(
+        (0.05, 0.10), help="their sigma_rel (EDM2 uses these)", group="EMA of the weights"
+    )
 
     # Hardware.
-    device: str = "auto"
-    precision: str = "float32"
-    compile: bool = False
-    parallel: str = "ddp"
+    device: str = option("auto", help=f"one of {', '.join(DEVICES)}", group="Hardware")
+    precision: str = option(
+        "float32", help=f"one of {', '.join(PRECISIONS)} (bf16: autocast)", group="Hardware"
+    )
+    compile: bool = option(False, help="torch.compile the network", group="Hardware")
+    parallel: str = option(
+        "ddp", help=f"under torchrun: one of {', '.join(PARALLEL)}", group="Hardware"
+    )
 
     # Bookkeeping.
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    sample_every: int | None = None
-    progress: bool = True
+    log_every: int = option(100, help="steps between rows of stats.jsonl", group="Bookkeeping")
+    checkpoint_every: int = option(
+        1000, help="steps between checkpoints (the last step always gets one)", group="Bookkeeping"
+    )
+    keep_checkpoints: int = option(
+        3, help="how many of the newest checkpoints are kept", group="Bookkeeping"
+    )
+    sample_every: int | None = option(
+        None,
+        help="steps between sample images in run_dir/samples/ (interpolant train)",
+        group="Bookkeeping",
+    )
+    progress: bool = option(True, help="show a tqdm progress bar", group="Bookkeeping")
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -105,53 +181,53 @@ class TrainConfig:
         _choice(self, "parallel", PARALLEL)
         _choice(self, "device", DEVICES)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+            raise UserError(f"seed must be an int >= 0, got {self.seed!r}")
         if not isinstance(self.lr_warmup_steps, int) or self.lr_warmup_steps < 0:
-            raise ValueError(f"lr_warmup_steps must be an int >= 0, got {self.lr_warmup_steps!r}")
+            raise UserError(f"lr_warmup_steps must be an int >= 0, got {self.lr_warmup_steps!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise UserError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
-            raise ValueError(f"lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio!r}")
+            raise UserError(f"lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+            raise UserError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not self.adam_eps > 0 or self.weight_decay < 0:
-            raise ValueError("adam_eps must be > 0 and weight_decay >= 0")
+            raise UserError("adam_eps must be > 0 and weight_decay >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+            raise UserError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         if not self.ema_halflife_kimg > 0:
-            raise ValueError(f"ema_halflife_kimg must be > 0, got {self.ema_halflife_kimg!r}")
+            raise UserError(f"ema_halflife_kimg must be > 0, got {self.ema_halflife_kimg!r}")
         if self.ema_rampup_ratio is not None and not self.ema_rampup_ratio > 0:
-            raise ValueError(f"ema_rampup_ratio must be > 0 or None, got {self.ema_rampup_ratio}")
+            raise UserError(f"ema_rampup_ratio must be > 0 or None, got {self.ema_rampup_ratio}")
         if not 0.0 < self.ema_std < 0.28:  # sigma_rel -> 0.2887 as gamma -> -1
-            raise ValueError(f"ema_std (sigma_rel) must lie in (0, 0.28), got {self.ema_std!r}")
+            raise UserError(f"ema_std (sigma_rel) must lie in (0, 0.28), got {self.ema_std!r}")
         stds = self.ema_posthoc_stds
         if not stds or not all(isinstance(v, int | float) and 0.0 < v < 0.28 for v in stds):
-            raise ValueError(f"ema_posthoc_stds must be sigma_rel values in (0, 0.28), got {stds}")
+            raise UserError(f"ema_posthoc_stds must be sigma_rel values in (0, 0.28), got {stds}")
         if self.precondition is not None and not self.precondition > 0:
-            raise ValueError(
+            raise UserError(
                 f"precondition (sigma_data) must be > 0 or None, got {self.precondition!r}"
             )
         for name in ("model", "path", "objective"):
             if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+                raise UserError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
 
     # --- batch arithmetic -------------------------------------------------------------------
     def rounds(self, world_size: int) -> tuple[int, int]:
         """(batch_per_gpu, accumulation rounds) for ``world_size`` ranks; the global batch is
         ``batch_per_gpu * rounds * world_size == batch_size`` exactly."""
         if self.batch_size % world_size:
-            raise ValueError(
+            raise UserError(
                 f"batch_size={self.batch_size} is not divisible by world_size={world_size}"
             )
         per_rank = self.batch_size // world_size
         b = per_rank if self.batch_per_gpu is None else min(self.batch_per_gpu, per_rank)
         if per_rank % b:
-            raise ValueError(
+            raise UserError(
                 f"batch_size / world_size = {per_rank} is not a multiple of batch_per_gpu={b}"
             )
         block = self.noise_block or b
         if b % block:
-            raise ValueError(f"batch_per_gpu={b} is not a multiple of noise_block={block}")
+            raise UserError(f"batch_per_gpu={b} is not a multiple of noise_block={block}")
         return b, per_rank // b
 
     # --- JSON round trip --------------------------------------------------------------------
@@ -172,11 +248,11 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, refusing unknown keys and values of the wrong type."""
         if not isinstance(values, dict):
-            raise TypeError(f"config must be a dict, got {type(values).__name__}")
+            raise WrongTypeError(f"config must be a dict, got {type(values).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid keys are {sorted(known)}")
+            raise UserError(f"unknown config keys {unknown}; valid keys are {sorted(known)}")
         hints = typing.get_type_hints(cls)
         for key, value in values.items():
             _check_type(key, value, hints[key])
@@ -218,14 +294,14 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
             return
         if origin in (str, bool, dict) and isinstance(value, origin):
             return
-    raise TypeError(f"config key {key!r} expects {hint}, got {value!r}")
+    raise WrongTypeError(f"config key {key!r} expects {hint}, got {value!r}")
 
 
 def _positive_int(cfg: TrainConfig, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise UserError(f"{name} must be a positive int, got {value!r}")
 
 
 def _optional_positive_int(cfg: TrainConfig, *names: str) -> None:
@@ -236,4 +312,4 @@ def _optional_positive_int(cfg: TrainConfig, *names: str) -> None:
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
     if getattr(cfg, name) not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
+        raise UserError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")

@@ -18,6 +18,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -49,7 +51,7 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if device == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -179,7 +181,7 @@ def wrap(model: nn.Module, info: DistInfo, parallel: str = "ddp") -> tuple[nn.Mo
             fully_shard(sub, mesh=mesh)
         fully_shard(target, mesh=mesh)
         return model, target
-    raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+    raise UserError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
 
 
 def is_fsdp(module: nn.Module) -> bool:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 
 def halflife_beta(
     step: int, batch_size: int, halflife_kimg: float, rampup_ratio: float | None = 0.05
@@ -44,7 +46,7 @@ def power_beta(step: int, gamma: float) -> float:
 def gamma_to_sigma_rel(gamma: float) -> float:
     """Relative standard deviation of the power-function averaging profile (EDM2 eq. 4)."""
     if not gamma > -1.0:
-        raise ValueError(f"gamma must be > -1, got {gamma}")
+        raise UserError(f"gamma must be > -1, got {gamma}")
     return float(np.sqrt((gamma + 1.0) / ((gamma + 2.0) ** 2 * (gamma + 3.0))))
 
 
@@ -52,7 +54,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     """Inverse of :func:`gamma_to_sigma_rel`: the largest real root of
     ``gamma^3 + 7 gamma^2 + (16 - s^-2) gamma + (12 - s^-2) = 0`` (EDM2 App. C.2)."""
     if not 0.0 < sigma_rel < 0.2886:
-        raise ValueError(f"sigma_rel must lie in (0, 0.2886), got {sigma_rel}")
+        raise UserError(f"sigma_rel must lie in (0, 0.2886), got {sigma_rel}")
     inv = sigma_rel**-2
     roots = np.roots([1.0, 7.0, 16.0 - inv, 12.0 - inv])
     return float(roots[np.abs(roots.imag) < 1e-9].real.max())
@@ -75,7 +77,7 @@ class EMA:
         sigma_rel: float = 0.05,
     ):
         if kind not in ("halflife", "power"):
-            raise ValueError(f"kind must be 'halflife' or 'power', got {kind!r}")
+            raise UserError(f"kind must be 'halflife' or 'power', got {kind!r}")
         self.kind, self.batch_size = kind, int(batch_size)
         self.halflife_kimg, self.rampup_ratio = float(halflife_kimg), rampup_ratio
         self.sigma_rel = float(sigma_rel)
@@ -142,9 +144,9 @@ def posthoc_coefficients(
     t = np.asarray(snapshot_steps, dtype=np.float64)[:, None]
     g = np.asarray(snapshot_gammas, dtype=np.float64)[:, None]
     if t.shape != g.shape or t.size == 0:
-        raise ValueError("snapshot_steps and snapshot_gammas must be non-empty and of equal length")
+        raise UserError("snapshot_steps and snapshot_gammas must be non-empty and of equal length")
     if (t < 1).any() or target_step < 1:
-        raise ValueError("snapshot and target steps count updates and must be >= 1")
+        raise UserError("snapshot and target steps count updates and must be >= 1")
     a = _profile_dot(t, g, t.T, g.T)
     b = _profile_dot(t[:, 0], g[:, 0], np.float64(target_step), np.float64(target_gamma))
     return np.linalg.lstsq(a, b, rcond=None)[0]
@@ -160,7 +162,7 @@ def posthoc_reconstruct(
     from ``(updates, gamma, state)`` snapshots of power EMAs (at least two gammas)."""
     snaps = list(snapshots)
     if not snaps:
-        raise ValueError("posthoc_reconstruct needs at least one snapshot")
+        raise UserError("posthoc_reconstruct needs at least one snapshot")
     steps = [s for s, _, _ in snaps]
     target = max(steps) if target_step is None else target_step
     gammas = [g for _, g, _ in snaps]

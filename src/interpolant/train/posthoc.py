@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from ..errors import MissingFileError, UserError
 from . import state as st
 from .checkpoint import checkpoint_name, save_tensors_atomic
 from .ema import EMA, posthoc_reconstruct, sigma_rel_to_gamma
@@ -34,7 +35,7 @@ class PosthocTracker:
 
     def __init__(self, module: nn.Module, stds: Sequence[float]):
         if not stds:
-            raise ValueError("PosthocTracker needs at least one sigma_rel")
+            raise UserError("PosthocTracker needs at least one sigma_rel")
         self.emas = {float(s): EMA(module, "power", sigma_rel=float(s)) for s in stds}
 
     def update(self, module: nn.Module, step: int) -> None:
@@ -79,7 +80,7 @@ def read_snapshots(run_dir: str | Path) -> list[tuple[int, float, dict[str, Tens
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             if "updates" not in meta or "sigma_rel" not in meta:
-                raise ValueError(f"{path} is not an EMA snapshot (metadata {meta})")
+                raise UserError(f"{path} is not an EMA snapshot (metadata {meta})")
             step, stds = int(meta["updates"]), json.loads(meta["sigma_rel"])
             for std in stds:
                 prefix = f"{float(std)!r}/"
@@ -100,5 +101,5 @@ def posthoc_ema(
     if step is not None:
         snaps = [s for s in snaps if s[0] <= step]
     if not snaps:
-        raise FileNotFoundError(f"no EMA snapshots under {Path(run_dir) / SNAPSHOT_DIR}")
+        raise MissingFileError(f"no EMA snapshots under {Path(run_dir) / SNAPSHOT_DIR}")
     return posthoc_reconstruct(snaps, sigma_rel, step)

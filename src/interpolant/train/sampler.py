@@ -9,16 +9,17 @@ ranks' slices are disjoint, their union is the global batch, and 2 ranks x B/2 r
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+from ..randomness import derive_seed
 
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from a tuple of parts (sha256, so nearby inputs give unrelated seeds)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+def step_seed(stream: str, seed: int, step: int, index: int) -> int:
+    """The seed of item ``index`` (a noise block, a rank) of update ``step``: two levels of
+    :func:`~interpolant.randomness.derive_seed`, so it depends on (seed, step, index) only."""
+    return derive_seed(stream, derive_seed("train-step", seed, step), index)
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -33,9 +34,9 @@ class StepSampler:
 
     def __init__(self, n: int, batch_size: int, seed: int = 0):
         if n < 1:
-            raise ValueError(f"the data set is empty (n = {n})")
+            raise UserError(f"the data set is empty (n = {n})")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self._cache: dict[int, Tensor] = {}
 
@@ -43,7 +44,7 @@ class StepSampler:
         """The order of the examples in ``epoch`` (a pure function of (seed, epoch))."""
         perm = self._cache.get(epoch)
         if perm is None:
-            gen = generator(derive_seed("data", self.seed, epoch))
+            gen = generator(derive_seed("data-order", self.seed, epoch))
             perm = torch.randperm(self.n, generator=gen)
             self._cache = {epoch: perm, **{e: p for e, p in self._cache.items() if e == epoch - 1}}
         return perm
@@ -51,7 +52,7 @@ class StepSampler:
     def global_indices(self, step: int) -> Tensor:
         """The ``batch_size`` example indices of update ``step`` (all ranks together)."""
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise UserError(f"step must be >= 0, got {step}")
         position = step * self.batch_size + torch.arange(self.batch_size)
         epochs, offsets = position // self.n, position % self.n
         out = torch.empty(self.batch_size, dtype=torch.long)
@@ -63,7 +64,7 @@ class StepSampler:
     def rank_indices(self, step: int, rank: int, world_size: int) -> Tensor:
         """Rank ``rank``'s contiguous slice of update ``step``'s global batch."""
         if not 0 <= rank < world_size or self.batch_size % world_size:
-            raise ValueError(
+            raise UserError(
                 f"rank {rank} of {world_size} cannot split a global batch of {self.batch_size}"
             )
         per_rank = self.batch_size // world_size

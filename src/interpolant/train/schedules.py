@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import UserError
 from .config import LR_SCHEDULES, TrainConfig
 
 
@@ -27,14 +28,14 @@ def lr_at(
 ) -> float:
     """The learning rate of update ``step`` (0-based)."""
     if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+        raise UserError(f"step must be >= 0, got {step}")
     warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     if schedule == "constant":
         decay = 1.0
     elif schedule == "cosine":
         end = decay_steps or total_steps
         if end is None:
-            raise ValueError("the cosine schedule needs decay_steps or total_steps")
+            raise UserError("the cosine schedule needs decay_steps or total_steps")
         span = max(end - warmup_steps, 1)
         progress = min(max((step - warmup_steps) / span, 0.0), 1.0)
         decay = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -42,7 +43,7 @@ def lr_at(
         t_ref = decay_steps or max(warmup_steps, 1)
         decay = 1.0 / math.sqrt(max(step / t_ref, 1.0))
     else:
-        raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+        raise UserError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     return lr * warmup * decay
 
 

@@ -27,13 +27,14 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError, WrongTypeError
 from . import checkpoint as ckpt
 from . import distributed as dist_util
 from . import state as st
 from .config import NETWORK_FIELDS, TrainConfig, as_config
 from .ema import EMA
 from .posthoc import PosthocTracker
-from .sampler import StepSampler, derive_seed, generator
+from .sampler import StepSampler, generator, step_seed
 from .schedules import lr_from_config
 
 logger = logging.getLogger("interpolant.train")
@@ -96,9 +97,11 @@ class Trainer:
     ):
         self.config = cfg = as_config(config)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise WrongTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not callable(getattr(objective, "loss", None)):
-            raise TypeError(f"objective needs a loss(model, x0, ...) method, got {objective!r}")
+            raise WrongTypeError(
+                f"objective needs a loss(model, x0, ...) method, got {objective!r}"
+            )
         _check_data(data, labels, integer=bool(getattr(objective, "integer_data", False)))
         self.info = info = dist_util.setup(cfg.device)
         self.batch_per_gpu, self.rounds = cfg.rounds(info.world_size)
@@ -136,7 +139,7 @@ class Trainer:
             dist_util.parallel_target(self.module).compile()
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         if not self.params:
-            raise ValueError("model has no trainable parameters")
+            raise UserError("model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=cfg.lr,
@@ -189,13 +192,13 @@ class Trainer:
         for j in range(0, indices.numel(), block):
             rows = indices[j : j + block].to(self.info.device)
             where = (self.config.seed, step, (first + j) // block)
-            gen = generator(derive_seed("loss", *where), self.info.device)
-            torch.manual_seed(derive_seed("global", *where))  # dropout and the like
+            gen = generator(step_seed("loss", *where), self.info.device)
+            torch.manual_seed(step_seed("global", *where))  # dropout and the like
             cond = None if self.labels is None else {self.config.cond_key: self.labels[rows]}
             with self._autocast():
                 loss = self.objective.loss(self.wrapped, self.data[rows], generator=gen, cond=cond)
             if loss.ndim != 0:
-                raise ValueError(f"objective.loss must return a scalar, got shape {loss.shape}")
+                raise UserError(f"objective.loss must return a scalar, got shape {loss.shape}")
             losses.append(loss.float())
         return torch.stack(losses).mean()
 
@@ -354,7 +357,7 @@ class Trainer:
             f"checkpoint RNG states are for world size {rng.get('world_size')}, now "
             f"{self.info.world_size}: global RNG re-seeded (dropout-like randomness will differ)"
         )
-        torch.manual_seed(derive_seed("torch", self.config.seed, self.step, self.info.rank))
+        torch.manual_seed(step_seed("torch", self.config.seed, self.step, self.info.rank))
 
     def _report_differences(self, saved: dict[str, Any]) -> None:
         old, new = saved.get("config", {}), self.config.to_dict()
@@ -380,7 +383,7 @@ class Trainer:
         dist_util.barrier(info)
         start = self.resume() if cfg.resume else self._check_fresh()
         if start == 0:
-            torch.manual_seed(derive_seed("torch", cfg.seed, 0, info.rank))
+            torch.manual_seed(step_seed("torch", cfg.seed, 0, info.rank))
         if info.is_main:
             ckpt.write_text_atomic(self.run_dir / "config.json", cfg.to_json() + "\n")
             self._trim_stats(start)
@@ -496,11 +499,11 @@ def _check_data(data: Tensor, labels: Tensor | None, integer: bool = False) -> N
     if integer:
         if not isinstance(data, Tensor) or data.ndim < 2 or data.dtype != torch.long:
             got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
-            raise ValueError(f"data must be an int64 tensor of shape (N, ...), got {got}")
+            raise UserError(f"data must be an int64 tensor of shape (N, ...), got {got}")
     elif not isinstance(data, Tensor) or data.ndim < 2 or not data.is_floating_point():
         got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
-        raise ValueError(f"data must be a floating tensor of shape (N, ...), got {got}")
+        raise UserError(f"data must be a floating tensor of shape (N, ...), got {got}")
     bad_labels = not isinstance(labels, Tensor) or labels.shape[:1] != data.shape[:1]
     if labels is not None and bad_labels:
         got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a tensor with {data.shape[0]} rows, got {got}")
+        raise UserError(f"labels must be a tensor with {data.shape[0]} rows, got {got}")
