@@ -262,7 +262,8 @@ class Model(nn.Module):
         when grad mode is on.
         """
         counter.nfe += evaluations
-        dtype = self.input_dtype(x) if dtype is None else dtype
+        if dtype is None:
+            dtype = self.input_dtype(x)
         t = torch.full((x.shape[0],), node.t, device=x.device, dtype=dtype)
         value = self.call_net(x, t, counter.cond if cond is None else cond, dtype)
         return Prediction(x, node.t, self.predicts, value, node.coeffs)

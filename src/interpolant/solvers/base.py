@@ -74,7 +74,7 @@ def select_rows(value: Any, index: Tensor) -> Any:
     raise WrongTypeError(f"{type(value).__name__} is declared per-sample but has no rows to select")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Output(History):
     """One earlier data prediction of a multistep solver: logsnr at its node and x0 there."""
 
@@ -146,6 +146,7 @@ class Run(Evaluations):
         path: GaussianPath | None,
         nodes: list[Node],
         *,
+        grid: Tensor | None = None,
         model: Model | None = None,
         solver: Solver | None = None,
         cond: dict[str, Any] | None = None,
@@ -157,7 +158,9 @@ class Run(Evaluations):
         super().__init__(cond)
         self._model, self._path, self.solver = model, path, solver
         self.nodes, self.n_steps, self.index = nodes, len(nodes) - 1, 0
-        self.grid = torch.tensor([n.t for n in nodes], dtype=torch.float64)
+        self.grid = (
+            torch.tensor([n.t for n in nodes], dtype=torch.float64) if grid is None else grid
+        )
         self.seed = seed
         #: The sample numbers of the rows (row r draws from the streams of sample rows[r]).
         self.rows = torch.arange(rows) if isinstance(rows, int) else torch.as_tensor(rows)
@@ -174,7 +177,7 @@ class Run(Evaluations):
     def for_model(cls, model: Model, grid: Tensor, **options: Any) -> Run:
         """The run context of ``model`` on the descending time ``grid`` (``options``: solver,
         cond, seed, rows, model_dtype, work_dtype)."""
-        return cls(model.path, make_nodes(model.path, grid), model=model, **options)
+        return cls(model.path, make_nodes(model.path, grid), grid=grid, model=model, **options)
 
     @property
     def model(self) -> Model:
@@ -215,7 +218,8 @@ class Run(Evaluations):
 
     def evaluate(self, x: Tensor, node: Node) -> Prediction:
         """The model at (x, node) (one NFE), then every prediction hook in order."""
-        pred = self.model.at(x, node, self, dtype=self.model_dtype)
+        model = self._model if self._model is not None else self.model  # the property raises
+        pred = model.at(x, node, self, None, self.model_dtype)
         for hook, hook_state in self._prediction_hooks:
             pred = hook.on_prediction(pred, node, self, hook_state)
         self.last_prediction = pred

@@ -18,7 +18,7 @@ from typing_extensions import Unpack
 
 from ..errors import UserError, WrongTypeError
 from ..predictions import Model
-from .base import Run, State
+from .base import Run, State, make_nodes
 from .hooks import Hook, Plan, Step
 from .spec import Sampler, SamplerOptions, as_sampler
 
@@ -102,17 +102,22 @@ def sample(
         raise UserError(f"index has {len(index)} entries for a batch of {noise.shape[0]}")
     solver, work_dtype = spec.solver, spec.dtype or noise.dtype
     t_grid = spec.times(model.path)
+    nodes = make_nodes(model.path, t_grid)
     x = noise.to(work_dtype)
     if scale_noise:
-        x = x * float(model.path.sigma(t_grid[:1])[0])
+        x = x * nodes[0].sigma
     plan = Plan(model, t_grid, x)
     for hook in hooks:
         if hook.implements("prepare"):
             plan = hook.prepare(plan)
+    if plan.grid is not t_grid or plan.model.path is not model.path:
+        nodes = make_nodes(plan.model.path, plan.grid)
     model, x = plan.model, plan.x
-    run = Run.for_model(
-        model,
-        plan.grid,
+    run = Run(
+        model.path,
+        nodes,
+        grid=plan.grid,
+        model=model,
         solver=solver,
         cond=cond,
         seed=spec.seed,
@@ -122,7 +127,6 @@ def sample(
     )
     run.x_start = x
     step_hooks = run.attach(hooks)
-    nodes = run.nodes
     state: State = solver.init(x)
     # No progress bar object at all unless asked: constructing a disabled tqdm costs ~0.5 ms.
     bar = tqdm(total=run.n_steps, desc=f"sampling ({solver.name})") if progress else None
