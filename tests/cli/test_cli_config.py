@@ -161,3 +161,16 @@ def test_user_errors_are_one_line_and_bugs_show_a_traceback(monkeypatch, capsys)
     assert err.rstrip().endswith(cli.BUG_NOTE)
     with pytest.raises(KeyError):
         cli.main(["--traceback", "info"])
+
+
+def test_info_options_prints_each_option_from_its_field_metadata(capsys):
+    from interpolant.cli import main
+    from interpolant.solvers.unipc import UniPC
+
+    assert main(["info", "--options", "solver", "unipc"]) == 0
+    out = capsys.readouterr().out
+    for option, _, default, text in UniPC.options():
+        assert f"  {option} (" in out and text in out
+    assert "max_step_ratio (float | None, default null)" in out
+    assert main(["info", "--options", "solver", "rk45"]) == 2
+    assert "unknown solver 'rk45'" in capsys.readouterr().err

@@ -224,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     # info
     p = sub.add_parser("info", help="versions, devices and every registry")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--options",
+        nargs=2,
+        metavar=("KIND", "NAME"),
+        help=f"the options of one registered object, e.g. --options solver unipc "
+        f"(kinds: {', '.join(OPTION_KINDS)})",
+    )
 
     # repro
     p = sub.add_parser(
@@ -454,9 +461,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Kinds of configurable objects whose options `interpolant info --options` prints.
+OPTION_KINDS = ("solver", "grid", "path", "time", "weighting")
+
+
+def _registry(kind: str) -> Any:
+    from .. import losses, paths, solvers
+
+    registries = {
+        "solver": solvers.SOLVERS,
+        "grid": solvers.GRIDS,
+        "path": paths.PATHS,
+        "time": losses.TIME_SAMPLERS,
+        "weighting": losses.WEIGHTINGS,
+    }
+    if kind not in registries:
+        raise UserError(f"unknown kind {kind!r} for --options; choose one of {OPTION_KINDS}")
+    return registries[kind]
+
+
+def print_options(kind: str, name: str) -> None:
+    """The options of one registered object, from its fields' metadata."""
+    registry = _registry(kind)
+    if name.lower() not in registry:
+        raise UserError(f"unknown {kind} {name!r}; choose one of {sorted(registry)}")
+    cls = registry[name.lower()]
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    print(f"{kind} {cls.name} ({cls.__name__}): {doc}")
+    rows = cls.options()
+    if not rows:
+        print("  (no options)")
+    for option, kind_name, default, text in rows:
+        print(f"  {option} ({kind_name}, default {json.dumps(default)}): {text}")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ..api import info
 
+    if args.options:
+        print_options(*args.options)
+        return 0
     values = info()
     if args.json:
         print(json.dumps(values, indent=2))
