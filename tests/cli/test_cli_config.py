@@ -169,7 +169,7 @@ def test_info_options_prints_each_option_from_its_field_metadata(capsys):
 
     assert main(["info", "--options", "solver", "unipc"]) == 0
     out = capsys.readouterr().out
-    for option, _, default, text in UniPC.options():
+    for option, _, _default, text in UniPC.options():
         assert f"  {option} (" in out and text in out
     assert "max_step_ratio (float | None, default null)" in out
     assert main(["info", "--options", "solver", "rk45"]) == 2
