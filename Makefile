@@ -18,6 +18,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.core
 	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps "molsets==0.3.1"
 	touch $@
 
 # Peers for benchmarks and optional tests. k-diffusion goes in without dependencies (its
