@@ -10,6 +10,7 @@ t counts (a factor on the squared error in the target's space); see docs/concept
 
 from .coupling import COUPLINGS, Coupling, coupling_from_config, get_coupling, sinkhorn_plan
 from .objective import Objective
+from .terms import LOSS_TERMS, LossInputs, LossTerm, StepVariation, get_terms
 from .time import (
     TIME_SAMPLERS,
     CosMap,
@@ -39,6 +40,7 @@ from .weights import (
 
 __all__ = [
     "COUPLINGS",
+    "LOSS_TERMS",
     "TIME_SAMPLERS",
     "WEIGHTINGS",
     "CallableWeight",
@@ -48,11 +50,14 @@ __all__ = [
     "EDMLogNormal",
     "EDMWeight",
     "LogitNormal",
+    "LossInputs",
+    "LossTerm",
     "MinSNR",
     "Mode",
     "Objective",
     "SNRWeight",
     "Shift",
+    "StepVariation",
     "TimeSampler",
     "Uniform",
     "UniformWeight",
@@ -60,6 +65,7 @@ __all__ = [
     "X0SpaceWeighting",
     "coupling_from_config",
     "get_coupling",
+    "get_terms",
     "get_time_sampler",
     "get_weighting",
     "kind_factor",

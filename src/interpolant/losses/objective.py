@@ -12,6 +12,11 @@ different t are traded off.
 An optional minibatch ``coupling`` (``losses.coupling``; "ot" as in OT-CFM) re-pairs the eps
 draws with the x0 of the batch before x_t is built; it changes the joint law of (x0, eps), so the
 optimum is then the velocity of the coupled interpolant (a flow, not a score).
+
+Optional extra ``terms`` (``losses.terms``: regularisers such as Smooth Diffusion's step-wise
+variation) add a weighted per-sample penalty computed from the same batch (x0, eps, t, x_t and
+the prediction). A loop other than the trainer that uses terms with running statistics calls
+:meth:`Objective.end_step` once per optimiser step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..paths import GaussianPath
 from ..paths import from_config as path_from_config
 from ..predictions import Coefficients, Model, Prediction, check_kind, from_x0_eps
 from .coupling import Coupling, get_coupling
+from .terms import LossInputs, LossTerm, get_terms
 from .time import TimeSampler, get_time_sampler, time_from_config
 from .weights import Weighting, get_weighting, weight_from_config
 
@@ -49,6 +55,8 @@ class Objective:
             ``losses.coupling``): "independent" (default), "ot" (exact minibatch OT, as OT-CFM),
             "sinkhorn", a config dict or a :class:`Coupling`. A non-independent coupling trains
             a flow (velocity) but not a score: sample it with ODE solvers.
+        terms: extra loss terms (``losses.terms``): :class:`LossTerm` objects, names,
+            ``"name:weight"`` strings or config dicts, e.g. ``["step-variation:0.1"]``.
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class Objective:
         weight: Weighting | str | dict[str, Any] | Callable[..., Tensor] | None = "uniform",
         predicts: str | None = None,
         coupling: Coupling | str | dict[str, Any] | None = None,
+        terms: Any = None,
     ) -> None:
         if not isinstance(path, GaussianPath):
             raise WrongTypeError(f"path must be a GaussianPath, got {type(path).__name__}")
@@ -68,6 +77,7 @@ class Objective:
         self.weight = get_weighting(weight)
         self.predicts = check_kind(predicts if predicts is not None else target, "predicts")
         self.coupling = get_coupling(coupling)
+        self.terms: tuple[LossTerm, ...] = get_terms(terms)
 
     # -- the four pieces -------------------------------------------------------------------------
 
@@ -136,11 +146,19 @@ class Objective:
                 f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
             )
         eps = self.coupling.pair(x0, eps, generator)
+        if any(term.needs_noise_grad for term in self.terms):
+            eps = eps.detach().requires_grad_(True)
         x_t = self.path.sample_xt(x0, t, eps)
         target = self.regression_target(x0, eps, t)
-        pred = self.prediction(model, x_t, t, **(cond or {})).get(self.target)
+        prediction = self.prediction(model, x_t, t, **(cond or {}))
         w = self.weights(t).to(x0.dtype)
-        return w * (pred - target).square().flatten(1).mean(dim=1)
+        loss = w * (prediction.get(self.target) - target).square().flatten(1).mean(dim=1)
+        if self.terms:
+            sigma = torch.as_tensor(Coefficients.at(self.path, t, x0).sigma)
+            inputs = LossInputs(x0, eps, t, x_t, prediction, sigma, generator, cond)
+            for term in self.terms:
+                loss = loss + term.weight * term.penalty(inputs).to(loss.dtype)
+        return loss
 
     def loss(
         self,
@@ -155,11 +173,34 @@ class Objective:
 
     __call__ = loss
 
+    # -- extra terms' running statistics (the trainer checkpoints them) --------------------------
+
+    def end_step(self) -> None:
+        """Once per optimiser step: the terms update their running statistics."""
+        for term in self.terms:
+            term.end_step()
+
+    def state(self) -> dict[str, Tensor]:
+        """The terms' running statistics as ``{"term-name.key": tensor}``."""
+        return {f"{t.name}.{k}": v for t in self.terms for k, v in t.state().items()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state`; refuses statistics of terms this objective does not have."""
+        mine = self.state()
+        if set(state) != set(mine):
+            raise UserError(
+                f"checkpointed objective state has {sorted(state)}, this objective keeps "
+                f"{sorted(mine)} (were the loss terms changed?)"
+            )
+        for term in self.terms:
+            prefix = f"{term.name}."
+            term.load_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
     # -- serialisation ---------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description; :meth:`from_config` rebuilds the objective."""
-        config = {
+        config: dict[str, Any] = {
             "path": self.path.config(),
             "target": self.target,
             "predicts": self.predicts,
@@ -168,6 +209,8 @@ class Objective:
         }
         if self.coupling.name != "independent":  # configs of plain objectives stay as they were
             config["coupling"] = self.coupling.config()
+        if self.terms:
+            config["terms"] = [term.config() for term in self.terms]
         return config
 
     @classmethod
@@ -183,10 +226,12 @@ class Objective:
             weight=weight_from_config(config["weight"]),
             predicts=config.get("predicts"),
             coupling=config.get("coupling"),
+            terms=config.get("terms"),
         )
 
     def __repr__(self) -> str:
         return (
             f"Objective(path={self.path!r}, target={self.target!r}, time={self.time!r}, "
-            f"weight={self.weight!r}, predicts={self.predicts!r}, coupling={self.coupling!r})"
+            f"weight={self.weight!r}, predicts={self.predicts!r}, coupling={self.coupling!r}"
+            + (f", terms={list(self.terms)!r})" if self.terms else ")")
         )

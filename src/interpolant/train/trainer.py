@@ -46,7 +46,9 @@ StepHook = Callable[["Trainer", int], Any]
 
 class Objective(Protocol):
     """What the trainer needs from a loss (``interpolant.losses.Objective`` fits). An objective
-    over token ids sets the attribute ``integer_data = True`` and then gets int64 rows."""
+    over token ids sets the attribute ``integer_data = True`` and then gets int64 rows. Optional:
+    ``end_step()`` (called once per optimiser step, after the backward passes) and
+    ``state() / load_state(tensors)`` (running statistics written into every checkpoint)."""
 
     def loss(
         self,
@@ -218,6 +220,9 @@ class Trainer:
                 loss = self._micro_loss(indices[r * b : (r + 1) * b], step, offset + r * b)
                 (loss / self.rounds).backward()
             total += loss.detach() / self.rounds
+        end_step = getattr(self.objective, "end_step", None)
+        if end_step is not None:
+            end_step()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         grad_norm = st.full_value(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         self.optimizer.step()
@@ -235,6 +240,7 @@ class Trainer:
         optim = st.optimizer_state(self.module, self.optimizer)
         ema = st.ema_state(self.ema.shadow) if self.ema is not None else {}
         posthoc = self.posthoc.state() if self.posthoc is not None else {}
+        objective_state = {k: v.detach().cpu() for k, v in self._objective_state().items()}
         rngs = dist_util.all_gather_bytes(ckpt.rng_state_bytes(info.device), info)
         path = None
         if info.is_main:
@@ -244,6 +250,8 @@ class Trainer:
                 tensors["ema"] = ema
             if self.posthoc is not None:
                 tensors["posthoc"] = posthoc
+            if objective_state:
+                tensors["objective"] = objective_state
             state = {
                 "config": self.config.to_dict(),
                 "network": self.network,
@@ -342,11 +350,36 @@ class Trainer:
             st.load_ema_state(self.ema.shadow, ema)
         if self.posthoc is not None:
             self.posthoc.load(posthoc)
+        self._load_objective_state(path, saved)
         self.step = int(saved["step"])
         self.elapsed_s = float(saved.get("elapsed_s", 0.0))
         self._restore_rng(saved.get("rng", {}))
         self._report_differences(saved)
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _objective_state(self) -> dict[str, Tensor]:
+        state = getattr(self.objective, "state", None)
+        return dict(state()) if state is not None else {}
+
+    def _load_objective_state(self, path: Path, saved: dict[str, Any]) -> None:
+        """The objective's running statistics (loss terms); refused when they do not match."""
+        mine = self._objective_state()
+        stored = "objective.safetensors" in saved["files"]
+        if not mine and not stored:
+            return
+        if not stored:
+            raise ckpt.CheckpointError(
+                f"{path} has no objective state but the objective keeps {sorted(mine)}"
+            )
+        load_state = getattr(self.objective, "load_state", None)
+        if load_state is None:
+            raise ckpt.CheckpointError(
+                f"{path} holds objective state but this objective cannot load any"
+            )
+        try:
+            load_state(ckpt.read_tensors(path, "objective"))
+        except ValueError as err:  # UserError: the terms differ
+            raise ckpt.CheckpointError(f"{path / 'objective.safetensors'}: {err}") from err
 
     def _restore_rng(self, rng: dict[str, Any]) -> None:
         states = rng.get("torch", [])
