@@ -21,6 +21,7 @@ from .inversion import (
     dpm_decode,
     dpm_encode,
     invert,
+    reconstruct,
     round_trip_error,
 )
 from .mbir import ADMMTV, MBIR_SAMPLER, SliceOperator, Splitting, VolumeADMM, diffusion_mbir
@@ -115,6 +116,7 @@ __all__ = [
     "psnr",
     "radon_matrix",
     "random_mask",
+    "reconstruct",
     "red_diff",
     "renoise",
     "repaint",

@@ -165,6 +165,20 @@ def invert(
     return Inversion(out.to(x.dtype), t_grid, nfe, spec, states if trajectory else [])
 
 
+def reconstruct(
+    model: Model,
+    x: Tensor,
+    sampler: Sampler | None = None,
+    *,
+    cond: dict[str, Any] | None = None,
+    **shortcuts: Unpack[SamplerOptions],
+) -> Tensor:
+    """sample(invert(x)): x inverted to the latent and sampled back on the same grid."""
+    inv = invert(model, x, sampler, cond=cond, **shortcuts)
+    back = inv.sampler.replace(grid=inv.grid.flip(0), nfe=None, steps=None)
+    return sample(model, inv.x, back, cond=cond, scale_noise=False).x
+
+
 def round_trip_error(
     model: Model,
     x: Tensor,
@@ -174,10 +188,7 @@ def round_trip_error(
     **shortcuts: Unpack[SamplerOptions],
 ) -> float:
     """max |x - sample(invert(x))| over the batch, both directions on the same grid."""
-    inv = invert(model, x, sampler, cond=cond, **shortcuts)
-    back = inv.sampler.replace(grid=inv.grid.flip(0), nfe=None, steps=None)
-    out = sample(model, inv.x, back, cond=cond, scale_noise=False)
-    return float((out.x - x).abs().max())
+    return float((reconstruct(model, x, sampler, cond=cond, **shortcuts) - x).abs().max())
 
 
 # ----------------------------------------------------------------------------------------------

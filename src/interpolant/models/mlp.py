@@ -23,6 +23,7 @@ from .layers import (
     optional_labels,
     time_batch,
 )
+from .routing import TaskRouter, router_options
 
 
 class ResidualBlock(nn.Module):
@@ -36,8 +37,9 @@ class ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(width, width)
 
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        z = F.silu(self.fc1(self.norm(h)) + self.emb(emb))
+    def forward(self, h: Tensor, emb: Tensor, mask: Tensor | None = None) -> Tensor:
+        # DTR: the update sees the task's channels only, h + Delta(m * h).
+        z = F.silu(self.fc1(self.norm(h if mask is None else mask * h)) + self.emb(emb))
         return h + self.fc2(self.dropout(z))
 
 
@@ -54,6 +56,9 @@ class MLP(Backbone, SkippableBlocks):
         emb_dim: time/class embedding size (default: width).
         num_classes, class_dropout_prob: optional class conditioning (see LabelEmbedding).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+        router: denoising task routing of the blocks' hidden channels (``models.routing``):
+            None, "dtr" (sharing 0.8, alpha 4, 1000 tasks), "dtr-random" or a dict of
+            TaskRouter options. Adds no parameters.
 
     Residual blocks listed in ``skip_blocks`` (default none) run as the identity
     (:class:`~interpolant.models.layers.SkippableBlocks`); every block is skippable.
@@ -72,6 +77,7 @@ class MLP(Backbone, SkippableBlocks):
         num_classes: int = 0,
         class_dropout_prob: float = 0.1,
         time_scale: float = 1000.0,
+        router: str | dict | None = None,
     ):
         super().__init__()
         self._save_config(
@@ -84,6 +90,7 @@ class MLP(Backbone, SkippableBlocks):
             num_classes=num_classes,
             class_dropout_prob=class_dropout_prob,
             time_scale=time_scale,
+            **({"router": router} if router is not None else {}),
         )
         if dim < 1 or width < 1 or depth < 0:
             raise UserError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
@@ -99,6 +106,8 @@ class MLP(Backbone, SkippableBlocks):
         self.blocks = nn.ModuleList(
             ResidualBlock(width, emb_dim, layer_norm, dropout) for _ in range(depth)
         )
+        options = router_options(router)
+        self.router = None if options is None else TaskRouter(width, **options)
         self.norm_out: nn.Module = nn.LayerNorm(width) if layer_norm else nn.Identity()
         self.fc_out = nn.Linear(width, dim)
         nn.init.zeros_(self.fc_out.weight)
@@ -120,11 +129,13 @@ class MLP(Backbone, SkippableBlocks):
                 f"MLP expects x of shape (B, {self.dim}) or (B, *shape) with {self.dim} "
                 f"features, got {tuple(x.shape)}"
             )
-        emb = self.time_embed(time_batch(t, x))
+        t = time_batch(t, x)
+        emb = self.time_embed(t)
         y = optional_labels(self.label_embed, class_labels, x.shape[0], x.device, generator)
         emb = F.silu(emb if y is None else emb + y)
         h = self.fc_in(x.reshape(x.shape[0], self.dim))
+        mask = None if self.router is None else self.router(t).to(h.dtype)
         for i, block in enumerate(self.blocks):
             if i not in self._skip_blocks:
-                h = block(h, emb)
+                h = block(h, emb, mask)
         return self.fc_out(F.silu(self.norm_out(h))).reshape(x.shape)
