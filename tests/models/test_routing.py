@@ -82,3 +82,25 @@ def test_router_options_refuse_bad_specs():
         router_options("moe")
     with pytest.raises(UserError, match="sharing must be"):
         TaskRouter(8, sharing=0.0)
+
+
+def test_routed_dit_full_sharing_is_the_plain_dit_and_dtr_changes_trained_blocks():
+    from interpolant.models import DiT
+
+    kwargs = dict(image_size=8, in_channels=1, patch_size=2, depth=2, hidden_size=32, num_heads=2)
+    plain, routed, full = (
+        DiT(**kwargs),
+        DiT(**kwargs, router="dtr"),
+        DiT(**kwargs, router={"sharing": 1.0}),
+    )
+    gen = torch.Generator().manual_seed(0)
+    for p in plain.parameters():  # away from adaLN-Zero's identity initialisation
+        p.data = 0.3 * torch.randn(p.shape, generator=gen)
+    routed.load_state_dict(plain.state_dict())
+    full.load_state_dict(plain.state_dict())
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(plain) == count(routed)
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 0.5, 0.9])
+    with torch.no_grad():
+        torch.testing.assert_close(full(x, t), plain(x, t))
+        assert not torch.allclose(routed(x, t), plain(x, t))

@@ -39,6 +39,7 @@ from .layers import (
     xavier_linears,
     zero_linear,
 )
+from .routing import TaskRouter, router_options
 
 DIT_SIZES = {"s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28, 1152, 16)}
 PATCH_SIZES = (2, 4, 8)
@@ -59,13 +60,16 @@ class DiTBlock(nn.Module):
         xavier_linears(self)
         zero_linear(self.ada)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+        # DTR routing (mask (B, C)): the block runs on m * x and the rest passes through.
+        inp = x if mask is None else mask[:, None] * x
         # Attention branch, gated by gate1 (zero at init: the block is the identity).
-        h = attention(*self.qkv(modulate(self.norm1(x), shift1, scale1)))
-        x = x + gate1[:, None] * self.out(h)
+        h = attention(*self.qkv(modulate(self.norm1(inp), shift1, scale1)))
+        h = inp + gate1[:, None] * self.out(h)
         # MLP branch.
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        h = h + gate2[:, None] * self.mlp(modulate(self.norm2(h), shift2, scale2))
+        return h if mask is None else h + (1 - mask[:, None]) * x
 
 
 class DiT(Backbone, SkippableBlocks):
@@ -83,6 +87,9 @@ class DiT(Backbone, SkippableBlocks):
         pos_embed: "sincos" (fixed, as in the paper) or "learned".
         qk_norm: RMS-normalise q and k per head (not in the paper; stabilises bf16).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+        router: denoising task routing of every block's channels (``models.routing``): None,
+            "dtr" (sharing 0.8, alpha 4, 1000 tasks, as DTR's DiT), "dtr-random" or a dict of
+            TaskRouter options; the final layer is not routed. Adds no parameters.
 
     Transformer blocks listed in ``skip_blocks`` (default none) run as the identity
     (:class:`~interpolant.models.layers.SkippableBlocks`); every block is skippable.
@@ -104,6 +111,7 @@ class DiT(Backbone, SkippableBlocks):
         pos_embed: str = "sincos",
         qk_norm: bool = False,
         time_scale: float = 1000.0,
+        router: str | dict | None = None,
     ):
         super().__init__()
         self._save_config(
@@ -119,6 +127,7 @@ class DiT(Backbone, SkippableBlocks):
             pos_embed=pos_embed,
             qk_norm=qk_norm,
             time_scale=time_scale,
+            **({"router": router} if router is not None else {}),
         )
         self.height, self.width = image_size_hw(image_size, "image_size")
         check_patch_size(self.height, self.width, patch_size)
@@ -145,6 +154,8 @@ class DiT(Backbone, SkippableBlocks):
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth)
         )
+        options = router_options(router)
+        self.router = None if options is None else TaskRouter(hidden_size, **options)
         self.final = FinalLayer(hidden_size, patch_size * patch_size * in_channels)
         init_embeddings(self.time_embed, self.label_embed)
 
@@ -160,13 +171,15 @@ class DiT(Backbone, SkippableBlocks):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         check_input(x, (self.in_channels, self.height, self.width), "DiT")
-        c = self.time_embed(time_batch(t, x))
+        t = time_batch(t, x)
+        c = self.time_embed(t)
         y = optional_labels(self.label_embed, class_labels, x.shape[0], x.device, generator)
         if y is not None:
             c = c + y
         tokens = self.patch_embed(x) + self.pos_embed
+        mask = None if self.router is None else self.router(t).to(tokens.dtype)
         for i, block in enumerate(self.blocks):
             if i not in self._skip_blocks:
-                tokens = block(tokens, c)
+                tokens = block(tokens, c, mask)
         out = self.final(tokens, c)
         return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)
