@@ -132,14 +132,72 @@ class LogSNR(Grid):
 
 
 @dataclass(frozen=True)
+class Polyexponential(Grid):
+    """k-diffusion's polyexponential spacing: log edm_sigma_i = log s_min + (1 - i/(n-1))^rho
+    (log s_max - log s_min) for i < n, then 0 (rho = 1: uniform in log sigma)."""
+
+    name: ClassVar[str] = "polyexponential"
+    rho: float = option(1.0, help="the exponent rho on the ramp", check=number(0, open_lo=True))
+    sigma_min: float | None = option(
+        None, help="smallest nonzero EDM sigma (default 0.002)", check=optional(number(0))
+    )
+    sigma_max: float | None = option(
+        None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
+    )
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
+        ramp = torch.linspace(1, 0, steps, dtype=torch.float64) ** self.rho
+        s = torch.exp(ramp * (math.log(hi) - math.log(lo)) + math.log(lo))
+        t = path.t_of_edm_sigma(s)
+        if self.sigma_max is None:
+            t[0] = t_max
+        return _finish(t)
+
+
+@dataclass(frozen=True)
+class Beta(Grid):
+    """Beta spacing (Lee et al. 2024, "Beta Sampling is All You Need", as diffusers'
+    ``use_beta_sigmas``): edm_sigma_i = s_min + F^-1(1 - i/(n-1)) (s_max - s_min) for i < n,
+    F the Beta(a, b) CDF, then 0; a = b = 0.6 crowds the steps at both ends."""
+
+    name: ClassVar[str] = "beta"
+    a: float = option(0.6, help="the Beta distribution's alpha", check=number(0, open_lo=True))
+    b: float = option(0.6, help="the Beta distribution's beta", check=number(0, open_lo=True))
+    sigma_min: float | None = option(
+        None, help="smallest nonzero EDM sigma (default 0.002)", check=optional(number(0))
+    )
+    sigma_max: float | None = option(
+        None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
+    )
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+        from scipy.stats import beta as beta_dist
+
+        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
+        levels = 1 - torch.linspace(0, 1, steps, dtype=torch.float64)
+        ppf = torch.as_tensor(beta_dist.ppf(levels.numpy(), self.a, self.b), dtype=torch.float64)
+        t = path.t_of_edm_sigma(lo + ppf * (hi - lo))
+        if self.sigma_max is None:
+            t[0] = t_max
+        return _finish(t)
+
+
+@dataclass(frozen=True)
 class Shift(Grid):
-    """SD3's shifted uniform grid (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t)."""
+    """SD3's shifted uniform grid (Esser et al. 2024, eq. 23): t' = s t / (1 + (s - 1) t).
+
+    For t_max < 1 (a converted path) the uniform grid runs up to shift^-1(t_max), so the shifted
+    grid starts at t_max itself rather than above it."""
 
     name: ClassVar[str] = "shift"
     shift: float = option(3.0, help="the shift s (1: uniform)", check=number(0, open_lo=True))
 
     def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
-        return shift_time(uniform(steps, t_max), self.shift)
+        u_max = float(shift_time(torch.tensor(t_max, dtype=torch.float64), 1 / self.shift))
+        t = shift_time(uniform(steps, u_max), self.shift)
+        t[0] = t_max  # exact, not up to the rounding of the two maps
+        return t
 
 
 @dataclass(frozen=True)
@@ -171,7 +229,7 @@ class Listed(Grid):
         return len(self.t) - 1
 
 
-for _cls in (Uniform, Shift, LogSNR, Listed):
+for _cls in (Uniform, Shift, LogSNR, Polyexponential, Beta, Listed):
     GRIDS.register(_cls)
 GRIDS.register(Karras, "edm")
 
@@ -231,10 +289,12 @@ __all__ = [
     "GRIDS",
     "SIGMA_MAX_CAP",
     "SIGMA_MIN",
+    "Beta",
     "Grid",
     "Karras",
     "Listed",
     "LogSNR",
+    "Polyexponential",
     "Shift",
     "Uniform",
     "as_grid",
