@@ -1,6 +1,6 @@
 """Solvers (stateless steps), time grids, the sampler spec and the one sampling loop with hooks."""
 
-from . import adams, dpm, lml, ode, sde, unipc  # noqa: F401  (register the solvers)
+from . import adams, ancestral, dpm, lml, ode, sde, unipc  # noqa: F401  (register the solvers)
 from .adaptive import odeint_dopri5, reference_sample
 from .base import (
     SOLVERS,
