@@ -48,6 +48,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.options:
         print_options(*args.options)
         return 0
+    if getattr(args, "samplers", False):
+        from ..solvers.peer_names import format_peer_names
+
+        print(format_peer_names())
+        return 0
     values = info()
     if args.json:
         print(json.dumps(values, indent=2))

@@ -1,0 +1,176 @@
+"""The sampler names users bring from diffusers, k-diffusion, A1111 and ComfyUI, mapped to ours.
+
+Each entry is the :class:`Sampler` settings (solver with options, grid) that runs the same
+method here, or ``None`` where the method is not implemented yet (the name is still known, so
+the error says so instead of "unknown"). Where ours differs from the peer's (a corrected
+coefficient), the note says how. ``peer_sampler(name, nfe=...)`` builds the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class PeerName:
+    """One peer's name for a sampler and what runs it here."""
+
+    peer: str
+    name: str
+    solver: dict[str, Any] | None
+    grid: str | dict[str, Any] | None = None
+    note: str = ""
+
+
+def _entries() -> list[PeerName]:
+    e = []
+
+    def add(peer: str, name: str, solver: Any, grid: Any = None, note: str = "") -> None:
+        solver = {"name": solver} if isinstance(solver, str) else solver
+        e.append(PeerName(peer, name, solver, grid, note))
+
+    # A1111 / Forge (sampler and scheduler in one name).
+    for suffix, grid in (("", None), (" Karras", "karras"), (" Exponential", "polyexponential")):
+        add("a1111", f"DPM++ 2M{suffix}", "dpmpp_2m", grid)
+        add("a1111", f"DPM++ 2M SDE{suffix}", "dpmpp_2m_sde", grid)
+        add("a1111", f"DPM++ 2S a{suffix}", "dpmpp_2s_ancestral", grid)
+        add("a1111", f"DPM++ 3M SDE{suffix}", None, grid, "dpmpp_3m is its ODE (eta 0) limit")
+    add("a1111", "Euler", "euler", "karras")
+    add("a1111", "Euler a", "euler_ancestral", "karras")
+    add("a1111", "Heun", "heun", "karras")
+    add("a1111", "DDIM", "ddim", "uniform")
+    add("a1111", "UniPC", "unipc", "logsnr")
+    for missing in ("LMS", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "DPM++ SDE", "PLMS"):
+        add("a1111", missing, None)
+    # ComfyUI sampler names (the scheduler is separate: see GRID_NAMES).
+    for name, ours in (
+        ("euler", "euler"),
+        ("euler_ancestral", "euler_ancestral"),
+        ("heun", "heun"),
+        ("dpmpp_2m", "dpmpp_2m"),
+        ("dpmpp_2m_sde", "dpmpp_2m_sde"),
+        ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
+        ("ddim", "ddim"),
+        ("ddpm", {"name": "ddim", "eta": 1.0}),
+        ("uni_pc", "unipc"),
+        ("uni_pc_bh2", {"name": "unipc", "variant": "bh2"}),
+    ):
+        add("comfyui", name, ours)
+    for missing in ("lms", "dpm_2", "dpm_2_ancestral", "dpm_fast", "dpm_adaptive", "dpmpp_sde",
+                    "dpmpp_3m_sde", "ipndm", "deis", "lcm"):  # fmt: skip
+        add("comfyui", missing, None)
+    # k-diffusion functions.
+    for name, ours in (
+        ("sample_euler", "euler"),
+        ("sample_euler_ancestral", "euler_ancestral"),
+        ("sample_heun", "heun"),
+        ("sample_dpmpp_2m", "dpmpp_2m"),
+        ("sample_dpmpp_2m_sde", "dpmpp_2m_sde"),
+        ("sample_dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
+    ):
+        add("k-diffusion", name, ours, "karras")
+    add("k-diffusion", "sample_dpmpp_3m_sde", None, "karras", "dpmpp_3m is its eta = 0 limit "
+        "with the third-order coefficient corrected (theirs converges with order 2)")  # fmt: skip
+    for missing in ("sample_lms", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpm_fast",
+                    "sample_dpm_adaptive", "sample_dpmpp_sde"):  # fmt: skip
+        add("k-diffusion", missing, None)
+    # diffusers schedulers.
+    for name, ours in (
+        ("EulerDiscreteScheduler", "euler"),
+        ("EulerAncestralDiscreteScheduler", "euler_ancestral"),
+        ("HeunDiscreteScheduler", "heun"),
+        ("DDIMScheduler", "ddim"),
+        ("DDPMScheduler", {"name": "ddim", "eta": 1.0}),
+        ("DPMSolverMultistepScheduler", "dpmpp_2m"),
+        ("UniPCMultistepScheduler", "unipc"),
+    ):
+        add("diffusers", name, ours)
+    add(
+        "diffusers", "DPMSolverMultistepScheduler(algorithm_type='sde-dpmsolver++')", "dpmpp_2m_sde"
+    )
+    add("diffusers", "DPMSolverMultistepScheduler(solver_order=3)", "dpmpp_3m", None,
+        "third-order coefficient corrected (diffusers' converges with order 2)")  # fmt: skip
+    for missing in ("DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
+                    "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler",
+                    "DEISMultistepScheduler", "DPMSolverSDEScheduler"):  # fmt: skip
+        add("diffusers", missing, None)
+    return e
+
+
+PEER_NAMES: tuple[PeerName, ...] = tuple(_entries())
+
+#: Schedulers (grids) by peer name: ComfyUI / A1111 scheduler names and diffusers' flags.
+GRID_NAMES: dict[str, str | None] = {
+    "karras": "karras",
+    "exponential": "polyexponential",
+    "beta": "beta",
+    "normal": "uniform",
+    "simple": "uniform",
+    "sgm_uniform": "uniform",
+    "use_karras_sigmas": "karras",
+    "use_exponential_sigmas": "polyexponential",
+    "use_beta_sigmas": "beta",
+    "ddim_uniform": None,
+    "align_your_steps": None,
+}
+
+
+def find_peer_name(name: str, peer: str | None = None) -> PeerName:
+    """The entry for a peer's sampler name: exact spelling first, then case-insensitive;
+    ``peer`` ("a1111", "comfyui", "k-diffusion", "diffusers") decides between peers."""
+    pool = [p for p in PEER_NAMES if peer is None or p.peer == peer]
+    matches = [p for p in pool if p.name == name] or [
+        p for p in pool if p.name.lower() == name.lower()
+    ]
+    if len(matches) > 1:
+        peers = ", ".join(p.peer for p in matches)
+        raise UserError(f"{name!r} is a sampler name of {peers}: say which with peer=")
+    if not matches:
+        known = sorted({p.name for p in PEER_NAMES})
+        raise UserError(f"unknown peer sampler name {name!r}; known names: {', '.join(known)}")
+    return matches[0]
+
+
+def peer_sampler(name: str, peer: str | None = None, **options: Any) -> Any:
+    """Our :class:`Sampler` for a peer's sampler name, e.g. ``peer_sampler("DPM++ 2M Karras",
+    nfe=20)``; ``options`` are the spec's (nfe, steps, seed, ...)."""
+    from .spec import Sampler
+
+    entry = find_peer_name(name, peer)
+    if entry.solver is None:
+        hint = f" ({entry.note})" if entry.note else ""
+        raise UserError(f"{entry.peer}'s {entry.name!r} is not implemented here yet{hint}")
+    if entry.grid is not None:
+        options.setdefault("grid", entry.grid)
+    return Sampler(dict(entry.solver), **options)
+
+
+def format_peer_names() -> str:
+    """The table ``interpolant info --samplers`` prints."""
+    lines = [f"{'peer':<12} {'name':<62} ours"]
+    for p in PEER_NAMES:
+        if p.solver is None:
+            ours = "not implemented yet"
+        else:
+            options = {k: v for k, v in p.solver.items() if k != "name"}
+            ours = p.solver["name"] + (f" {options}" if options else "")
+            ours += f", grid {p.grid}" if p.grid else ""
+        lines.append(f"{p.peer:<12} {p.name:<62} {ours}" + (f"  [{p.note}]" if p.note else ""))
+    lines.append("")
+    lines.append(
+        "schedulers: " + ", ".join(f"{k} -> {v or 'not yet'}" for k, v in GRID_NAMES.items())
+    )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "GRID_NAMES",
+    "PEER_NAMES",
+    "PeerName",
+    "find_peer_name",
+    "format_peer_names",
+    "peer_sampler",
+]
