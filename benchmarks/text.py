@@ -24,6 +24,14 @@ the default one and its trained denoiser adds "trained" rows (first-hitting, anc
 without cache, confidence remasking); ``--ar-run DIR`` (the same preset with ``loss="ar"``) adds
 the trained autoregressive baseline and EDLM-AR with the trained AR model as energy.
 
+``--training SECONDS`` (issue 21) instead trains the masked-diffusion preset and the
+autoregressive model (``loss=ar``, same network size) for the same training wall time on a
+first-order chain (``markov-char``), a second-order chain (``data.order=2``, V = 12) and the
+standard-library docstrings (``corpus-char`` at length 32, a smaller network), and reports the
+held-out masked bound against the AR NLL (target: ratio <= 1.15) and the true NLL of
+first-hitting samples against the exact entropy (target: <= 1.1x); curves in
+``benchmarks/results/text_training.png``, numbers in ``text_training.json``.
+
 Run: ``.venv/bin/python benchmarks/text.py [--quick] [--run DIR --ar-run DIR]``;
 ``--markdown`` prints the README table from the saved JSON (benchmarks/results/text.json).
 """
@@ -43,7 +51,8 @@ from typing import Any
 import torch
 
 import interpolant as ip
-from interpolant.randomness import Streams, derive_seed, inverse_cdf
+from interpolant.randomness import derive_seed
+from interpolant.text.autoregressive import sample_autoregressive
 from interpolant.text.loop import TextSample, TextSampler, masked_canvas, sample_text
 from interpolant.text.markov import MarkovLanguage
 from interpolant.text.metrics import ngram_tv, token_entropy, true_nll
@@ -123,18 +132,6 @@ def autoregressive(lang: MarkovLanguage, n: int, seed: int) -> Drawn:
     return Drawn(x, lang.length, torch.full((n,), lang.length), time.perf_counter() - start)
 
 
-@torch.no_grad()
-def ar_sample(model: torch.nn.Module, n: int, length: int, seed: int) -> Drawn:
-    """Left-to-right sampling from a causal model (L calls; float64 inverse-CDF draws)."""
-    x = torch.zeros(n, length, dtype=torch.long)
-    streams = Streams(seed, n, stream="benchmark-ar")
-    start = time.perf_counter()
-    for i in range(length):
-        probs = torch.softmax(model(x)[:, i].to(torch.float64), -1)
-        x[:, i] = inverse_cdf(probs, streams.uniform(()))
-    return Drawn(x, length, torch.full((n,), length), time.perf_counter() - start)
-
-
 def trained_rows(
     run_dir: Path, ar_dir: Path | None, n: int, steps: tuple[int, ...], seed: int, add: Any
 ) -> None:
@@ -169,7 +166,7 @@ def trained_rows(
     if ar_dir is None:
         return
     ar = load_text_run(ar_dir).model
-    add("trained: autoregressive", length, ar_sample(ar, n, length, seed))
+    add("trained: autoregressive", length, sample_autoregressive(ar, n, length, seed=seed))
     energy = AREnergy(torch.no_grad()(lambda x: ar.log_prob(x)))
     for t in steps:
         out = ours(denoiser, canvas, vocab, seed, method=EDLM(energy, n_proposals=4), steps=t)
@@ -275,6 +272,78 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+TRAINING_RESULTS = RESULTS.with_name("text_training.json")
+#: name -> (preset, overrides): two chains with exact entropies and a natural corpus.
+TRAINING_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "markov order 1 (V=8, L=32)": ("markov-char", {}),
+    "markov order 2 (V=12, L=32)": ("markov-char", {"data.order": 2, "data.vocab_size": 12}),
+    "stdlib docstrings (chars, L=32)": (
+        "corpus-char",
+        {"data.length": 32, "model.dim": 64, "model.depth": 2, "batch_size": 64, "lr": 2e-3},
+    ),
+}
+
+
+def training(budget_s: float, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Mask vs AR at equal training wall time on every task (see the module docstring)."""
+    from interpolant.text import load_text_run
+    from interpolant.text.train import train_text
+
+    out: dict[str, Any] = {}
+    for task, (preset, overrides) in TRAINING_TASKS.items():
+        rows: dict[str, Any] = {}
+        for loss in ("mask", "ar"):
+            run_dir = root / f"{preset}-{len(out)}-{loss}"
+            spec = {**overrides, "loss": loss, "steps": 10**6, "time_limit_s": budget_s,
+                    "progress": False, "log_every": 25, "checkpoint_every": 10**6}  # fmt: skip
+            run = train_text(preset, spec, run_dir, eval_n_t=8)
+            ev = json.loads((run_dir / "eval.json").read_text())
+            log_file = run_dir / "stats.jsonl"  # none if the budget ended before log_every steps
+            lines = log_file.read_text().splitlines() if log_file.is_file() else []
+            stats = [json.loads(x) for x in lines]
+            rows[loss] = {
+                "steps": run.step,
+                "held_out_nll": ev["nll_bound_per_token"],
+                "stderr": ev["nll_bound_stderr"],
+                "curve": [(r["time_s"], r["loss"]) for r in stats],
+                "entropy_per_token": ev.get("entropy_per_token"),
+            }
+            log(f"{task} {loss}: {run.step} steps, held-out {ev['nll_bound_per_token']:.3f}")
+        result: dict[str, Any] = {"preset": preset, "overrides": overrides, **rows}
+        result["ratio_mask_over_ar"] = rows["mask"]["held_out_nll"] / rows["ar"]["held_out_nll"]
+        entropy = rows["mask"]["entropy_per_token"]
+        if entropy is not None:
+            model = load_text_run(root / f"{preset}-{len(out)}-mask")
+            canvas = masked_canvas(200, model.language.length, model.tokenizer.vocab_size)
+            drawn = ours(model.model, canvas, model.tokenizer.vocab_size, 0,
+                         method="first_hitting")  # fmt: skip
+            result["fhs_true_nll"] = true_nll(drawn.tokens, model.language.log_prob)
+            result["fhs_over_entropy"] = result["fhs_true_nll"] / entropy
+        out[task] = result
+    return out
+
+
+def plot_training(results: dict[str, Any], path: Path) -> None:
+    """Training loss (per token) against training time, mask and AR, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6))
+    for ax, (task, res) in zip(axes, results.items(), strict=True):
+        for loss, label in (("mask", "masked diffusion (NELBO)"), ("ar", "autoregressive")):
+            t, y = zip(*res[loss]["curve"], strict=True) if res[loss]["curve"] else ((), ())
+            ax.plot(t, y, label=f"{label}: held-out {res[loss]['held_out_nll']:.3f}")
+        if res["mask"]["entropy_per_token"] is not None:
+            ax.axhline(res["mask"]["entropy_per_token"], color="k", ls=":", label="exact entropy")
+        ax.set(title=task, xlabel="training wall time (s)", ylabel="train loss, nats/token")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 samples, steps 8 and 32")
@@ -286,7 +355,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "replaces the default chain; its model adds 'trained' rows)")  # fmt: skip
     parser.add_argument("--ar-run", type=Path, default=None,
                         help="an AR run on the same preset (AR baseline, EDLM energy)")  # fmt: skip
+    parser.add_argument("--training", type=float, default=None, metavar="SECONDS",
+                        help="mask vs AR at equal training time per task (issue 21)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.training is not None:
+        return training_main(args.training)
     if args.markdown:
         saved = json.loads(args.out.read_text())
         print(markdown(saved))
@@ -319,6 +392,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(markdown(record))
     log(f"saved {args.out}")
+    return record
+
+
+def training_main(budget_s: float) -> dict[str, Any]:
+    """``--training``: run, save JSON and the PNG, print the summary."""
+    import tempfile
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)
+
+    with tempfile.TemporaryDirectory() as root:
+        results = training(budget_s, Path(root), log)
+    record = {
+        "benchmark": "text-training",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"budget_s_per_run": budget_s, "threads": 1, "note": "shared 2-core CPU"},
+        "versions": {"interpolant": ip.__version__, "torch": torch.__version__},
+        "seconds": time.perf_counter() - start,
+        "results": results,
+    }
+    TRAINING_RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    plot_training(results, TRAINING_RESULTS.with_suffix(".png"))
+    for task, res in results.items():
+        fhs = (
+            f", FHS true NLL / entropy {res['fhs_over_entropy']:.3f}"
+            if "fhs_true_nll" in res
+            else ""
+        )
+        log(f"{task}: mask {res['mask']['held_out_nll']:.3f} ({res['mask']['steps']} steps) vs "
+            f"AR {res['ar']['held_out_nll']:.3f} ({res['ar']['steps']} steps): ratio "
+            f"{res['ratio_mask_over_ar']:.3f}{fhs}")  # fmt: skip
     return record
 
 

@@ -39,15 +39,18 @@ def test_train_text_writes_the_bound_and_the_exact_entropy(markov_run):
 
 
 def test_sample_text_samplers_prefix_and_records(markov_run, tmp_path, capsys):
-    out = tmp_path / "s.json"
+    out = tmp_path / "s.jsonl"
     args = ["sample", "text", str(markov_run), "-n", "3", "--out", str(out)]
     assert main([*args, "--prefix", "abc"]) == 0
-    record = json.loads(out.read_text())
-    assert record["nfe"] == 32 - 3  # first hitting: one call per masked token
-    assert all(text.startswith("abc") and len(text) == 32 for text in record["texts"])
-    assert record["true_nll_per_token"] > 0
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert len(texts) == 3 and all(t.startswith("abc") and len(t) == 32 for t in texts)
+    summary = capsys.readouterr().out.splitlines()[-1]
+    # first hitting: one call per masked token
+    assert f"{32 - 3:.1f} model calls per sample (29 batched" in summary
+    assert "true NLL" in summary and "distinct" in summary
     assert main([*args, "--sampler", "ancestral", "--steps", "16", "--cache"]) == 0
-    assert json.loads(out.read_text())["nfe"] <= 16
+    calls = float(capsys.readouterr().out.split(" model calls per sample")[0].split()[-1])
+    assert calls <= 16
 
 
 def test_text_commands_say_what_is_wrong(markov_run, tmp_path, capsys):
@@ -75,12 +78,13 @@ def test_sample_json_keeps_the_scaffold(tmp_path, capsys):
     schema.write_text(
         json.dumps({"type": "object", "properties": {"name": {"type": "string", "maxLength": 6}}})
     )
-    out = tmp_path / "o.json"
+    out = tmp_path / "o.jsonl"
     args = ["sample", "json", str(run_dir), "--schema", str(schema), "-n", "2", "--steps", "4"]
     assert main([*args, "--budget", "6", "--out", str(out)]) == 0
-    record = json.loads(out.read_text())
-    assert all(text.startswith('{"name": ') and text.endswith("}") for text in record["texts"])
-    assert 0.0 <= record["json_valid"] <= 1.0
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert len(texts) == 2
+    assert all(text.startswith('{"name": ') and text.endswith("}") for text in texts)
+    assert "valid JSON" in capsys.readouterr().out
 
 
 def test_sample_json_uses_the_layout_the_run_was_trained_in():
@@ -105,3 +109,67 @@ def test_sample_json_uses_the_layout_the_run_was_trained_in():
         spelled = corpora.strip_pads(data.tokenizer.decode(row.tolist()), pad)
         assert json.loads(scaffold.decode(row, data.tokenizer)) == json.loads(spelled)
     assert scaffold_options(None) == {}
+
+
+FILE_TINY = ["steps=12", "model.dim=32", "model.depth=1", "progress=false", "batch_size=16"]
+
+
+def test_train_sample_and_eval_on_a_users_file(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"row {i % 7} says hi" + "!" * (i % 30) for i in range(120)))
+    run = tmp_path / "run"
+    argv = ["train", "text", "--data", str(corpus), "--run-dir", str(run), "data.length=24"]
+    assert main([*argv, "--too-long", "refuse", *FILE_TINY]) == 2
+    assert "longer than data.length=24" in capsys.readouterr().err
+    assert main([*argv, "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["data"]["path"] == str(corpus) and printed["data"]["length"] == 24
+    assert main([*argv, *FILE_TINY]) == 0
+    assert "truncated" in capsys.readouterr().out
+    meta = json.loads((run / "text.json").read_text())
+    assert meta["spec"]["data"]["length"] == 24 and meta["tokenizer"]["kind"] == "char"
+    bound = json.loads((run / "eval.json").read_text())["nll_bound_per_token"]
+    # Sampling: flags reach their sampler, samples go to JSON lines, pads are stripped.
+    out = tmp_path / "s.jsonl"
+    base = ["sample", "text", str(run), "-n", "4", "--out", str(out), "--seed", "1"]
+    flags = ["--sampler", "confidence", "--temperature", "1", "--order", "margin"]
+    assert main([*base, *flags, "--block-length", "8", "--steps", "12"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert all(len(r["text"]) <= 24 and not r["text"].endswith("\n") for r in rows)
+    assert "12.0 model calls per sample" in capsys.readouterr().out
+    assert main([*base, "--group", "4", "--temperature", "0.5", "--prefix", "row"]) == 0
+    assert "6.0 model calls per sample" in capsys.readouterr().out  # 21 masked / 4 per call
+    assert main([*base, "--group", "2", "--sampler", "confidence"]) == 2
+    assert "--group is an option of --sampler first_hitting" in capsys.readouterr().err
+    assert main([*base, "--prefix", "row ~"]) == 2
+    assert "'~' at [4]" in capsys.readouterr().err  # a character the tokenizer never saw
+    assert main([*base, "--sampler", "autoregressive"]) == 2
+    assert "needs a causal" in capsys.readouterr().err
+    # eval text: the run's own held-out rows again give the same bound (same seed).
+    assert main(["eval", "text", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["nll_bound_per_token"] == bound
+
+
+def test_an_autoregressive_run_samples_left_to_right(tmp_path, capsys):
+    run = tmp_path / "ar"
+    args = ["--preset", "markov-char", "--run-dir", str(run), "loss=ar", *TINY]
+    assert main(["train", "text", *args]) == 0
+    capsys.readouterr()
+    assert main(["sample", "text", str(run), "-n", "3", "--prefix", "ab"]) == 0
+    printed = capsys.readouterr().out
+    assert "30.0 model calls per sample" in printed and "autoregressive" in printed
+    rows = (run / "samples.jsonl").read_text().splitlines()
+    assert all(json.loads(r)["text"].startswith("ab") for r in rows)
+    assert main(["sample", "text", str(run), "--sampler", "first_hitting"]) == 2
+    assert "--sampler autoregressive" in capsys.readouterr().err
+
+
+def test_unknown_text_keys_are_refused_on_the_command_line(capsys):
+    assert main(["train", "text", "--preset", "corpus-char", "data.path=x.txt"]) == 2
+    assert "valid keys: length, name, stride" in capsys.readouterr().err
+    assert main(["train", "text", "--tokenizer", "bpe"]) == 2
+    assert "--tokenizer needs --data" in capsys.readouterr().err
+    assert main(["train", "text", "--help"]) == 0
+    helped = capsys.readouterr().out
+    assert "data.order=1" in helped and "model.: depth, dim" in helped

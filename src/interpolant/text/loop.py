@@ -269,6 +269,34 @@ def vocabulary(denoiser: Denoiser, vocab_size: int | None) -> int:
     return int(vocab_size)
 
 
+def progress_bar(total: int, desc: str, enabled: bool | None) -> Any:
+    """A tqdm bar over ``total`` units, or None. ``enabled`` None: only on a terminal. Not on a
+    terminal (a log file, a pipe) it writes a line at most every 30 s, so logs stay short."""
+    import sys
+
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, mininterval=0.1 if tty else 30.0, dynamic_ncols=tty)
+
+
+class Tempered:
+    """A denoiser whose logits are divided by ``temperature`` (< 1 sharpens, > 1 flattens):
+    p_T(v) proportional to p(v)^(1 / T), for the samplers without a temperature of their own."""
+
+    def __init__(self, denoiser: Denoiser, temperature: float) -> None:
+        if not temperature > 0:
+            raise UserError(f"temperature must be > 0, got {temperature!r}")
+        self.denoiser, self.temperature = denoiser, float(temperature)
+        self.vocab_size = getattr(denoiser, "vocab_size", None)
+
+    def __call__(self, tokens: Tensor, t: Tensor) -> Tensor:
+        return self.denoiser(tokens, t) / self.temperature
+
+
+@torch.no_grad()
 def sample_text(
     denoiser: Denoiser,
     canvas: Tensor,
@@ -276,6 +304,7 @@ def sample_text(
     *,
     vocab_size: int | None = None,
     path: DiscretePath | None = None,
+    progress: bool | None = False,
     **shortcuts: Unpack[TextSamplerOptions],
 ) -> TextSample:
     """Fill the masked positions (id V) of ``canvas`` (B, L) with a masked-diffusion
@@ -285,6 +314,8 @@ def sample_text(
     ``steps=``, ``precision=``, ``cache=``, ``seed=`` build or change one
     (:func:`as_text_sampler`). ``vocab_size`` defaults to ``denoiser.vocab_size``; ``path``
     (default linear) gives the times the denoiser sees and the ancestral unmasking schedule.
+    Runs under ``torch.no_grad()``. ``progress``: a bar of unmasked tokens (None: on a terminal
+    only; :func:`progress_bar`).
     """
     spec = as_text_sampler(sampler, **shortcuts)
     vocab = vocabulary(denoiser, vocab_size)
@@ -295,9 +326,15 @@ def sample_text(
                   spec, seed)  # fmt: skip
     method, start = spec.method, time.perf_counter()
     state = method.start(run)
+    bar = progress_bar(int(run.masked.sum()), f"sampling ({method.name})", progress)
     while (query := method.query(run, state)) is not None:
         probs = run.evaluate(query)
+        left = int(run.masked.sum())
         run.advance(method.update(run, state, query, probs))
+        if bar is not None:
+            bar.update(left - int(run.masked.sum()))
+    if bar is not None:
+        bar.close()
     return TextSample(run.x, run.nfe, run.row_evals, time.perf_counter() - start, spec)
 
 
@@ -318,6 +355,7 @@ __all__ = [
     "Method",
     "Query",
     "SamplingRun",
+    "Tempered",
     "TextSample",
     "TextSampler",
     "TextSamplerOptions",
@@ -325,6 +363,7 @@ __all__ = [
     "as_text_sampler",
     "denoiser_probs",
     "masked_canvas",
+    "progress_bar",
     "sample_text",
     "vocabulary",
 ]

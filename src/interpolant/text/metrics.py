@@ -28,7 +28,13 @@ from .base import check_tokens
 
 
 def true_nll(samples: Tensor, log_prob: Callable[[Tensor], Tensor]) -> float:
-    """Mean over samples of -log p(x) / L in nats per token, p the true process."""
+    """Mean over samples of -log p(x) / L in nats per token, p the true process.
+
+    The whole sequence's likelihood over all L tokens, the first ones' term included (for a
+    k-th order chain, -log init(x_1..x_k) too), so it compares with
+    ``sequence_entropy() / L`` (what ``train text`` records as ``entropy_per_token``) and with
+    the bounds of ``text.losses``, not with a per-token entropy rate that skips the first
+    tokens (e.g. tokens 2..L only)."""
     check_tokens(samples, int(samples.max()) + 1, allow_mask=False)
     return float(-log_prob(samples).to(torch.float64).mean() / samples.shape[1])
 

@@ -129,6 +129,10 @@ class DiffusionTransformer(TextTransformer):
             masked diffusion is time-agnostic, seed 7).
         max_length: if given, add a learned absolute position embedding for rows of at most
             this many tokens (default: rotary positions only, as before).
+        neighbours: if > 0, a convolution of width 2 neighbours + 1 over the embeddings is
+            added to each position's input, so a masked position sees its neighbours' tokens
+            without first learning sharp relative attention (issue 21: this removed most of
+            the plateau on a second-order chain; docs/howto/text-diffusion.md).
     """
 
     kind = "diffusion"
@@ -139,11 +143,21 @@ class DiffusionTransformer(TextTransformer):
         *,
         time_conditioning: bool = False,
         max_length: int | None = None,
+        neighbours: int = 0,
         **kwargs: Any,
     ):
         super().__init__(vocab_size, vocab_size + 1, **kwargs)
         self._config["time_conditioning"] = bool(time_conditioning)
         dim = int(self._config["dim"])
+        self.local: nn.Conv1d | None = None
+        if neighbours:
+            if not isinstance(neighbours, int) or neighbours < 0:
+                raise UserError(f"neighbours must be an int >= 0, got {neighbours!r}")
+            self._config["neighbours"] = neighbours
+            self.local = nn.Conv1d(dim, dim, 2 * neighbours + 1, padding=neighbours)
+            nn.init.normal_(self.local.weight, std=0.02)
+            if self.local.bias is not None:
+                nn.init.zeros_(self.local.bias)
         self.position: nn.Embedding | None = None
         if max_length is not None:
             if not isinstance(max_length, int) or max_length < 1:
@@ -163,6 +177,8 @@ class DiffusionTransformer(TextTransformer):
                     f"{self.position.num_embeddings} of this denoiser"
                 )
             h = h + self.position.weight[: tokens.shape[1]]
+        if self.local is not None:  # each position sees its neighbours' tokens directly
+            h = h + self.local(h.transpose(1, 2)).transpose(1, 2)
         return self.trunk(add_time(h, self.time_mlp, t, "denoiser"))
 
 

@@ -12,6 +12,8 @@ markov-char    first-order Markov chain, 8 letters, length 32 (exact entropy kno
                trains to within ~0.1 nats/token of the entropy in 1-3 minutes on 2 cores
 pcfg           the toy English-like PCFG of ``text.pcfg``, 12 words + pad, length 16
 corpus-char    characters of the standard-library docstrings (``corpora.stdlib_docs``)
+text-file      the user's own text (``--data FILE.txt|FILE.jsonl|FOLDER``, ``text.userdata``):
+               one sequence per line, a character (or BPE) tokenizer learned on it
 json-records   biographical records as one-line JSON (``corpora.records``), characters, in
                the paper's S3 slot layout ("null-pad": string quotes fixed, values followed
                by "~" pads inside them, null = an all-pad slot) with absolute positions;
@@ -19,7 +21,12 @@ json-records   biographical records as one-line JSON (``corpora.records``), char
 =============  ==========================================================================
 
 Overrides are dotted keys: ``{"steps": 200, "model.dim": 64, "data.n": 5000, "loss": "uniform"}``
-(a key without a section is a :class:`~interpolant.train.TrainConfig` field). ``loss`` is "mask"
+(``estimator`` "count" or "time": the masked bound's training estimator, ``text.losses``;
+``time_limit_s``: stop, with a checkpoint, once training has run this many seconds)
+(a key without a section is a :class:`~interpolant.train.TrainConfig` field). Every key is
+checked: a key that the data kind, the model or the path does not take is refused with the valid
+ones listed (:func:`valid_keys`); setting ``data.name`` starts the data section from that
+kind's defaults (:data:`DATA_DEFAULTS`). ``loss`` is "mask"
 (MDLM), "uniform" (uniform-noise diffusion; the model gets a time input) or "ar" (a causal
 transformer, the autoregressive baseline / EDLM energy).
 """
@@ -42,10 +49,11 @@ from ..randomness import derive_seed
 from ..train import TrainConfig, Trainer
 from ..train import checkpoint as ckpt
 from . import corpora
-from .losses import TextObjective, elbo_nll
+from .losses import ESTIMATORS, TextObjective, elbo_nll
 from .models import TextTransformer, build_text_model
 from .s3 import Scaffold, build_scaffold
 from .tokenize import Tokenizer
+from .userdata import FILE_DEFAULTS, load_file_data
 
 TEXT_FILE = "text.json"
 _TRAIN = {"ema": "halflife", "ema_halflife_kimg": 2.0, "log_every": 50, "grad_clip": 1.0}
@@ -53,7 +61,7 @@ _TRAIN = {"ema": "halflife", "ema_halflife_kimg": 2.0, "log_every": 50, "grad_cl
 PRESETS: dict[str, dict[str, Any]] = {
     "markov-char": {
         "data": {"name": "markov", "vocab_size": 8, "length": 32, "concentration": 0.3, "n": 20000},
-        "model": {"dim": 64, "depth": 2, "heads": 4},
+        "model": {"dim": 64, "depth": 2, "heads": 4, "neighbours": 2},
         "loss": "mask",
         "path": {"schedule": "log-linear", "eps": 1e-3},
         "train": {**_TRAIN, "steps": 800, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 400},
@@ -67,7 +75,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "corpus-char": {
         "data": {"name": "stdlib-docs", "length": 64, "stride": 16},
-        "model": {"dim": 96, "depth": 3, "heads": 4},
+        "model": {"dim": 96, "depth": 3, "heads": 4, "neighbours": 2},
+        "loss": "mask",
+        "path": {"schedule": "log-linear", "eps": 1e-3},
+        "train": {**_TRAIN, "steps": 2000, "batch_size": 32, "lr": 1e-3, "checkpoint_every": 500},
+    },
+    "text-file": {
+        "data": dict(FILE_DEFAULTS),
+        "model": {"dim": 96, "depth": 3, "heads": 4, "neighbours": 2},
         "loss": "mask",
         "path": {"schedule": "log-linear", "eps": 1e-3},
         "train": {**_TRAIN, "steps": 2000, "batch_size": 32, "lr": 1e-3, "checkpoint_every": 500},
@@ -97,6 +112,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 SECTIONS = ("data", "model", "path", "train")
 
+#: Every key each data kind takes, with its default (a preset may set other values).
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "markov": {
+        "name": "markov", "vocab_size": 8, "length": 32, "concentration": 0.3, "n": 20000,
+        "order": 1,
+    },
+    "pcfg": {"name": "pcfg", "length": 16, "n": 10000},
+    "stdlib-docs": {"name": "stdlib-docs", "length": 64, "stride": 16},
+    "json-records": {
+        "name": "json-records", "n": 5000, "p_missing": 0.3, "layout": "null-pad",
+        "p_aligned": 0.5, "length": None,
+    },
+    "file": dict(FILE_DEFAULTS),
+}  # fmt: skip
+#: Keys of the model section (the text transformers' keyword arguments).
+MODEL_KEYS = (
+    "dim", "depth", "heads", "mlp_ratio", "dropout", "time_conditioning", "max_length",
+    "neighbours",
+)  # fmt: skip
+
 
 @dataclass
 class TextData:
@@ -125,30 +160,71 @@ class TextRun:
 
 
 def resolve(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The preset's spec with dotted ``overrides`` applied (unknown keys are refused)."""
+    """The preset's spec with dotted ``overrides`` applied; every key is checked
+    (:func:`check_spec`), so an unknown or ignored key is refused with the valid ones listed."""
     if preset not in PRESETS:
         raise UserError(f"unknown text preset {preset!r}; choose one of {sorted(PRESETS)}")
     spec = copy.deepcopy(PRESETS[preset])
     spec["preset"] = preset
+    overrides = dict(overrides or {})
+    if "data.name" in overrides:  # another data kind: start from its defaults
+        name = overrides.pop("data.name")
+        if name not in DATA_DEFAULTS:
+            raise UserError(f"unknown text data {name!r}; choose one of {sorted(DATA_DEFAULTS)}")
+        spec["data"] = copy.deepcopy(DATA_DEFAULTS[name])
     train_keys = {f.name for f in fields(TrainConfig)}
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         section, _, name = key.rpartition(".")
         if key == "loss":
             if value not in ("mask", "uniform", "ar"):
                 raise UserError(f"loss must be 'mask', 'uniform' or 'ar', got {value!r}")
             spec["loss"] = value
+        elif key == "time_limit_s":
+            spec["time_limit_s"] = None if value is None else float(value)
+        elif key == "estimator":
+            if value not in ESTIMATORS:
+                raise UserError(f"estimator must be one of {ESTIMATORS}, got {value!r}")
+            spec["estimator"] = value
         elif not section and name in train_keys:
             spec["train"][name] = _coerce(value, spec["train"].get(name))
         elif section in SECTIONS:
-            if section == "train" and name not in train_keys:
-                raise UserError(f"train.{name} is not a TrainConfig field")
-            spec[section][name] = _coerce(value, spec[section].get(name))
+            like = spec[section].get(name, DATA_DEFAULTS.get(spec["data"]["name"], {}).get(name))
+            spec[section][name] = _coerce(value, like)
         else:
             raise UserError(
                 f"unknown override {key!r}: use 'loss', a TrainConfig field or "
-                f"'<section>.<key>' with a section in {SECTIONS}"
+                f"'<section>.<key>' with a section in {SECTIONS} (see --help for the keys)"
             )
+    if spec["loss"] == "ar" and "model.neighbours" not in overrides:
+        spec["model"].pop("neighbours", None)  # the preset's, for its diffusion model
+    check_spec(spec)
     return spec
+
+
+def valid_keys(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """The keys each section of ``spec`` takes (data: those of its data kind)."""
+    name = spec["data"].get("name")
+    return {
+        "data": sorted(DATA_DEFAULTS.get(name, {"name": None})),
+        "model": sorted(MODEL_KEYS),
+        "path": sorted(f.name for f in fields(DiscretePath) if f.name != "kind"),
+        "train": sorted(f.name for f in fields(TrainConfig)),
+    }
+
+
+def check_spec(spec: dict[str, Any]) -> None:
+    """Refuse a key that its section does not take (it would be silently ignored)."""
+    name = spec["data"].get("name")
+    if name not in DATA_DEFAULTS:
+        raise UserError(f"unknown text data {name!r}; choose one of {sorted(DATA_DEFAULTS)}")
+    for section, keys in valid_keys(spec).items():
+        unknown = sorted(set(spec[section]) - set(keys))
+        if unknown:
+            where = f"{name!r} data" if section == "data" else f"the {section} section"
+            raise UserError(
+                f"{', '.join(f'{section}.{k}' for k in unknown)}: not a key of {where}; "
+                f"valid keys: {', '.join(keys)}"
+            )
 
 
 def _coerce(value: Any, like: Any) -> Any:
@@ -168,12 +244,8 @@ def build_data(data: dict[str, Any], seed: int = 0) -> TextData:
     gen = torch.Generator().manual_seed(seed)
     info: dict[str, Any]
     if name == "markov":
-        from .markov import MarkovLanguage
-
         n = spec.pop("n")
-        lang = MarkovLanguage.random(
-            spec["vocab_size"], spec["length"], concentration=spec["concentration"], seed=seed
-        )
+        lang = _language({"name": name, **spec}, seed)
         letters = "abcdefghijklmnopqrstuvwxyz"[: spec["vocab_size"]]
         if len(letters) != spec["vocab_size"]:
             raise UserError(f"markov data.vocab_size must be 2..26, got {spec['vocab_size']}")
@@ -200,6 +272,9 @@ def build_data(data: dict[str, Any], seed: int = 0) -> TextData:
         return TextData(rows[: cut - gap], rows[cut:], tok, None, info)
     if name == "json-records":
         return _json_records(spec, seed)
+    if name == "file":
+        train, held, tok, info = load_file_data({"name": name, **spec})
+        return TextData(train, held, tok, None, info)
     raise UserError(f"unknown text data {name!r}: markov, pcfg, stdlib-docs or json-records")
 
 
@@ -282,12 +357,20 @@ def build_model_and_objective(
     model_spec = {"vocab_size": vocab_size, **spec["model"]}
     if kind == "ar":
         model_spec.pop("max_length", None)  # a causal model knows positions from its mask
+        for key in ("neighbours", "time_conditioning"):
+            if model_spec.get(key):
+                raise UserError(f"model.{key} is an option of the diffusion models, not loss=ar")
+            model_spec.pop(key, None)
         model = build_text_model({"kind": "causal", **model_spec})
         return model, TextObjective("ar", vocab_size), None
     path = DiscretePath(kind=kind, **spec["path"])
     model_spec.setdefault("time_conditioning", kind == "uniform")
     model = build_text_model({"kind": "diffusion", **model_spec})
-    return model, TextObjective(kind, vocab_size, path), path
+    # The count form needs a time-agnostic denoiser; "time" is MDLM eq. 10 as written.
+    estimator = spec.get("estimator", "time" if model_spec["time_conditioning"] else "count")
+    if estimator == "count" and model_spec["time_conditioning"]:
+        raise UserError("estimator=count needs a time-agnostic denoiser (model.time_conditioning)")
+    return model, TextObjective(kind, vocab_size, path, estimator), path
 
 
 def train_text(
@@ -303,6 +386,14 @@ def train_text(
     spec = resolve(preset, overrides)
     cfg = TrainConfig.from_dict({**spec["train"], "run_dir": str(run_dir)})
     data = build_data(spec["data"], seed=cfg.seed)
+    if spec["data"]["name"] == "file":
+        spec["data"]["length"] = data.info["length"]  # resolved from the data: the context
+        for part in ("train", "held_out"):
+            if data.info[f"truncated_{part}"]:
+                print(
+                    f"truncated {data.info[f'truncated_{part}']} {part} sequence(s) to "
+                    f"{data.info['length']} tokens (data.too_long=refuse refuses them instead)"
+                )
     torch.manual_seed(derive_seed("init", cfg.seed))  # identical initial weights on every rank
     model, objective, _ = build_model_and_objective(spec, data.tokenizer.vocab_size)
     model_config = model.config()
@@ -315,18 +406,42 @@ def train_text(
         "data": data.info,
     }
     _check_same_network(Path(run_dir) / TEXT_FILE, meta)
-    trainer = Trainer(model, objective, data.train, cfg, network=network, data_info=data.info)
+    limit = spec.get("time_limit_s")
+    hook = None if limit is None else _time_limit(float(limit))
+    trainer = Trainer(
+        model, objective, data.train, cfg, network=network, data_info=data.info, step_hook=hook
+    )
+    if limit is not None and trainer.info.distributed:
+        trainer.close()
+        raise UserError("time_limit_s is for one process (ranks would stop at different steps)")
     try:
         if trainer.info.is_main:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            ckpt.write_text_atomic(Path(run_dir) / TEXT_FILE, json.dumps(meta, indent=1) + "\n")
-        trainer.run()
+            write_text_meta(run_dir, meta)
+        try:
+            trainer.run()
+        except _TimeUp:
+            pass
     finally:
         trainer.close()
     run = load_text_run(run_dir, device=str(trainer.info.device))
     if trainer.info.is_main:
         _evaluate(run, data, eval_n_t)
     return run
+
+
+class _TimeUp(Exception):
+    """Raised by the time-limit hook after its checkpoint."""
+
+
+def _time_limit(limit_s: float) -> Any:
+    """A step hook that checkpoints and stops once the run's training time reaches limit_s."""
+
+    def hook(trainer: Trainer, step: int) -> None:
+        if step < trainer.config.steps and trainer.elapsed_s + trainer._session_time() >= limit_s:
+            trainer.save()
+            raise _TimeUp
+
+    return hook
 
 
 def _check_same_network(meta_file: Path, meta: dict[str, Any]) -> None:
@@ -345,17 +460,67 @@ def _check_same_network(meta_file: Path, meta: dict[str, Any]) -> None:
 
 def _evaluate(run: TextRun, data: TextData, n_t: int) -> dict[str, Any]:
     """Held-out NLL bound per token, written to ``eval.json``."""
-    held = data.held_out[:512].to(next(run.model.parameters()).device)
+    return evaluate_text_run(run, data.held_out, n_t, data.info)
+
+
+def evaluate_text_run(
+    run: TextRun | str | Path,
+    held_out: Tensor,
+    n_t: int = 8,
+    info: dict[str, Any] | None = None,
+    max_rows: int = 512,
+) -> dict[str, Any]:
+    """The held-out NLL bound per token (:func:`~interpolant.text.losses.elbo_nll`; the exact
+    NLL of an "ar" run) of the first ``max_rows`` rows, written to ``RUN_DIR/eval.json``."""
+    run = load_text_run(run) if isinstance(run, str | Path) else run
+    held = held_out[:max_rows].to(next(run.model.parameters()).device)
     nll = elbo_nll(run.model, held, run.path, n_t=n_t, seed=1)
     out: dict[str, Any] = {
         "step": run.step,
         "n_held_out": int(held.shape[0]),
         "nll_bound_per_token": float(nll.mean()),
         "nll_bound_stderr": float(nll.std() / math.sqrt(nll.numel())),
-        **data.info,
+        **(info or {}),
     }
     ckpt.write_text_atomic(run.run_dir / "eval.json", json.dumps(out, indent=1) + "\n")
     return out
+
+
+def text_run_meta(
+    model: TextTransformer,
+    objective: TextObjective,
+    tokenizer: Tokenizer,
+    length: int,
+    pad: str | None = None,
+    data_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What ``text.json`` holds for a model trained by hand (``Trainer`` + ``TextObjective``):
+    pass it to :func:`write_text_meta` before ``Trainer.run()``; ``length`` is the trained row
+    length (the context ``sample text`` uses), ``pad`` the symbol filling short rows."""
+    path = None if objective.path is None else objective.path.config()
+    spec = {
+        "preset": None,
+        "data": {"name": "custom", "length": int(length), "pad": pad},
+        "model": {k: v for k, v in model.config().items() if k not in ("kind", "vocab_size")},
+        "loss": objective.kind,
+        "path": {k: v for k, v in (path or {}).items() if k in ("schedule", "eps")},
+        "train": {},
+    }
+    return {
+        "spec": spec,
+        "tokenizer": tokenizer.to_dict(),
+        "model": model.config(),
+        "objective": objective.config(),
+        "data": dict(data_info or {}),
+    }
+
+
+def write_text_meta(run_dir: str | Path, meta: dict[str, Any]) -> None:
+    """Write ``RUN_DIR/text.json`` (refusing a folder that holds another network), so
+    :func:`load_text_run`, ``interpolant sample text`` and ``eval text`` read the run."""
+    _check_same_network(Path(run_dir) / TEXT_FILE, meta)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    ckpt.write_text_atomic(Path(run_dir) / TEXT_FILE, json.dumps(meta, indent=1) + "\n")
 
 
 def load_text_run(run_dir: str | Path, ema: bool = True, device: str = "cpu") -> TextRun:
@@ -375,6 +540,8 @@ def load_text_run(run_dir: str | Path, ema: bool = True, device: str = "cpu") ->
     tokenizer = Tokenizer.from_dict(meta["tokenizer"])
     model = build_text_model(meta["model"])
     path = None if spec["loss"] == "ar" else DiscretePath(kind=spec["loss"], **spec["path"])
+    if meta.get("objective", {}).get("path"):  # the objective's own path (hand-built runs too)
+        path = DiscretePath.from_config(meta["objective"]["path"])
     tensors = ckpt.read_tensors(found, "model")
     if ema and "ema.safetensors" in state.get("files", {}):
         tensors.update(ckpt.read_tensors(found, "ema"))
@@ -390,7 +557,11 @@ def _language(data: dict[str, Any], seed: int) -> Any:
         from .markov import MarkovLanguage
 
         return MarkovLanguage.random(
-            data["vocab_size"], data["length"], concentration=data["concentration"], seed=seed
+            data["vocab_size"],
+            data["length"],
+            concentration=data["concentration"],
+            order=int(data.get("order", 1)),
+            seed=seed,
         )
     if data["name"] == "pcfg":
         from .pcfg import PCFGLanguage, toy_grammar
