@@ -1,0 +1,295 @@
+"""Conversions between :class:`~.types.GraphBatch` and networkx graphs / RDKit molecules.
+
+networkx and RDKit are optional (the ``graphs`` extra) and imported inside the functions; a
+missing one raises :class:`~interpolant.errors.MissingDependencyError` naming the extra.
+
+Molecules (GDSS's QM9/ZINC setting): heavy atoms only (hydrogens implicit), node features are the
+one-hot atom type over ``atoms`` (default C, N, O, F as QM9), and ``adj`` holds the kekulised bond
+order (1 single, 2 double, 3 triple; aromatic bonds become alternating 1/2 by
+``Chem.Kekulize``), with ``edge_types = True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import MissingDependencyError, UserError
+from .types import GraphBatch, check_adjacency, check_max_nodes, degree_features
+
+#: QM9's heavy atoms, GDSS's node vocabulary for QM9.
+QM9_ATOMS: tuple[str, ...] = ("C", "N", "O", "F")
+#: Bond orders of the kekulised graph (0 = no bond).
+BOND_ORDERS: tuple[int, ...] = (1, 2, 3)
+#: Maximum valence per element used by the valency check (RDKit's default, neutral atoms).
+MAX_VALENCE: dict[str, int] = {
+    "C": 4,
+    "N": 3,
+    "O": 2,
+    "F": 1,
+    "S": 6,
+    "Cl": 1,
+    "Br": 1,
+    "I": 1,
+    "P": 5,
+    "B": 3,
+}
+
+
+def require_networkx() -> Any:
+    try:
+        import networkx as nx
+    except ImportError as err:  # pragma: no cover - networkx is installed in CI
+        raise MissingDependencyError(
+            "graphs need networkx, an optional dependency: pip install 'interpolant[graphs]'"
+        ) from err
+    return nx
+
+
+def require_rdkit() -> Any:
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError as err:  # pragma: no cover - rdkit is installed in CI
+        raise MissingDependencyError(
+            "molecules need RDKit, an optional dependency: pip install 'interpolant[graphs]'"
+        ) from err
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # we count and report unparsable SMILES ourselves
+    return Chem
+
+
+# ---- networkx -------------------------------------------------------------------------------
+def from_networkx(
+    graphs: Sequence[Any],
+    max_nodes: int | None = None,
+    *,
+    features: str = "degree",
+    max_degree: int = 10,
+    allow_self_loops: bool = False,
+) -> GraphBatch:
+    """A padded :class:`GraphBatch` of networkx graphs (node order = ``G.nodes`` order).
+
+    ``features``: ``"degree"`` one-hot degrees clipped to ``max_degree`` (GDSS's ``init: deg``,
+    ``max_feat_num = 10``) or ``"ones"`` (a single constant feature). ``max_nodes`` defaults to
+    the largest graph; a larger graph is a :class:`UserError`, as is a self-loop unless allowed
+    (then it is dropped: the dense type has a zero diagonal).
+    """
+    nx = require_networkx()
+    graphs = list(graphs)
+    if not graphs:
+        raise UserError("from_networkx: no graphs given")
+    sizes = [g.number_of_nodes() for g in graphs]
+    n_max = max(sizes) if max_nodes is None else int(max_nodes)
+    check_max_nodes(sizes, n_max)
+    adj = torch.zeros(len(graphs), n_max, n_max)
+    mask = torch.zeros(len(graphs), n_max, dtype=torch.bool)
+    for i, g in enumerate(graphs):
+        if g.is_directed():
+            raise UserError(f"from_networkx: graph {i} is directed; pass undirected nx.Graph")
+        loops = nx.number_of_selfloops(g)
+        if loops and not allow_self_loops:
+            raise UserError(
+                f"from_networkx: graph {i} has {loops} self-loop(s); remove them "
+                "(G.remove_edges_from(nx.selfloop_edges(G))) or pass allow_self_loops=True"
+            )
+        a = nx.to_numpy_array(g, nodelist=list(g.nodes), weight=None)
+        np.fill_diagonal(a, 0.0)
+        n = a.shape[0]
+        adj[i, :n, :n] = torch.from_numpy((a != 0).astype(np.float32))
+        mask[i, :n] = True
+    if features == "degree":
+        x = degree_features(adj, mask, max_degree)
+    elif features == "ones":
+        x = mask[..., None].to(torch.float32)
+    else:
+        raise UserError(f"from_networkx: features must be 'degree' or 'ones', got {features!r}")
+    return GraphBatch(x, adj, mask)
+
+
+def to_networkx(batch: GraphBatch, *, threshold: float = 0.5) -> list[Any]:
+    """The graphs of a batch as ``nx.Graph`` with nodes 0..n-1 (real nodes only).
+
+    Entries with ``adj >= threshold`` are edges (GDSS's ``quantize``); with ``edge_types`` the
+    integer type is kept as the edge attribute ``type``.
+    """
+    nx = require_networkx()
+    out = []
+    for b in range(batch.batch_size):
+        idx = batch.mask[b].nonzero().flatten()
+        a = batch.adj[b][idx][:, idx].detach().cpu().numpy()
+        if batch.edge_types:
+            g = nx.Graph()
+            g.add_nodes_from(range(len(idx)))
+            for i, j in zip(*np.nonzero(np.triu(a, 1)), strict=True):
+                g.add_edge(int(i), int(j), type=round(float(a[i, j])))
+        else:
+            g = nx.from_numpy_array((a >= threshold).astype(np.int64))
+            g.remove_edges_from(nx.selfloop_edges(g))
+        out.append(g)
+    return out
+
+
+def from_adjacency(adj: np.ndarray | torch.Tensor, *, where: str = "adjacency") -> Any:
+    """One ``nx.Graph`` from a dense adjacency, refusing non-symmetric input and self-loops."""
+    nx = require_networkx()
+    a = torch.as_tensor(np.asarray(adj, dtype=np.float64))
+    check_adjacency(a, where=where)
+    return nx.from_numpy_array((a.numpy() != 0).astype(np.int64))
+
+
+# ---- RDKit ----------------------------------------------------------------------------------
+@dataclass
+class SmilesReport:
+    """What happened to each input SMILES: how many were kept and why the others were not."""
+
+    total: int = 0
+    kept: int = 0
+    unparsable: list[tuple[int, str]] = field(default_factory=list)
+    too_large: int = 0
+
+    def summary(self) -> str:
+        bad = len(self.unparsable)
+        first = f" (first: line {self.unparsable[0][0]}: {self.unparsable[0][1]!r})" if bad else ""
+        return (
+            f"{self.kept} of {self.total} SMILES kept; {bad} unparsable{first}; "
+            f"{self.too_large} larger than max_atoms"
+        )
+
+
+def molecule_to_graph(mol: Any, atoms: Sequence[str], max_atoms: int) -> tuple[Any, Any]:
+    """(x (N, len(atoms)), adj (N, N) bond orders) of one kekulised RDKit molecule."""
+    chem = require_rdkit()
+    mol = chem.Mol(mol)
+    chem.Kekulize(mol, clearAromaticFlags=True)
+    n = mol.GetNumAtoms()
+    check_max_nodes([n], max_atoms, where="molecule")
+    x = torch.zeros(max_atoms, len(atoms))
+    for a in mol.GetAtoms():
+        sym = a.GetSymbol()
+        if sym not in atoms:
+            raise UserError(
+                f"molecule has atom type {sym!r}, not in the vocabulary {list(atoms)}; pass "
+                "atoms=... including it or filter the data"
+            )
+        x[a.GetIdx(), atoms.index(sym)] = 1.0
+    adj = torch.zeros(max_atoms, max_atoms)
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        order = int(bond.GetBondTypeAsDouble())
+        adj[i, j] = adj[j, i] = float(order)
+    return x, adj
+
+
+def from_smiles(
+    smiles: Iterable[str],
+    *,
+    atoms: Sequence[str] = QM9_ATOMS,
+    max_atoms: int = 9,
+    skip_too_large: bool = True,
+) -> tuple[GraphBatch, SmilesReport]:
+    """Parse SMILES into a molecule :class:`GraphBatch` (edge types = kekulised bond orders).
+
+    Unparsable lines are skipped and counted in the returned :class:`SmilesReport` (never
+    silently dropped); molecules with more than ``max_atoms`` heavy atoms are skipped and counted
+    when ``skip_too_large``, else refused. An atom outside ``atoms`` is a :class:`UserError`.
+    """
+    chem = require_rdkit()
+    report = SmilesReport()
+    xs, adjs, masks = [], [], []
+    for line_no, s in enumerate(smiles, start=1):
+        s = s.strip()
+        if not s:
+            continue
+        report.total += 1
+        mol = chem.MolFromSmiles(s)
+        if mol is None:
+            report.unparsable.append((line_no, s))
+            continue
+        if mol.GetNumAtoms() > max_atoms:
+            if skip_too_large:
+                report.too_large += 1
+                continue
+            check_max_nodes([mol.GetNumAtoms()], max_atoms, where=f"SMILES line {line_no}")
+        try:
+            x, adj = molecule_to_graph(mol, atoms, max_atoms)
+        except UserError as err:
+            raise UserError(f"SMILES line {line_no} ({s!r}): {err}") from err
+        mask = torch.zeros(max_atoms, dtype=torch.bool)
+        mask[: mol.GetNumAtoms()] = True
+        xs.append(x)
+        adjs.append(adj)
+        masks.append(mask)
+        report.kept += 1
+    if not xs:
+        raise UserError(f"from_smiles: no usable molecule: {report.summary()}")
+    batch = GraphBatch(torch.stack(xs), torch.stack(adjs), torch.stack(masks), edge_types=True)
+    return batch, report
+
+
+_BOND_NAMES = {1: "SINGLE", 2: "DOUBLE", 3: "TRIPLE"}
+
+
+def graph_to_molecule(x: Any, adj: Any, mask: Any, atoms: Sequence[str]) -> Any:
+    """An RDKit ``RWMol`` (unsanitised) from one graph's one-hot atoms and bond orders."""
+    chem = require_rdkit()
+    mol = chem.RWMol()
+    idx = mask.nonzero().flatten().tolist()
+    for i in idx:
+        mol.AddAtom(chem.Atom(atoms[int(x[i].argmax())]))
+    pos = {node: k for k, node in enumerate(idx)}
+    for a_i in idx:
+        for a_j in idx:
+            order = round(float(adj[a_i, a_j]))
+            if a_j > a_i and order > 0:
+                bt = getattr(chem.BondType, _BOND_NAMES[min(order, 3)])
+                mol.AddBond(pos[a_i], pos[a_j], bt)
+    return mol
+
+
+def to_molecules(batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS) -> list[Any]:
+    """One sanitised RDKit molecule per graph, or None where sanitisation fails (invalid)."""
+    chem = require_rdkit()
+    out = []
+    for b in range(batch.batch_size):
+        mol = graph_to_molecule(batch.x[b], batch.adj[b], batch.mask[b], atoms)
+        try:
+            chem.SanitizeMol(mol)
+            out.append(mol.GetMol())
+        except Exception:  # RDKit raises several exception types for invalid valences
+            out.append(None)
+    return out
+
+
+def to_smiles(batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS) -> list[str | None]:
+    """Canonical SMILES per graph (None for molecules that fail sanitisation)."""
+    chem = require_rdkit()
+    return [None if m is None else chem.MolToSmiles(m) for m in to_molecules(batch, atoms)]
+
+
+def canonical_smiles(smiles: str) -> str | None:
+    """RDKit's canonical SMILES of ``smiles`` or None when it does not parse."""
+    chem = require_rdkit()
+    mol = chem.MolFromSmiles(smiles)
+    return None if mol is None else chem.MolToSmiles(mol)
+
+
+__all__ = [
+    "BOND_ORDERS",
+    "MAX_VALENCE",
+    "QM9_ATOMS",
+    "SmilesReport",
+    "canonical_smiles",
+    "from_adjacency",
+    "from_networkx",
+    "from_smiles",
+    "graph_to_molecule",
+    "molecule_to_graph",
+    "require_networkx",
+    "require_rdkit",
+    "to_molecules",
+    "to_networkx",
+    "to_smiles",
+]

@@ -1,0 +1,122 @@
+"""PARD's networks, dense and small: a PPGN-style pair network (Maron et al. 2019; PARD's
+"higher-order graph transformer" without the transformer part) and the block-size predictor.
+
+Pair features h (B, N, N, c) start from the one-hot edge state, a flag for the pairs being
+diffused, the two nodes' roles (earlier block / new block) and the time. Each layer forms, per
+channel, the matrix product of two pair MLPs, summed only over *visible* nodes (the causal mask:
+blocks after the current one do not exist; PARD's restricted matrix multiplication), and mixes
+it back: h <- LN(h + MLP([h, (M1 h)(M2 h) / n_visible])). The product is what lifts the network
+beyond message passing (3-WL power), which PARD needs to tell apart nodes of one block. All
+operations commute with relabelling the nodes, so the networks are permutation equivariant
+(edge logits) and invariant (block sizes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out))
+
+
+class PPGNLayer(nn.Module):
+    """One masked PPGN block on pair features."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.m1 = nn.Linear(channels, channels)
+        self.m2 = nn.Linear(channels, channels)
+        self.mix = _mlp(2 * channels, channels, channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, h: Tensor, pair: Tensor, visible: Tensor) -> Tensor:
+        """h (B, N, N, c); pair (B, N, N, 1) float mask of visible pairs (diagonal included)."""
+        a = (self.m1(h) * pair).permute(0, 3, 1, 2)
+        b = (self.m2(h) * pair).permute(0, 3, 1, 2)
+        count = visible.sum(-1).clamp_min(1).to(h.dtype)[:, None, None, None]
+        prod = (a @ b / count).permute(0, 2, 3, 1)
+        return self.norm(h + self.mix(torch.cat([h, prod], dim=-1))) * pair
+
+
+class PairNetwork(nn.Module):
+    """The shared trunk: pair embedding plus ``layers`` PPGN layers."""
+
+    def __init__(self, edge_classes: int, channels: int = 32, layers: int = 3):
+        super().__init__()
+        # edge one-hot, target flag, node roles of i and j (visible old / new), time, diagonal.
+        self.embed = nn.Linear(edge_classes + 1 + 4 + 1 + 1, channels)
+        self.layers = nn.ModuleList(PPGNLayer(channels) for _ in range(layers))
+        self.edge_classes = edge_classes
+
+    def forward(
+        self, state: Tensor, visible: Tensor, new: Tensor, target: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Pair features (B, N, N, c) and the visible-pair mask (B, N, N, 1)."""
+        n = state.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool, device=state.device)
+        vis = visible.to(torch.float32)
+        pair = (vis[:, :, None] * vis[:, None, :])[..., None]
+        old = visible & ~new
+        role = torch.stack([old, new], dim=-1).to(torch.float32)  # (B, N, 2)
+        onehot = nn.functional.one_hot(state.long(), self.edge_classes).to(torch.float32)
+        onehot = onehot * (~eye)[None, :, :, None]
+        feats = torch.cat(
+            [
+                onehot,
+                target[..., None].to(torch.float32),
+                role[:, :, None, :].expand(-1, -1, n, -1),
+                role[:, None, :, :].expand(-1, n, -1, -1),
+                t.to(torch.float32)[:, None, None, None].expand(-1, n, n, 1),
+                eye[None, :, :, None].expand(state.shape[0], -1, -1, -1).to(torch.float32),
+            ],
+            dim=-1,
+        )
+        h = self.embed(feats) * pair
+        for layer in self.layers:
+            h = layer(h, pair, visible)
+        return h, pair
+
+
+class BlockDenoiser(nn.Module):
+    """p_theta(x_0 | x_t) of the edge types of the pairs touching the new block: symmetric
+    logits (B, N, N, C)."""
+
+    def __init__(self, edge_classes: int = 2, channels: int = 32, layers: int = 3):
+        super().__init__()
+        self.trunk = PairNetwork(edge_classes, channels, layers)
+        self.head = nn.Linear(channels, edge_classes)
+
+    def forward(
+        self, state: Tensor, visible: Tensor, new: Tensor, target: Tensor, t: Tensor
+    ) -> Tensor:
+        h, _ = self.trunk(state, visible, new, target, t)
+        h = h + h.transpose(1, 2)
+        return self.head(h)
+
+
+class BlockSizePredictor(nn.Module):
+    """p(|B_k| | B_<k): logits over sizes 0..max_size (0 = stop) from the clean prefix."""
+
+    def __init__(self, max_size: int, channels: int = 32, layers: int = 2, edge_classes: int = 2):
+        super().__init__()
+        self.trunk = PairNetwork(edge_classes, channels, layers)
+        self.head = _mlp(2 * channels + 1, max_size + 1, channels)
+        self.max_size = max_size
+
+    def forward(self, state: Tensor, visible: Tensor) -> Tensor:
+        b, n = visible.shape
+        none = torch.zeros_like(visible)
+        zeros_t = torch.zeros(b, dtype=torch.float32, device=state.device)
+        h, pair = self.trunk(
+            state, visible, none, torch.zeros_like(state, dtype=torch.bool), zeros_t
+        )
+        count = pair.sum((1, 2)).clamp_min(1.0)
+        eye = torch.eye(n, dtype=h.dtype, device=h.device)[None, :, :, None]
+        diag = (h * eye).sum((1, 2)) / visible.sum(-1, keepdim=True).clamp_min(1)
+        pooled = torch.cat([h.sum((1, 2)) / count, diag, visible.sum(-1, keepdim=True) / n], -1)
+        return self.head(pooled)
+
+
+__all__ = ["BlockDenoiser", "BlockSizePredictor", "PPGNLayer", "PairNetwork"]
