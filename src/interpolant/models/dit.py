@@ -180,6 +180,6 @@ class DiT(Backbone, SkippableBlocks):
         mask = None if self.router is None else self.router(t).to(tokens.dtype)
         for i, block in enumerate(self.blocks):
             if i not in self._skip_blocks:
-                tokens = block(tokens, c, mask)
+                tokens = block(tokens, c) if mask is None else block(tokens, c, mask)
         out = self.final(tokens, c)
         return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)

@@ -137,5 +137,5 @@ class MLP(Backbone, SkippableBlocks):
         mask = None if self.router is None else self.router(t).to(h.dtype)
         for i, block in enumerate(self.blocks):
             if i not in self._skip_blocks:
-                h = block(h, emb, mask)
+                h = block(h, emb) if mask is None else block(h, emb, mask)
         return self.fc_out(F.silu(self.norm_out(h))).reshape(x.shape)
