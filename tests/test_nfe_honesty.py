@@ -119,3 +119,18 @@ def test_teleport_counts_only_the_steps_it_runs():
     gaussian = ip.data.as_gaussian(MIX.sample(500, torch.Generator().manual_seed(3)))
     result = teleport_sample(model, NOISE, gaussian, skip=3, solver="euler", steps=8, seed=0)
     assert result.nfe == net.rows // B == 8 - 3
+
+
+def test_smc_posterior_samplers_charge_every_particle():
+    from interpolant.inverse.smc import smc_posterior
+    from interpolant.inverse.solvers import repaint
+
+    op = Inpaint(torch.tensor([1.0, 0.0], dtype=torch.float64), noise_std=0.1)
+    y = op.measure(MIX.sample(2, torch.Generator().manual_seed(4)), seed=0)
+    for method in ("tds", "tds_prior", "mcgdiff"):
+        model, net = counted(ip.paths.VPLinear())
+        out = smc_posterior(model, op, y, method=method, particles=3, n=2, steps=6, seed=0)
+        # 2 measurements x 2 draws, 3 particles each: nfe is per draw.
+        assert out.nfe * 4 == net.rows == 4 * 3 * 6
+    model, net = counted(ip.paths.VPLinear())
+    assert repaint(model, op, y, nfe=30, jump_length=2, resamples=2, seed=0).nfe * 2 == net.rows

@@ -88,7 +88,7 @@ def test_cow_samples_do_not_depend_on_the_batch() -> None:
 def test_cow_solve_reads_the_region_from_a_mask_operator() -> None:
     _, model, x, mask = _setup(2)
     op = Inpaint(mask)
-    out = cow_solve(model, op, op(x), nfe=10, seed=0, cycles=3)
+    out = cow_solve(model, op, op(x), steps=10, seed=0, cycles=3)
     ref = cow(model, x, mask, settings=COWSettings(cycles=3), seed=0)
     torch.testing.assert_close(out.x, ref.x, rtol=0, atol=0)
     assert out.nfe == ref.nfe == 6 + 4 + 3 * 2 + 5

@@ -222,9 +222,12 @@ def test_groups_are_independent_of_their_number(setup):
     assert torch.equal(small.particles, large.particles[:2])
 
 
-def test_argmax_choice_and_errors(setup):
+def test_max_reward_choice_and_errors(setup):
     _, model = setup
-    out = fk_steer(model, FKSteering(LinearReward([0.0, 1.0]), 6), n=3, shape=(2,), steps=8)
+    steer6 = FKSteering(LinearReward([0.0, 1.0]), 6)
+    out = fk_steer(model, steer6, n=3, shape=(2,), steps=8, choose="max_reward")
+    old_name = fk_steer(model, steer6, n=3, shape=(2,), steps=8, choose="argmax")
+    assert torch.equal(out.x, old_name.x)
     assert torch.equal(out.rewards, out.particle_rewards.max(1).values)
     assert torch.allclose(out.rewards, out.x[:, 1])
     assert torch.equal(out.chosen, out.particle_rewards.argmax(1))

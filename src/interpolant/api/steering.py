@@ -103,7 +103,7 @@ def scaled_sample(
         shortcuts: dict[str, Any] = {"nfe": steps, "grid": grid or settings.grid, "seed": seed}
         if solver is not None:
             shortcuts["solver"] = solver
-        choose = options.pop("choose", "argmax")
+        choose = options.pop("choose", "sample")
         result = fk_steer(
             loaded.model,
             FKSteering(fn, particles, **options),

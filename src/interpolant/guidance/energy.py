@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError, WrongTypeError
-from ..inverse.base import Operator
+from ..inverse.base import Operator, x0_variance
 from ..paths.nodes import Node
 from ..predictions import Prediction
 from ..solvers.base import Run
@@ -91,14 +91,16 @@ class ReconstructionGuidance(EnergyGuidance):
     N(0, d^2 I) data and linear A it is the exact likelihood). ``data_std=None`` drops it
     (plain plug-in likelihood; needs ``noise_std > 0``).
     Unlike DPS, which moves x after the solver step, the term enters the score, so every
-    solver uses it.
+    solver uses it. The default scale 1 is the likelihood's own weight: with ``mode="gaussian"``
+    the term is then grad log p(y | x_t) of the stated Gaussian model (the noise level enters
+    through r_t^2), with ``mode="dps"`` it is DPS's zeta' = 1.
     """
 
     def __init__(
         self,
         operator: Operator,
         y: Tensor,
-        scale: float | GuidanceScale,
+        scale: float | GuidanceScale = 1.0,
         *,
         mode: str = "dps",
         data_std: float | None = 1.0,
@@ -122,8 +124,7 @@ class ReconstructionGuidance(EnergyGuidance):
         """r_t^2 of the Gaussian mode: noise_std^2 plus Var[x0 | x_t] of N(0, d^2) data."""
         var = self.operator.noise_std**2
         if self.data_std is not None:
-            d2 = self.data_std**2
-            var += d2 * node.sigma**2 / (d2 * node.alpha**2 + node.sigma**2)
+            var += x0_variance(node, self.data_std)
         return var
 
     def residual_energy(self, x0_hat: Tensor, x_t: Tensor, node: Node) -> Tensor:

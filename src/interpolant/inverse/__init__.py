@@ -1,7 +1,8 @@
 """Inverse problems: measurement operators, exact posteriors and posterior samplers.
 
 Modules: base.py (the Operator ABC and what the methods share), operators.py, posterior.py,
-solvers.py (DPS, RED-diff, data consistency, RePaint), quality.py (PSNR, SSIM); inversion.py
+solvers.py (DPS, RED-diff, data consistency, RePaint), smc.py (TDS, MCGdiff: asymptotically
+exact SMC posterior samplers), quality.py (PSNR, SSIM); inversion.py
 (DDIM inversion, CycleDiffusion's DPM-Encoder), cow.py, flowchef.py, mbir.py (DiffusionMBIR).
 Every sampling method takes a :class:`~interpolant.solvers.Sampler` spec (keyword shortcuts
 change it) and reports the model evaluations it made. Imports and ``__all__`` are kept sorted
@@ -43,6 +44,7 @@ from .operators import (
 )
 from .posterior import MixturePosterior, fit_mixture, mixture_posterior, posterior_error
 from .quality import psnr, ssim
+from .smc import SMC_SAMPLER, TDS, MCGdiff, SMCResult, smc_posterior
 from .solvers import (
     ANCESTRAL,
     DPS,
@@ -73,6 +75,8 @@ __all__ = [
     "MRI",
     "RED_WEIGHTINGS",
     "REPAINT",
+    "SMC_SAMPLER",
+    "TDS",
     "COWSettings",
     "DataConsistency",
     "FlowChef",
@@ -81,12 +85,14 @@ __all__ = [
     "Inpaint",
     "Inversion",
     "Latent",
+    "MCGdiff",
     "MatrixOperator",
     "MixturePosterior",
     "Operator",
     "RandomProjection",
     "Reconstruction",
     "ReplaceRegion",
+    "SMCResult",
     "SliceOperator",
     "Splitting",
     "SuperResolution",
@@ -122,6 +128,7 @@ __all__ = [
     "repaint",
     "repaint_schedule",
     "round_trip_error",
+    "smc_posterior",
     "solve",
     "ssim",
 ]

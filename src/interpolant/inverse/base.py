@@ -119,6 +119,14 @@ def renoise(path: GaussianPath, x: Tensor, t_from: float, t_to: float, noise: Te
     return scale * x + math.sqrt(max(nxt.sigma**2 - (scale * now.sigma) ** 2, 0.0)) * noise
 
 
+def x0_variance(node: Node, data_std: float) -> float:
+    """Var[x0 | x_t] per coordinate for N(0, d^2 I) data at ``node``: d^2 sigma^2 / (d^2 alpha^2
+    + sigma^2) (the Gaussian posterior; PiGDM, Song et al. 2023, sec. 3, uses it as the
+    likelihood's variance at high noise, and the samplers' twisting functions do too)."""
+    d2 = data_std**2
+    return d2 * node.sigma**2 / (d2 * node.alpha**2 + node.sigma**2)
+
+
 class TapedModel(Model):
     """``model`` whose evaluations at nodes record the autograd graph from the state (a fresh
     leaf, unless the state already requires grad), so a hook can differentiate the prediction
@@ -185,4 +193,5 @@ __all__ = [
     "seeded",
     "start_noise",
     "taped",
+    "x0_variance",
 ]

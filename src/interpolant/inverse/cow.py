@@ -98,6 +98,29 @@ def _levels(s: COWSettings, n: int) -> tuple[int, int, int]:
     return r, b, k_final
 
 
+def cow_cost(n: int, settings: COWSettings | None = None) -> int:
+    """Model evaluations of COW on N = ``n`` grid steps (one per DDIM step): the seed inversion
+    to b, the canvas inversion to r, ``cycles`` constructions b -> r and the final r -> 0."""
+    s = settings or COWSettings()
+    r, b, _ = _levels(s, n)
+    return (b - 1) + (r - 1) + s.cycles * (b - r) + r
+
+
+def cow_steps_for_nfe(nfe: int, settings: COWSettings | None = None) -> int:
+    """The most grid steps N whose COW run costs at most ``nfe`` model evaluations."""
+    fits = [n for n in range(2, nfe + 2) if _fits(n, nfe, settings)]
+    if not fits:
+        raise UserError(f"nfe={nfe} cannot pay one COW run (its smallest grid costs more)")
+    return max(fits)
+
+
+def _fits(n: int, nfe: int, settings: COWSettings | None) -> bool:
+    try:
+        return cow_cost(n, settings) <= nfe
+    except UserError:  # too few steps for the replace / back levels
+        return False
+
+
 def cow(
     model: Model,
     seed_image: Tensor,
@@ -171,8 +194,9 @@ def cow_solve(
 
     The seed region is where a masking operator observes (m = A^T A 1 != 0) and the seed image
     its adjoint A^T y (for :class:`~interpolant.inverse.operators.Inpaint`, y itself). ``nfe``
-    (a shortcut of the spec) sets the number of grid steps N (the default, 10, is the paper's);
-    the NFE actually spent is (b - 1) + (r - 1) + cycles (b - r) + r model calls. Options
+    means model evaluations: the grid gets the most steps N whose run costs at most nfe
+    (:func:`cow_cost`: (b - 1) + (r - 1) + cycles (b - r) + r); ``steps`` sets N itself (the
+    default, 10, is the paper's and costs 35 evaluations). Options
     that are :class:`COWSettings` fields (``cycles``, ``replace_level``, ...) build the
     settings; the others go to :func:`cow`.
     """
@@ -182,6 +206,10 @@ def cow_solve(
     mask = (operator.adjoint(operator(ones))[0] != 0).to(y.dtype)
     fields = {k: options.pop(k) for k in list(options) if k in COWSettings.__dataclass_fields__}
     settings = COWSettings(**fields)
+    if options.get("nfe") is not None:
+        if options.get("steps") is not None:
+            raise UserError("give COW nfe= (model evaluations) or steps= (grid steps), not both")
+        options["steps"] = cow_steps_for_nfe(int(options.pop("nfe")), settings)
     return cow(model, operator.adjoint(y), mask, sampler, settings=settings, **options)
 
 
@@ -190,6 +218,8 @@ __all__ = [
     "COWSettings",
     "ReplaceRegion",
     "cow",
+    "cow_cost",
     "cow_solve",
+    "cow_steps_for_nfe",
     "renoise",
 ]

@@ -38,6 +38,7 @@ from ..solvers.grids import Uniform
 from ..solvers.sde import PredictorCorrector
 from ..solvers.spec import SamplerOptions
 from .base import Operator, Reconstruction, seeded, start_noise
+from .operators import MatrixOperator
 
 #: The paper's sampler: predictor-corrector (ancestral predictor, one Langevin corrector step,
 #: snr 0.16) with 200 model evaluations on a uniform grid, float64 arithmetic.
@@ -204,6 +205,31 @@ class VolumeADMM(Hook[Splitting]):
         return x_state.replace(x=node.alpha * vol.reshape(x.shape))
 
 
+def _check_slices(operator: SliceOperator, couple: bool, final_consistency: bool) -> None:
+    """Refuse what DiffusionMBIR cannot use: one slice with z-coupling (z-TV of a single slice
+    is empty, so the method is not what it says), and a slice operator with negative entries
+    with the final consistency step (X += A^T r / (A^T A 1) is SIRT's normalisation, a descent
+    step only for nonnegative A such as CT, masks or blur; for a dense Gaussian matrix A^T A 1
+    has either sign and near-zero entries and the step blows the residual up)."""
+    if not operator.slice_operator.linear:
+        raise UserError(
+            "DiffusionMBIR needs a linear slice operator, got "
+            f"{type(operator.slice_operator).__name__}"
+        )
+    if couple and operator.depth < 2:
+        raise UserError(
+            "DiffusionMBIR couples slices by TV along z: a volume of depth 1 has nothing to "
+            "couple; use couple=False (the 2-D baseline) or a 2-D solver (inverse.solve)"
+        )
+    if final_consistency and isinstance(operator.slice_operator, MatrixOperator):
+        if bool((operator.slice_operator.matrix < 0).any()):
+            raise UserError(
+                "the final consistency step X += A^T (y - A X) / (A^T A 1) needs a nonnegative "
+                f"operator (CT, masks, blur); the dense {type(operator.slice_operator).__name__} "
+                "has negative entries: pass final_consistency=False"
+            )
+
+
 def diffusion_mbir(
     model: Model,
     operator: Operator,
@@ -232,6 +258,7 @@ def diffusion_mbir(
             "operator must be a SliceOperator (a 2-D operator applied to every slice), got "
             f"{type(operator).__name__}"
         )
+    _check_slices(operator, couple, final_consistency)
     spec, seed = seeded(as_sampler(MBIR_SAMPLER if sampler is None else sampler, **shortcuts))
     depth, slice_shape = operator.depth, operator.slice_operator.x_shape
     admm = ADMMTV(operator, y, tv_weight if couple else 0.0, rho if couple else 0.0, cg_iterations)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError, WrongTypeError
-from .base import Operator
+from .base import Operator, Rows
 
 
 def _on(buffer: Tensor, like: Tensor) -> Tensor:
@@ -55,6 +55,11 @@ class Inpaint(Operator):
 
     def pinv(self, y: Tensor) -> Tensor:
         return self.adjoint(y)
+
+    def measure(self, x: Tensor, seed: int | None = None, index: Rows | None = None) -> Tensor:
+        """y = m ⊙ (x + noise_std n): noise only where observed, y stays 0 elsewhere (what the
+        zero-filled y of the docstring and every solver's residual assume)."""
+        return _on(self.mask, x) * super().measure(x, seed, index)
 
 
 def random_mask(x_shape: tuple[int, ...], keep: float, seed: int = 0) -> Tensor:

@@ -31,11 +31,15 @@ from .operators import as_matrix
 @dataclass
 class MixturePosterior:
     """p(x | y) for a batch of B measurements: ``weights`` (B, K), ``means`` (B, K, D) and
-    ``covs`` (K, D, D), shared by all y (they do not depend on y)."""
+    ``covs`` (K, D, D), shared by all y (they do not depend on y); ``log_evidence`` (B,) is
+    log p(y_r), the marginal likelihood of the measurements reduced to A's row space
+    (y_r = U_r^T y, see :func:`row_space`): sum_k pi_k N(y_r; A_r mu_k, A_r C_k A_r^T + s^2 I).
+    """
 
     weights: Tensor
     means: Tensor
     covs: Tensor
+    log_evidence: Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -83,10 +87,9 @@ def mixture_posterior(
     if y.shape[1] != matrix.shape[0]:
         raise UserError(f"y has {y.shape[1]} entries per sample, the operator {matrix.shape[0]}")
     # Reduce A to its row space: y_r = U_r^T y = S_r V_r^T x + s U_r^T n.
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    r = int((s > s.max() * max(matrix.shape) * 1e-12).sum())
-    a = s[:r, None] * vh[:r]  # (r, D)
-    y_r = y @ u[:, :r]  # (B, r)
+    u_r, a = row_space(matrix)
+    r = a.shape[0]
+    y_r = y @ u_r  # (B, r)
     cov_a = prior.covs @ a.T  # (K, D, r): C_k A^T
     gram = a @ cov_a + noise**2 * torch.eye(r, dtype=torch.float64)  # S_k, (K, r, r)
     chol = torch.linalg.cholesky(gram)
@@ -99,8 +102,17 @@ def mixture_posterior(
     white = torch.linalg.solve_triangular(chol[None], resid[..., None], upper=False)[..., 0]
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     loglik = -0.5 * ((white**2).sum(-1) + logdet[None] + r * math.log(2 * math.pi))
-    weights = torch.softmax(torch.log(prior.weights)[None] + loglik, dim=1)
-    return MixturePosterior(weights, means, covs)
+    joint = torch.log(prior.weights)[None] + loglik
+    weights = torch.softmax(joint, dim=1)
+    return MixturePosterior(weights, means, covs, torch.logsumexp(joint, dim=1))
+
+
+def row_space(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """(U_r (m, r), A_r = S_r V_r^T (r, D)) for A = U S V^T with its r nonzero singular values:
+    U_r^T y = A_r x + s U_r^T n carries all that y says about x (the rest is pure noise)."""
+    u, s, vh = torch.linalg.svd(matrix.to(torch.float64), full_matrices=False)
+    r = int((s > s.max() * max(matrix.shape) * 1e-12).sum())
+    return u[:, :r], s[:r, None] * vh[:r]
 
 
 def posterior_error(

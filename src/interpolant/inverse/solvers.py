@@ -16,6 +16,7 @@ optimiser, not an integrator; every model evaluation is counted in the ``nfe`` t
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -408,6 +409,25 @@ def _descents(visited: Sequence[int]) -> list[tuple[list[int], int | None]]:
     return out
 
 
+def repaint_cost(steps: int, jump_length: int = 10, resamples: int = 10, per_step: int = 1) -> int:
+    """Model evaluations of RePaint on ``steps`` grid steps: every down move of
+    :func:`repaint_schedule` costs the solver's ``per_step`` evaluations."""
+    visited = repaint_schedule(steps, jump_length, resamples)
+    return per_step * sum(b > a for a, b in itertools.pairwise(visited))
+
+
+def repaint_steps_for_nfe(
+    nfe: int, jump_length: int = 10, resamples: int = 10, per_step: int = 1
+) -> int:
+    """The most grid steps whose RePaint schedule costs at most ``nfe`` model evaluations."""
+    if repaint_cost(1, jump_length, resamples, per_step) > nfe:
+        raise UserError(f"nfe={nfe} is below one RePaint step ({per_step} evaluations)")
+    steps = 1
+    while repaint_cost(steps + 1, jump_length, resamples, per_step) <= nfe:
+        steps += 1
+    return steps
+
+
 def repaint(
     model: Model,
     operator: Operator,
@@ -426,9 +446,23 @@ def repaint(
     resampling x_{t+} ~ q(x_{t+} | x_t) (:func:`~interpolant.inverse.base.renoise`, draws from
     the ``repaint-renoise`` stream) along :func:`repaint_schedule` on the spec's grid. Works
     for any operator with a pseudo-inverse; for masks it is RePaint exactly. Each down move
-    costs the solver's evaluations (one for DDIM)."""
+    costs the solver's evaluations (one for DDIM).
+
+    ``nfe=`` means model evaluations, as everywhere: the grid gets the most steps whose schedule
+    fits (:func:`repaint_steps_for_nfe`; the result's ``nfe`` is what was spent, <= nfe).
+    ``steps=`` sets the grid steps directly; the default, 50 steps with jumps of 10 and 10
+    resamples, costs :func:`repaint_cost` (50, 10, 10) = 410 evaluations."""
     base = REPAINT if sampler is None else sampler
-    spec, seed, noise = _prepare(operator, y, noise, base, index, dict(shortcuts))
+    options: dict[str, Any] = dict(shortcuts)
+    budget = options.pop("nfe", None)
+    if budget is not None:
+        if "steps" in options:
+            raise UserError(
+                "give RePaint nfe= (model evaluations) or steps= (grid steps), not both"
+            )
+        per_step = as_sampler(base, **options).solver.nfe_for_steps(1)
+        options["steps"] = repaint_steps_for_nfe(int(budget), jump_length, resamples, per_step)
+    spec, seed, noise = _prepare(operator, y, noise, base, index, options)
     times = spec.times(model.path)
     nodes = make_nodes(model.path, times)
     visited = repaint_schedule(len(nodes) - 1, jump_length, resamples)
@@ -454,7 +488,19 @@ def repaint(
 # One entry point.
 
 #: Names accepted by :func:`solve`.
-METHODS = ("dps", "red_diff", "dc", "repaint", "pinv")
+METHODS = (
+    "dps",
+    "red_diff",
+    "dc",
+    "repaint",
+    "pinv",
+    "flowchef",
+    "cow",
+    "mbir",
+    "tds",
+    "tds_prior",
+    "mcgdiff",
+)
 
 
 def solve(
@@ -470,8 +516,14 @@ def solve(
     """Reconstruct x from measurements ``y`` (B, *y_shape) with ``method``:
 
     ``dps`` (:func:`dps`), ``red_diff`` (:func:`red_diff`), ``dc`` (the data-consistency recipe,
-    :func:`data_consistency_sample`), ``repaint`` (:func:`repaint`) or ``pinv`` (A^+ y, the
-    zero-filled / least-squares baseline, no NFE). ``options`` go to that function: its own
+    :func:`data_consistency_sample`), ``repaint`` (:func:`repaint`), ``flowchef``
+    (:func:`~interpolant.inverse.flowchef.flowchef`), ``cow``
+    (:func:`~interpolant.inverse.cow.cow_solve`), ``mbir``
+    (:func:`~interpolant.inverse.mbir.diffusion_mbir`, volumes), ``tds`` / ``tds_prior`` /
+    ``mcgdiff`` (:func:`~interpolant.inverse.smc.smc_posterior`, one posterior draw per
+    measurement; ``particles=``; ``nfe`` of the result is per draw) or ``pinv`` (A^+ y, the
+    zero-filled / least-squares baseline, no NFE). ``nfe=`` is model evaluations for every
+    method (RePaint and COW fit their grids to it). ``options`` go to that function: its own
     (zeta=, weight=, where=, jump_length=, lr=, lam=, steps= for red_diff, ...) and, for the
     samplers, the spec's shortcuts (nfe=, steps=, seed=, solver=, grid=, ...). The samplers'
     start noise comes from the ``inverse-start`` stream of the spec's seed.
@@ -488,6 +540,27 @@ def solve(
         return red_diff(model, operator, y, index=index, **options)
     if name == "repaint":
         return repaint(model, operator, y, None, sampler, index=index, **options)
+    if name == "flowchef":
+        from .flowchef import flowchef
+
+        return flowchef(model, operator, y, sampler, index=index, **options)
+    if name == "cow":
+        from .cow import cow_solve
+
+        return cow_solve(model, operator, y, sampler, index=index, **options)
+    if name in ("tds", "tds_prior", "mcgdiff"):
+        from .smc import smc_posterior
+
+        if index is not None:
+            raise UserError(f"{name} draws its own particles: it takes no index=")
+        out = smc_posterior(model, operator, y, sampler, method=name, **options)
+        return Reconstruction(out.x, out.nfe)
+    if name == "mbir":
+        from .mbir import diffusion_mbir
+
+        if index is not None:
+            raise UserError("mbir draws per slice: it takes no index=")
+        return diffusion_mbir(model, operator, y, sampler, **options)
     run = dps if name == "dps" else data_consistency_sample
     result = run(model, operator, y, None, sampler, index=index, **options)
     return Reconstruction(result.x, result.nfe)

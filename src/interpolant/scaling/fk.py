@@ -44,7 +44,11 @@ from .base import Ledger, Reward, check_rewards, repeat_cond, source_noise
 
 POTENTIALS = ("diff", "max", "sum")
 RESAMPLERS = ("multinomial", "systematic")
-CHOICES = ("argmax", "sample")
+#: How fk_steer picks one sample per group: ``sample`` draws by the final weights (a draw of the
+#: tilted target, the default), ``max_reward`` keeps the particle of highest final reward (a
+#: mode-seeking estimator, not a sample; ``argmax`` is its old name, still accepted).
+CHOICES = ("sample", "max_reward")
+CHOICE_ALIASES = {"argmax": "max_reward"}
 #: FK's default sampler: ancestral DDIM (eta = 1) on a uniform grid of 20 steps, seed 0.
 ANCESTRAL = Sampler(DDIM(eta=1.0), steps=20, grid=Uniform(), seed=0)
 #: The named streams of the resampling draws (one row per group) and of the start noise (one
@@ -81,48 +85,123 @@ def resample_indices(
     return inverse_cdf(w[:, None, :].expand(groups, k, k), u)
 
 
+def log_mean_exp(log_weights: Tensor) -> Tensor:
+    """log (1/K) sum_k exp(l_k) per row of ``log_weights`` (G, K), stable."""
+    return torch.logsumexp(log_weights, dim=-1) - math.log(log_weights.shape[-1])
+
+
+def _zeros() -> Tensor:
+    return torch.zeros(0, dtype=torch.float64)
+
+
 @dataclass
-class Particles:
-    """FK's per-run state: per particle the reward at the previous weighting step (``diff``),
-    the running max or sum (``max``, ``sum``), the log product of the potentials applied along
-    its path, its log weight since the last resampling and its last reward; the mean ESS / K at
-    each weighting step, the steps that resampled, the reward evaluations spent and the group
-    streams of the resampling draws."""
+class Weights:
+    """What every sequential Monte Carlo run on the loop keeps (FK steering, the posterior
+    samplers of :mod:`interpolant.inverse.smc`): per particle its log weight since the last
+    resampling (G groups of K consecutive particles); per group the log of the normalising
+    constant collected at the resamplings so far; the mean ESS / K at each weighting step, the
+    steps that resampled and the group streams of the resampling draws.
+
+    The normalising-constant estimate is the standard one (Del Moral 2004; Naesseth et al. 2019,
+    eq. 2.12): Z_hat = prod over resampling epochs of (1/K) sum_k w_k, unbiased for the product
+    of the potentials' expectation under the proposal; :meth:`log_normalizer` adds the open
+    epoch. Subclasses add per-path fields and index them in :meth:`follow`."""
 
     groups: int
     streams: Streams
-    prev_reward: Tensor
-    running: Tensor
-    log_product: Tensor
     log_weights: Tensor
-    last_reward: Tensor
+    log_evidence: Tensor = field(default_factory=_zeros)
     ess: list[tuple[int, float]] = field(default_factory=list)
     resample_steps: list[int] = field(default_factory=list)
-    reward_evals: int = 0
+
+    def __post_init__(self) -> None:
+        if self.log_evidence.numel() == 0:
+            self.log_evidence = torch.zeros(
+                self.groups, dtype=torch.float64, device=self.log_weights.device
+            )
 
     @property
     def particles(self) -> int:
         return self.log_weights.shape[0] // self.groups
 
+    def grouped(self) -> Tensor:
+        """The log weights as (G, K)."""
+        return self.log_weights.view(self.groups, self.particles)
+
+    def reweight(self, log_g: Tensor, done: int) -> Tensor:
+        """Multiply the weights by the potentials exp(log_g) (one per particle) and record the
+        mean ESS / K at step ``done``; returns the ESS per group."""
+        self.log_weights = self.log_weights + log_g.to(self.log_weights)
+        ess = effective_sample_size(self.grouped())
+        self.ess.append((done, float(ess.mean()) / self.particles))
+        return ess
+
+    def log_normalizer(self) -> Tensor:
+        """log Z_hat per group (G,): the closed epochs and the current weights."""
+        return self.log_evidence + log_mean_exp(self.grouped())
+
     def follow(self, index: Tensor) -> None:
-        """The per-path bookkeeping follows the resampled ancestors; the weights become uniform."""
+        """Per-path fields follow the resampled ancestors (``index`` over all G * K rows)."""
+
+    def resample(
+        self, x_state: State, done: int, resampler: str, threshold: float | None = None
+    ) -> State:
+        """Resample every group by its weights (when the ESS of some group is below
+        ``threshold`` * K, or always when ``threshold`` is None): the state, the solver's typed
+        history and the per-path fields follow their ancestors, the epoch's normaliser is
+        banked and the weights become uniform."""
+        if threshold is not None:
+            ess = effective_sample_size(self.grouped())
+            if bool((ess >= threshold * self.particles).all()):
+                return x_state
+        local = resample_indices(self.grouped(), resampler, self.streams)
+        offsets = torch.arange(self.groups)[:, None] * self.particles
+        index = (local + offsets).flatten().to(x_state.x.device)
+        self.log_evidence = self.log_evidence + log_mean_exp(self.grouped())
+        self.log_weights = torch.zeros_like(self.log_weights)
+        self.follow(index)
+        self.resample_steps.append(done)
+        return x_state.index_select(index)
+
+    def draw(self, x: Tensor, scores: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One row per group of ``x`` (all G * K particles): a draw by the final weights (the
+        group streams), or the particle of highest ``scores`` when given. Returns (the rows
+        (G, ...), their indices within groups (G,))."""
+        shape = (self.groups, self.particles)
+        if scores is not None:
+            local = scores.view(shape).argmax(1).cpu()
+        else:
+            local = self.streams.categorical(torch.softmax(self.grouped().cpu(), -1))
+        index = (local + torch.arange(self.groups) * self.particles).to(x.device)
+        return x[index], local
+
+
+@dataclass
+class Particles(Weights):
+    """FK's per-run state (:class:`Weights` plus): per particle the reward at the previous
+    weighting step (``diff``), the running max or sum (``max``, ``sum``), the log product of the
+    potentials applied along its path and its last reward; the reward evaluations spent."""
+
+    prev_reward: Tensor = field(default_factory=_zeros)
+    running: Tensor = field(default_factory=_zeros)
+    log_product: Tensor = field(default_factory=_zeros)
+    last_reward: Tensor = field(default_factory=_zeros)
+    reward_evals: int = 0
+
+    def follow(self, index: Tensor) -> None:
         self.prev_reward, self.running = self.prev_reward[index], self.running[index]
         self.log_product, self.last_reward = self.log_product[index], self.last_reward[index]
-        self.log_weights = torch.zeros_like(self.log_weights)
 
-    def choose(self, x: Tensor, rule: str = "argmax") -> tuple[Tensor, Tensor, Tensor]:
-        """One sample per group of ``x`` (the final particles): ``argmax`` final reward, or
-        ``sample`` by final weight (a draw of the group streams). Returns (samples (G, ...),
-        their rewards (G,), chosen indices within groups (G,))."""
+    def choose(self, x: Tensor, rule: str = "sample") -> tuple[Tensor, Tensor, Tensor]:
+        """One sample per group of ``x`` (the final particles): ``sample`` by final weight (a
+        draw of the group streams), or ``max_reward``, the highest final reward. Returns
+        (samples (G, ...), their rewards (G,), chosen indices within groups (G,))."""
+        rule = CHOICE_ALIASES.get(rule, rule)
         if rule not in CHOICES:
             raise UserError(f"choose must be one of {CHOICES}, got {rule!r}")
-        shape = (self.groups, self.particles)
-        if rule == "argmax":
-            local = self.last_reward.view(shape).argmax(1).cpu()
-        else:
-            local = self.streams.categorical(torch.softmax(self.log_weights.view(shape).cpu(), -1))
+        out, local = self.draw(x, self.last_reward if rule == "max_reward" else None)
         index = (local + torch.arange(self.groups) * self.particles).to(x.device)
-        return x[index], self.last_reward[index], local
+        return out, self.last_reward[index], local
 
 
 def _check_schedule(every: int | None, at_steps: Sequence[int] | None) -> None:
@@ -212,10 +291,10 @@ class FKSteering(Hook[Particles]):
             groups=groups,
             # One stream per group, keyed by the run's seed: group g never depends on G.
             streams=Streams(run.streams.seed, groups, RESAMPLE_STREAM),
+            log_weights=zeros.clone(),
             prev_reward=zeros.clone(),
             running=torch.full_like(zeros, -math.inf if self.potential == "max" else 0.0),
             log_product=zeros.clone(),
-            log_weights=zeros.clone(),
             last_reward=zeros.clone(),
         )
 
@@ -239,17 +318,11 @@ class FKSteering(Hook[Particles]):
         r = self._reward(target, state)
         log_g = self._log_potential(r, final, state)
         state.log_product = state.log_product + log_g
-        state.log_weights = state.log_weights + log_g
         state.last_reward = r
-        ess = effective_sample_size(state.log_weights.view(state.groups, self.particles))
-        state.ess.append((done, float(ess.mean()) / self.particles))
+        state.reweight(log_g, done)
         if final:
             return x_state
-        if self.ess_threshold is not None and bool(
-            (ess >= self.ess_threshold * self.particles).all()
-        ):
-            return x_state
-        return self._resample(x_state, done, state)
+        return state.resample(x_state, done, self.resampler, self.ess_threshold)
 
     def _reward(self, x: Tensor, state: Particles) -> Tensor:
         """r(x) per particle in float64 (no gradients), checked and counted."""
@@ -273,18 +346,6 @@ class FKSteering(Hook[Particles]):
             state.running = state.running + r
         return state.running / self.temperature
 
-    def _resample(self, x_state: State, done: int, state: Particles) -> State:
-        """Resample every group by its weights: the state, the solver's typed history and the
-        per-path bookkeeping follow their ancestors; the weights become uniform."""
-        local = resample_indices(
-            state.log_weights.view(state.groups, self.particles), self.resampler, state.streams
-        )
-        offsets = torch.arange(state.groups)[:, None] * self.particles
-        index = (local + offsets).flatten().to(x_state.x.device)
-        state.follow(index)
-        state.resample_steps.append(done)
-        return x_state.index_select(index)
-
 
 @dataclass
 class FKResult:
@@ -303,6 +364,9 @@ class FKResult:
     resample_steps: list[int]
     ledger: Ledger
     nfe: int
+    #: log Z_hat per final sample, an estimate of log E_model[exp(r(x0) / T)] (the tilted
+    #: target's normaliser; :meth:`Weights.log_normalizer`).
+    log_normalizer: Tensor | None = None
 
 
 def fk_steer(
@@ -313,7 +377,7 @@ def fk_steer(
     n: int = 1,
     shape: Sequence[int] | None = None,
     noise: Tensor | None = None,
-    choose: str = "argmax",
+    choose: str = "sample",
     cond: dict[str, Any] | None = None,
     hooks: Sequence[Hook[Any]] = (),
     budget: int | None = None,
@@ -332,7 +396,9 @@ def fk_steer(
         shape / noise: one sample's shape, the start noise then being drawn from the ``fk-noise``
             stream of the spec's seed (row j: particle slot j, in the model's dtype); or the
             start noise itself (n * K, ...).
-        choose: ``argmax`` (the best final reward) or ``sample`` (a draw by the final weights).
+        choose: ``sample`` (default: a draw by the final weights, so the output samples the
+            tilted target as K grows) or ``max_reward`` (the particle of best final reward,
+            which overshoots the target's reward; ``argmax`` is accepted as its old name).
         cond: conditioning tensors of batch n (repeated per particle).
         hooks: other hooks of the run (guidance, ...); their evaluations are counted.
         budget: the most model evaluations per final sample (checked before sampling).
@@ -372,6 +438,7 @@ def fk_steer(
         resample_steps=state.resample_steps,
         ledger=ledger,
         nfe=ledger.model_evals // n,
+        log_normalizer=state.log_normalizer(),
     )
 
 
@@ -383,7 +450,9 @@ __all__ = [
     "FKResult",
     "FKSteering",
     "Particles",
+    "Weights",
     "effective_sample_size",
     "fk_steer",
+    "log_mean_exp",
     "resample_indices",
 ]

@@ -291,8 +291,18 @@ def zero_order_search(
         if budget is None:
             raise UserError("give budget= or iterations=")
         iterations = (budget // nfe - 1) // neighbors
-    if iterations < 0 or (budget is not None and budget < nfe):
-        raise UserError(f"budget={budget} NFE is below one sample ({nfe} NFE)")
+        if iterations < 1:
+            # Zero rounds would return the pivot's plain samples as if they were searched.
+            raise BudgetError(
+                f"budget={budget} NFE cannot fit one zero-order round: the pivot and "
+                f"{neighbors} neighbours cost (1 + {neighbors}) x {nfe} = {(1 + neighbors) * nfe}"
+                f" NFE per final sample; raise the budget or lower neighbors= or nfe"
+            )
+    if iterations < 0 or (budget is not None and budget < nfe * (1 + neighbors * iterations)):
+        raise BudgetError(
+            f"budget={budget} NFE cannot pay {iterations} iterations of {neighbors} neighbours "
+            f"at {nfe} NFE per sample ({nfe * (1 + neighbors * iterations)} NFE)"
+        )
     s = _Search(model, spec, reward, n, budget, cond, reward_cond)
     pivot = s.draw(1, shape)
     x = s(pivot, 1)
@@ -364,6 +374,16 @@ def search_over_paths(
         raise BudgetError(
             f"budget={budget} NFE cannot pay {width} full paths "
             f"({width * s.cost(0, steps)} NFE per final sample)"
+        )
+    j_to = min(start - forward + backward, steps)
+    first = width * s.cost(0, start) + width * branches * s.cost(start - forward, j_to)
+    first += width * s.cost(j_to, steps)
+    if remaining is not None and remaining < n * first:
+        # No branching round fits: the result would be best-of-width with nothing searched.
+        raise BudgetError(
+            f"budget={budget} NFE cannot fit one search round: {width} paths to step {start}, "
+            f"{width * branches} branches and the finish cost {first} NFE per final sample; "
+            f"raise the budget or use best_of_n:{width}"
         )
     x, _ = s.segment(s.draw(width, shape), 0, start, width, scale=True)
     j = start
