@@ -59,6 +59,10 @@ FORBIDDEN = {
     },
     "losses": {"solvers", "api", "cli", "repro", "train", "guidance", "inverse", "scaling"},
     "models": {"solvers", "train", "api", "cli", "repro", "guidance", "inverse", "scaling"},
+    "timeseries": {"api", "cli", "repro"},
+    "graphs": {"api", "cli", "repro", "guidance", "inverse", "scaling", "text"},
+    "fewstep": {"api", "cli", "repro", "guidance", "inverse", "scaling", "text", "graphs"},
+    "analysis": {"api", "cli", "repro", "train", "guidance", "inverse", "scaling", "text"},
 }
 ALL = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if not p.name.startswith("_")}
 

@@ -31,7 +31,12 @@ interpolant: diffusion, flow and stochastic-interpolant models on one core.
   interpolant eval runs/toy2d-flow/samples
   interpolant inverse digits-mixture --operator sr:2   an inverse problem (exact prior)
   interpolant schedule runs/toy2d-flow --steps 4       search a 4-step time grid (AutoDiffusion)
+  interpolant distill RUN --method reflow --steps 1    a few-step student of a trained run
+  interpolant analyze RUN --what hallucination         theory tools on a trained run
+  interpolant graphs train community                   graph generation (GDSS)
+  interpolant forecast RUN --history h.csv --horizon 24   time-series forecasts (TSDiff)
   interpolant info                                     versions, devices, registries
+  interpolant info --samplers                          peers' sampler names and ours
   interpolant repro --list                             the reproductions of the seed papers
   interpolant train text --preset markov-char          masked diffusion for text
   interpolant sample text runs/text-markov-char        first-hitting sampling
@@ -173,11 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--potential", choices=["diff", "max", "sum"], help="FK potential")
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE", help="sample overrides")
 
+    from .analyze import add_parser as add_analyze
+    from .distill import add_parser as add_distill
+    from .graphs import add_parser as add_graphs
     from .inverse import add_parser as add_inverse
     from .schedule import add_parser as add_schedule
 
     add_inverse(sub, _Formatter)
     add_schedule(sub, _Formatter)
+    add_analyze(sub, _Formatter)
+    add_graphs(sub, _Formatter)
+    add_distill(sub, _Formatter)
+    from .forecast import add_parser as add_forecast
+
+    add_forecast(sub, _Formatter)
 
     # eval
     p = sub.add_parser(
@@ -230,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("KIND", "NAME"),
         help="the options of one registered object, e.g. --options solver unipc "
         "(kinds: solver, grid, path, time, weighting)",
+    )
+    p.add_argument(
+        "--samplers",
+        action="store_true",
+        help="diffusers, k-diffusion, A1111 and ComfyUI sampler names and what runs them here",
     )
 
     # repro
@@ -504,8 +523,32 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import cmd_analyze as run
+
+    return run(args)
+
+
 def cmd_schedule(args: argparse.Namespace) -> int:
     from .schedule import cmd_schedule as run
+
+    return run(args)
+
+
+def cmd_graphs(args: argparse.Namespace) -> int:
+    from .graphs import cmd_graphs as run
+
+    return run(args)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import cmd_distill as run
+
+    return run(args)
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from .forecast import cmd_forecast as run
 
     return run(args)
 
@@ -519,6 +562,10 @@ COMMANDS = {
     "repro": cmd_repro,
     "inverse": cmd_inverse,
     "schedule": cmd_schedule,
+    "analyze": cmd_analyze,
+    "graphs": cmd_graphs,
+    "distill": cmd_distill,
+    "forecast": cmd_forecast,
 }
 
 

@@ -7,10 +7,11 @@ unconditional model for classifier-free guidance), and for MM-DiT ``context`` (B
 ``context_mask`` and ``pooled``. In training mode labels are dropped with ``class_dropout_prob``
 using ``generator`` (or the global RNG).
 
-Registry: ``build_model(name, **kwargs)`` with names ``mlp``, ``unet``, ``dit``, ``mmdit`` and the
-DiT paper's sizes ``dit-{s,b,l,xl}/{2,4,8}`` (and ``mmdit-{s,b}/{2,4,8}``), which fix depth,
-hidden size, heads and patch size. ``build_model(**model_config(net))`` rebuilds ``net``'s
-architecture from its JSON-serialisable config.
+Registry: ``build_model(name, **kwargs)`` with names ``mlp``, ``unet``, ``dit``, ``mmdit``,
+``conv1d`` (time-series windows) and the DiT paper's sizes ``dit-{s,b,l,xl}/{2,4,8}`` (and
+``mmdit-{s,b}/{2,4,8}``), which fix depth, hidden size, heads and patch size.
+``build_model(**model_config(net))`` rebuilds ``net``'s architecture from its JSON-serialisable
+config.
 
 Cost: :func:`flops_per_forward` counts FLOPs with ``torch.utils.flop_counter.FlopCounterMode``,
 which counts a multiply-add as **2** FLOPs. The DiT paper's "Gflops" (DiT-B/2 23.01, XL/2 118.6)
@@ -30,13 +31,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import UserError, WrongTypeError
+from .conv1d import Conv1D
 from .dit import DIT_SIZES, PATCH_SIZES, DiT, DiTBlock
 from .layers import Backbone, LabelEmbedding, TimestepEmbedding, drop_labels, sincos_pos_embed_2d
 from .mlp import MLP
 from .mmdit import MMDIT_SIZES, MMDiT, MMDiTBlock
 from .unet import UNet
 
-MODELS: dict[str, Callable[..., Backbone]] = {"mlp": MLP, "unet": UNet, "dit": DiT, "mmdit": MMDiT}
+MODELS: dict[str, Callable[..., Backbone]] = {
+    "mlp": MLP,
+    "unet": UNet,
+    "dit": DiT,
+    "mmdit": MMDiT,
+    "conv1d": Conv1D,
+}
 # Preset name -> (class, the kwargs the preset fixes).
 PRESETS: dict[str, tuple[type[Backbone], dict[str, Any]]] = {}
 for _family, _cls, _sizes in (("dit", DiT, DIT_SIZES), ("mmdit", MMDiT, MMDIT_SIZES)):
@@ -97,6 +105,7 @@ __all__ = [
     "MODELS",
     "PRESETS",
     "Backbone",
+    "Conv1D",
     "DiT",
     "DiTBlock",
     "LabelEmbedding",

@@ -35,6 +35,8 @@ from ..randomness import derive_seed
 from ..solvers import Sampler, sample
 from ..solvers.dpm import DDIM
 from ..solvers.grids import Uniform
+from ..timeseries.data import gaussian_conditional, seasonal_ar_covariance
+from ..timeseries.metrics import crps_per_point
 from .base import Repro, ReproResult, main, settings_dict
 
 
@@ -70,24 +72,16 @@ def generator(name: str, seed: int) -> torch.Generator:
 
 def covariance(s: Settings) -> Tensor:
     """K of the seasonal + AR(1) window (float64)."""
-    i = torch.arange(s.context + s.horizon, dtype=torch.float64)
-    lag = i[:, None] - i[None, :]
-    ar = s.innovation_sd**2 * s.phi ** lag.abs() / (1 - s.phi**2)
-    return torch.cos(2 * math.pi * lag / s.period) + ar
+    return seasonal_ar_covariance(s.context + s.horizon, s.period, s.phi, s.innovation_sd)
 
 
-def conditional(cov: Tensor, y_ctx: Tensor, n_ctx: int) -> tuple[Tensor, Tensor]:
-    """The exact forecast law N(mu*, Sigma*) of the horizon given the context (rows of y_ctx)."""
-    k_cc, k_hc, k_hh = cov[:n_ctx, :n_ctx], cov[n_ctx:, :n_ctx], cov[n_ctx:, n_ctx:]
-    gain = torch.linalg.solve(k_cc, k_hc.T).T
-    return y_ctx @ gain.T, k_hh - gain @ k_hc.T
+#: The exact forecast law N(mu*, Sigma*) of the horizon given the context (rows of y_ctx).
+conditional = gaussian_conditional
 
 
 def sample_crps(samples: Tensor, y: Tensor) -> Tensor:
     """Sum over time of E|X - y| - E|X - X'| / 2 per series; samples (N, S, H), y (N, H)."""
-    first = (samples - y[:, None]).abs().mean(1)
-    second = (samples[:, :, None] - samples[:, None]).abs().mean((1, 2))
-    return (first - 0.5 * second).sum(-1)
+    return crps_per_point(samples, y).sum(-1)
 
 
 def scores(samples: Tensor, y: Tensor) -> tuple[float, float]:
