@@ -105,3 +105,18 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, straight, m
         assert "removed incomplete checkpoint" in log
     assert [r["step"] for r in _stats(run_dir)] == [2, 4, 6, 8]  # rows after 4 were redone
     assert [r["loss"] for r in _stats(run_dir)] == [r["loss"] for r in straight[1]]
+
+
+def test_a_step_hook_can_stop_the_run_with_a_checkpoint(tmp_path, straight):
+    x, y = make_data()
+    cfg = make_config(tmp_path, **SETTINGS)
+
+    def stop_at_3(trainer, step):
+        if step == 3:
+            trainer.request_stop()
+
+    stopped = Trainer(make_model(), make_objective(), x, cfg, y, step_hook=stop_at_3).run()
+    assert stopped.step == 3 and (tmp_path / "checkpoints" / "step-00000003").is_dir()
+    resumed = _run(tmp_path)  # continues from the stop's checkpoint to the end, unchanged
+    assert resumed.step == 8
+    assert_same(state_of(resumed), straight[0])

@@ -18,6 +18,7 @@ number of ranks, accumulation rounds or noise blocks.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,7 +45,7 @@ class LossInputs:
 
 
 @dataclass(frozen=True)
-class LossTerm(Configurable):
+class LossTerm(Configurable, ABC):
     """Base of the extra loss terms; subclasses set ``name`` and implement :meth:`penalty`."""
 
     weight: float = option(1.0, help="factor on the term's per-sample penalty", check=number(0))
@@ -52,9 +53,9 @@ class LossTerm(Configurable):
     #: Whether eps must be a leaf with gradients (terms that differentiate through the noise).
     needs_noise_grad: ClassVar[bool] = False
 
+    @abstractmethod
     def penalty(self, inputs: LossInputs) -> Tensor:
         """The per-sample penalty, shape (B,)."""
-        raise NotImplementedError
 
     def state(self) -> dict[str, Tensor]:
         """Running statistics to checkpoint (name -> tensor, updated in place)."""

@@ -417,10 +417,7 @@ def train_text(
     try:
         if trainer.info.is_main:
             write_text_meta(run_dir, meta)
-        try:
-            trainer.run()
-        except _TimeUp:
-            pass
+        trainer.run()
     finally:
         trainer.close()
     run = load_text_run(run_dir, device=str(trainer.info.device))
@@ -429,17 +426,13 @@ def train_text(
     return run
 
 
-class _TimeUp(Exception):
-    """Raised by the time-limit hook after its checkpoint."""
-
-
 def _time_limit(limit_s: float) -> Any:
-    """A step hook that checkpoints and stops once the run's training time reaches limit_s."""
+    """A step hook that stops the run (with a checkpoint) once its training time reaches
+    limit_s."""
 
     def hook(trainer: Trainer, step: int) -> None:
-        if step < trainer.config.steps and trainer.elapsed_s + trainer._session_time() >= limit_s:
-            trainer.save()
-            raise _TimeUp
+        if step < trainer.config.steps and trainer.training_time_s >= limit_s:
+            trainer.request_stop()
 
     return hook
 

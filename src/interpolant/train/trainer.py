@@ -261,7 +261,7 @@ class Trainer:
                     "world_size": info.world_size,
                     "torch": [ckpt.encode_bytes(r) for r in rngs],
                 },
-                "elapsed_s": self.elapsed_s + self._session_time(),
+                "elapsed_s": self.training_time_s,
                 "kimg": self.step * self.config.batch_size / 1000.0,
                 "torch_version": torch.__version__,
             }
@@ -408,6 +408,16 @@ class Trainer:
     def _session_time(self) -> float:
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
 
+    @property
+    def training_time_s(self) -> float:
+        """Training wall time over every session of this run (resumed ones included)."""
+        return self.elapsed_s + self._session_time()
+
+    def request_stop(self) -> None:
+        """Called from a step hook: checkpoint the step just done and return from :meth:`run`
+        (rank 0's request decides, so every rank stops after the same step)."""
+        self._stop_requested = True
+
     def run(self) -> Trainer:
         """Train until ``config.steps`` updates are done (resuming first if allowed)."""
         cfg, info = self.config, self.info
@@ -458,6 +468,10 @@ class Trainer:
                 self._sample()
             if self.step_hook is not None:
                 self.step_hook(self, self.step)
+                if dist_util.broadcast_int(int(getattr(self, "_stop_requested", False)), info):
+                    if not (self.step % cfg.checkpoint_every == 0 or last):
+                        self.save()
+                    break
         if self._bar is not None:
             self._bar.close()
         return self
@@ -473,7 +487,7 @@ class Trainer:
             "lr": lr,
             "grad_norm": float(grad_norm.item()),
             "samples_per_s": steps * self.config.batch_size / max(dt, 1e-9),
-            "time_s": self.elapsed_s + self._session_time(),
+            "time_s": self.training_time_s,
         }
         if self.ema is not None:
             row["ema_beta"] = self.ema.beta(self.step - 1)
