@@ -216,6 +216,32 @@ def main(repro: Repro, argv: Sequence[str] | None = None) -> ReproResult:
     return result
 
 
+def train_config(
+    run_dir: str | Path, seed: int, steps: int, batch_size: int, lr: float, **settings: Any
+) -> Any:
+    """A reproduction's CPU training config: cosine learning rate, EMA with a 20 kimg
+    halflife, one checkpoint at the end, no logging or progress bars, a fresh run folder;
+    ``settings`` (model, path, predicts, objective, ...) add to or override it."""
+    from ..train import TrainConfig
+
+    base: dict[str, Any] = dict(
+        run_dir=str(run_dir),
+        seed=seed,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule="cosine",
+        ema_halflife_kimg=20.0,
+        device="cpu",
+        log_every=steps,
+        checkpoint_every=steps,
+        keep_checkpoints=1,
+        resume=False,
+        progress=False,
+    )
+    return TrainConfig(**{**base, **settings})
+
+
 def settings_dict(obj: Any) -> dict[str, Any]:
     """A dataclass of settings as a plain dict."""
     return asdict(obj)

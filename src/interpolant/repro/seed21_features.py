@@ -26,7 +26,7 @@ from ..data import load_digits
 from ..models.features import diffusion_features, linear_probe_accuracy
 from ..randomness import Streams
 from ..train import TrainConfig, build_network, train
-from .base import Repro, ReproResult, main, settings_dict
+from .base import Repro, ReproResult, main, settings_dict, train_config
 
 
 @dataclass(frozen=True)
@@ -53,24 +53,16 @@ QUICK = Settings(steps=150, times=(0.0, 0.1, 0.7), n_noise=1, label_draws=2, dep
 
 
 def _config(s: Settings, seed: int, run_dir: Path) -> TrainConfig:
-    return TrainConfig(
+    return train_config(
+        run_dir,
+        seed,
+        s.steps,
+        s.batch_size,
+        s.lr,
         model={"name": "mlp", "dim": 64, "width": s.width, "depth": s.depth},
         path={"name": "vp"},
         predicts="eps",
         objective={"target": "eps", "time": "uniform", "weight": "uniform"},
-        run_dir=str(run_dir),
-        seed=seed,
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        lr_schedule="cosine",
-        ema_halflife_kimg=20.0,
-        device="cpu",
-        log_every=s.steps,
-        checkpoint_every=s.steps,
-        keep_checkpoints=1,
-        resume=False,
-        progress=False,
     )
 
 

@@ -30,8 +30,8 @@ from ..metrics import energy_distance
 from ..metrics.smoothness import istd
 from ..randomness import normal
 from ..solvers import Sampler, sample
-from ..train import TrainConfig, train
-from .base import Repro, ReproResult, main, mean_se, settings_dict
+from ..train import train
+from .base import Repro, ReproResult, main, mean_se, settings_dict, train_config
 
 
 @dataclass(frozen=True)
@@ -64,24 +64,16 @@ def train_model(weight: float, seed: int, s: Settings, data: torch.Tensor, run_d
     objective: dict = {"target": "eps", "time": "uniform", "weight": "uniform"}
     if weight > 0:
         objective["terms"] = [{"name": "step-variation", "weight": weight}]
-    config = TrainConfig(
+    config = train_config(
+        run_dir,
+        seed,
+        s.steps,
+        s.batch_size,
+        s.lr,
         model={"name": "mlp", "dim": 2, "width": s.width, "depth": s.depth},
         path={"name": "vp"},
         predicts="eps",
         objective=objective,
-        run_dir=str(run_dir),
-        seed=seed,
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        lr_schedule="cosine",
-        ema_halflife_kimg=20.0,
-        device="cpu",
-        log_every=s.steps,
-        checkpoint_every=s.steps,
-        keep_checkpoints=1,
-        resume=False,
-        progress=False,
     )
     trainer = train(config, data)
     trainer.module.load_state_dict(trainer.averaged_state())

@@ -29,8 +29,8 @@ from ..randomness import normal
 from ..solvers import Sampler, sample
 from ..solvers.grids import Uniform
 from ..solvers.ode import Euler
-from ..train import TrainConfig, train
-from .base import Repro, ReproResult, main, settings_dict
+from ..train import train
+from .base import Repro, ReproResult, main, settings_dict, train_config
 
 TIME_SAMPLERS = ("uniform", "logit-normal")
 
@@ -57,24 +57,17 @@ QUICK = Settings(steps=300, n_samples=400, nfes=(5, 10), seeds=1)
 
 def train_flow(time: str, seed: int, s: Settings, data: Tensor, run_dir: Path):
     """A rectified-flow model trained with time sampler ``time``; returns it with EMA weights."""
-    config = TrainConfig(
+    config = train_config(
+        run_dir,
+        seed,
+        s.steps,
+        s.batch_size,
+        s.lr,
         model={"name": "mlp", "dim": 64, "width": s.width, "depth": s.depth},
         path={"name": "linear"},
         predicts="velocity",
         objective={"target": "velocity", "time": time, "weight": "uniform"},
-        run_dir=str(run_dir),
-        seed=seed,
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        lr_schedule="cosine",
         ema_halflife_kimg=s.ema_halflife_kimg,
-        device="cpu",
-        log_every=s.steps,
-        checkpoint_every=s.steps,
-        keep_checkpoints=1,
-        resume=False,
-        progress=False,
     )
     trainer = train(config, data)
     trainer.module.load_state_dict(trainer.averaged_state())
