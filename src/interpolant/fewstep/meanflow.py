@@ -151,8 +151,7 @@ class MeanFlow:
         r = torch.where(same, t, r)
         t, gap = t.to(x0.dtype), (t - r).to(x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        tb = t.view(-1, *([1] * (x0.ndim - 1)))
-        z = (1 - tb) * x0 + tb * eps
+        z = Linear().sample_xt(x0, t, eps)
         v = eps - x0
         inner = getattr(model, "module", model)
 
@@ -164,7 +163,7 @@ class MeanFlow:
                 average_velocity, (z, t, gap), (v, torch.ones_like(t), torch.ones_like(gap))
             )[1]
         u = predict(model, z, t, {**cond, "gap": gap}).velocity
-        target = (v - gap.view_as(tb) * dudt).detach()
+        target = (v - gap.view(-1, *([1] * (x0.ndim - 1))) * dudt).detach()
         err = (u - target).square().flatten(1).sum(dim=1)
         w = 1.0 / (err.detach() + self.c) ** self.power
         return w * err
@@ -198,7 +197,7 @@ class Shortcut:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         # Flow-matching part (d = 0) on rows k..n.
         t_fm = times(n - k, generator, x0.device).to(x0.dtype)
-        x_fm = (1 - t_fm.view(shape)) * x0[k:] + t_fm.view(shape) * eps[k:]
+        x_fm = Linear().sample_xt(x0[k:], t_fm, eps[k:])
         s_fm = predict(model, x_fm, t_fm, cond).velocity
         fm = (s_fm - (eps[k:] - x0[k:])).square().flatten(1).mean(dim=1)
         # Self-consistency on rows 0..k: d = 2^-j, j in 0..m-1, t a multiple of 2d in (0, 1].
@@ -209,7 +208,7 @@ class Shortcut:
         u = times(k, generator, x0.device).double()
         t = ((u * slots).floor() + 1) * 2 * d
         t, d = t.to(x0.dtype), d.to(x0.dtype)
-        x_t = (1 - t.view(shape)) * x0[:k] + t.view(shape) * eps[:k]
+        x_t = Linear().sample_xt(x0[:k], t, eps[:k])
         with torch.no_grad():
             s1 = predict(model, x_t, t, {**cond, "gap": d}).velocity
             x_mid = x_t - d.view(shape) * s1

@@ -33,11 +33,14 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..paths import Linear
 from ..predictions import Model
 from .common import StepCounter, check_teacher, predict, require_linear, times
 from .couplings import PairCoupling
 from .distances import Distance, get_distance
 from .pairs import split_rows
+
+LINEAR = Linear()
 
 
 class Reflow(StepCounter):
@@ -76,8 +79,7 @@ class Reflow(StepCounter):
         x0, z = split_rows(rows)
         x0, eps = self.coupling.couple(x0, z, self.step, generator)
         t = times(x0.shape[0], generator, x0.device, self.t_min, self.t_max).to(x0.dtype)
-        tb = t.view(-1, *([1] * (x0.ndim - 1)))
-        x_t = (1 - tb) * x0 + tb * eps
+        x_t = LINEAR.sample_xt(x0, t, eps)
         return self.distance(predict(model, x_t, t, cond).velocity, eps - x0)
 
     def loss(
