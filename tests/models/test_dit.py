@@ -164,3 +164,18 @@ def test_torch_compile_inductor_matches_eager(randomize):
     x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 3])
     compiled = torch.compile(net, fullgraph=True)
     assert torch.allclose(compiled(x, t, class_labels=y), net(x, t, class_labels=y), atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_traces_with_a_symbolic_batch_size(fused):
+    # A compiled network recompiles with a symbolic batch for its second batch size; label
+    # dropout must not need a concrete size there (it used torch.rand(labels.shape)).
+    net = tiny(num_classes=3, fused=fused).train()
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True, dynamic=True)
+    for batch in (3, 2):
+        x, t, y = (
+            torch.randn(batch, 1, 8, 8),
+            torch.rand(batch),
+            torch.zeros(batch, dtype=torch.long),
+        )
+        assert compiled(x, t, class_labels=y).shape == x.shape

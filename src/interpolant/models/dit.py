@@ -12,6 +12,8 @@ Sizes (Table 1): S (12, 384, 6), B (12, 768, 12), L (24, 1024, 16), XL (28, 1152
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,6 +34,7 @@ from .layers import (
     init_embeddings,
     mlp,
     modulate,
+    norm_modulate,
     optional_labels,
     sincos_pos_embed_2d,
     time_batch,
@@ -60,15 +63,27 @@ class DiTBlock(nn.Module):
         xavier_linears(self)
         zero_linear(self.ada)
 
-    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None) -> Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+    def forward(
+        self, x: Tensor, c: Tensor, mask: Tensor | None = None, ada: Tensor | None = None
+    ) -> Tensor:
+        """``ada``: this block's precomputed ``self.ada(silu(c))`` (the fused path, which also
+        fuses norm + modulate and the gated residuals into multiply-add kernels)."""
+        fused = ada is not None
+        if ada is None:
+            ada = self.ada(F.silu(c))
+        shift1, scale1, gate1, shift2, scale2, gate2 = ada.chunk(6, dim=-1)
         # DTR routing (mask (B, C)): the block runs on m * x and the rest passes through.
         inp = x if mask is None else mask[:, None] * x
-        # Attention branch, gated by gate1 (zero at init: the block is the identity).
-        h = attention(*self.qkv(modulate(self.norm1(inp), shift1, scale1)))
-        h = inp + gate1[:, None] * self.out(h)
-        # MLP branch.
-        h = h + gate2[:, None] * self.mlp(modulate(self.norm2(h), shift2, scale2))
+        if fused:
+            h = attention(*self.qkv(norm_modulate(inp, shift1, scale1)))
+            h = torch.addcmul(inp, gate1[:, None], self.out(h))
+            h = torch.addcmul(h, gate2[:, None], self.mlp(norm_modulate(h, shift2, scale2)))
+        else:
+            # Attention branch, gated by gate1 (zero at init: the block is the identity).
+            h = attention(*self.qkv(modulate(self.norm1(inp), shift1, scale1)))
+            h = inp + gate1[:, None] * self.out(h)
+            # MLP branch.
+            h = h + gate2[:, None] * self.mlp(modulate(self.norm2(h), shift2, scale2))
         return h if mask is None else h + (1 - mask[:, None]) * x
 
 
@@ -90,12 +105,21 @@ class DiT(Backbone, SkippableBlocks):
         router: denoising task routing of every block's channels (``models.routing``): None,
             "dtr" (sharing 0.8, alpha 4, 1000 tasks, as DTR's DiT), "dtr-random" or a dict of
             TaskRouter options; the final layer is not routed. Adds no parameters.
+        fused: compute every block's (and the final layer's) adaLN modulation with one matmul
+            on the concatenated weights (``c`` is the same for all of them: one GEMM instead of
+            depth + 1 small ones), and fuse norm + modulate and the gated residuals into
+            multiply-add kernels. Same parameters and state dict as unfused (checkpoints load
+            either way); outputs agree to float rounding.
+
+    Gradient checkpointing (``set_gradient_checkpointing()``) recomputes each block in the
+    backward pass.
 
     Transformer blocks listed in ``skip_blocks`` (default none) run as the identity
     (:class:`~interpolant.models.layers.SkippableBlocks`); every block is skippable.
     """
 
     registry_name = "dit"
+    supports_gradient_checkpointing = True
 
     def __init__(
         self,
@@ -112,6 +136,7 @@ class DiT(Backbone, SkippableBlocks):
         qk_norm: bool = False,
         time_scale: float = 1000.0,
         router: str | dict | None = None,
+        fused: bool = False,
     ):
         super().__init__()
         self._save_config(
@@ -128,7 +153,9 @@ class DiT(Backbone, SkippableBlocks):
             qk_norm=qk_norm,
             time_scale=time_scale,
             **({"router": router} if router is not None else {}),
+            **({"fused": True} if fused else {}),
         )
+        self.fused = bool(fused)
         self.height, self.width = image_size_hw(image_size, "image_size")
         check_patch_size(self.height, self.width, patch_size)
         if in_channels < 1:
@@ -178,8 +205,24 @@ class DiT(Backbone, SkippableBlocks):
             c = c + y
         tokens = self.patch_embed(x) + self.pos_embed
         mask = None if self.router is None else self.router(t).to(tokens.dtype)
-        for i, block in enumerate(self.blocks):
-            if i not in self._skip_blocks:
-                tokens = block(tokens, c) if mask is None else block(tokens, c, mask)
-        out = self.final(tokens, c)
+        active = [
+            cast(DiTBlock, b) for i, b in enumerate(self.blocks) if i not in self._skip_blocks
+        ]
+        if self.fused:
+            mods = self._all_modulations(active, c)
+            for block, ada in zip(active, mods[:-1]):
+                tokens = self.run_block(block, tokens, c, mask, ada)
+            shift, scale = mods[-1].chunk(2, dim=-1)
+            out = self.final.linear(norm_modulate(tokens, shift, scale))
+        else:
+            for block in active:
+                tokens = self.run_block(block, tokens, c, mask)
+            out = self.final(tokens, c)
         return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)
+
+    def _all_modulations(self, blocks: list[DiTBlock], c: Tensor) -> tuple[Tensor, ...]:
+        """Every block's ``ada(silu(c))`` and the final layer's, from one matmul."""
+        layers = [b.ada for b in blocks] + [self.final.ada]
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = torch.cat([layer.bias for layer in layers])
+        return F.linear(F.silu(c), weight, bias).split([layer.out_features for layer in layers], -1)

@@ -11,11 +11,13 @@ Every backbone is called as ``net(x, t, **cond)`` with ``t`` a float tensor of s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError, WrongTypeError
 
@@ -46,10 +48,33 @@ class Backbone(nn.Module):
     """
 
     registry_name: ClassVar[str] = ""
+    # Backbones whose forward runs its blocks through run_block() set this.
+    supports_gradient_checkpointing: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
         self.config: dict[str, Any] = {}
+        self.gradient_checkpointing = False
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them
+        (Chen et al. 2016): activation memory falls from one set per block to one block's, for
+        about one extra forward pass. A training-time setting, not part of the config: the
+        weights and the outputs are the same (dropout masks are replayed: the RNG state is
+        saved), so checkpoints load either way."""
+        if enabled and not self.supports_gradient_checkpointing:
+            raise UserError(
+                f"{type(self).__name__} does not support gradient checkpointing "
+                "(DiT, MMDiT and UNet do); it is meant for deep networks whose activations "
+                "dominate memory"
+            )
+        self.gradient_checkpointing = bool(enabled)
+
+    def run_block(self, block: Callable[..., Any], *args: Any) -> Any:
+        """``block(*args)``, checkpointed while training with gradient checkpointing on."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def _save_config(self, **kwargs: Any) -> None:
         self.config = {k: _jsonable(v) for k, v in kwargs.items()}
@@ -165,7 +190,12 @@ def drop_labels(
     either train with the global RNG (generator=None), or drop labels with this function before
     calling the compiled network and build it with ``class_dropout_prob=0``.
     """
-    u = torch.rand(labels.shape, generator=generator, device=labels.device)
+    # rand_like, not rand(labels.shape): a symbolic batch size (a recompile of a compiled
+    # network for a second batch size) cannot be passed as a size list. Same draws as rand.
+    if generator is None:
+        u = torch.rand_like(labels, dtype=torch.float32)
+    else:
+        u = torch.rand_like(labels, dtype=torch.float32, generator=generator)
     return torch.where(u < prob, torch.full_like(labels, null_index), labels)
 
 
@@ -284,6 +314,13 @@ def zero_linear(layer: nn.Linear) -> None:
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN modulation of tokens (B, N, D) by per-sample (B, D) shift and scale."""
     return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+    """``modulate(LayerNorm(x), shift, scale)`` (no affine) with the modulation as one fused
+    multiply-add kernel (``addcmul``) instead of three elementwise ones."""
+    normed = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(shift[:, None], normed, 1 + scale[:, None])
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

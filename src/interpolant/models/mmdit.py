@@ -122,6 +122,7 @@ class MMDiT(Backbone):
     """
 
     registry_name = "mmdit"
+    supports_gradient_checkpointing = True
 
     def __init__(
         self,
@@ -247,6 +248,6 @@ class MMDiT(Backbone):
         ctx, mask = self._context(x, context, context_mask)
         tokens = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
-            tokens, ctx = block(tokens, ctx, c, mask)
+            tokens, ctx = self.run_block(block, tokens, ctx, c, mask)
         out = self.final(tokens, c)
         return unpatchify(out, self.in_channels, self.patch_size, self.height, self.width)

@@ -125,6 +125,7 @@ class UNet(Backbone, SkippableBlocks):
     """
 
     registry_name = "unet"
+    supports_gradient_checkpointing = True
 
     def __init__(
         self,
@@ -246,15 +247,15 @@ class UNet(Backbone, SkippableBlocks):
             if not isinstance(layer, Level):
                 h = layer(h)
             else:
-                h = h if level in skip else layer(h, emb)
+                h = h if level in skip else self.run_block(layer, h, emb)
                 level += 1
             skips.append(h)
         for layer in self.mid:
-            h = h if level in skip else layer(h, emb)
+            h = h if level in skip else self.run_block(layer, h, emb)
             level += 1
         for layer in self.up:
             if isinstance(layer, Level):
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+                h = self.run_block(layer, torch.cat([h, skips.pop()], dim=1), emb)
             else:
                 h = layer(h)
         return self.conv_out(torch.nn.functional.silu(self.norm_out(h)))
