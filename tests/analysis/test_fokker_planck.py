@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
 import pytest
 import torch
 
 from interpolant import Model
 from interpolant.analysis import (
     ConservativeScore,
-    FokkerPlanckRegularized,
+    FokkerPlanck,
     PotentialNet,
     fp_residual,
     log_density_residual,
@@ -19,7 +24,7 @@ from interpolant.analysis import (
 )
 from interpolant.data.oracles import GaussianMixture
 from interpolant.errors import UserError, WrongTypeError
-from interpolant.losses import Objective
+from interpolant.losses import LOSS_TERMS, LossInputs, Objective, get_terms
 from interpolant.paths import VE, Linear, Trig, VPCosine, VPLinear
 
 torch.set_num_threads(1)
@@ -82,17 +87,27 @@ def test_potential_model_residual_and_relu_refusal() -> None:
         fp_residual(model, x, 0.0, "score")
 
 
-def test_regulariser_adds_the_weighted_residual_and_trains() -> None:
+def test_fokker_planck_term_adds_the_weighted_residual_and_trains() -> None:
     torch.manual_seed(0)
     path = VPLinear()
     model = Model(ConservativeScore(PotentialNet(2, 16, 2)), path, predicts="score")
     base = Objective(path, target="eps")
     x0 = torch.randn(32, 2)
-    reg = FokkerPlanckRegularized(base, weight=2.0, points=8)
+    term = FokkerPlanck(weight=2.0, points=8)
+    reg = Objective(path, target="eps", terms=[term])
     total = reg.loss(model, x0, torch.Generator().manual_seed(5))
     plain = base.loss(model, x0, torch.Generator().manual_seed(5))
-    extra = reg.residual_loss(model, x0, _after_base(base, model, x0))
-    assert torch.allclose(total, plain + 2.0 * extra, rtol=1e-5)
+    # The term's draws follow the base loss's on the same generator; its points are the batch's
+    # own (x0, eps) at a fresh time, and the batch mean is the mean over the 8 points.
+    g = torch.Generator().manual_seed(5)
+    t = base.sample_time(32, g).float()
+    eps = path.noise_like(x0, g)
+    u = torch.rand(32, generator=g, dtype=torch.float64)[:8]
+    tc = (0.01 + 0.98 * u).float()
+    xc = path.sample_xt(x0[:8], tc, eps[:8])
+    by_hand = fp_residual(model, xc, tc, "log-density").square().mean()
+    assert t.shape == (32,)
+    assert torch.allclose(total, plain + 2.0 * by_hand, rtol=1e-5)
     total.backward()
     # Every weight gets a finite gradient (the energy's output bias leaves the score unchanged).
     grads = {n: p.grad for n, p in model.named_parameters() if not n.endswith("4.bias")}
@@ -100,11 +115,79 @@ def test_regulariser_adds_the_weighted_residual_and_trains() -> None:
     assert float(grads["net.energy.mlp.0.weight"].abs().sum()) > 0
 
 
-def _after_base(base, model, x0) -> torch.Generator:
-    """A generator in the state the regulariser sees (after the base objective's draws)."""
-    g = torch.Generator().manual_seed(5)
-    base.loss(model, x0, g)
-    return g
+def test_fokker_planck_term_of_the_exact_score_is_zero() -> None:
+    # The score-form penalty of an exact mixture score vanishes at every collocation point.
+    gm, path = mixture(), VPLinear()
+    model = gm.model(path)
+    x0 = gm.sample(16, torch.Generator().manual_seed(3))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=x0.dtype)
+    t = torch.full((16,), 0.5, dtype=x0.dtype)
+    x_t = path.sample_xt(x0, t, eps)
+    inputs = LossInputs(
+        x0, eps, t, x_t, model(x_t, t), eps, torch.Generator().manual_seed(0), None, model
+    )
+    penalty = FokkerPlanck(form="score").penalty(inputs)
+    assert penalty.shape == (16,) and float(penalty.abs().max()) < 1e-9
+    wrong = Model(lambda y, s: 0.8 * gm.score(y, s, path), path, predicts="score")
+    assert float(FokkerPlanck(form="score").penalty(replace(inputs, model=wrong)).min()) > 1e-4
+
+
+def test_fokker_planck_term_by_name_config_and_errors() -> None:
+    (term,) = get_terms(["fokker-planck:0.5"])
+    assert isinstance(term, FokkerPlanck) and term.weight == 0.5 and "fokker-planck" in LOSS_TERMS
+    obj = Objective(VPLinear(), target="eps", terms=[FokkerPlanck(0.1, form="score", points=4)])
+    again = Objective.from_config(json.loads(json.dumps(obj.config())))
+    assert again.terms == obj.terms
+    with pytest.raises(UserError, match="form must be"):
+        FokkerPlanck(form="laplace")
+    with pytest.raises(UserError, match="t_min < t_max"):
+        FokkerPlanck(t_min=0.5, t_max=0.2)
+    with pytest.raises(UserError, match="points must be"):
+        FokkerPlanck(points=0)
+    plain_net = Objective(VPLinear(), target="eps", terms=[FokkerPlanck(form="score")])
+    with pytest.raises(WrongTypeError, match=r"interpolant\.Model"):
+        plain_net.loss(lambda x, t: x, torch.randn(4, 2), torch.Generator().manual_seed(0))
+    free = Model(lambda y, t: -y, VPLinear(), predicts="score")
+    with pytest.raises(WrongTypeError, match="potential model"):
+        Objective(VPLinear(), target="eps", terms=[FokkerPlanck()]).loss(free, torch.randn(4, 2))
+
+
+def test_fokker_planck_name_registers_without_importing_analysis() -> None:
+    # A config naming the term works in a fresh process that never imported interpolant.analysis.
+    code = (
+        "import sys; from interpolant.losses import get_terms; "
+        "assert 'interpolant.analysis' not in sys.modules; "
+        "print(get_terms([{'name': 'fokker-planck', 'weight': 0.2}])[0].weight)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0.2"
+
+
+def test_fokker_planck_term_through_the_trainer_config(tmp_path) -> None:
+    # The trainer builds the objective from its config (the term by name) and trains the potential.
+    from interpolant.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    path = VPLinear()
+    model = Model(ConservativeScore(PotentialNet(2, 16, 2)), path, predicts="score")
+    config = TrainConfig(
+        run_dir=str(tmp_path),
+        steps=3,
+        batch_size=16,
+        lr=1e-3,
+        ema="none",
+        device="cpu",
+        progress=False,
+        predicts="score",
+        objective={
+            "target": "eps",
+            "terms": [{"name": "fokker-planck", "weight": 1.0, "points": 4}],
+        },
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = train(config, torch.randn(64, 2), model=model)
+    assert [t.name for t in trainer.objective.terms] == ["fokker-planck"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_w2_on_grid_and_samples() -> None:

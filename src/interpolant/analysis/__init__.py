@@ -3,10 +3,11 @@
 * ``derivatives``: Jacobians, exact and Hutchinson divergences, a conservativity check
   (``torch.func``: vmap over JVPs, no Python loops over dimensions);
 * ``potential``: conservative scores ``-grad E`` and a smooth scalar energy network;
-* ``fokker_planck``: Fokker-Planck residuals (log-density and score forms) and the regulariser
-  (seed paper 5); ``wasserstein``: W2 on a grid (exact LP) and sliced;
+* ``fokker_planck``: Fokker-Planck residuals (log-density and score forms) and the
+  ``fokker-planck`` loss term (seed paper 5); ``wasserstein``: W2 on a grid (exact LP) and sliced;
 * ``intrinsic_dim``: normal-bundle and Jacobian-flow estimators (seed paper 10);
-* ``hallucination``: the trajectory-variance score and filter (seed paper 11);
+* ``hallucination``: the trajectory-variance score, the filter and recursive training with and
+  without it (seed paper 11);
 * ``molrg``: mixtures of low-rank Gaussians, the subspace denoiser, PCA / K-subspaces and the
   Jacobian rank of a denoiser (seed paper 25).
 """
@@ -19,17 +20,19 @@ from .derivatives import (
     jacobian,
 )
 from .fokker_planck import (
-    FokkerPlanckRegularized,
+    FokkerPlanck,
     fp_residual,
     log_density_residual,
     score_residual,
     sde_coefficients,
 )
 from .hallucination import (
+    Generation,
     TrajectoryRecorder,
     auroc,
     hallucination_score,
     keep_lowest,
+    recursive_training,
     threshold_at_retention,
 )
 from .intrinsic_dim import DimensionEstimate, jacobian_flow_dim, normal_bundle_dim
@@ -50,7 +53,8 @@ __all__ = [
     "EXACT_MAX_DIM",
     "ConservativeScore",
     "DimensionEstimate",
-    "FokkerPlanckRegularized",
+    "FokkerPlanck",
+    "Generation",
     "MoLRG",
     "PotentialNet",
     "SubspaceDenoiser",
@@ -71,6 +75,7 @@ __all__ = [
     "log_density_residual",
     "normal_bundle_dim",
     "pca_subspace",
+    "recursive_training",
     "score_residual",
     "sde_coefficients",
     "subspace_distance",

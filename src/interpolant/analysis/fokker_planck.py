@@ -19,21 +19,25 @@ t, spatial derivatives ``torch.func`` products (``analysis.derivatives``); the d
 or Hutchinson's estimate. The paper's bound: W2 between the ODE's and the SDE's samples is at most
 a (Gronwall-amplified) time integral of the residual's norm, so penalising it closes the gap.
 
-:class:`FokkerPlanckRegularized` wraps any training objective and adds ``weight * mean(R^2)`` at
-collocation points drawn on the path from the batch (the paper draws them uniformly in a box;
-drawing them where the data's noised samples lie is what works in any dimension).
+:class:`FokkerPlanck` is the penalty as a loss term (``LOSS_TERMS["fokker-planck"]``): it adds
+``weight * mean(R^2)`` at collocation points drawn on the path from the batch (the paper draws
+them uniformly in a box; drawing them where the data's noised samples lie is what works in any
+dimension) to any ``losses.Objective``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.func import grad, jvp
 
+from ..configurable import boolean, number, one_of, option, optional
 from ..errors import UserError, WrongTypeError
+from ..losses.terms import LOSS_TERMS, LossInputs, LossTerm
 from ..paths import GaussianPath
 from ..predictions import Model
 from .derivatives import EXACT_MAX_DIM, divergence, hutchinson_divergence
@@ -134,13 +138,16 @@ def model_score(model: Model, **cond: Any) -> ScoreFn:
 
 def model_log_density(model: Model) -> LogDensity:
     """The log-density ``-E`` of a model whose network is a :class:`ConservativeScore`."""
-    if not isinstance(model, Model) or not isinstance(model.net, ConservativeScore):
+    net = getattr(model, "net", None)
+    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        net = net.module  # the trainer's DDP wrapper around the potential (same parameters)
+    if not isinstance(model, Model) or not isinstance(net, ConservativeScore):
         raise WrongTypeError(
             "the log-density form needs a potential model: Model(ConservativeScore(energy), "
             "path, predicts='score'); use form='score' for any other model"
         )
-    check_twice_differentiable(model.net.energy)
-    return model.net.log_density
+    check_twice_differentiable(net.energy)
+    return net.log_density
 
 
 def fp_residual(
@@ -175,86 +182,75 @@ def fp_residual(
     )
 
 
-class FokkerPlanckRegularized:
-    """A training objective plus ``weight * mean(R^2)``, the Fokker-Planck residual's square at
-    collocation points ``x_t = alpha x0 + sigma eps`` of the batch, ``t ~ U(t_min, t_max)``
-    (drawn from the trainer's generator, so resuming is exact).
+@LOSS_TERMS.register
+@dataclass(frozen=True)
+class FokkerPlanck(LossTerm):
+    """The Fokker-Planck residual penalty of seed paper 5 as a loss term, ``"fokker-planck"``:
 
-    Fits ``train.trainer.Objective``: ``FokkerPlanckRegularized(Objective(path, "score"), 1.0)``.
-    ``form="log-density"`` (paper 5) needs a potential model; ``"score"`` works for any model.
-    ``points`` limits the collocation points to the first rows of the batch (cost control).
+        L = L_DSM + weight * E_{t_c ~ U(t_min, t_max)} [ mean R(x_c, t_c)^2 ],
+        x_c = alpha(t_c) x0 + sigma(t_c) eps,
+
+    with R the residual of :func:`fp_residual` (paper eq. 2.6 for ``form="log-density"``, which
+    needs a potential model ``Model(ConservativeScore(energy), path, predicts="score")``; the
+    score form works for any model; mean over dimensions for it). The collocation points reuse
+    the batch's x0 and eps at a fresh time drawn from the objective's generator (so resuming is
+    exact); the paper draws them uniformly in a box, the batch's noised points are what works in
+    any dimension. ``points`` evaluates the residual on the first rows only (cost control): those
+    rows' penalties are scaled by B / points, so the batch mean is the mean over the points.
+
+    ``Objective(path, target="eps", terms=[FokkerPlanck(0.1)])``, or by name in configs:
+    ``terms=["fokker-planck:0.1"]``.
     """
 
-    def __init__(
-        self,
-        objective: Any,
-        weight: float = 1.0,
-        form: str = "log-density",
-        t_min: float = 1e-2,
-        t_max: float = 0.99,
-        exact: bool = True,
-        n_probes: int = 1,
-        points: int | None = None,
-    ) -> None:
-        if not callable(getattr(objective, "loss", None)):
+    name: ClassVar[str] = "fokker-planck"
+
+    form: str = option("log-density", help="residual form", check=one_of(*FORMS))
+    t_min: float = option(1e-2, help="smallest collocation time", check=number(0, 1, open_lo=True))
+    t_max: float = option(0.99, help="largest collocation time", check=number(0, 1, open_hi=True))
+    exact: bool = option(True, help="exact divergence (else Hutchinson's)", check=boolean)
+    n_probes: int = option(1, help="Hutchinson probes", check=number(1, integer=True))
+    points: int | None = option(
+        None, help="collocation rows per batch (None: all)", check=optional(number(1, integer=True))
+    )
+
+    def validate(self) -> None:
+        if not self.t_min < self.t_max:
+            raise UserError(f"fokker-planck: need t_min < t_max, got {self.t_min}, {self.t_max}")
+
+    def residual_square(self, model: Model, x0: Tensor, eps: Tensor, generator: Any) -> Tensor:
+        """mean_j R_j^2 at ``(alpha x0 + sigma eps, t_c)`` per row, t_c ~ U(t_min, t_max)."""
+        if not isinstance(model, Model):
             raise WrongTypeError(
-                f"objective needs a loss(model, x0, ...) method, got {objective!r}"
+                "the fokker-planck term needs the objective to be called with an "
+                f"interpolant.Model (its path and network), got {type(model).__name__}"
             )
-        if not weight >= 0:
-            raise UserError(f"weight must be >= 0, got {weight}")
-        if form not in FORMS:
-            raise UserError(f"form must be one of {FORMS}, got {form!r}")
-        if not 0 < t_min < t_max < 1:
-            raise UserError(f"need 0 < t_min < t_max < 1, got {t_min}, {t_max}")
-        if points is not None and points < 1:
-            raise UserError(f"points must be >= 1, got {points}")
-        self.objective, self.weight, self.form = objective, float(weight), form
-        self.t_min, self.t_max, self.exact, self.n_probes = t_min, t_max, exact, n_probes
-        self.points = points
-        self.integer_data = bool(getattr(objective, "integer_data", False))
-
-    def residual_loss(self, model: Model, x0: Tensor, generator: torch.Generator | None) -> Tensor:
-        """mean(R^2) at collocation points built from ``x0`` (per dimension for the score form)."""
-        rows = x0[: self.points] if self.points else x0
-        t = self.t_min + (self.t_max - self.t_min) * torch.rand(
-            rows.shape[0], generator=generator, dtype=torch.float64
-        ).to(rows.device)
-        eps = torch.randn(rows.shape, generator=generator, dtype=torch.float64).to(rows.device)
-        xt = model.path.sample_xt(rows.to(torch.float64), t, eps).to(rows.dtype)
+        device = generator.device if generator is not None else x0.device
+        u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=device)
+        t = (self.t_min + (self.t_max - self.t_min) * u).to(device=x0.device, dtype=x0.dtype)
+        # Fresh Hutchinson probes every batch, from the same generator (exact on resume).
+        seed = 0
+        if not self.exact:
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=device))
+        xc = model.path.sample_xt(x0, t, eps.detach())
         res = fp_residual(
-            model, xt, t.to(rows.dtype), self.form, exact=self.exact, n_probes=self.n_probes
+            model, xc, t, self.form, exact=self.exact, n_probes=self.n_probes, seed=seed
         )
-        return res.square().mean()
+        return res.square().reshape(x0.shape[0], -1).mean(1)
 
-    def loss(
-        self,
-        model: Any,
-        x0: Tensor,
-        generator: torch.Generator | None = None,
-        cond: dict[str, Any] | None = None,
-    ) -> Tensor:
-        base = self.objective.loss(model, x0, generator=generator, cond=cond)
-        if self.weight == 0:
-            return base
-        return base + self.weight * self.residual_loss(model, x0, generator)
-
-    __call__ = loss
-
-    def end_step(self) -> None:
-        if hasattr(self.objective, "end_step"):
-            self.objective.end_step()
-
-    def state(self) -> dict[str, Tensor]:
-        return dict(self.objective.state()) if hasattr(self.objective, "state") else {}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        if hasattr(self.objective, "load_state"):
-            self.objective.load_state(state)
+    def penalty(self, inputs: LossInputs) -> Tensor:
+        batch = inputs.x0.shape[0]
+        rows = batch if self.points is None else min(self.points, batch)
+        r2 = self.residual_square(
+            inputs.model, inputs.x0[:rows], inputs.eps[:rows], inputs.generator
+        )
+        if rows == batch:
+            return r2
+        return torch.cat([r2 * (batch / rows), r2.new_zeros(batch - rows)])
 
 
 __all__ = [
     "FORMS",
-    "FokkerPlanckRegularized",
+    "FokkerPlanck",
     "fp_residual",
     "log_density_residual",
     "model_log_density",

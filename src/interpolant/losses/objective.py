@@ -155,7 +155,7 @@ class Objective:
         loss = w * (prediction.get(self.target) - target).square().flatten(1).mean(dim=1)
         if self.terms:
             sigma = torch.as_tensor(Coefficients.at(self.path, t, x0).sigma)
-            inputs = LossInputs(x0, eps, t, x_t, prediction, sigma, generator, cond)
+            inputs = LossInputs(x0, eps, t, x_t, prediction, sigma, generator, cond, model)
             for term in self.terms:
                 loss = loss + term.weight * term.penalty(inputs).to(loss.dtype)
         return loss

@@ -42,6 +42,9 @@ class LossInputs:
     sigma: Tensor  # sigma(t) broadcast to x0's shape
     generator: torch.Generator | None
     cond: dict[str, Any] | None
+    #: The model handed to the objective, for terms that evaluate it away from x_t (derivatives
+    #: in x and t, as the Fokker-Planck residual); None where no objective built the inputs.
+    model: Any = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class LossTerm(Configurable, ABC):
 
 
 LOSS_TERMS: Registry[LossTerm] = Registry("loss term", LossTerm)
+
+#: Terms defined in packages above ``losses`` (they need its tools): name -> the module whose
+#: import registers them, imported on first use of the name so configs can name them.
+PLUGIN_TERMS = {"fokker-planck": "interpolant.analysis.fokker_planck"}
 
 
 def _all_reduce_sum(value: Tensor) -> Tensor:
@@ -179,6 +186,15 @@ class StepVariation(LossTerm):
         return float(self.running[0])
 
 
+def _register_plugin(spec: Any) -> None:
+    """Import the module of a :data:`PLUGIN_TERMS` name not registered yet."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if isinstance(name, str) and name.lower() in PLUGIN_TERMS and name.lower() not in LOSS_TERMS:
+        import importlib
+
+        importlib.import_module(PLUGIN_TERMS[name.lower()])
+
+
 def get_terms(specs: Any) -> tuple[LossTerm, ...]:
     """Loss terms from a list of terms, names, ``"name:weight"`` strings or config dicts."""
     if specs is None:
@@ -195,6 +211,7 @@ def get_terms(specs: Any) -> tuple[LossTerm, ...]:
                 raise UserError(
                     f"loss term {spec!r}: the weight after ':' must be a number"
                 ) from None
+        _register_plugin(spec)
         terms.append(LOSS_TERMS.build(spec))
     names = [t.name for t in terms]
     if len(set(names)) != len(names):
@@ -202,4 +219,4 @@ def get_terms(specs: Any) -> tuple[LossTerm, ...]:
     return tuple(terms)
 
 
-__all__ = ["LOSS_TERMS", "LossInputs", "LossTerm", "StepVariation", "get_terms"]
+__all__ = ["LOSS_TERMS", "PLUGIN_TERMS", "LossInputs", "LossTerm", "StepVariation", "get_terms"]

@@ -5,9 +5,9 @@ Data: the paper's ``blob`` (9 Gaussians on a 45-degree rotated 3 x 3 grid, covar
 all scaled by 0.65), an exact ``GaussianMixture``. Model: the paper's potential parametrisation,
 ``s = -grad E`` with E an MLP ``[x, t] -> 80 -> 80 -> 80 -> 1`` with softplus activations
 (``analysis.ConservativeScore(PotentialNet(2))``), on the VP path (the OU process of the paper,
-with t rescaled to [0, 1]). Objective: the library's eps-DSM loss wrapped by
-``analysis.FokkerPlanckRegularized`` with the log-density residual at collocation points on the
-path, weights w_p in {0, 0.1, 1}, trained by the library's ``Trainer``.
+with t rescaled to [0, 1]). Objective: the library's eps-DSM loss with the ``fokker-planck``
+loss term (``analysis.FokkerPlanck``: the log-density residual at collocation points on the
+path), weights w_p in {0, 0.1, 1}, trained by the library's ``Trainer``.
 
 Sampling: 200 Euler steps of the probability-flow ODE and of the reverse SDE (SDEEuler with
 eps(t) = g(t)^2 / 2, the time reversal of the forward SDE) from the same N(0, I) start draws.
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..analysis import ConservativeScore, FokkerPlanckRegularized, PotentialNet, w2_grid
+from ..analysis import ConservativeScore, FokkerPlanck, PotentialNet, w2_grid
 from ..analysis.fokker_planck import sde_coefficients
 from ..data.oracles import GaussianMixture
 from ..losses import Objective
@@ -37,7 +37,7 @@ from ..predictions import Model
 from ..randomness import derive_seed
 from ..solvers import Sampler, sample
 from ..solvers.sde import SDEEuler
-from .base import Repro, ReproResult, default_results_path, main, settings_dict
+from .base import Repro, ReproResult, default_results_path, main, settings_dict, train_config
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,13 @@ def blob() -> GaussianMixture:
 def fit(
     model: Model, objective: object, data: Tensor, steps: int, batch: int, lr: float, seed: int
 ) -> Model:
-    """Train ``model`` with the library's Trainer (cosine lr, no EMA, no logging) in a
-    temporary run folder; returns it in eval mode."""
-    from ..train import TrainConfig, Trainer
-    from .seed19_edlm import _config as trainer_settings
+    """Train ``model`` with the library's Trainer (``repro.base.train_config``: cosine lr; no EMA
+    here) in a temporary run folder; returns it in eval mode."""
+    from ..train import Trainer
 
     with tempfile.TemporaryDirectory() as run_dir:
-        # The trainer settings of seed 19's fits (one place for them).
-        config = trainer_settings(seed, steps, batch, lr, run_dir)
-        trainer = Trainer(model, objective, data, TrainConfig.from_dict(config))  # type: ignore[arg-type]
+        config = train_config(run_dir, seed, steps, batch, lr, ema="none")
+        trainer = Trainer(model, objective, data, config)  # type: ignore[arg-type]
         try:
             trainer.run()
         finally:
@@ -96,9 +94,8 @@ def train_potential(weight: float, data: Tensor, s: Settings, seed: int) -> Mode
     """A potential score model trained by DSM + weight x the log-density FP residual."""
     torch.manual_seed(derive_seed("seed05-init", seed))
     model = Model(ConservativeScore(PotentialNet(2, s.width)), PATH, predicts="score")
-    objective = FokkerPlanckRegularized(
-        Objective(PATH, target="eps"), weight, form="log-density", points=s.collocation
-    )
+    terms = [FokkerPlanck(weight, form="log-density", points=s.collocation)] if weight else []
+    objective = Objective(PATH, target="eps", terms=terms)
     return fit(model, objective, data, s.train_steps, s.batch, s.lr, seed)
 
 
