@@ -28,7 +28,7 @@ from . import (
 from .errors import UserError
 from .paths import get_path
 from .predictions import KINDS, Model, Preconditioned, Prediction, convert
-from .solvers import FunctionHook, Hook, Sampler, SampleResult, Trajectory, sample
+from .solvers import FunctionHook, Hook, Sampler, SampleResult, Trajectory, calibrate, sample
 from .solvers import log_likelihood as likelihood
 
 __version__ = "0.1.0"
@@ -57,6 +57,7 @@ __all__ = [
     "UserError",
     "__version__",
     "adapters",
+    "calibrate",
     "configurable",
     "convert",
     "data",

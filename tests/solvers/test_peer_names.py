@@ -35,8 +35,9 @@ def test_lookup_examples_and_errors():
     with pytest.raises(UserError, match="say which with peer="):
         find_peer_name("HEUN")
     assert peer_sampler("DDPMScheduler", steps=10).solver.eta == 1.0
-    with pytest.raises(UserError, match="'LMS' is not implemented here yet"):
-        peer_sampler("LMS", nfe=10)
+    assert peer_sampler("LMS", nfe=10).solver.name == "lms"
+    with pytest.raises(UserError, match="'PNDMScheduler' is not implemented here yet"):
+        peer_sampler("PNDMScheduler", nfe=10)
     with pytest.raises(UserError, match="unknown peer sampler name 'Eulr'"):
         find_peer_name("Eulr")
 

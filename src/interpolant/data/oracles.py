@@ -207,4 +207,60 @@ def lowrank64(
     return GaussianMixture(means, covs)
 
 
-ORACLES: dict[str, Callable[..., GaussianMixture]] = {"ring2d": ring2d, "lowrank64": lowrank64}
+def aniso16(
+    n_modes: int = 6, dim: int = 16, std_max: float = 0.5, std_min: float = 0.005, seed: int = 1
+) -> GaussianMixture:
+    """6 components in 16 dims whose standard deviations are log-spaced from 0.5 to 0.005 in
+    randomly rotated directions (the ``aniso16`` oracle): every scale between the modes and
+    the finest detail is present, so no single noise level settles all directions.
+
+    Means are N(0, 1.5^2 I); each component has its own rotation (QR of a Gaussian matrix) and
+    a random order of the 16 standard deviations; all drawn from a fixed seed.
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = 1.5 * torch.randn(n_modes, dim, generator=g, dtype=torch.float64)
+    stds = torch.logspace(math.log10(std_max), math.log10(std_min), dim, dtype=torch.float64)
+    covs = []
+    for _ in range(n_modes):
+        q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+        lam = stds[torch.randperm(dim, generator=g)] ** 2
+        covs.append(q @ torch.diag(lam) @ q.T)
+    return GaussianMixture(means, torch.stack(covs))
+
+
+def digits_mixture(floor: float = 1e-3) -> GaussianMixture:
+    """A 10-component mixture fitted to scikit-learn's 8x8 digits (the ``digits_mixture``
+    oracle): one component per class, its mean and covariance those of the class's training
+    images in [-1, 1]
+    (``data.load_digits("train")``, 64 dims), plus ``floor`` I (std 0.03) so that the constant
+    border pixels have a positive variance; weights are the class frequencies. Deterministic
+    (no EM): the fit is the per-class moments."""
+    from .digits import load_digits
+
+    data = load_digits("train")
+    x = data.x.to(torch.float64).reshape(len(data.x), -1)
+    means, covs, weights = [], [], []
+    for c in range(10):
+        rows = x[data.labels == c]
+        means.append(rows.mean(0))
+        covs.append(torch.cov(rows.T) + floor * torch.eye(x.shape[1], dtype=torch.float64))
+        weights.append(float(rows.shape[0]))
+    return GaussianMixture(torch.stack(means), torch.stack(covs), torch.tensor(weights))
+
+
+def data_std(mixture: GaussianMixture) -> float:
+    """The data's standard deviation over all entries (EDM's sigma_data, as
+    ``data.estimate_sigma_data`` computes it from draws) of a mixture, exactly:
+    sqrt(E[x_i^2] - E[x_i]^2) with the expectations over the data and the coordinates i."""
+    w = mixture.weights
+    mean = (w[:, None] * mixture.means).sum(0)
+    second = (w[:, None] * (torch.diagonal(mixture.covs, dim1=1, dim2=2) + mixture.means**2)).sum(0)
+    return math.sqrt(float(second.mean() - mean.mean() ** 2))
+
+
+ORACLES: dict[str, Callable[..., GaussianMixture]] = {
+    "ring2d": ring2d,
+    "lowrank64": lowrank64,
+    "aniso16": aniso16,
+    "digits_mixture": digits_mixture,
+}

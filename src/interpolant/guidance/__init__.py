@@ -11,7 +11,7 @@ evaluation it makes counts in the run's NFE::
 """
 
 from .base import SCHEDULES, GuidanceScale, add_to_score, check_score_path
-from .cfg import CFG, AutoGuidance, ReferenceGuidance
+from .cfg import APG, CFG, AutoGuidance, CFGRescale, CFGZeroStar, ReferenceGuidance
 from .classifier import (
     ClassifierCalls,
     ClassifierGuidance,
@@ -31,9 +31,12 @@ from .reward import RewardMLP, train_reward_model
 from .spec import GuidanceSpec, from_spec, needs_null_label, parse_spec
 
 __all__ = [
+    "APG",
     "CFG",
     "SCHEDULES",
     "AutoGuidance",
+    "CFGRescale",
+    "CFGZeroStar",
     "ClassifierCalls",
     "ClassifierGuidance",
     "ClassifierObjective",

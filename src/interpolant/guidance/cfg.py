@@ -24,7 +24,9 @@ the hook between the model call and the hook.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,13 +34,13 @@ from torch import Tensor
 
 from ..errors import UserError, WrongTypeError
 from ..paths.nodes import Coefficients, Node
-from ..predictions import Evaluations, Model, Prediction
+from ..predictions import Evaluations, Model, Prediction, check_kind
 from ..solvers.base import Run
 from ..solvers.hooks import Hook, Plan
 from .base import GuidanceScale, as_scale
 
 
-class ReferenceGuidance(Hook[None]):
+class ReferenceGuidance(Hook[Any]):
     """Prediction hook ``D_w = lerp(R, D, w(t))`` with R from a reference model.
 
     Args:
@@ -98,21 +100,32 @@ class ReferenceGuidance(Hook[None]):
             raise UserError("only one batched CFG hook can run at a time")
         return Plan(_NullPaired(plan.model, self), plan.grid, plan.x)
 
-    def start(self, run: Run) -> None:
-        """Check once per run that the reference model shares the sampled model's path."""
+    def start(self, run: Run) -> Any:
+        """Check once per run that the reference model shares the sampled model's path (no
+        per-run state: None; APG keeps its momentum)."""
         if self.reference is not None and self.reference.path.config() != run.path.config():
             raise UserError(
                 f"reference is on path {self.reference.path!r} but the sampled model is on "
                 f"{run.path!r}; guidance combines predictions on one path"
             )
 
-    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: None) -> Prediction:
+    def on_prediction(self, pred: Prediction, node: Node, run: Run, state: Any) -> Prediction:
         w = self.weight(node.t)
-        if w == 1.0:
+        if w == 1.0 and not self.acts_at_unit_weight:
             return pred
         ref = self.reference_prediction(pred, node, run)
+        return self.combine(pred, ref, w, run, state)
+
+    #: Whether :meth:`combine` changes the prediction at w = 1 (CFG-Zero*'s zero-init does).
+    acts_at_unit_weight = False
+
+    def combine(
+        self, pred: Prediction, ref: Prediction, w: float, run: Run, state: Any
+    ) -> Prediction:
+        """The guided prediction from the model's ``pred`` and the reference ``ref`` at weight
+        w: here ``lerp(R, D, w)`` in the model's own kind (eq. 1 of Karras et al. 2024); the
+        variants below (CFGRescale, APG, CFGZeroStar) override it."""
         kind = pred.kind
-        # D_w = R + w (D - R) in the model's own kind (eq. 1 of Karras et al. 2024).
         return pred.replace(kind, torch.lerp(ref.get(kind), pred.get(kind), w))
 
     def reference_prediction(self, pred: Prediction, node: Node, run: Run) -> Prediction:
@@ -248,3 +261,190 @@ class AutoGuidance(ReferenceGuidance):
         if not isinstance(reference, Model):
             raise WrongTypeError(f"reference must be a Model, got {type(reference).__name__}")
         super().__init__(scale, reference, schedule=schedule, interval=interval)
+
+
+# ----------------------------------------------------------------------------------------------
+# CFG variants: the same two evaluations per step, another combination of D and R.
+
+
+def _per_sample(fn: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
+    """``fn`` over the non-batch dims of v, shaped to broadcast against v."""
+    return fn(v.reshape(v.shape[0], -1)).reshape(-1, *([1] * (v.ndim - 1)))
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return _per_sample(lambda m: m.sum(dim=1), a * b)
+
+
+class CFGRescale(CFG):
+    """CFG with the guided prediction's per-sample std rescaled towards the conditional one's
+    (Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed", Alg. 2;
+    diffusers' ``guidance_rescale``, ComfyUI's RescaleCFG):
+
+        g = R + w (D - R),   g_rescaled = g std(D) / std(g),   out = phi g_rescaled + (1 - phi) g
+
+    with std over each sample's entries (unbiased, as ``torch.std``). The std is not the same
+    in every prediction kind, so the kind matters: ``kind=None`` (default) uses the model's
+    own output, as diffusers does; Lin et al. use v-prediction models (``kind="v"``).
+    phi = 0 is plain CFG; the paper recommends phi = 0.7.
+    """
+
+    def __init__(
+        self,
+        scale: float | GuidanceScale,
+        phi: float = 0.7,
+        *,
+        kind: str | None = None,
+        null_cond: dict[str, Any] | None = None,
+        schedule: str | Callable[[float], float] = "constant",
+        interval: tuple[float, float] = (0.0, 1.0),
+        batched: bool = False,
+    ) -> None:
+        super().__init__(scale, null_cond=null_cond, schedule=schedule, interval=interval,
+                         batched=batched)  # fmt: skip
+        if isinstance(phi, bool) or not isinstance(phi, int | float) or not 0.0 <= phi <= 1.0:
+            raise UserError(f"CFGRescale: phi must be a number in [0, 1], got {phi!r}")
+        if kind is not None:
+            check_kind(kind, "CFGRescale kind")
+        self.phi, self.kind = float(phi), kind
+
+    def combine(
+        self, pred: Prediction, ref: Prediction, w: float, run: Run, state: Any
+    ) -> Prediction:
+        kind = self.kind or pred.kind
+        cond = pred.get(kind)
+        guided = torch.lerp(ref.get(kind), cond, w)
+        # Rescale each sample's guided prediction to the conditional one's std (Alg. 2).
+        std_cond = _per_sample(lambda m: m.std(dim=1), cond)
+        std_guided = _per_sample(lambda m: m.std(dim=1), guided)
+        factor = self.phi * std_cond / std_guided.clamp_min(1e-30) + (1.0 - self.phi)
+        return pred.replace(kind, guided * factor)
+
+
+@dataclass
+class Momentum:
+    """APG's per-run state: the running average of the guidance update (None before the first
+    evaluation)."""
+
+    average: Tensor | None = None
+
+
+class APG(CFG):
+    """Adaptive projected guidance (Sadat et al. 2024, "Eliminating oversaturation and artifacts
+    of high guidance scales in diffusion models", Alg. 1), on the data prediction:
+
+        Delta = D - R;   with momentum beta: Delta <- Delta + beta Delta_avg  (running average,
+                                            kept per run, updated at every evaluation)
+        Delta <- Delta min(1, r / ||Delta||)                 (norm threshold r > 0; per sample)
+        Delta_par = (<Delta, D> / ||D||^2) D,  Delta_orth = Delta - Delta_par
+        out = D + (w - 1) (Delta_orth + eta Delta_par)
+
+    eta = 1, beta = 0 and no threshold is plain CFG. The paper's defaults for SD-XL are
+    eta = 0, beta = -0.5 and r = 15 (in latent units); here the defaults are eta = 0, no
+    momentum and no threshold, and the momentum runs over every model evaluation of the run (a
+    two-stage solver updates it twice per step).
+    """
+
+    def __init__(
+        self,
+        scale: float | GuidanceScale,
+        *,
+        eta: float = 0.0,
+        momentum: float = 0.0,
+        norm_threshold: float = 0.0,
+        null_cond: dict[str, Any] | None = None,
+        schedule: str | Callable[[float], float] = "constant",
+        interval: tuple[float, float] = (0.0, 1.0),
+        batched: bool = False,
+    ) -> None:
+        super().__init__(scale, null_cond=null_cond, schedule=schedule, interval=interval,
+                         batched=batched)  # fmt: skip
+        for label, value in (
+            ("eta", eta),
+            ("momentum", momentum),
+            ("norm_threshold", norm_threshold),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise UserError(f"APG: {label} must be a finite number, got {value!r}")
+        if norm_threshold < 0:
+            raise UserError(f"APG: norm_threshold must be >= 0 (0: none), got {norm_threshold}")
+        self.eta, self.momentum, self.norm_threshold = (
+            float(eta),
+            float(momentum),
+            float(norm_threshold),
+        )
+
+    def start(self, run: Run) -> Momentum:
+        super().start(run)
+        return Momentum()
+
+    def combine(
+        self, pred: Prediction, ref: Prediction, w: float, run: Run, state: Momentum
+    ) -> Prediction:
+        d = pred.x0
+        delta = d - ref.x0
+        if self.momentum != 0.0:
+            # Running average of the update (Alg. 1's MomentumBuffer).
+            if state.average is not None:
+                delta = delta + self.momentum * state.average
+            state.average = delta
+        if self.norm_threshold > 0:
+            norm = _per_sample(lambda m: torch.linalg.vector_norm(m, dim=1), delta)
+            delta = delta * torch.clamp(self.norm_threshold / norm.clamp_min(1e-30), max=1.0)
+        # Split the update into its parts along and across the conditional prediction.
+        parallel = (_dot(delta, d) / _dot(d, d).clamp_min(1e-30)) * d
+        update = (delta - parallel) + self.eta * parallel
+        return pred.replace("x0", d + (w - 1.0) * update)
+
+
+class CFGZeroStar(CFG):
+    """CFG-Zero* (Fan et al. 2025, "CFG-Zero*: improved classifier-free guidance for flow
+    matching models", eqs. 8-9 and Alg. 1), on the velocity:
+
+        s* = <v_c, v_u> / ||v_u||^2    (per sample: the scale of v_u closest to v_c)
+        v = s* v_u + w (v_c - s* v_u)
+
+    and zero-init: the velocity is 0 for the first ``zero_init_steps`` steps (the model is
+    still called, as in the official code, so those steps count their NFE; the paper zeroes
+    the first step, about 2% of 50). w = 1 with zero_init_steps = 0 is the conditional model.
+    The velocity is that of the sampled path (any Gaussian path; the paper's is the linear).
+    """
+
+    def __init__(
+        self,
+        scale: float | GuidanceScale,
+        *,
+        zero_init_steps: int = 1,
+        null_cond: dict[str, Any] | None = None,
+        schedule: str | Callable[[float], float] = "constant",
+        interval: tuple[float, float] = (0.0, 1.0),
+        batched: bool = False,
+    ) -> None:
+        super().__init__(scale, null_cond=null_cond, schedule=schedule, interval=interval,
+                         batched=batched)  # fmt: skip
+        if (
+            isinstance(zero_init_steps, bool)
+            or not isinstance(zero_init_steps, int)
+            or zero_init_steps < 0
+        ):
+            raise UserError(
+                f"CFGZeroStar: zero_init_steps must be an int >= 0, got {zero_init_steps!r}"
+            )
+        self.zero_init_steps = zero_init_steps
+        self.acts_at_unit_weight = zero_init_steps > 0
+
+    def combine(
+        self, pred: Prediction, ref: Prediction, w: float, run: Run, state: Any
+    ) -> Prediction:
+        v_c, v_u = pred.velocity, ref.velocity
+        if run.index < self.zero_init_steps:
+            # Zero-init: no move over the first steps.
+            return pred.replace("velocity", torch.zeros_like(v_c))
+        # Optimised scale (eq. 8), then CFG from the rescaled unconditional velocity (eq. 9).
+        s_star = _dot(v_c, v_u) / _dot(v_u, v_u).clamp_min(1e-30)
+        base = s_star * v_u
+        return pred.replace("velocity", base + w * (v_c - base))

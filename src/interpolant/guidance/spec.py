@@ -7,8 +7,11 @@ Grammar: one or more specs separated by commas, each ``NAME:SCALE[:SCHEDULE][@T_
     cfg:4:cosine            CFG with the cosine schedule of the excess w - 1
     autoguidance:2.0        autoguidance with the reference model given as reference=...
     classifier:1.5@0-0.9    classifier guidance (classifier=..., n_classes=... given)
+    apg:6                   adaptive projected guidance (cfg_rescale, cfg_zero_star alike)
 
-NAME is one of ``cfg``, ``autoguidance``, ``classifier``; SCHEDULE one of
+NAME is one of ``cfg``, ``autoguidance``, ``classifier`` and the CFG variants ``cfg_rescale``
+(phi = 0.7), ``apg`` (eta = 0) and ``cfg_zero_star`` (one zero-init step) with their default
+options (build the hooks directly for others); SCHEDULE one of
 ``guidance.base.SCHEDULES``; times follow the library (t = 0 data, t = 1 noise).
 """
 
@@ -23,7 +26,7 @@ from ..errors import UserError
 from ..predictions import Model
 from ..solvers.hooks import Hook
 from .base import SCHEDULES, GuidanceScale
-from .cfg import CFG, AutoGuidance
+from .cfg import APG, CFG, AutoGuidance, CFGRescale, CFGZeroStar
 from .classifier import ClassifierGuidance
 
 _SPEC = re.compile(
@@ -31,9 +34,11 @@ _SPEC = re.compile(
     r"(?:@(?P<lo>[0-9.eE+-]+?)-(?P<hi>[0-9.eE+]+))?$"
 )
 
-NAMES = ("cfg", "autoguidance", "classifier")
+#: CFG variants by spec name (their options at the defaults).
+CFG_VARIANTS = {"cfg": CFG, "cfg_rescale": CFGRescale, "apg": APG, "cfg_zero_star": CFGZeroStar}
+NAMES = (*CFG_VARIANTS, "autoguidance", "classifier")
 #: Kinds that extrapolate from a reference (w = 1 is no guidance); the others add a score term.
-REFERENCE_KINDS = ("cfg", "autoguidance")
+REFERENCE_KINDS = (*CFG_VARIANTS, "autoguidance")
 #: What ``from_spec`` accepts besides the spec (what a spec string cannot say).
 _OPTIONS = frozenset({"null_cond", "batched", "reference", "classifier", "n_classes", "labels"})
 
@@ -43,7 +48,7 @@ class GuidanceSpec(Configurable):
     """One parsed guidance spec: its kind, scale, schedule and interval."""
 
     name: ClassVar[str] = ""
-    kind: str = option(help="cfg, autoguidance or classifier", check=one_of(*NAMES))
+    kind: str = option(help="cfg (or a variant), autoguidance or classifier", check=one_of(*NAMES))
     scale: float = option(help="the guidance weight w", check=number())
     schedule: str = option("constant", help="shape of w over t", check=one_of(*SCHEDULES))
     interval: tuple[float, float] = option((0.0, 1.0), help="(t_lo, t_hi) where w applies")
@@ -59,8 +64,8 @@ class GuidanceSpec(Configurable):
 
     @property
     def needs_null_label(self) -> bool:
-        """Whether the hook calls the model with a null label (CFG)."""
-        return self.kind == "cfg"
+        """Whether the hook calls the model with a null label (CFG and its variants)."""
+        return self.kind in CFG_VARIANTS
 
     def weight(self) -> GuidanceScale:
         """w(t) of this spec (no guidance is w = 1 for CFG/autoguidance, 0 for a classifier)."""
@@ -130,8 +135,11 @@ def from_spec(
 
 def _hook(part: GuidanceSpec, model: Model | None, kw: dict[str, Any]) -> Hook[Any]:
     """The hook of one parsed spec."""
-    if part.kind == "cfg":
-        return CFG(part.weight(), null_cond=kw.get("null_cond"), batched=kw.get("batched", False))
+    if part.kind in CFG_VARIANTS:
+        variant = CFG_VARIANTS[part.kind]
+        return variant(
+            part.weight(), null_cond=kw.get("null_cond"), batched=kw.get("batched", False)
+        )
     if part.kind == "autoguidance":
         reference = kw.get("reference")
         if not isinstance(reference, Model):

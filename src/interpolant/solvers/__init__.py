@@ -1,6 +1,20 @@
 """Solvers (stateless steps), time grids, the sampler spec and the one sampling loop with hooks."""
 
-from . import adams, ancestral, dpm, lml, ode, sde, unipc  # noqa: F401  (register the solvers)
+from . import (  # noqa: F401  (register the solvers)
+    adams,
+    ancestral,
+    dpm,
+    dpm_sde,
+    kdpm,
+    lcm,
+    lml,
+    multistep_peers,
+    ode,
+    sa_solver,
+    sde,
+    singlestep,
+    unipc,
+)
 from .adaptive import odeint_dopri5, reference_sample
 from .base import (
     SOLVERS,
@@ -17,6 +31,7 @@ from .base import (
     node_at,
 )
 from .bridge import BridgeRun, sample_bridge
+from .calibrate import Calibration, calibrate
 from .grids import GRIDS, Grid, as_grid, get_grid
 from .hooks import FunctionHook, Hook, Plan, Recording, Step, Trajectory
 from .likelihood import Likelihood, log_likelihood
@@ -28,6 +43,7 @@ __all__ = [
     "GRIDS",
     "SOLVERS",
     "BridgeRun",
+    "Calibration",
     "FunctionHook",
     "Grid",
     "History",
@@ -49,6 +65,7 @@ __all__ = [
     "Trajectory",
     "as_grid",
     "as_sampler",
+    "calibrate",
     "fixed_run",
     "get_grid",
     "get_solver",

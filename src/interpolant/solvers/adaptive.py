@@ -166,6 +166,51 @@ def odeint_rk4(f: ODEFunc, x: Tensor, t0: float, t1: float, steps: int) -> tuple
     return x, 4 * steps
 
 
+class PIDController:
+    """PID step-size control (Soderlind 2003, "Digital filters in adaptive time-stepping"; the
+    controller of k-diffusion's ``dpm_adaptive``): with e_n = 1 / (error_n + eps) for the
+    newest three accepted errors (the error normalised so that 1 is the tolerance),
+
+        factor = limiter(e_n^b1 e_{n-1}^b2 e_{n-2}^b3),   limiter(x) = 1 + atan(x - 1),
+        b1 = (p + i + d) / k,  b2 = -(p + 2 d) / k,  b3 = d / k     (k the order)
+
+    and h <- factor h; a step is accepted when factor >= ``accept_safety``. p = d = 0, i = 1
+    is the classical controller h <- h error^(-1/k) (with the limiter). One controller serves
+    one integration (it keeps h and the error history: make a new one per integration).
+    """
+
+    def __init__(
+        self,
+        h: float,
+        pcoeff: float,
+        icoeff: float,
+        dcoeff: float,
+        order: float,
+        accept_safety: float = 0.81,
+        eps: float = 1e-8,
+    ) -> None:
+        self.h = h
+        self.b1 = (pcoeff + icoeff + dcoeff) / order
+        self.b2 = -(pcoeff + 2 * dcoeff) / order
+        self.b3 = dcoeff / order
+        self.accept_safety, self.eps = accept_safety, eps
+        self.errors: list[float] = []
+
+    def propose(self, error: float) -> bool:
+        """Update h from the normalised ``error`` of the step just tried; True to accept it."""
+        inv = 1.0 / (float(error) + self.eps)
+        if not self.errors:
+            self.errors = [inv, inv, inv]
+        self.errors[0] = inv
+        e = self.errors
+        factor = 1.0 + math.atan(e[0] ** self.b1 * e[1] ** self.b2 * e[2] ** self.b3 - 1.0)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.errors = [e[0], e[0], e[1]]
+        self.h *= factor
+        return accept
+
+
 # The angle variable ------------------------------------------------------------------------
 #
 # Every Gaussian path is the trigonometric path in disguise: with r = sqrt(alpha^2 + sigma^2) and

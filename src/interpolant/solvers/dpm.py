@@ -57,6 +57,12 @@ class DPMSolverPP2M(Solver):
     """
 
     name: ClassVar[str] = "dpmpp_2m"
+    euler_at_final: bool = option(
+        False,
+        help="first order for the last step on any grid (diffusers' euler_at_final; matters "
+        "where the grid ends above sigma = 0)",
+        check=boolean,
+    )
 
     @property
     def order(self) -> int:
@@ -70,7 +76,7 @@ class DPMSolverPP2M(Solver):
         # instead of six (the step is memory-bound for large batches).
         x = state.x * ratio
         prev = state.history
-        if isinstance(prev, Output) and nxt.sigma > 0:
+        if isinstance(prev, Output) and nxt.sigma > 0 and not (self.euler_at_final and run.is_last):
             # Second-order multistep correction from the previous data prediction:
             # D = (1 + c) x0 - c x0_prev with c = 1 / (2r).
             c = 0.5 / (0.5 * (now.logsnr - prev.logsnr) / h)
@@ -138,6 +144,12 @@ class DPMSolverPP3M(Solver):
     lower_order_final: bool = option(
         True, help="orders 2 and 1 for the last steps of grids under 15 steps", check=boolean
     )
+    euler_at_final: bool = option(
+        False,
+        help="first order for the last step on any grid (diffusers' euler_at_final; matters "
+        "where the grid ends above sigma = 0)",
+        check=boolean,
+    )
 
     @property
     def order(self) -> int:
@@ -153,6 +165,8 @@ class DPMSolverPP3M(Solver):
         history = (*previous, Output(now.logsnr, m0))[-3:]
         kept = Multistep(history[-2:])
         order = multistep_order(3, len(previous), nxt, run, self.lower_order_final)
+        if self.euler_at_final and run.is_last:
+            order = 1
         x = ratio * state.x + (nxt.alpha * phi1) * m0
         if order == 1:
             return state.replace(x=x, history=kept)

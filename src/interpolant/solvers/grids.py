@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..configurable import Configurable, Registry, number, option, optional
+from ..configurable import Configurable, Registry, number, one_of, option, optional
 from ..errors import UserError
 from ..paths import GaussianPath
 from ..paths.nodes import shift_time
@@ -85,8 +85,65 @@ class Uniform(Grid):
         return uniform(steps, t_max, self.t_min)
 
 
+#: diffusers' ``final_sigmas_type``: "zero" ends with a step to sigma = 0 (the data), "sigma_min"
+#: stops at the last nonzero noise level (the result is the noisy state there).
+FINAL_SIGMAS = ("zero", "sigma_min")
+
+
+def _final_option() -> Any:
+    return option(
+        "zero",
+        help="the end: zero (a last step to the data) or sigma_min (stop at the last noise "
+        "level; diffusers' final_sigmas_type)",
+        check=one_of(*FINAL_SIGMAS),
+    )
+
+
+def _clip_option() -> Any:
+    return option(
+        None,
+        help="start where lambda = log(alpha / sigma) = -log(edm sigma) reaches this (diffusers' "
+        "lambda_min_clipped; None: at t_max)",
+        check=optional(number()),
+    )
+
+
+class NoiseLevelGrid(Grid):
+    """A grid defined by EDM noise levels between sigma_max and sigma_min (:meth:`levels`),
+    mapped to t on the path, with diffusers' end options: ``final_sigmas_type`` ("zero": the
+    ``steps`` steps are steps - 1 between the levels and a last one to sigma = 0; "sigma_min":
+    all steps between steps + 1 levels, ending at sigma_min > 0) and ``lambda_min_clipped``
+    (sigma_max at most exp(-lambda_min_clipped); the grid then starts there, not at t_max)."""
+
+    sigma_min: float | None
+    sigma_max: float | None
+    final_sigmas_type: str
+    lambda_min_clipped: float | None
+
+    @abstractmethod
+    def levels(self, lo: float, hi: float, n: int) -> Tensor:
+        """n descending EDM noise levels from hi to lo (float64)."""
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
+        clipped = self.lambda_min_clipped is not None and hi > math.exp(-self.lambda_min_clipped)
+        if clipped:
+            assert self.lambda_min_clipped is not None
+            hi = math.exp(-self.lambda_min_clipped)
+            if not lo < hi:
+                raise UserError(
+                    f"lambda_min_clipped={self.lambda_min_clipped} puts the start at edm sigma "
+                    f"{hi:.4g}, below sigma_min={lo:.4g}; raise it or lower sigma_min"
+                )
+        to_zero = self.final_sigmas_type == "zero"
+        t = path.t_of_edm_sigma(self.levels(lo, hi, steps if to_zero else steps + 1))
+        if self.sigma_max is None and not clipped:
+            t[0] = t_max
+        return _finish(t) if to_zero else t
+
+
 @dataclass(frozen=True)
-class Karras(Grid):
+class Karras(NoiseLevelGrid):
     """Karras et al. (2022) eq. 5: edm_sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) -
     s_max^(1/rho)))^rho for i < n, then 0 (``edm`` is an alias)."""
 
@@ -98,20 +155,17 @@ class Karras(Grid):
     sigma_max: float | None = option(
         None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
     )
+    final_sigmas_type: str = _final_option()
+    lambda_min_clipped: float | None = _clip_option()
 
-    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
-        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
+    def levels(self, lo: float, hi: float, n: int) -> Tensor:
         rho = self.rho
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-        s = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-        t = path.t_of_edm_sigma(s)
-        if self.sigma_max is None:
-            t[0] = t_max
-        return _finish(t)
+        ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+        return (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
 
 
 @dataclass(frozen=True)
-class LogSNR(Grid):
+class LogSNR(NoiseLevelGrid):
     """Uniform in logSNR (DPM-Solver's "logSNR" spacing) between the end noise levels, then 0."""
 
     name: ClassVar[str] = "logsnr"
@@ -121,18 +175,15 @@ class LogSNR(Grid):
     sigma_max: float | None = option(
         None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
     )
+    final_sigmas_type: str = _final_option()
+    lambda_min_clipped: float | None = _clip_option()
 
-    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
-        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
-        lam = torch.linspace(-2 * math.log(hi), -2 * math.log(lo), steps, dtype=torch.float64)
-        t = path.t_of_logsnr(lam)
-        if self.sigma_max is None:
-            t[0] = t_max
-        return _finish(t)
+    def levels(self, lo: float, hi: float, n: int) -> Tensor:
+        return torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64))
 
 
 @dataclass(frozen=True)
-class Polyexponential(Grid):
+class Polyexponential(NoiseLevelGrid):
     """k-diffusion's polyexponential spacing: log edm_sigma_i = log s_min + (1 - i/(n-1))^rho
     (log s_max - log s_min) for i < n, then 0 (rho = 1: uniform in log sigma)."""
 
@@ -144,19 +195,16 @@ class Polyexponential(Grid):
     sigma_max: float | None = option(
         None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
     )
+    final_sigmas_type: str = _final_option()
+    lambda_min_clipped: float | None = _clip_option()
 
-    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
-        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
-        ramp = torch.linspace(1, 0, steps, dtype=torch.float64) ** self.rho
-        s = torch.exp(ramp * (math.log(hi) - math.log(lo)) + math.log(lo))
-        t = path.t_of_edm_sigma(s)
-        if self.sigma_max is None:
-            t[0] = t_max
-        return _finish(t)
+    def levels(self, lo: float, hi: float, n: int) -> Tensor:
+        ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** self.rho
+        return torch.exp(ramp * (math.log(hi) - math.log(lo)) + math.log(lo))
 
 
 @dataclass(frozen=True)
-class Beta(Grid):
+class Beta(NoiseLevelGrid):
     """Beta spacing (Lee et al. 2024, "Beta Sampling is All You Need", as diffusers'
     ``use_beta_sigmas``): edm_sigma_i = s_min + F^-1(1 - i/(n-1)) (s_max - s_min) for i < n,
     F the Beta(a, b) CDF, then 0; a = b = 0.6 crowds the steps at both ends."""
@@ -170,17 +218,15 @@ class Beta(Grid):
     sigma_max: float | None = option(
         None, help="largest EDM sigma (default: the path's at t_max)", check=optional(number(0))
     )
+    final_sigmas_type: str = _final_option()
+    lambda_min_clipped: float | None = _clip_option()
 
-    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+    def levels(self, lo: float, hi: float, n: int) -> Tensor:
         from scipy.stats import beta as beta_dist
 
-        lo, hi = _edm_range(path, t_max, self.sigma_min, self.sigma_max)
-        levels = 1 - torch.linspace(0, 1, steps, dtype=torch.float64)
-        ppf = torch.as_tensor(beta_dist.ppf(levels.numpy(), self.a, self.b), dtype=torch.float64)
-        t = path.t_of_edm_sigma(lo + ppf * (hi - lo))
-        if self.sigma_max is None:
-            t[0] = t_max
-        return _finish(t)
+        quantiles = 1 - torch.linspace(0, 1, n, dtype=torch.float64)
+        ppf = beta_dist.ppf(quantiles.numpy(), self.a, self.b)
+        return lo + torch.as_tensor(ppf, dtype=torch.float64) * (hi - lo)
 
 
 @dataclass(frozen=True)
@@ -198,6 +244,56 @@ class Shift(Grid):
         t = shift_time(uniform(steps, u_max), self.shift)
         t[0] = t_max  # exact, not up to the rounding of the two maps
         return t
+
+
+#: The default rule's constants (docs/decisions.md, "The default sampler"), in units of the
+#: data's standard deviation sigma_data: for N steps the last nonzero EDM noise level is
+#: AUTO_SIGMA_MIN * sigma_data / N^2, and the spacing starts at most at AUTO_SPACING_MAX *
+#: sigma_data (80 for sigma_data = 0.5: EDM's sigma_max). Above it the posterior mean is the data
+#: mean up to (sigma_data / sigma)^2 < 4e-5, so nodes there are wasted.
+AUTO_SIGMA_MIN = 10.0
+AUTO_SPACING_MAX = 160.0
+#: sigma_data where the model does not say (EDM's value for data scaled to [-1, 1]).
+DEFAULT_SIGMA_DATA = 0.5
+
+
+@dataclass(frozen=True)
+class Auto(Grid):
+    """The default rule's grid: uniform in logSNR from min(the path's sigma at t_max,
+    160 sigma_data) down to sigma_min = 10 sigma_data / N^2 for N steps, then 0; the first node
+    is t_max itself, so the start matches the source.
+
+    Why (docs/decisions.md): the final step to sigma = 0 returns the denoiser's x0, which leaves
+    an error of about sigma_min^2 / (2 s) in a direction of data standard deviation s >> sigma_min
+    (and about s where s << sigma_min), while an order-p multistep error shrinks like
+    (log(sigma_max / sigma_min) / N)^p; balancing the two gives sigma_min ~ N^(-p/2) up to log
+    factors. The exponent 2 (p = 4, UniPC-3 with its corrector; 3.5 for UniPC-2) and the constant
+    were chosen on selection draws of four oracle families and checked on separate evaluation
+    draws (``benchmarks/sampler_oracle.py``). ``sigma_data`` None: the model's when it declares
+    one (``Preconditioned``), else 0.5.
+    """
+
+    name: ClassVar[str] = "auto"
+    sigma_data: float | None = option(
+        None,
+        help="the data's standard deviation (None: the model's, else 0.5)",
+        check=optional(number(0, open_lo=True)),
+    )
+
+    def sigma_range(self, path: GaussianPath, steps: int, t_max: float) -> tuple[float, float]:
+        """(sigma_min, sigma_max of the spacing) for ``steps`` steps from ``t_max`` on ``path``."""
+        sd = DEFAULT_SIGMA_DATA if self.sigma_data is None else self.sigma_data
+        start = float(path.edm_sigma(torch.tensor(t_max, dtype=torch.float64)))
+        hi = min(start, AUTO_SPACING_MAX * sd)
+        lo = min(AUTO_SIGMA_MIN * sd / steps**2, 0.5 * hi)
+        return lo, hi
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+        lo, hi = self.sigma_range(path, steps, t_max)
+        lam = torch.linspace(-2 * math.log(hi), -2 * math.log(lo), steps, dtype=torch.float64)
+        t = path.t_of_logsnr(lam)
+        t[0] = t_max
+        return _finish(t)
 
 
 @dataclass(frozen=True)
@@ -229,7 +325,7 @@ class Listed(Grid):
         return len(self.t) - 1
 
 
-for _cls in (Uniform, Shift, LogSNR, Polyexponential, Beta, Listed):
+for _cls in (Uniform, Shift, LogSNR, Polyexponential, Beta, Auto, Listed):
     GRIDS.register(_cls)
 GRIDS.register(Karras, "edm")
 
@@ -286,14 +382,20 @@ def check_grid(t: Tensor) -> None:
 
 
 __all__ = [
+    "AUTO_SIGMA_MIN",
+    "AUTO_SPACING_MAX",
+    "DEFAULT_SIGMA_DATA",
+    "FINAL_SIGMAS",
     "GRIDS",
     "SIGMA_MAX_CAP",
     "SIGMA_MIN",
+    "Auto",
     "Beta",
     "Grid",
     "Karras",
     "Listed",
     "LogSNR",
+    "NoiseLevelGrid",
     "Polyexponential",
     "Shift",
     "Uniform",

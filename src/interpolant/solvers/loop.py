@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 from ..errors import UserError, WrongTypeError
 from ..predictions import Model
 from .base import Run, State, make_nodes
+from .defaults import model_sigma_data
 from .hooks import Hook, Plan, Step
 from .spec import Sampler, SamplerOptions, as_sampler
 
@@ -101,7 +102,7 @@ def sample(
     if index is not None and len(index) != noise.shape[0]:
         raise UserError(f"index has {len(index)} entries for a batch of {noise.shape[0]}")
     solver, work_dtype = spec.solver, spec.dtype or noise.dtype
-    t_grid = spec.times(model.path)
+    t_grid = spec.times(model.path, model_sigma_data(model))
     nodes = make_nodes(model.path, t_grid)
     x = noise.to(work_dtype)
     if scale_noise:

@@ -25,6 +25,18 @@ class PeerName:
     note: str = ""
 
 
+_THIRD_ORDER_NOTE = (
+    "third-order coefficient corrected (theirs converges with order 2); "
+    "third_order='k-diffusion' runs theirs"
+)
+_DPM_FAST_NOTE = "orders 3, ..., 3, 2, 1: a budget not a multiple of 3 spends 3 (steps - 1)"
+_LCM_NOTE = "the boundary condition c_skip x + c_out F belongs to the model (wrap it)"
+_SA_NOTE = "tau(t) on path time: 1 for t in [0.2, 0.8] (diffusers: timesteps 200-800)"
+_ADAPTIVE_NOTE = "one adaptive step; its budget max_nfe is the nfe given (default 500)"
+_PLMS_NOTE = "the first step is Heun's (diffusers' skip_prk_steps): steps + 1 evaluations"
+_DEIS_COMFY_NOTE = "ComfyUI's deis runs order 3 in the log-rho basis, as ours"
+
+
 def _entries() -> list[PeerName]:
     e = []
 
@@ -37,14 +49,20 @@ def _entries() -> list[PeerName]:
         add("a1111", f"DPM++ 2M{suffix}", "dpmpp_2m", grid)
         add("a1111", f"DPM++ 2M SDE{suffix}", "dpmpp_2m_sde", grid)
         add("a1111", f"DPM++ 2S a{suffix}", "dpmpp_2s_ancestral", grid)
-        add("a1111", f"DPM++ 3M SDE{suffix}", None, grid, "dpmpp_3m is its ODE (eta 0) limit")
+        add("a1111", f"DPM++ 3M SDE{suffix}", "dpmpp_3m_sde", grid, _THIRD_ORDER_NOTE)
+        add("a1111", f"DPM++ SDE{suffix}", "dpmpp_sde", grid)
+        add("a1111", f"DPM2{suffix}", "dpm_2", grid)
+        add("a1111", f"DPM2 a{suffix}", "dpm_2_ancestral", grid)
     add("a1111", "Euler", "euler", "karras")
     add("a1111", "Euler a", "euler_ancestral", "karras")
     add("a1111", "Heun", "heun", "karras")
     add("a1111", "DDIM", "ddim", "uniform")
     add("a1111", "UniPC", "unipc", "logsnr")
-    for missing in ("LMS", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "DPM++ SDE", "PLMS"):
-        add("a1111", missing, None)
+    add("a1111", "DPM fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
+    add("a1111", "DPM adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
+    add("a1111", "LMS", "lms", None)
+    add("a1111", "LMS Karras", "lms", "karras")
+    add("a1111", "PLMS", "plms", "uniform", _PLMS_NOTE)
     # ComfyUI sampler names (the scheduler is separate: see GRID_NAMES).
     for name, ours in (
         ("euler", "euler"),
@@ -57,11 +75,18 @@ def _entries() -> list[PeerName]:
         ("ddpm", {"name": "ddim", "eta": 1.0}),
         ("uni_pc", "unipc"),
         ("uni_pc_bh2", {"name": "unipc", "variant": "bh2"}),
+        ("dpm_2", "dpm_2"),
+        ("dpm_2_ancestral", "dpm_2_ancestral"),
+        ("dpmpp_sde", "dpmpp_sde"),
     ):
         add("comfyui", name, ours)
-    for missing in ("lms", "dpm_2", "dpm_2_ancestral", "dpm_fast", "dpm_adaptive", "dpmpp_sde",
-                    "dpmpp_3m_sde", "ipndm", "deis", "lcm"):  # fmt: skip
-        add("comfyui", missing, None)
+    add("comfyui", "dpmpp_3m_sde", "dpmpp_3m_sde", None, _THIRD_ORDER_NOTE)
+    add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
+    add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
+    add("comfyui", "lcm", "lcm", None, _LCM_NOTE)
+    add("comfyui", "lms", "lms")
+    add("comfyui", "ipndm", "ipndm")
+    add("comfyui", "deis", {"name": "deis", "order": 3}, None, _DEIS_COMFY_NOTE)
     # k-diffusion functions.
     for name, ours in (
         ("sample_euler", "euler"),
@@ -70,13 +95,15 @@ def _entries() -> list[PeerName]:
         ("sample_dpmpp_2m", "dpmpp_2m"),
         ("sample_dpmpp_2m_sde", "dpmpp_2m_sde"),
         ("sample_dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
+        ("sample_dpm_2", "dpm_2"),
+        ("sample_dpm_2_ancestral", "dpm_2_ancestral"),
+        ("sample_dpmpp_sde", "dpmpp_sde"),
     ):
         add("k-diffusion", name, ours, "karras")
-    add("k-diffusion", "sample_dpmpp_3m_sde", None, "karras", "dpmpp_3m is its eta = 0 limit "
-        "with the third-order coefficient corrected (theirs converges with order 2)")  # fmt: skip
-    for missing in ("sample_lms", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpm_fast",
-                    "sample_dpm_adaptive", "sample_dpmpp_sde"):  # fmt: skip
-        add("k-diffusion", missing, None)
+    add("k-diffusion", "sample_dpmpp_3m_sde", "dpmpp_3m_sde", "karras", _THIRD_ORDER_NOTE)
+    add("k-diffusion", "sample_dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
+    add("k-diffusion", "sample_dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
+    add("k-diffusion", "sample_lms", "lms", "karras")
     # diffusers schedulers.
     for name, ours in (
         ("EulerDiscreteScheduler", "euler"),
@@ -86,17 +113,28 @@ def _entries() -> list[PeerName]:
         ("DDPMScheduler", {"name": "ddim", "eta": 1.0}),
         ("DPMSolverMultistepScheduler", "dpmpp_2m"),
         ("UniPCMultistepScheduler", "unipc"),
-    ):
+        ("DPMSolverSinglestepScheduler", "dpmpp_singlestep"),
+        ("DPMSolverSinglestepScheduler(solver_order=3)", {"name": "dpmpp_singlestep",
+                                                          "solver_order": 3}),
+        ("KDPM2DiscreteScheduler", "dpm_2"),
+        ("KDPM2AncestralDiscreteScheduler", "dpm_2_ancestral"),
+        ("DPMSolverSDEScheduler", "dpmpp_sde"),
+    ):  # fmt: skip
         add("diffusers", name, ours)
+    add("diffusers", "LCMScheduler", "lcm", None, _LCM_NOTE)
+    add("diffusers", "SASolverScheduler", "sa_solver", None, _SA_NOTE)
     add(
         "diffusers", "DPMSolverMultistepScheduler(algorithm_type='sde-dpmsolver++')", "dpmpp_2m_sde"
     )
     add("diffusers", "DPMSolverMultistepScheduler(solver_order=3)", "dpmpp_3m", None,
         "third-order coefficient corrected (diffusers' converges with order 2)")  # fmt: skip
-    for missing in ("DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
-                    "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler",
-                    "DEISMultistepScheduler", "DPMSolverSDEScheduler"):  # fmt: skip
-        add("diffusers", missing, None)
+    add("diffusers", "LMSDiscreteScheduler", "lms")
+    add("diffusers", "PNDMScheduler(skip_prk_steps=True)", "plms", None, _PLMS_NOTE)
+    add("diffusers", "PNDMScheduler", None, None, "the pseudo Runge-Kutta warm-up is not "
+        "implemented; plms is its skip_prk_steps form")  # fmt: skip
+    add("diffusers", "DEISMultistepScheduler", "deis")
+    add("diffusers", "DEISMultistepScheduler(solver_order=3)", {"name": "deis", "order": 3})
+    add("diffusers", "IPNDMScheduler", "ipndm")
     return e
 
 
@@ -137,6 +175,7 @@ def find_peer_name(name: str, peer: str | None = None) -> PeerName:
 def peer_sampler(name: str, peer: str | None = None, **options: Any) -> Any:
     """Our :class:`Sampler` for a peer's sampler name, e.g. ``peer_sampler("DPM++ 2M Karras",
     nfe=20)``; ``options`` are the spec's (nfe, steps, seed, ...)."""
+    from .base import SOLVERS
     from .spec import Sampler
 
     entry = find_peer_name(name, peer)
@@ -145,7 +184,13 @@ def peer_sampler(name: str, peer: str | None = None, **options: Any) -> Any:
         raise UserError(f"{entry.peer}'s {entry.name!r} is not implemented here yet{hint}")
     if entry.grid is not None:
         options.setdefault("grid", entry.grid)
-    return Sampler(dict(entry.solver), **options)
+    solver = dict(entry.solver)
+    budget = getattr(SOLVERS[solver["name"]], "budget_option", None)
+    if budget is not None and options.get("nfe") is not None:
+        # A solver that picks its own steps (dpm_adaptive): the NFE is its budget, in one step.
+        solver.setdefault(budget, options.pop("nfe"))
+        options.setdefault("steps", 1)
+    return Sampler(solver, **options)
 
 
 def format_peer_names() -> str:

@@ -11,6 +11,11 @@ one, so the resolution of a budget into steps and a grid is written once, here::
 
 ``solver`` and ``grid`` take a name, a config dict (``{"name": "ddim", "eta": 1.0}``) or the
 object; a grid may also be a list of times, which fixes the number of steps.
+
+The defaults are the default rule (``solvers.defaults``, docs/decisions.md): ``Sampler(nfe=N)``
+runs the ``"auto"`` solver (UniPC of an order set by N) on the ``"auto"`` grid (uniform in
+log-SNR down to sigma_min = 10 sigma_data / N^2, sigma_data the model's when it declares one).
+A named solver without a grid keeps the ``"karras"`` grid (sigma 0.002 up), as before.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ..configurable import Configurable, number, one_of, option, optional
 from ..errors import UserError
 from ..paths import GaussianPath
 from .base import Solver, get_solver
+from .defaults import Auto as AutoSolver
+from .grids import Auto as AutoGrid
 from .grids import Grid, as_grid
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -39,7 +46,9 @@ class Sampler(Configurable):
     random streams (None: drawn from torch's global generator when first needed)."""
 
     name: ClassVar[str] = "sampler"
-    solver: Solver = option("dpmpp_2m", help="solver name, config or object (interpolant info)")
+    solver: Solver = option(
+        "auto", help="solver name, config or object (interpolant info; auto: the default rule)"
+    )
     nfe: int | None = option(
         None,
         help="model evaluations per sample (the solver picks its steps)",
@@ -48,7 +57,11 @@ class Sampler(Configurable):
     steps: int | None = option(
         None, help="solver steps (instead of nfe)", check=optional(number(1, integer=True))
     )
-    grid: Grid = option("karras", help="grid name, config, object or list of times")
+    grid: Grid = option(
+        None,
+        help="grid name, config, object or list of times (None: auto with the auto solver, "
+        "else karras)",
+    )
     t_max: float = option(1.0, help="the grid's first time", check=number(0, 1, open_lo=True))
     solver_dtype: str | None = option(
         None,
@@ -63,10 +76,10 @@ class Sampler(Configurable):
 
     def __init__(
         self,
-        solver: str | Mapping[str, Any] | Solver = "dpmpp_2m",
+        solver: str | Mapping[str, Any] | Solver | None = "auto",
         nfe: int | None = None,
         steps: int | None = None,
-        grid: str | Mapping[str, Any] | Grid | Sequence[float] | Tensor = "karras",
+        grid: str | Mapping[str, Any] | Grid | Sequence[float] | Tensor | None = None,
         t_max: float = 1.0,
         solver_dtype: str | torch.dtype | None = None,
         seed: int | None = None,
@@ -74,8 +87,11 @@ class Sampler(Configurable):
         # The fields hold the built objects; names, configs and lists are accepted here.
         if isinstance(solver_dtype, torch.dtype):
             solver_dtype = str(solver_dtype).removeprefix("torch.")
+        built = get_solver("auto" if solver is None else solver)
+        if grid is None:
+            grid = AutoGrid() if isinstance(built, AutoSolver) else "karras"
         values = {
-            "solver": get_solver(solver),
+            "solver": built,
             "nfe": nfe,
             "steps": steps,
             "grid": as_grid(grid),
@@ -115,9 +131,13 @@ class Sampler(Configurable):
         """Model evaluations per sample that the solver spends (hooks may add more)."""
         return self.solver.nfe_for_steps(self.steps_used())
 
-    def times(self, path: GaussianPath) -> Tensor:
-        """The descending time grid (float64) on ``path``."""
-        return self.grid.times(path, self.steps_used(), self.t_max)
+    def times(self, path: GaussianPath, sigma_data: float | None = None) -> Tensor:
+        """The descending time grid (float64) on ``path``; ``sigma_data`` (the model's, when it
+        declares one) fills in an auto grid's unset sigma_data."""
+        grid = self.grid
+        if isinstance(grid, AutoGrid) and grid.sigma_data is None and sigma_data is not None:
+            grid = AutoGrid(sigma_data=sigma_data)
+        return grid.times(path, self.steps_used(), self.t_max)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -138,10 +158,10 @@ class SamplerOptions(TypedDict, total=False):
     """The keyword shortcuts of :func:`~interpolant.solvers.loop.sample` (the fields of
     :class:`Sampler`)."""
 
-    solver: str | dict[str, Any] | Solver
+    solver: str | dict[str, Any] | Solver | None
     nfe: int | None
     steps: int | None
-    grid: str | dict[str, Any] | Grid | Sequence[float] | Tensor
+    grid: str | dict[str, Any] | Grid | Sequence[float] | Tensor | None
     t_max: float
     solver_dtype: str | torch.dtype | None
     seed: int | None

@@ -143,6 +143,12 @@ class UniPC(Solver):
         help="restart the history before a step this many times longer (None: off)",
         check=optional(number(1)),
     )
+    euler_at_final: bool = option(
+        False,
+        help="first order for the last step on any grid (diffusers' euler_at_final; matters "
+        "where the grid ends above sigma = 0)",
+        check=boolean,
+    )
 
     def steps_for_nfe(self, nfe: int) -> int:
         return check_multistep_nfe(self, nfe, super().steps_for_nfe(nfe))
@@ -164,6 +170,8 @@ class UniPC(Solver):
             order = 1
         elif self.lower_order_final:
             order = min(order, run.n_steps - run.index)
+        if self.euler_at_final and run.is_last:
+            order = 1
         # UniP: predict the next node from the (corrected) x.
         x_next = _update(x, outputs, now, nxt, order, None, self.variant)
         return state.replace(x=x_next, history=UniPCHistory(x, order, outputs, now))
