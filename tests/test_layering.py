@@ -15,6 +15,7 @@ FORBIDDEN = {
     "errors": {"*"},
     "configurable": {"*", "errors"},
     "randomness": {"*", "errors"},
+    "threads": {"*"},
     "paths": {
         "solvers",
         "losses",
@@ -63,6 +64,8 @@ FORBIDDEN = {
     "graphs": {"api", "cli", "repro", "guidance", "inverse", "scaling", "text"},
     "fewstep": {"api", "cli", "repro", "guidance", "inverse", "scaling", "text", "graphs"},
     "analysis": {"api", "cli", "repro", "train", "guidance", "inverse", "scaling", "text"},
+    "metrics": {"api", "cli", "repro", "train", "guidance", "inverse", "scaling"},
+    "train": {"api", "cli", "repro", "guidance", "inverse", "scaling"},
 }
 ALL = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if not p.name.startswith("_")}
 

@@ -17,8 +17,9 @@ object itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -226,17 +227,44 @@ class Configurable:
         return rows
 
 
-def build(cls: type[C], values: Mapping[str, Any]) -> C:
-    """``cls(**values)``, with unknown keys refused by name (a TypeError from the constructor
-    would not say which options exist)."""
-    allowed = {f.name for f in _fields(cls) if f.init}
-    unknown = sorted(set(values) - allowed)
+def refuse_unknown(
+    label: str, given: Iterable[str], allowed: Iterable[str] | None, key: str = ""
+) -> None:
+    """Raise :class:`UserError` for names in ``given`` that are not in ``allowed`` (None: any
+    name is allowed), listing the valid ones. ``key`` is the dotted config key that holds the
+    options (``train.model``): the message then starts with the full keys of the unknown
+    ones (``train.model.widht: ...``)."""
+    if allowed is None:
+        return
+    valid = sorted(set(allowed))
+    unknown = sorted(set(given) - set(valid))
     if unknown:
-        label = cls.name or cls.__name__
+        where = ", ".join(f"{key}.{name}" for name in unknown) + ": " if key else ""
         raise UserError(
-            f"{label} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are {sorted(allowed) or 'none'}"
+            f"{where}{label} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are {valid or 'none'}"
         )
+
+
+def option_names(cls: type[Configurable]) -> list[str]:
+    """The settable fields of a configurable class."""
+    return [f.name for f in _fields(cls) if f.init]
+
+
+def keyword_names(fn: Callable[..., Any], exclude: Iterable[str] = ()) -> set[str] | None:
+    """The names ``fn`` takes as keyword arguments, less ``exclude``; None when it takes
+    ``**kwargs`` (so any name may be right)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds} - set(exclude)
+
+
+def build(cls: type[C], values: Mapping[str, Any], key: str = "") -> C:
+    """``cls(**values)``, with unknown keys refused by name (a TypeError from the constructor
+    would not say which options exist); ``key``: the dotted config key of ``values``."""
+    refuse_unknown(cls.name or cls.__name__, values, option_names(cls), key)
     return cls(**values)
 
 
@@ -263,6 +291,15 @@ class Registry(Mapping[str, "type[C]"], Generic[C]):
     def __len__(self) -> int:
         return len(self._classes)
 
+    def resolve(self, name: Any, key: str = "") -> type[C]:
+        """The class registered as ``name`` (case-insensitive); an unknown name lists the valid
+        ones (``key``: the dotted config key that named it)."""
+        lookup = name.lower() if isinstance(name, str) else name
+        if not isinstance(lookup, str) or lookup not in self._classes:
+            where = f"{key}: " if key else ""
+            raise UserError(f"{where}unknown {self.kind} {name!r}; choose one of {sorted(self)}")
+        return self._classes[lookup]
+
     def build(self, spec: Any, **options: Any) -> C:
         """An object from itself, its name (with ``options``) or its config dict."""
         if isinstance(spec, self.base):
@@ -275,10 +312,7 @@ class Registry(Mapping[str, "type[C]"], Generic[C]):
                 raise UserError(f"a {self.kind} config needs a 'name' key, got {sorted(values)}")
             spec = values.pop("name")
             options = {**values, **options}
-        key = spec.lower() if isinstance(spec, str) else spec
-        if not isinstance(key, str) or key not in self._classes:
-            raise UserError(f"unknown {self.kind} {spec!r}; choose one of {sorted(self)}")
-        return build(self._classes[key], options)
+        return build(self.resolve(spec), options)
 
 
 __all__ = [
@@ -288,9 +322,12 @@ __all__ = [
     "boolean",
     "build",
     "jsonable",
+    "keyword_names",
     "number",
     "number_or_callable",
     "one_of",
     "option",
+    "option_names",
     "optional",
+    "refuse_unknown",
 ]

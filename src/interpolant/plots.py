@@ -68,8 +68,9 @@ def plot_image_grid(
 ) -> Path:
     """A PNG of (N, C, H, W) images (C = 1 grey, 3 RGB) tiled ``nrow`` per row.
 
-    Values are clipped to ``value_range`` and mapped to [0, 1]; grey images are drawn dark on
-    light (as digits are written). ``row_labels`` names each row on the left (e.g. the class).
+    Values are clipped to ``value_range`` and mapped to [0, 1]: the low end is black and the
+    high end white, in grey as in colour, so a picture looks like its data (sklearn's digits
+    are light strokes on black). ``row_labels`` names each row on the left (e.g. the class).
     """
     plt = _pyplot()
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -83,7 +84,7 @@ def plot_image_grid(
     rows = math.ceil(x.shape[0] / nrow)
     fig, ax = plt.subplots(figsize=(cell_inches * nrow + 0.6, cell_inches * rows + 0.6), dpi=100)
     if grid.shape[0] == 1:
-        ax.imshow(grid[0].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_xticks([])
@@ -121,6 +122,49 @@ def plot_scatter(
     ax.legend(loc="upper right", markerscale=4, fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, out)
+
+
+def plot_pairs(
+    samples: Tensor,
+    out: str | Path,
+    data: Tensor | None = None,
+    columns: int = 4,
+    max_points: int = 2000,
+    title: str | None = None,
+) -> Path:
+    """Pair plot of the first ``columns`` columns of (N, D) samples (orange) over reference
+    data (grey): scatter plots off the diagonal, histograms on it."""
+    plt = _pyplot()
+    for name, value in (("samples", samples), ("data", data)):
+        if value is not None and value.ndim != 2:
+            raise UserError(f"{name} must have shape (N, D) for a pair plot, got {value.shape}")
+    k = min(columns, samples.shape[1])
+    s = samples[:max_points, :k].detach().float().cpu()
+    d = None if data is None else data[:max_points, :k].detach().float().cpu()
+    fig, axes = plt.subplots(k, k, figsize=(1.9 * k + 0.4, 1.9 * k + 0.4), dpi=100, squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i][j]
+            if i == j:
+                both = s[:, i] if d is None else torch.cat([s[:, i], d[:, i]])
+                bins = torch.linspace(float(both.min()), float(both.max()), 31).numpy()
+                if d is not None:
+                    ax.hist(d[:, i].numpy(), bins=bins, color="0.6", alpha=0.6, density=True)
+                ax.hist(s[:, i].numpy(), bins=bins, color="tab:orange", alpha=0.6, density=True)
+            else:
+                if d is not None:
+                    ax.scatter(d[:, j], d[:, i], s=2, c="0.6", alpha=0.4, linewidths=0)
+                ax.scatter(s[:, j], s[:, i], s=2, c="tab:orange", alpha=0.5, linewidths=0)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == k - 1:
+                ax.set_xlabel(f"column {j + 1}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"column {i + 1}", fontsize=8)
+    fig.suptitle(
+        title or f"first {k} of {samples.shape[1]} columns: samples (orange), data (grey)",
+        fontsize=9,
+    )
     return _save(fig, out)
 
 
@@ -187,6 +231,7 @@ __all__ = [
     "image_grid",
     "plot_image_grid",
     "plot_loss_curve",
+    "plot_pairs",
     "plot_scatter",
     "plot_trajectories",
     "read_stats",

@@ -93,7 +93,15 @@ def test_sample_then_eval(toy_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     result = json.loads((out / "metrics.json").read_text())
     metrics = result["metrics"]
-    assert set(metrics) == {"sliced_wasserstein", "mmd", "energy_distance", "precision", "recall"}
+    assert set(metrics) == {
+        "sliced_wasserstein",
+        "mmd",
+        "energy_distance",
+        "precision",
+        "recall",
+        "mmd_stderr",
+        "energy_distance_stderr",  # unbiased estimates come with their error
+    }
     assert "sliced_wasserstein" in printed and result["data"] == "moons"
     # The trained model is much closer to the moons than its own source noise is.
     noise = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
@@ -259,7 +267,8 @@ def test_python_api_mirrors_the_command(toy_run):
     assert ema.x.shape == raw.x.shape == (20, 2) and not torch.allclose(ema.x, raw.x)
     run = api.load_run(toy_run, device="cpu")
     assert run.step == 150 and run.config.data.name == "moons"
-    assert api.evaluate(ema, metrics=["energy_distance"])["metrics"].keys() == {"energy_distance"}
+    only = api.evaluate(ema, metrics=["energy_distance"])["metrics"]
+    assert only.keys() == {"energy_distance", "energy_distance_stderr"}
 
 
 def test_sample_with_cfg_guidance(tmp_path, capsys):
@@ -364,3 +373,21 @@ def test_schedule_skip_plan_is_applied_by_sample(toy_run, tmp_path, capsys):
     np.testing.assert_allclose(x, sample_loop(planned, noise, **kwargs).x.numpy(), atol=1e-5)
     assert not np.allclose(x, sample_loop(model, noise, **kwargs).x.detach().numpy(), atol=1e-4)
     capsys.readouterr()
+
+
+def test_sample_on_a_calibrated_grid_is_searched_once_and_cached(toy_run, tmp_path, capsys):
+    args = ["sample", str(toy_run), "--grid", "calibrated", "--solver", "dpmpp_2m", "--nfe", "6"]
+    args += ["-n", "20", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated grid: RMSE" in out and "model evaluations, once" in out
+    cached = list((toy_run / "calibration").glob("calibration-*.json"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # reads the cache
+    assert cached[0].stat().st_mtime_ns == stamp
+    with np.load(tmp_path / "a" / "samples.npz") as a, np.load(tmp_path / "b" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+        meta = json.loads(str(a["meta"]))
+    assert meta["calibration"]["sampler"]["grid"]["name"] == "density"
+    assert meta["calibration"]["rmse"] <= meta["calibration"]["start_rmse"]

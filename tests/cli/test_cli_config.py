@@ -42,6 +42,7 @@ def test_overrides_are_parsed_with_the_field_types():
             "eval.metrics=mmd,energy_distance",
             "train.model.width=128",
             "train.objective.time={name: logit-normal, m: 0.5, s: 1.0}",
+            "sample.grid=shift",  # grid options are checked against the grid they belong to
             'sample.grid_options={"shift": 3}',
         ],
     )

@@ -39,7 +39,7 @@ def test_unknown_key_names_the_valid_keys():
         ({"steps": 0}, "steps must be a positive int"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
         ({"ema": "karras"}, "ema must be one of"),
-        ({"precision": "fp16"}, "precision must be one of"),
+        ({"precision": "fp4"}, "precision must be one of"),
         ({"betas": [0.9, 1.0]}, "betas must be two numbers"),
         ({"grad_clip": 0.0}, "grad_clip must be > 0"),
         ({"ema_std": 0.3}, "ema_std"),

@@ -32,7 +32,16 @@ from ..errors import MissingDependencyError, MissingFileError, UserError, WrongT
 from ..train.config import TrainConfig
 
 SECTIONS = ("data", "train", "sample", "eval")
-EVAL_METRICS = ("auto", "fd", "sliced_wasserstein", "mmd", "energy_distance", "precision_recall")
+EVAL_METRICS = (
+    "auto",
+    "fd",
+    "fid",
+    "kid",
+    "sliced_wasserstein",
+    "mmd",
+    "energy_distance",
+    "precision_recall",
+)
 
 
 @dataclass
@@ -59,12 +68,16 @@ class DataConfig:
 class SampleConfig:
     """How samples are drawn from a trained run (``interpolant sample``)."""
 
-    solver: str = option("heun", help="a registered solver (see `interpolant info`)")
+    solver: str = option(
+        "auto", help="a registered solver (see `interpolant info`; auto: the default rule)"
+    )
     nfe: int = option(
         10, help="model evaluations per sample (the solver picks its number of steps)"
     )
     grid: list[float] | str = option(
-        "uniform", help="uniform, karras, logsnr, shift, edm, or times t_max..0"
+        "auto",
+        help="auto (the default rule), uniform, karras, logsnr, shift, calibrated (searched on "
+        "this model, cached in the run), or times t_max..0",
     )
     n: int = option(1000, help="number of samples")
     seed: int = option(
@@ -98,6 +111,11 @@ class EvalConfig:
     )
     seed: int = option(
         0, help="seed of the sliced-Wasserstein projections and of the reference draw"
+    )
+    inception: str | None = option(
+        None,
+        help="pytorch-fid Inception-v3 weights (pt_inception-2015-12-05-*.pth, never "
+        "downloaded): adds FID and KID (images) and puts precision/recall in its features",
     )
 
 
@@ -153,9 +171,11 @@ def _build_section(name: str, body: dict[str, Any]) -> Any:
     """One section's dataclass from a dict; the train section through TrainConfig.from_dict."""
     if name == "train":
         try:
-            return TrainConfig.from_dict(dict(body))
+            train = TrainConfig.from_dict(dict(body))
         except (ValueError, TypeError) as err:
             raise type(err)(f"section 'train': {err}") from None
+        _check_train_mappings(train)
+        return train
     cls = SECTION_TYPES[name]
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(body) - known)
@@ -192,12 +212,50 @@ def _validate(name: str, section: Any) -> None:
             )
         if not 0.0 <= section.teleport < 1.0:
             raise UserError(f"sample.teleport must lie in [0, 1), got {section.teleport}")
+        _check_registered(section)
     if name == "data" and not 0 < section.test_fraction < 1:
         raise UserError(f"data.test_fraction must lie in (0, 1), got {section.test_fraction}")
     if name == "eval":
         bad = sorted(set(section.metrics) - set(EVAL_METRICS))
         if bad:
             raise UserError(f"unknown eval.metrics {bad}; choose from {list(EVAL_METRICS)}")
+
+
+def _check_train_mappings(train: TrainConfig) -> None:
+    """train.path names a registered path with its own options, and train.objective holds
+    keywords of ``losses.Objective`` (train.model is checked against the backbone when the
+    data fill in its sizes: ``api.runs.fit_model_to_data``)."""
+    from ..configurable import keyword_names, option_names, refuse_unknown
+    from ..losses import Objective
+    from ..paths import PATHS
+
+    path = dict(train.path)
+    if "name" not in path:
+        raise UserError(f"train.path needs a name: one of {sorted(PATHS)}")
+    cls = PATHS.resolve(path.pop("name"), key="train.path.name")
+    refuse_unknown(cls.name, path, option_names(cls), key="train.path")
+    objective = keyword_names(Objective, exclude=("path",))
+    refuse_unknown("the objective", train.objective, objective, key="train.objective")
+
+
+def _check_registered(section: SampleConfig) -> None:
+    """sample.solver and sample.grid name registered objects and their ``*_options`` are
+    theirs: checked when the config is read (before any training), naming the dotted key."""
+    from ..configurable import option_names, refuse_unknown
+    from ..solvers import GRIDS, SOLVERS
+
+    named: list[tuple[str, Any, Any, dict[str, Any]]] = [
+        ("solver", SOLVERS, section.solver, section.solver_options)
+    ]
+    if isinstance(section.grid, str) and section.grid != "calibrated":  # searched at sample time
+        named.append(("grid", GRIDS, section.grid, section.grid_options))
+    for key, registry, name, options in named:
+        cls = registry.resolve(name, key=f"sample.{key}")
+        refuse_unknown(cls.name, options, option_names(cls), key=f"sample.{key}_options")
+        try:
+            registry.build(name, **options)
+        except UserError as err:
+            raise UserError(f"sample.{key}_options: {err}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,7 +435,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise MissingFileError(f"config file {str(path)!r} does not exist")
     suffix = p.suffix.lower()
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{p}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     if suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -385,7 +446,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise MissingDependencyError(
                 "YAML configs need pyyaml: pip install 'interpolant[all]' (or use .toml/.json)"
             ) from None
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            problem = getattr(err, "problem", None) or str(err)
+            raise _syntax_error(
+                p, mark.line + 1 if mark else None, mark and mark.column + 1, problem
+            ) from None
     elif suffix == ".toml":
         try:
             import tomllib
@@ -393,14 +461,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise MissingDependencyError(
                 "TOML configs need Python >= 3.11 (or use .yaml/.json)"
             ) from None
-        values = tomllib.loads(text)
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            line, column = _toml_position(str(err))
+            raise _syntax_error(p, line, column, str(err).split(" (at ")[0]) from None
     elif suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise _syntax_error(p, err.lineno, err.colno, err.msg) from None
     else:
         raise UserError(f"config file {p.name!r} must end in .yaml, .yml, .toml or .json")
     if not isinstance(values, dict):
         raise UserError(f"{p}: a config file must hold a mapping of sections")
     return values
+
+
+def _syntax_error(path: Path, line: int | None, column: int | None, problem: str) -> UserError:
+    """One line: ``FILE:LINE:COLUMN: syntax error: PROBLEM`` (the compiler convention)."""
+    where = f"{path}:{line}:{column}" if line is not None else str(path)
+    return UserError(f"{where}: syntax error in the {path.suffix[1:].upper()} config: {problem}")
+
+
+def _toml_position(message: str) -> tuple[int | None, int | None]:
+    """(line, column) of tomllib's "... (at line L, column C)" (None where it gives none)."""
+    import re
+
+    found = re.search(r"at line (\d+), column (\d+)", message)
+    return (int(found.group(1)), int(found.group(2))) if found else (None, None)
 
 
 def merge_sections(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

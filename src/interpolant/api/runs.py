@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,19 +26,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..configurable import keyword_names, refuse_unknown
 from ..data import DataInfo, LoadedData, load_dataset
 from ..errors import MissingFileError, UserError, WrongTypeError
 from ..predictions import Model
 from ..randomness import normal
-from ..solvers import Hook, Trajectory
+from ..solvers import Calibration, Hook, Trajectory
 from ..solvers import sample as sample_loop
+from ..threads import apply_policy
 from ..train import TrainConfig, Trainer, build_network
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
+from .checks import RUN_CONFIG, check_belongs, check_data_options
 from .config import DataConfig, RunConfig, SampleConfig, resolve_config
 from .plugins import PluginContext, class_labels, plugin_hooks, sampler_of, without_plugins
-
-RUN_CONFIG = "run_config.json"
 
 
 def is_main_process() -> bool:
@@ -77,6 +79,7 @@ def load_data(data: DataConfig, split: str = "train", n: int | None = None) -> L
             "to an image folder, a .npy/.npz array or a .csv table, e.g. data.name=path/to/images"
         )
     count = n if n is not None else (data.n if split == "train" else None)
+    check_data_options(data.name, data.options)
     return load_dataset(
         data.name,
         n=count,
@@ -109,7 +112,9 @@ def fit_model_to_data(
         raise UserError(
             "train.model needs a name, e.g. train.model.name=mlp (see interpolant info)"
         )
-    params = inspect.signature(_backbone_class(name)).parameters
+    backbone = _backbone_class(name)
+    refuse_unknown(str(name), set(spec) - {"name"}, keyword_names(backbone), key="train.model")
+    params = inspect.signature(backbone).parameters
     shape = tuple(int(s) for s in shape)
     if "dim" in params:
         dim = math.prod(shape)
@@ -262,7 +267,9 @@ def load_run(
     device: str | torch.device = "auto",
 ) -> LoadedRun:
     """The newest complete checkpoint of ``run_dir`` (or ``checkpoint``) as a model in eval mode,
-    with the EMA weights unless ``ema=False``. Sizes and hashes are verified first."""
+    with the EMA weights unless ``ema=False``. Sizes and hashes are verified first; a corrupt
+    newest checkpoint is skipped with a message on stderr naming it and the one used. A
+    ``checkpoint`` whose network, path or data shape differ from the run's is refused."""
     root = Path(run_dir)
     if not root.is_dir():
         raise MissingFileError(f"no run folder at {str(root)!r} (train one with interpolant train)")
@@ -272,7 +279,7 @@ def load_run(
             raise MissingFileError(f"{str(path)!r} is not a checkpoint folder (no state.json)")
         ckpt.verify(path)
     else:
-        found = ckpt.find_resume(root / "checkpoints", log=lambda message: None)
+        found = ckpt.find_resume(root / "checkpoints", log=_warn)
         if found is None:
             raise MissingFileError(
                 f"no checkpoint in {root / 'checkpoints'} (has the run saved one yet?)"
@@ -286,6 +293,8 @@ def load_run(
         config = replace(config, train=train_cfg)
     else:  # trained through interpolant.train directly: only the train section is known
         config = RunConfig(data=DataConfig(name=""), train=train_cfg)
+    if checkpoint is not None:
+        check_belongs(root, path, state)
     model = build_network(train_cfg)
     if not isinstance(model, Model):
         raise WrongTypeError(f"{path} does not describe an interpolant Model")
@@ -299,7 +308,12 @@ def load_run(
     data_info = DataInfo.from_dict(info) if info and "normalizer" in info else None
     target = _device(device) if isinstance(device, str) else device
     model = model.to(target).eval().requires_grad_(False)
+    apply_policy(model)  # the command line's thread choice (interpolant.threads)
     return LoadedRun(root, config, path, int(state["step"]), model, data_info, use_ema)
+
+
+def _warn(message: str) -> None:
+    print(f"interpolant: warning: {message}", file=sys.stderr)
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -336,6 +350,8 @@ class Drawn:
     x: Tensor
     labels: Tensor | None
     trajectory: Tensor | None = None
+    nfe: int = 0  # model evaluations spent per sample (SampleResult.nfe: hooks' included)
+    calibration: Calibration | None = None  # the calibrated grid's record (grid: calibrated)
 
 
 def draw_samples(
@@ -349,18 +365,27 @@ def draw_samples(
     hooks: Sequence[Hook[Any]] = (),
     data: Tensor | Callable[[], Tensor] | None = None,
     trajectory: bool = False,
+    calibration_cache: tuple[Path, str] | None = None,
 ) -> Drawn:
     """``settings.n`` samples of per-sample ``shape`` with the section's sampler spec
     (:func:`~interpolant.api.plugins.sampler_of`), its plug-ins (teleport, skip plan: their
     hooks come first; ``data`` is the training data they may need) and ``hooks`` (guidance).
     Sample i starts from :func:`start_noise` and draws from the stream of index i, so results
-    do not depend on ``batch_size``."""
+    do not depend on ``batch_size``. ``sample.grid: calibrated`` searches the grid of the
+    section's solver and NFE on this model first (:func:`~interpolant.solvers.calibrate`),
+    cached in ``calibration_cache = (folder, tag naming the checkpoint)``."""
     device = next(model.parameters()).device
-    n, spec = settings.n, sampler_of(settings)
+    n = settings.n
+    calibration = None
+    if settings.grid == CALIBRATED:
+        calibration = _calibrate(model, shape, settings, num_classes, cond_key, calibration_cache)
+        spec = calibration.sampler.replace(seed=settings.seed)
+    else:
+        spec = sampler_of(settings)
     context = PluginContext(model, bool(num_classes), data)
     all_hooks = [*plugin_hooks(settings, context), *hooks]  # plug-ins fitted once, all batches
     labels = class_labels(settings, n, num_classes)
-    parts, paths = [], []
+    parts, paths, nfe = [], [], 0
     for start in range(0, n, settings.batch_size):
         index = range(start, min(n, start + settings.batch_size))
         noise = start_noise(shape, settings.seed, index).to(device)
@@ -371,11 +396,45 @@ def draw_samples(
             model, noise, spec, hooks=batch_hooks, cond=cond, index=index, progress=progress
         )
         parts.append(result.x.detach().cpu().float())
+        nfe = max(nfe, int(result.nfe))
         if recorder is not None:
             states = result.state(recorder).states
             paths.append(torch.stack(states).detach().cpu().float())
     stacked = torch.cat(paths, dim=1) if paths else None
-    return Drawn(torch.cat(parts), labels, stacked)
+    return Drawn(torch.cat(parts), labels, stacked, nfe, calibration)
+
+
+CALIBRATED = "calibrated"
+
+
+def _calibrate(
+    model: Model,
+    shape: tuple[int, ...],
+    settings: SampleConfig,
+    num_classes: int | None,
+    cond_key: str,
+    cache: tuple[Path, str] | None,
+) -> Calibration:
+    """The calibrated sampler of the section's solver and NFE (128 draws, 60 search runs)."""
+    from ..solvers import calibrate
+
+    if settings.grid_options:
+        raise UserError("sample.grid=calibrated takes no grid_options (the grid is searched)")
+    base = sampler_of(replace(settings, grid="auto"))
+    draws = 128
+    labels = class_labels(replace(settings, n=draws), draws, num_classes)
+    param = next(model.parameters())
+    return calibrate(
+        model,
+        shape,
+        base,
+        draws=draws,
+        cond=None if labels is None else {cond_key: labels.to(param.device)},
+        cache_dir=None if cache is None else cache[0],
+        tag="" if cache is None else cache[1],
+        dtype=param.dtype,
+        device=param.device,
+    )
 
 
 def sample(
@@ -422,17 +481,25 @@ def sample(
         hooks=hooks,
         data=lambda: load_data(loaded.config.data, "train").x,
         trajectory=keep_trajectory,
+        calibration_cache=(
+            Path(loaded.run_dir) / "calibration",
+            f"{Path(loaded.checkpoint).name}:ema={loaded.ema}",
+        ),
     )
     meta = {
         "run_dir": str(loaded.run_dir),
         "checkpoint": str(loaded.checkpoint),
         "step": loaded.step,
         "ema": loaded.ema,
+        "nfe_spent": drawn.nfe,
         "sample": merged.__dict__,
         "guidance": guidance,
         "data_config": loaded.config.data.__dict__,
         "data": loaded.data_info.to_dict(),
     }
+    if drawn.calibration is not None:
+        record = drawn.calibration.to_dict()
+        meta["calibration"] = {k: v for k, v in record.items() if k != "format_version"}
     return Samples(drawn.x, drawn.labels, meta, drawn.trajectory)
 
 
@@ -468,9 +535,26 @@ def is_image_shape(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
+def picture_of(shape: tuple[int, ...]) -> str | None:
+    """What :func:`plot_samples` draws for samples of per-sample ``shape``, None if nothing."""
+    if is_image_shape(shape):
+        return "an image grid"
+    if shape == (2,):
+        return "a scatter plot over held-out data"
+    if len(shape) == 1 and shape[0] >= 3:
+        k = min(PAIR_COLUMNS, shape[0])
+        return f"a pair plot of the first {k} of {shape[0]} columns over held-out data"
+    return None
+
+
+#: Columns of a table drawn in its pair plot.
+PAIR_COLUMNS = 4
+
+
 def plot_samples(samples: Samples, out: str | Path, reference: Tensor | None = None) -> Path | None:
-    """A grid of images (rows by class for conditional samples) or a 2-D scatter over
-    ``reference``; None for data that is neither."""
+    """A grid of images (rows by class for conditional samples), a 2-D scatter over
+    ``reference``, or for rows of 3+ values a pair plot of the first :data:`PAIR_COLUMNS`;
+    None for data that is none of these (:func:`picture_of` says which)."""
     from .. import plots
 
     x, labels = samples.x, samples.labels
@@ -487,6 +571,8 @@ def plot_samples(samples: Samples, out: str | Path, reference: Tensor | None = N
         return plots.plot_image_grid(x[:100], out, nrow=10)
     if shape == (2,):
         return plots.plot_scatter(x, out, data=reference)
+    if picture_of(shape) is not None:
+        return plots.plot_pairs(x, out, data=reference, columns=PAIR_COLUMNS)
     return None
 
 
@@ -553,6 +639,7 @@ __all__ = [
     "fit_model_to_data",
     "load_data",
     "load_run",
+    "picture_of",
     "plot_samples",
     "read_samples",
     "sample",

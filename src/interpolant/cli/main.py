@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .exits import broken_pipe, interrupted
 
 EXIT_USAGE = 2
 #: Exit status of an internal error (a bug), distinct from a usage error.
@@ -78,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="interpolant", description=DESCRIPTION, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 for models under 1M parameters, else the free "
+        "cores; OMP_NUM_THREADS is respected)",
+    )
     parser.add_argument(
         "--traceback", action="store_true", help="show Python tracebacks instead of one-line errors"
     )
@@ -125,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", help="a registered solver (interpolant info lists them)")
     p.add_argument("--nfe", type=int, help="model evaluations per sample")
     p.add_argument(
-        "--grid", help="time grid: uniform, karras, logsnr, shift, edm, or a grid file (.json)"
+        "--grid",
+        help="time grid: auto (the default rule), uniform, karras, logsnr, shift, calibrated "
+        "(searched on this model once, cached in the run), or a grid file (.json)",
     )
     p.add_argument("-n", "--n", type=int, dest="n", help="number of samples")
     p.add_argument("--seed", type=int, help="sample i uses noise seeded by (seed, i)")
@@ -192,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .forecast import add_parser as add_forecast
 
     add_forecast(sub, _Formatter)
+    from .data import add_parser as add_data
+
+    add_data(sub, _Formatter)
 
     # eval
     p = sub.add_parser(
@@ -211,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the data set or path to compare with (default: the run's)")
     p.add_argument("--metrics", help="comma-separated: auto, fd, sliced_wasserstein, mmd, ...")
     p.add_argument("--n-reference", type=int, help="held-out examples to use")
+    p.add_argument(
+        "--inception",
+        metavar="PATH",
+        help="pytorch-fid Inception-v3 weights (pt_inception-2015-12-05-*.pth, never "
+        "downloaded): adds FID and KID for images",
+    )
     p.add_argument("--out", type=Path, help="where to write metrics.json")
     p.add_argument("overrides", nargs="*", metavar="eval.KEY=VALUE", help="eval overrides")
 
@@ -304,7 +323,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..api.config import DataConfig
-    from ..api.runs import load_data, sample, save_samples
+    from ..api.runs import load_data, picture_of, sample, save_samples
     from .schedule import read_grid
 
     settings: dict[str, Any] = {
@@ -341,7 +360,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     reference = None
     data = DataConfig(**out.meta["data_config"])
-    if tuple(out.x.shape[1:]) == (2,) and data.name:
+    shape = tuple(out.x.shape[1:])
+    if len(shape) == 1 and data.name:  # scatter and pair plots draw the held-out data too
         reference = load_data(data, "test").x
     paths = save_samples(out, args.out or args.run_dir / "samples", reference)
     s = out.meta["sample"]
@@ -349,16 +369,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"{out.x.shape[0]} samples from {out.meta['checkpoint']} "
         f"({'EMA' if out.meta['ema'] else 'raw'} weights), {s['solver']} "
         + (
-            f"{s['nfe']} NFE on the {s['grid']} grid"
+            f"on the {s['grid']} grid"
             if isinstance(s["grid"], str)
             else f"on a grid of {len(s['grid']) - 1} listed steps"
         )
+        + f", {_nfe_spent(out.meta.get('nfe_spent'), s)}"
         + f", seed {s['seed']}"
         + (f", first {s['teleport']:g} of the steps teleported" if s.get("teleport") else "")
     )
+    calibration = out.meta.get("calibration")
+    if calibration:
+        print(
+            f"calibrated grid: RMSE {calibration['rmse']:.3g} against the exact ODE on "
+            f"{calibration['draws']} calibration draws ({calibration['start_rmse']:.3g} on the "
+            f"best uniform log-SNR grid); calibrating cost {calibration['nfe_spent']} model "
+            f"evaluations, once (cached in {out.meta['run_dir']}/calibration)"
+        )
     for path in paths.values():
         print(f"wrote {path}")
+    picture = picture_of(shape)
+    print(
+        f"samples.png: {picture}"
+        if picture
+        else f"no samples.png: samples of shape {shape} are neither images (1 or 3 channels) "
+        "nor rows of values"
+    )
     return 0
+
+
+def _nfe_spent(spent: int | None, settings: dict[str, Any]) -> str:
+    """The model evaluations each sample cost (guidance and plug-ins included), and the
+    solver's nominal budget where that differs."""
+    nominal = settings["nfe"] if isinstance(settings["grid"], str) else None
+    if spent is None:
+        return f"{nominal} NFE"
+    extra = f" (the solver's nominal budget: {nominal})" if nominal not in (None, spent) else ""
+    return f"{spent} NFE spent per sample{extra}"
 
 
 def _scaled_sample(args: argparse.Namespace, settings: dict[str, Any]) -> int:
@@ -434,7 +480,7 @@ def _guidance_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..api.config import DataConfig
-    from ..api.evaluate import evaluate
+    from ..api.evaluate import evaluate, format_metrics
     from ..api.runs import read_samples
 
     found = read_samples(args.samples)
@@ -443,6 +489,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.n_reference is not None:
         settings["n_reference"] = args.n_reference
+    if args.inception is not None:
+        settings["inception"] = args.inception
     data = None
     if args.data:
         known = found.meta.get("data_config") or {}
@@ -455,9 +503,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{result['n_samples']} samples vs {result['n_reference']} held-out examples of "
         f"{result['data']!r} (features: {result['features']})"
     )
-    width = max(len(k) for k in result["metrics"])
-    for key, value in result["metrics"].items():
-        print(f"  {key:<{width}}  {value:.6g}")
+    print("\n".join(format_metrics(result["metrics"])))
     print(f"wrote {out}")
     return 0
 
@@ -553,6 +599,12 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import cmd_data as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -566,6 +618,7 @@ COMMANDS = {
     "graphs": cmd_graphs,
     "distill": cmd_distill,
     "forecast": cmd_forecast,
+    "data": cmd_data,
 }
 
 
@@ -590,6 +643,8 @@ BUG_NOTE = (
 def _report(err: Exception, traceback: bool) -> int:
     """A :class:`UserError` as one line (``--traceback``: re-raised); anything else is a bug:
     its traceback, then :data:`BUG_NOTE`."""
+    if isinstance(err, BrokenPipeError):
+        return broken_pipe()
     if traceback:
         raise err
     if isinstance(err, UserError):
@@ -603,8 +658,21 @@ def _report(err: Exception, traceback: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+    Ctrl-C or SIGTERM: one line (for training: where the checkpoint is and how to resume)."""
+    from ..threads import get_policy, set_policy
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    policy = get_policy()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:
+        return interrupted(err, argv)
+    finally:
+        set_policy(policy)  # the thread policy is the command's, not the calling program's
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     from .text import TOPICS
 
@@ -618,6 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(max(1, int(argv[argv.index("--threads") + 1])))
+        elif "OMP_NUM_THREADS" not in os.environ:
+            from ..threads import set_policy
+
+            set_policy("auto")
         return _run_text(argv[head:], "--traceback" in argv[:head])
     try:
         args, extra = parser.parse_known_args(argv)
@@ -645,6 +717,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    elif "OMP_NUM_THREADS" not in os.environ and args.command not in ("demo", "repro"):
+        from ..threads import set_policy
+
+        set_policy("auto")  # threads from the model's size and the free cores (threads.py)
     try:
         return COMMANDS[args.command](args)
     except Exception as err:

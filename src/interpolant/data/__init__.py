@@ -1,11 +1,14 @@
-"""Data: analytic oracles, toy sets, digits and the user's own arrays and images."""
+"""Data: analytic oracles, toy sets, digits and the user's own arrays and images, in memory or
+streamed from disk (memory maps, image folders, safetensors shards)."""
 
 from .base import DataInfo, LoadedData, holdout_indices
 from .digits import DIGITS_N_TEST, load_digits
 from .files import load_array, load_csv, load_files, load_image_folder, read_image
 from .oracles import ORACLES, GaussianMixture, as_gaussian, fit_gaussian, lowrank64, ring2d
 from .registry import DATASETS, DatasetSpec, load_dataset, split_generator
+from .shards import ShardStream, read_manifest, verify_shards, write_shards
 from .stats import Normalizer, channel_stats, estimate_sigma_data
+from .streaming import ArrayStream, ImageFolderStream, StreamingDataset, TensorStream, open_stream
 from .toy import TOY_SETS, checkerboard, circles, eight_gaussians, moons, swiss_roll
 
 __all__ = [
@@ -13,11 +16,16 @@ __all__ = [
     "DIGITS_N_TEST",
     "ORACLES",
     "TOY_SETS",
+    "ArrayStream",
     "DataInfo",
     "DatasetSpec",
     "GaussianMixture",
+    "ImageFolderStream",
     "LoadedData",
     "Normalizer",
+    "ShardStream",
+    "StreamingDataset",
+    "TensorStream",
     "as_gaussian",
     "channel_stats",
     "checkerboard",
@@ -34,8 +42,12 @@ __all__ = [
     "load_image_folder",
     "lowrank64",
     "moons",
+    "open_stream",
     "read_image",
+    "read_manifest",
     "ring2d",
     "split_generator",
     "swiss_roll",
+    "verify_shards",
+    "write_shards",
 ]

@@ -50,7 +50,11 @@ class DataInfo:
 
 
 class LoadedData(NamedTuple):
-    """``(x, labels, info)``: float32 data (N, ...), int64 labels (N,) or None, metadata."""
+    """``(x, labels, info)``: float32 data (N, ...), int64 labels (N,) or None, metadata.
+
+    With ``stream=True`` (or a shard folder) ``x`` is a reader of on-disk data
+    (:class:`~.streaming.StreamingDataset`: ``len``, ``shape``, ``x[a:b]`` reads a batch) that
+    the trainer reads through a DataLoader; the labels are in memory either way."""
 
     x: Tensor
     labels: Tensor | None
@@ -101,4 +105,6 @@ def select(data: LoadedData, index: np.ndarray | Tensor, split: str | None = Non
     idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
     info = replace(data.info, n=int(idx.numel()), split=split or data.info.split)
     labels = None if data.labels is None else data.labels[idx]
-    return LoadedData(data.x[idx], labels, info)
+    # A reader of on-disk data (data/streaming.py) selects without reading anything.
+    subset = getattr(data.x, "subset", None)
+    return LoadedData(subset(idx) if subset is not None else data.x[idx], labels, info)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
 from .base import DataInfo, LoadedData
 from .stats import Normalizer
 
@@ -147,33 +148,68 @@ def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] 
     return files, labels, classes
 
 
+def decode_image(
+    path: str | Path, channels: int, hw: tuple[int, int] | None = None, backend: str = "auto"
+) -> Tensor:
+    """One image file as float64 (channels, H, W) intensities in [0, 1]; ``hw`` resizes it with
+    antialiased bilinear interpolation (the in-memory and the streaming readers share this)."""
+    img = to_channels(read_image(path, backend), channels, str(path))
+    chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    if hw is not None and tuple(chw.shape[1:]) != hw:
+        resized = F.interpolate(chw[None], size=hw, mode="bilinear", antialias=True)
+        chw = resized[0].clamp(0, 1)
+    return chw
+
+
+def image_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``size`` (an int or (H, W)) as (H, W), or None."""
+    hw = (size, size) if isinstance(size, int) else None if size is None else tuple(size)
+    if hw is not None and (len(hw) != 2 or min(hw) < 1):
+        raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
+    return None if hw is None else (int(hw[0]), int(hw[1]))
+
+
 def load_image_folder(
     folder: str | Path,
     channels: int = 3,
     size: int | tuple[int, int] | None = None,
     backend: str = "auto",
+    stream: bool = False,
+    on_bad_image: str = "raise",
 ) -> LoadedData:
     """Images of a folder as (N, channels, H, W) in [-1, 1] (raw values are intensities in [0, 1]).
 
     Images directly inside ``folder`` are unlabelled; if there are none, each subfolder is a
     class (sorted names, labels 0, 1, ...). ``size`` (an int or (H, W)) resizes every image with
     antialiased bilinear interpolation; without it all images must share one size.
+    ``stream=True``: ``x`` is a reader that decodes images when they are read
+    (:class:`~.streaming.ImageFolderStream`). ``on_bad_image``: "raise" refuses a file that does
+    not decode (naming it); "skip" puts the next image that decodes in its place.
     """
+    if stream or on_bad_image != "raise":
+        from .streaming import ImageFolderStream
+
+        reader = ImageFolderStream(folder, channels, size, backend, on_bad_image)
+        if stream:
+            return reader.loaded()
+        loaded = reader.loaded()
+        loaded.info.extra.update(replaced=dict(reader.replaced))
+        return loaded._replace(x=reader.to_tensor())
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"folder must be a directory of images, got {str(folder)!r}")
     files, labels, classes = _image_files(root)
-    hw = (size, size) if isinstance(size, int) else None if size is None else tuple(size)
-    if hw is not None and (len(hw) != 2 or min(hw) < 1):
-        raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
+    hw = image_size(size)
     images: list[Tensor] = []
     for path in files:
-        img = to_channels(read_image(path, backend), channels, str(path))
-        chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        if hw is not None and tuple(chw.shape[1:]) != hw:
-            resized = F.interpolate(chw[None], size=hw, mode="bilinear", antialias=True)
-            chw = resized[0].clamp(0, 1)
-        elif images and chw.shape != images[0].shape:
+        try:
+            chw = decode_image(path, channels, hw, backend)
+        except (OSError, SyntaxError) as err:  # what Pillow raises for a damaged file
+            raise UserError(
+                f"cannot decode image {path} ({type(err).__name__}: {err}); fix or remove it, "
+                "or set on_bad_image='skip' to put the next image in its place"
+            ) from None
+        if hw is None and images and chw.shape != images[0].shape:
             first = files[0].name
             raise ValueError(
                 f"images differ in size: {first} is {tuple(images[0].shape[1:])} (H, W), "
@@ -217,13 +253,26 @@ def load_array(
     labels_key: str | None = None,
     normalize: str | None = None,
     per_channel: bool = False,
+    stream: bool = False,
 ) -> LoadedData:
     """Data from a ``.npy`` or ``.npz`` file: rows are samples, (N,) is read as (N, 1).
 
     For ``.npz``, ``key`` names the data array (default: the only one, else "x", else "arr_0")
     and ``labels_key`` an optional (N,) label array. ``normalize``: None (keep values),
     "standardize" or "range" (fitted, globally or ``per_channel`` along axis 1).
+    ``stream=True``: ``x`` is a memory map's reader (:class:`~.streaming.ArrayStream`) that
+    reads rows when they are asked for; it keeps the stored values (``normalize`` would need
+    every row: normalise the file beforehand, or pack shards).
     """
+    if stream:
+        if normalize not in (None, "none", "identity"):
+            raise UserError(
+                f"normalize={normalize!r} is fitted on every row, which a stream does not hold; "
+                "store normalised values, or load the file into memory (stream=false)"
+            )
+        from .streaming import ArrayStream
+
+        return ArrayStream(path, key, labels_key).loaded()
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"path must be an existing .npy/.npz file, got {str(path)!r}")

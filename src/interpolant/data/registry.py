@@ -23,7 +23,9 @@ from .base import DataInfo, LoadedData, check_split, holdout_indices, select
 from .digits import load_digits
 from .files import load_files
 from .oracles import ORACLES, GaussianMixture
+from .shards import MANIFEST
 from .stats import Normalizer
+from .streaming import StreamingDataset, is_stream, open_stream
 from .toy import TOY_CLASSES, TOY_SETS, ToySampler
 
 DEFAULT_N = {"train": 10_000, "test": 2_000}
@@ -105,6 +107,22 @@ def _subset(data: LoadedData, n: int | None, g: torch.Generator) -> LoadedData:
     return select(data, index.numpy())
 
 
+def _load_path(name: str, params: dict[str, Any]) -> LoadedData:
+    """The user's files (:func:`~.files.load_files`; ``stream=True`` keeps them on disk), or a
+    shard folder, which streams unless ``stream=False``."""
+    if not (Path(name) / MANIFEST).is_file():
+        return load_files(name, **params)
+    options = dict(params)
+    stream = options.pop("stream", True)
+    if options or not isinstance(stream, bool):
+        raise UserError(
+            f"{name} is a shard folder: its only data option is stream (true or false), got "
+            f"{params}"
+        )
+    reader = open_stream(name)
+    return reader.loaded() if stream else reader.loaded()._replace(x=reader.to_tensor())
+
+
 def load_dataset(
     name: str,
     n: int | None = None,
@@ -118,7 +136,10 @@ def load_dataset(
 
     ``n``: sample count for sampled sets (default 10000 train / 2000 test), or a random subset
     of a finite set (default: all of the split). ``split``: "train", "test" or (finite sets only)
-    "all". For a path, ``params`` go to :func:`~.files.load_files` and "train"/"test" are a
+    "all". For a path, ``params`` go to :func:`~.files.load_files` (``stream=True``: to the
+    on-disk reader of :func:`~.streaming.open_stream`, whose "train" and "all" splits stay on
+    disk while "test" is read into memory; a shard folder streams unless ``stream=False``) and
+    "train"/"test" are a
     deterministic hold-out of ``test_fraction`` (stratified by label if there are labels, drawn
     with ``derive_seed("data-holdout", seed)``). Returns ``LoadedData(x float32 (N, ...), labels
     or None, info)``.
@@ -134,7 +155,7 @@ def load_dataset(
     elif spec is not None:
         data = _subset(spec.load(n, split, g, **params), n, g)
     elif Path(name).exists():
-        data = load_files(name, **params)
+        data = _load_path(name, params)
         if split != "all":
             if not 0 < test_fraction < 1:
                 raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -146,6 +167,8 @@ def load_dataset(
             extra = {**data.info.extra, "test_fraction": test_fraction, "split_seed": seed}
             data = data._replace(info=replace(data.info, extra=extra))
         data = _subset(data, n, g)
+        if split == "test" and is_stream(data.x):  # the held-out share is compared in memory
+            data = data._replace(x=cast(StreamingDataset, data.x).to_tensor())
     else:
         raise MissingFileError(
             f"unknown data set {name!r}: not a registered name ({', '.join(DATASETS)}) "

@@ -18,7 +18,15 @@ from .distances import (
     sliced_wasserstein,
     wasserstein_1d,
 )
-from .fid import extract_features, frechet_distance, frechet_distance_from_stats, gaussian_stats
+from .fid import (
+    KID,
+    extract_features,
+    frechet_distance,
+    frechet_distance_from_stats,
+    gaussian_stats,
+    kernel_inception_distance,
+    polynomial_mmd2,
+)
 from .nll import nll_bits_per_dim, raw_space_offset
 
 if TYPE_CHECKING:
@@ -30,7 +38,10 @@ if TYPE_CHECKING:
         digits_features,
         load_digits_classifier,
     )
+    from .inception import InceptionV3, inception_features, load_inception
 
+#: Names loaded on first use, by module (the Inception network is only built when asked for).
+_INCEPTION = {"InceptionV3", "inception_features", "load_inception"}
 _LAZY = {
     "DigitsClassifier",
     "class_confidence",
@@ -44,11 +55,15 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(".classifier", __name__), name)
+    if name in _INCEPTION:
+        return getattr(importlib.import_module(".inception", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "KID",
     "DigitsClassifier",
+    "InceptionV3",
     "PrecisionRecall",
     "class_confidence",
     "class_log_probs",
@@ -59,10 +74,14 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "gaussian_stats",
+    "inception_features",
+    "kernel_inception_distance",
     "load_digits_classifier",
+    "load_inception",
     "median_bandwidth",
     "mmd",
     "nll_bits_per_dim",
+    "polynomial_mmd2",
     "precision_recall",
     "raw_space_offset",
     "sliced_wasserstein",

@@ -143,7 +143,12 @@ def load_reward(spec: str) -> Reward:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise UserError(f"cannot import reward module {module_name!r}: {err}") from err
+        kinds = ", ".join(spec.split(":")[0] for spec in REWARD_SPECS[:-1])
+        raise UserError(
+            f"unknown reward kind {module_name!r}: the built-in kinds are {kinds} "
+            f"({'; '.join(REWARD_SPECS[:-1])}); anything else is read as module:function of "
+            f"your own, and importing {module_name!r} failed ({err})"
+        ) from err
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -46,7 +46,12 @@ def build_network(config: TrainConfig) -> nn.Module:
                 f"{config.predicts!r}, set it to 'x0'"
             )
         net = Preconditioned(net, path, sigma_data=config.precondition)
-    return Model(net, path, predicts=config.predicts)
+    model = Model(net, path, predicts=config.predicts)
+    if config.lora is not None:  # the adapters' layout; train() loads the base weights
+        from .lora import add_lora, lora_options
+
+        add_lora(model, lora_options(config.lora).replace(base=None))
+    return model
 
 
 def build_objective(config: TrainConfig, path: Any) -> Objective:
@@ -85,6 +90,10 @@ def train(
     network = network_spec(cfg) if model is None else {}
     if model is None:
         model = build_network(cfg)
+    if cfg.lora is not None:  # base weights (unless resuming), adapters if not there yet
+        from .lora import prepare_lora
+
+        prepare_lora(model, cfg)
     if objective is None:
         path = getattr(model, "path", None)
         if path is None:
@@ -92,6 +101,10 @@ def train(
 
             path = path_from_config(cfg.path)
         objective = build_objective(cfg, path)
+    if cfg.tensorboard:  # fail before training, not at the first log
+        from .tensorboard import summary_writer_class
+
+        summary_writer_class()
     trainer = Trainer(
         model,
         objective,
@@ -106,6 +119,10 @@ def train(
     )
     try:
         trainer.run()
+        if cfg.lora is not None:
+            from .lora import lora_options, save_run_adapter
+
+            save_run_adapter(trainer, lora_options(cfg.lora))
     finally:
         trainer.close()
     return trainer

@@ -213,18 +213,33 @@ def find_resume(root: str | Path, log: Callable[[str], None] = print) -> Path | 
     """The newest checkpoint to resume from, or None if there is none.
 
     A folder without state.json (never finished) is skipped with a message and the previous
-    one is used; leftover temporary folders are reported. The chosen one is verified, and a
-    corrupt one raises :class:`CheckpointError` rather than being silently skipped.
+    one is used; leftover temporary folders are reported. Each candidate is verified (sizes
+    and hashes); a corrupt or truncated one is skipped too, with a message naming it, why, and
+    the checkpoint used instead. When every checkpoint is corrupt, :class:`CheckpointError`
+    names them all (training from scratch over them would hide the damage).
     """
     root = Path(root)
     for tmp in sorted(root.glob(".tmp-step-*")) if root.exists() else []:
         log(f"ignoring incomplete checkpoint {tmp} (its write did not finish)")
+    corrupt: list[str] = []
     for _, path in reversed(list_checkpoints(root)):
         if not (path / STATE_FILE).exists():
             log(f"skipping incomplete checkpoint {path} (no {STATE_FILE}); trying the previous one")
             continue
-        verify(path)
+        try:
+            verify(path)
+        except CheckpointError as err:
+            corrupt.append(str(err))
+            log(f"skipping corrupt checkpoint {path} ({err}); trying the previous one")
+            continue
+        if corrupt:
+            log(f"using {path} instead of the newer corrupt checkpoint(s)")
         return path
+    if corrupt:
+        raise CheckpointError(
+            f"no intact checkpoint under {root}: {'; '.join(corrupt)} "
+            "(move the folder away to start afresh)"
+        )
     return None
 
 
@@ -287,12 +302,50 @@ def check_tensors(
         raise CheckpointError(f"{file} does not fit the model: " + "; ".join(problems))
 
 
-def check_network(file: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose network description differs from the current one."""
-    diffs = [
-        f"{k}: {saved.get(k)!r} in checkpoint, {current.get(k)!r} now"
-        for k in sorted(set(saved) | set(current))
-        if saved.get(k) != current.get(k)
-    ]
+def differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = "", now: str = "now"
+) -> list[str]:
+    """``"key.sub: A in checkpoint, B now"`` for every dotted key whose value differs between
+    two JSON descriptions (nested mappings compared key by key; tuples equal lists)."""
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.", now)
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in checkpoint, {b!r} {now}")
+    return out
+
+
+def check_network(
+    file: str | Path,
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    prefix: str = "",
+    now: str = "now",
+) -> None:
+    """Refuse a checkpoint whose network description differs from the current one, naming
+    each differing key (``prefix`` makes them the config's dotted keys, e.g. ``train.``)."""
+    diffs = differences(saved, current, prefix, now)
     if diffs:
         raise CheckpointError(f"{file} was written for another network: " + "; ".join(diffs))
+
+
+def check_data_shape(
+    file: str | Path, saved: dict[str, Any], current: dict[str, Any], now: str = "now"
+) -> None:
+    """Refuse a checkpoint trained on examples of another shape or dtype (``data`` entries of
+    state.json: ``{"shape": [...], "dtype": ...}``); keys absent on either side are not compared."""
+    diffs = [
+        f"data.{key}: {saved[key]!r} in checkpoint, {current[key]!r} {now}"
+        for key in ("shape", "dtype")
+        if key in saved and key in current and _as_list(saved[key]) != _as_list(current[key])
+    ]
+    if diffs:
+        raise CheckpointError(f"{file} was trained on other data: " + "; ".join(diffs))
+
+
+def _as_list(value: Any) -> Any:
+    """Tuples as lists (JSON has no tuples)."""
+    return list(value) if isinstance(value, tuple | list) else value

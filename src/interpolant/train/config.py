@@ -16,10 +16,10 @@ from typing import Any
 
 from ..configurable import option
 from ..errors import UserError, WrongTypeError
+from .precision import PRECISIONS
 
 LR_SCHEDULES = ("constant", "cosine", "inverse_sqrt")
 EMA_KINDS = ("none", "halflife", "power")
-PRECISIONS = ("float32", "bf16")
 PARALLEL = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -70,6 +70,12 @@ class TrainConfig:
     )
     cond_key: str = option(
         "class_labels", help="keyword under which labels reach the network", group=_WHAT
+    )
+    lora: dict[str, Any] | None = option(
+        None,
+        help="LoRA fine-tuning {rank: 8, alpha: rank, dropout: 0, targets: [globs], base: run, "
+        "checkpoint or .safetensors}: only the adapters train (interpolant.train.lora)",
+        group=_WHAT,
     )
 
     # Run.
@@ -141,11 +147,30 @@ class TrainConfig:
     # Hardware.
     device: str = option("auto", help=f"one of {', '.join(DEVICES)}", group="Hardware")
     precision: str = option(
-        "float32", help=f"one of {', '.join(PRECISIONS)} (bf16: autocast)", group="Hardware"
+        "float32",
+        help=f"one of {', '.join(PRECISIONS)} (bf16/fp16: autocast, fp16 with a loss scaler; "
+        "fp8: torchao float8 matmuls, Hopper GPUs)",
+        group="Hardware",
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        help="recompute each block's activations in the backward pass (less memory, ~1 more "
+        "forward); DiT, MMDiT, UNet",
+        group="Hardware",
     )
     compile: bool = option(False, help="torch.compile the network", group="Hardware")
     parallel: str = option(
         "ddp", help=f"under torchrun: one of {', '.join(PARALLEL)}", group="Hardware"
+    )
+
+    # Data loading (a streamed data set: data.options.stream=true, shards, a Dataset).
+    num_workers: int = option(
+        0,
+        help="DataLoader worker processes reading a streamed data set (0: the trainer reads)",
+        group="Data loading",
+    )
+    prefetch_factor: int | None = option(
+        None, help="micro-batches each worker reads ahead (default 2)", group="Data loading"
     )
 
     # Bookkeeping.
@@ -162,6 +187,11 @@ class TrainConfig:
         group="Bookkeeping",
     )
     progress: bool = option(True, help="show a tqdm progress bar", group="Bookkeeping")
+    tensorboard: bool = option(
+        False,
+        help="also log stats.jsonl's scalars to run_dir/tensorboard (extra: tensorboard)",
+        group="Bookkeeping",
+    )
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -210,6 +240,13 @@ class TrainConfig:
         for name in ("model", "path", "objective"):
             if not isinstance(getattr(self, name), dict):
                 raise UserError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+        if self.lora is not None:  # refuse bad LoRA options before anything is built
+            from .lora import lora_options
+
+            try:
+                lora_options(self.lora)
+            except UserError as err:
+                raise UserError(f"lora: {err}") from err
 
     # --- batch arithmetic -------------------------------------------------------------------
     def rounds(self, world_size: int) -> tuple[int, int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -26,16 +25,35 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..errors import UserError, WrongTypeError
+from ..threads import apply_policy
 from . import checkpoint as ckpt
 from . import distributed as dist_util
 from . import state as st
 from .config import NETWORK_FIELDS, TrainConfig, as_config
 from .ema import EMA
+from .loader import (
+    StreamFeed,
+    check_data,
+    data_fingerprint,
+    describe_data,
+    position_change,
+    stream_position,
+)
 from .posthoc import PosthocTracker
+from .precision import (
+    autocast,
+    convert_to_fp8,
+    enable_gradient_checkpointing,
+    grad_scaler,
+    load_scaler_state,
+    scaler_state,
+)
 from .sampler import StepSampler, generator, step_seed
 from .schedules import lr_from_config
+from .stop import StopSignals, TrainingStopped, stop_decision
 
 logger = logging.getLogger("interpolant.train")
 
@@ -59,12 +77,6 @@ class Objective(Protocol):
     ) -> Tensor: ...
 
 
-def data_fingerprint(data: Tensor) -> str:
-    """sha256 of the data's bytes (detects a different data set on resume)."""
-    raw = data.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-    return hashlib.sha256(raw).hexdigest()
-
-
 class Trainer:
     """Trains ``model`` on the rows of ``data`` by minimising ``objective``.
 
@@ -72,7 +84,11 @@ class Trainer:
         model: the module handed to ``objective.loss`` (e.g. ``interpolant.Model``); its
             parameters are trained. Every rank must build it identically.
         objective: anything with ``loss(model, x0, generator=..., cond=...) -> scalar``.
-        data: (N, ...) training examples, kept in memory on the training device.
+        data: (N, ...) training examples, kept in memory on the training device; or a
+            map-style ``torch.utils.data.Dataset`` (e.g. ``interpolant.data.streaming``'s
+            readers of memory-mapped arrays, image folders, shards) read through a DataLoader
+            (``config.num_workers``) in exactly the order the in-memory path reads rows, so both
+            train the same model bit for bit.
         config: a :class:`TrainConfig` or dict.
         labels: optional (N,) labels, passed to the model as ``cond={config.cond_key: y}``.
         network: JSON description of the network; a checkpoint written for another is refused.
@@ -81,13 +97,16 @@ class Trainer:
             at the end, with a plain copy of the model holding the EMA weights.
         on_checkpoint: ``on_checkpoint(step, path)`` on rank 0 after each checkpoint.
         step_hook: ``step_hook(trainer, step)`` on every rank after each update.
+        encoder: ``encoder(x) -> latents``, applied under ``no_grad`` to every block of rows
+            before the loss (latent training with e.g. a VAE's encoder: ``lambda x:
+            vae.encode(x).latent_dist.mode()``); the network then sees latents.
     """
 
     def __init__(
         self,
         model: nn.Module,
         objective: Objective,
-        data: Tensor,
+        data: Tensor | Dataset,
         config: TrainConfig | dict[str, Any],
         labels: Tensor | None = None,
         *,
@@ -96,6 +115,7 @@ class Trainer:
         sample_fn: SampleFn | None = None,
         on_checkpoint: CheckpointFn | None = None,
         step_hook: StepHook | None = None,
+        encoder: Callable[[Tensor], Tensor] | None = None,
     ):
         self.config = cfg = as_config(config)
         if not isinstance(model, nn.Module):
@@ -104,7 +124,7 @@ class Trainer:
             raise WrongTypeError(
                 f"objective needs a loss(model, x0, ...) method, got {objective!r}"
             )
-        _check_data(data, labels, integer=bool(getattr(objective, "integer_data", False)))
+        check_data(data, labels, integer=bool(getattr(objective, "integer_data", False)))
         self.info = info = dist_util.setup(cfg.device)
         self.batch_per_gpu, self.rounds = cfg.rounds(info.world_size)
         self.noise_block = cfg.noise_block or self.batch_per_gpu
@@ -117,17 +137,32 @@ class Trainer:
         self.step = 0  # updates done
         self.elapsed_s = 0.0  # training wall time of earlier sessions
 
-        # Data: every rank keeps all of it; the sampler says which rows it reads.
-        self.data = data.to(info.device)
+        # Data: a tensor every rank keeps whole, or a Dataset each rank streams its rows of;
+        # the sampler says which rows are read either way.
+        n = int(data.shape[0]) if isinstance(data, Tensor) else len(data)  # type: ignore[arg-type]
+        self.sampler = StepSampler(n, cfg.batch_size, cfg.seed)
+        self.encoder = encoder
+        self.feed: StreamFeed | None = None
+        if isinstance(data, Tensor):
+            self.data = data.to(info.device)
+        else:
+            self.data = torch.zeros(0)  # unused: rows come from self.feed
+            self.feed = StreamFeed(
+                data,
+                self.sampler,
+                rank=info.rank,
+                world_size=info.world_size,
+                batch_per_gpu=self.batch_per_gpu,
+                rounds=self.rounds,
+                stop_step=cfg.steps,
+                num_workers=cfg.num_workers,
+                prefetch_factor=cfg.prefetch_factor,
+                device=info.device,
+                log=self.log,
+            )
         self.labels = None if labels is None else labels.to(info.device)
-        self.data_desc = {
-            "n": int(data.shape[0]),
-            "shape": list(data.shape[1:]),
-            "dtype": str(data.dtype).replace("torch.", ""),
-            "fingerprint": data_fingerprint(data),
-            "info": self.data_info,
-        }
-        self.sampler = StepSampler(data.shape[0], cfg.batch_size, cfg.seed)
+        fingerprint = data_fingerprint(data)
+        self.data_desc = describe_data(data, fingerprint, self.data_info, encoder, cfg.batch_size)
 
         # Model: same weights everywhere, then wrapped (DDP / FSDP2) and optionally compiled.
         self.module = model.to(info.device).train()
@@ -136,6 +171,12 @@ class Trainer:
                 for tensor in [*model.parameters(), *model.buffers()]:
                     torch.distributed.broadcast(tensor, src=0)
         self.sample_model = copy.deepcopy(model).eval() if sample_fn and info.is_main else None
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.module)
+        if cfg.precision == "fp8":
+            swapped = convert_to_fp8(self.module, info.device)
+            self.log(f"fp8: {swapped} Linear layers run their matmuls in float8")
+        self.scaler = grad_scaler(cfg.precision, info.device)
         self.wrapped, self.unit = dist_util.wrap(self.module, info, cfg.parallel)
         if cfg.compile:
             dist_util.parallel_target(self.module).compile()
@@ -166,23 +207,23 @@ class Trainer:
         self._bar: Any = None
 
     # --- logging ------------------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        """A line in ``run_dir/log.txt`` and the ``interpolant.train`` logger (rank 0 only)."""
+    def log(self, message: str, echo: bool = True) -> None:
+        """A line in ``run_dir/log.txt`` and the ``interpolant.train`` logger (rank 0 only);
+        ``echo``: also above the progress bar."""
         if not self.info.is_main:
             return
         logger.info(message)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "log.txt", "a") as f:
             f.write(f"[step {self.step}] {message}\n")
-        if self.config.progress:
+        if self.config.progress and echo:
             from tqdm import tqdm
 
             tqdm.write(f"[interpolant.train] {message}", file=sys.stderr)
 
     # --- one update ---------------------------------------------------------------------------
     def _autocast(self) -> Any:
-        enabled = self.config.precision == "bf16"
-        return torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return autocast(self.config.precision, self.info.device)
 
     def _micro_loss(self, indices: Tensor, step: int, first: int) -> Tensor:
         """Mean loss over the examples ``indices`` whose global batch positions start at
@@ -191,18 +232,36 @@ class Trainer:
         (seed, step, block position), so the draws do not depend on batch_per_gpu or ranks."""
         block = self.noise_block
         losses = []
+        # A streamed micro-batch: the DataLoader's batch, checked to hold exactly these rows.
+        streamed = None if self.feed is None else self.feed.batch(indices, step, first)
+        self.data_desc["position"] = stream_position(
+            step + 1, self.config.batch_size, self.sampler.n
+        )
         for j in range(0, indices.numel(), block):
             rows = indices[j : j + block].to(self.info.device)
             where = (self.config.seed, step, (first + j) // block)
             gen = generator(step_seed("loss", *where), self.info.device)
             torch.manual_seed(step_seed("global", *where))  # dropout and the like
             cond = None if self.labels is None else {self.config.cond_key: self.labels[rows]}
+            x0 = self.data[rows] if streamed is None else streamed[j : j + block]
+            if self.encoder is not None:  # latents, after the reseed (a sampling encoder)
+                with torch.no_grad():
+                    x0 = self.encoder(x0)
             with self._autocast():
-                loss = self.objective.loss(self.wrapped, self.data[rows], generator=gen, cond=cond)
+                loss = self.objective.loss(self.wrapped, x0, generator=gen, cond=cond)
             if loss.ndim != 0:
                 raise UserError(f"objective.loss must return a scalar, got shape {loss.shape}")
             losses.append(loss.float())
         return torch.stack(losses).mean()
+
+    def _check_position(self, saved: dict[str, Any]) -> None:
+        """Log when the checkpoint's stream position differs from where the stateless order
+        resumes (:func:`~.loader.position_change`)."""
+        now = stream_position(self.step, self.config.batch_size, self.sampler.n)
+        self.data_desc["position"] = now
+        message = position_change(saved.get("position"), now)
+        if message:
+            self.log(message)
 
     def train_step(self, step: int) -> tuple[Tensor, Tensor, float]:
         """Update ``step``: accumulate gradients over the rounds, clip, AdamW, EMA.
@@ -218,14 +277,21 @@ class Trainer:
         for r in range(self.rounds):
             with dist_util.gradient_sync(self.unit, enabled=r == self.rounds - 1):
                 loss = self._micro_loss(indices[r * b : (r + 1) * b], step, offset + r * b)
-                (loss / self.rounds).backward()
+                scaled = loss / self.rounds
+                (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
             total += loss.detach() / self.rounds
         end_step = getattr(self.objective, "end_step", None)
         if end_step is not None:
             end_step()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = st.full_value(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skips the step when a gradient overflowed, then adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.module, step)
         if self.posthoc is not None:
@@ -233,8 +299,9 @@ class Trainer:
         return total, grad_norm.detach(), lr
 
     # --- checkpoints --------------------------------------------------------------------------
-    def save(self) -> Path | None:
-        """Write a checkpoint of the current state (collective; rank 0 writes)."""
+    def save(self, echo: bool = True) -> Path | None:
+        """Write a checkpoint of the current state (collective; rank 0 writes); ``echo``: say
+        so above the progress bar."""
         info = self.info
         model = st.model_state(self.module)
         optim = st.optimizer_state(self.module, self.optimizer)
@@ -264,11 +331,12 @@ class Trainer:
                 "elapsed_s": self.training_time_s,
                 "kimg": self.step * self.config.batch_size / 1000.0,
                 "torch_version": torch.__version__,
+                "grad_scaler": scaler_state(self.scaler),
             }
             path = ckpt.write_checkpoint(
                 self.ckpt_root, self.step, tensors, state, self.config.keep_checkpoints
             )
-            self.log(f"saved checkpoint {path}")
+            self.log(f"saved checkpoint {path}", echo=echo)
             if self.on_checkpoint is not None:
                 self.on_checkpoint(self.step, path)
         dist_util.barrier(info)
@@ -315,6 +383,7 @@ class Trainer:
     def load(self, path: Path, saved: dict[str, Any]) -> None:
         """Restore model, optimiser, EMA, RNG and counters from the checkpoint at ``path``."""
         ckpt.check_network(path / ckpt.STATE_FILE, saved.get("network", {}), self.network)
+        ckpt.check_data_shape(path / ckpt.STATE_FILE, saved.get("data", {}), self.data_desc)
         shapes = st.model_shapes(self.module)
         model = ckpt.read_tensors(path, "model")
         ckpt.check_tensors(path / "model.safetensors", model, shapes)
@@ -353,7 +422,9 @@ class Trainer:
         self._load_objective_state(path, saved)
         self.step = int(saved["step"])
         self.elapsed_s = float(saved.get("elapsed_s", 0.0))
+        load_scaler_state(self.scaler, saved.get("grad_scaler", {}), str(path))
         self._restore_rng(saved.get("rng", {}))
+        self._check_position(saved.get("data", {}))
         self._report_differences(saved)
         self.log(f"resumed from {path} at step {self.step}")
 
@@ -419,7 +490,18 @@ class Trainer:
         self._stop_requested = True
 
     def run(self) -> Trainer:
-        """Train until ``config.steps`` updates are done (resuming first if allowed)."""
+        """Train until ``config.steps`` updates are done (resuming first if allowed).
+
+        SIGINT (Ctrl-C) or SIGTERM on any rank: the step in progress finishes, every rank stops
+        after it, a checkpoint is written and :class:`~.stop.TrainingStopped` is raised (a
+        second signal stops at once, keeping the newest complete checkpoint)."""
+        threads = apply_policy(self.module)
+        if threads is not None:
+            self.log(f"{threads} intra-op CPU thread(s) for this model (--threads N to choose)")
+        with StopSignals() as signals:
+            return self._run(signals)
+
+    def _run(self, signals: StopSignals) -> Trainer:
         cfg, info = self.config, self.info
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -468,10 +550,19 @@ class Trainer:
                 self._sample()
             if self.step_hook is not None:
                 self.step_hook(self, self.step)
-                if dist_util.broadcast_int(int(getattr(self, "_stop_requested", False)), info):
-                    if not (self.step % cfg.checkpoint_every == 0 or last):
-                        self.save()
-                    break
+            requested = bool(getattr(self, "_stop_requested", False))
+            signalled, requested = stop_decision(signals.received, requested, info)
+            if (signalled or requested) and not last:
+                if self.step % cfg.checkpoint_every:
+                    self.save(echo=signalled is None)
+                if signalled:
+                    if self._bar is not None:
+                        self._bar.close()
+                    path = self.ckpt_root / ckpt.checkpoint_name(self.step)
+                    stopped = TrainingStopped(signalled, self.step, cfg.steps, path)
+                    self.log(str(stopped), echo=False)
+                    raise stopped
+                break
         if self._bar is not None:
             self._bar.close()
         return self
@@ -493,6 +584,12 @@ class Trainer:
             row["ema_beta"] = self.ema.beta(self.step - 1)
         with open(self.run_dir / "stats.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.config.tensorboard:  # the same scalars for TensorBoard (lazy import)
+            from .tensorboard import write_scalars
+
+            self._tensorboard = write_scalars(
+                getattr(self, "_tensorboard", None), self.run_dir, row
+            )
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{loss_mean:.4g}", lr=f"{lr:.3g}")
 
@@ -539,18 +636,3 @@ class Trainer:
             self.wrapped, self.unit = self.module, dist_util.parallel_target(self.module)
             gc.collect()
         dist_util.cleanup(self.info)
-
-
-def _check_data(data: Tensor, labels: Tensor | None, integer: bool = False) -> None:
-    """``integer``: the objective declares ``integer_data = True`` (token ids, int64 rows)."""
-    if integer:
-        if not isinstance(data, Tensor) or data.ndim < 2 or data.dtype != torch.long:
-            got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
-            raise UserError(f"data must be an int64 tensor of shape (N, ...), got {got}")
-    elif not isinstance(data, Tensor) or data.ndim < 2 or not data.is_floating_point():
-        got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
-        raise UserError(f"data must be a floating tensor of shape (N, ...), got {got}")
-    bad_labels = not isinstance(labels, Tensor) or labels.shape[:1] != data.shape[:1]
-    if labels is not None and bad_labels:
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise UserError(f"labels must be a tensor with {data.shape[0]} rows, got {got}")
