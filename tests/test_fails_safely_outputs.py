@@ -11,7 +11,8 @@ import torch
 from interpolant import api
 from interpolant.api.evaluate import format_metrics
 from interpolant.api.runs import Samples, picture_of, plot_samples
-from interpolant.cli.main import _nfe_spent, main
+from interpolant.cli.main import main
+from interpolant.cli.sample import _nfe_spent
 from interpolant.metrics import energy_distance, mmd
 from interpolant.metrics.jackknife import energy_distance_with_stderr, mmd_with_stderr
 from interpolant.plots import plot_image_grid

@@ -76,12 +76,6 @@ def convert_to_fp8(module: nn.Module, device: torch.device, *, emulate: bool = F
     others (small embeddings, the output layer of a 2-D model) stay in bf16 autocast. Real fp8
     needs a GPU with float8 tensor cores (compute capability >= 8.9: Ada, Hopper); ``emulate``
     runs the same casts with float32 matmuls on any device (for tests)."""
-    try:
-        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-    except ImportError as err:
-        raise MissingDependencyError(
-            "precision 'fp8' needs torchao: pip install interpolant[fp8]"
-        ) from err
     if not emulate:
         capable = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
         if not capable:
@@ -89,6 +83,13 @@ def convert_to_fp8(module: nn.Module, device: torch.device, *, emulate: bool = F
                 f"precision 'fp8' needs a GPU with float8 tensor cores (compute capability >= 8.9, "
                 f"e.g. H100); this run is on {device}: use precision 'bf16' here"
             )
+
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as err:
+        raise MissingDependencyError(
+            "precision 'fp8' needs torchao: pip install interpolant[fp8]"
+        ) from err
 
     def eligible(layer: nn.Module, name: str) -> bool:
         return (
