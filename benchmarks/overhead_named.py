@@ -10,10 +10,18 @@ own schedule (diffusers), float32, ``torch.set_num_threads(1)``, interleaved rou
   ``sample_dpmpp_sde`` and ``sample_dpmpp_3m_sde`` (their default noise: a torchsde
   ``BrownianTreeNoiseSampler``, against our per-sample Brownian tree), ``sample_dpm_fast``;
 * diffusers: ``DPMSolverSinglestepScheduler`` (2S), ``SASolverScheduler``, ``LCMScheduler``,
-  ``KDPM2DiscreteScheduler``.
+  ``KDPM2DiscreteScheduler``;
+* the linear multistep solvers of ``solvers/multistep_peers.py``: DEIS orders 2 and 3 against
+  diffusers' ``DEISMultistepScheduler(solver_order=k)``, LMS (order 4) against k-diffusion's
+  ``sample_lms`` and diffusers' ``LMSDiscreteScheduler`` (both compute their weights with
+  ``scipy.integrate.quad`` each step), PLMS against ``PNDMScheduler(skip_prk_steps=True)``
+  (``steps + 1`` evaluations on both sides: the Heun first step) and iPNDM against
+  ``IPNDMScheduler``.
 
 Run ``python benchmarks/overhead_named.py`` (``--quick`` for a smoke run); results go to
-``benchmarks/results/overhead_named.json``.
+``benchmarks/results/overhead_named.json``. With ``--samplers NAME ...`` only those rows run and
+are merged into an existing ``--out`` (rows of the same sampler, peer and batch are replaced, the
+others kept); each row records its own date, steps and rounds.
 """
 
 from __future__ import annotations
@@ -61,9 +69,13 @@ def k_diffusion(name: str, steps: int, noise: torch.Tensor, **options) -> Runner
 def diffusers_loop(scheduler_name: str, steps: int, noise: torch.Tensor, **options) -> Runner:
     import diffusers
 
-    # KDPM2 has no x0 ("sample") prediction: it gets eps = 0.5 x, as free.
-    kind = "epsilon" if scheduler_name.startswith("KDPM2") else "sample"
-    scheduler = getattr(diffusers, scheduler_name)(prediction_type=kind, **options)
+    # KDPM2 and PNDM have no x0 ("sample") prediction: they get eps = 0.5 x, as free; IPNDM
+    # takes no prediction type (its output is read as a v-prediction), also 0.5 x.
+    if scheduler_name.startswith(("KDPM2", "PNDM")):
+        options = {"prediction_type": "epsilon", **options}
+    elif scheduler_name != "IPNDMScheduler":
+        options = {"prediction_type": "sample", **options}
+    scheduler = getattr(diffusers, scheduler_name)(**options)
 
     def run() -> torch.Tensor:
         scheduler.set_timesteps(steps)
@@ -103,7 +115,33 @@ def pairs(steps: int, noise: torch.Tensor) -> dict[str, tuple[Runner, int, str, 
                 steps),
         "dpm_2 (diffusers)": (ours({"name": "dpm_2"}, steps, noise), two, "diffusers",
                               diffusers_loop("KDPM2DiscreteScheduler", steps, noise), 2 * steps),
+        "deis-2": (ours({"name": "deis", "order": 2}, steps, noise), steps, "diffusers",
+                   diffusers_loop("DEISMultistepScheduler", steps, noise, solver_order=2), steps),
+        "deis-3": (ours({"name": "deis", "order": 3}, steps, noise), steps, "diffusers",
+                   diffusers_loop("DEISMultistepScheduler", steps, noise, solver_order=3), steps),
+        "lms": (ours({"name": "lms"}, steps, noise), steps, "k-diffusion",
+                k_diffusion("sample_lms", steps, noise), steps),
+        "lms (diffusers)": (ours({"name": "lms"}, steps, noise), steps, "diffusers",
+                            diffusers_loop("LMSDiscreteScheduler", steps, noise), steps),
+        "plms": (ours({"name": "plms"}, steps, noise), steps + 1, "diffusers",
+                 diffusers_loop("PNDMScheduler", steps, noise, skip_prk_steps=True), steps + 1),
+        "ipndm": (ours({"name": "ipndm"}, steps, noise), steps, "diffusers",
+                  diffusers_loop("IPNDMScheduler", steps, noise), steps),
     }  # fmt: skip
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``new`` with the rows of ``old`` that it does not redo (same sampler, peer and batch)
+    kept after them; old rows without their own date, steps and rounds get the old record's."""
+    done = {(r["sampler"], r["peer"], r["batch"]) for r in new["results"]}
+    kept = [
+        {"date": old["date"], "steps": old["steps"], "rounds": old["rounds"], **r}
+        for r in old["results"]
+        if (r["sampler"], r["peer"], r["batch"]) not in done
+    ]
+    if old.get("versions") != new["versions"]:
+        kept = [{"versions": old.get("versions"), **r} for r in kept]
+    return {**new, "results": kept + new["results"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,9 +149,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="few rounds (a smoke run)")
     parser.add_argument("--steps", type=int, default=20, help="steps per sampling run")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4096])
-    parser.add_argument("--samplers", nargs="+", help="only these rows (default: all)")
+    parser.add_argument(
+        "--samplers", nargs="+", help="only these rows, merged into --out (default: all, replace)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    known = pairs(args.steps, torch.zeros(1, DIM))
+    unknown = sorted(set(args.samplers or ()) - set(known))
+    if unknown:
+        parser.error(f"unknown --samplers {unknown}; the rows are {sorted(known)}")
     torch.set_num_threads(1)
     rounds = 3 if args.quick else 9
     results = []
@@ -125,19 +170,22 @@ def main(argv: list[str] | None = None) -> dict:
             times = overhead.time_per_step({"ours": mine, "peer": theirs}, 1, rounds)
             us_ours = statistics.median(times["ours"]) / nfe
             us_peer = statistics.median(times["peer"]) / peer_nfe
-            results.append({"sampler": name, "peer": peer, "batch": batch,
+            results.append({"sampler": name, "peer": peer, "batch": batch, "date": date,
+                            "steps": args.steps, "rounds": rounds,
                             "us_per_eval": {"ours": us_ours, "peer": us_peer},
                             "ratio": us_ours / us_peer})  # fmt: skip
             print(f"batch {batch:5d}  {name:18s} ours {us_ours:9.0f} us/eval  {peer:11s} "
                   f"{us_peer:9.0f} us/eval  ratio {us_ours / us_peer:.2f}")  # fmt: skip
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": date,
         "machine": overhead.machine(),
         "versions": overhead.versions(),
         "steps": args.steps,
         "rounds": rounds,
         "results": results,
     }
+    if args.samplers and args.out.exists():
+        record = merged(json.loads(args.out.read_text()), record)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     return record
