@@ -12,8 +12,9 @@ import torch
 
 from interpolant import paths
 from interpolant.data.oracles import GaussianMixture, ring2d
+from interpolant.predictions import Prediction
 from interpolant.randomness import normal
-from interpolant.solvers import sample
+from interpolant.solvers import State, fixed_run, node_at, sample
 from interpolant.solvers.lml import LML, lm_direction, lm_sqrt_apply
 
 
@@ -106,3 +107,86 @@ def test_bad_options_are_named():
         LML(kappa=1.0)
     with pytest.raises(ValueError, match="mode"):
         LML(mode="newton")
+
+
+def test_preconditioned_corrector_step_against_the_closed_form_on_a_gaussian():
+    # One level by hand on N(m, C): the exact score s = -(alpha^2 C + sigma^2 I)^{-1}(x - alpha m),
+    # g = -sigma_now s_now (the prediction at the step's start), M = lambda (lambda I + g g^T)^{-1}
+    # as a dense inverse, M^{1/2} by eigendecomposition, the "ald" step size, then
+    # x' = x1 + e M s(x1) + sqrt(2 e) M^{1/2} z after the (library's) predictor step x1.
+    mix, path, lam = _gaussian(), paths.VPLinear(), 0.3
+    now, nxt = node_at(path, 0.6), node_at(path, 0.5)
+    mean, cov, eye = mix.means[0], mix.covs[0], torch.eye(3, dtype=torch.float64)
+
+    def score(x, node):
+        cov_t = node.alpha**2 * cov + node.sigma**2 * eye
+        return -torch.linalg.solve(cov_t, (x - node.alpha * mean).T).T
+
+    def predict(x, node):
+        t = torch.tensor(node.t, dtype=torch.float64)
+        return Prediction(x, t, "x0", mix.denoiser(x, node.t, path), node.coeffs)
+
+    x = torch.tensor([[0.4, -1.1, 2.0], [-0.3, 0.2, 0.5]], dtype=torch.float64)
+    z = torch.tensor([[0.7, 0.1, -0.4], [1.2, -0.5, 0.3]], dtype=torch.float64)
+    run = fixed_run(path, 5, 0, predict, lambda like: z)
+    solver = LML(damping=lam, corrector="ald")
+    out = solver.step(State(x), predict(x, now), now, nxt, run).x
+    assert run.nfe == 1  # the corrector's one evaluation; g costs none
+
+    x1 = solver.predictor.step(State(x), predict(x, now), now, nxt, run).x
+    torch.testing.assert_close(mix.score(x, now.t, path), score(x, now), rtol=1e-10, atol=1e-12)
+    step = 2.0 * (now.alpha / nxt.alpha) ** 2 * (solver.snr * nxt.sigma) ** 2
+    for i in range(2):
+        g = -now.sigma * score(x[i : i + 1], now)[0]
+        m = lam * torch.linalg.inv(lam * eye + torch.outer(g, g))
+        w, q = torch.linalg.eigh(m)
+        m_half = q @ torch.diag(w.sqrt()) @ q.T
+        s1 = score(x1[i : i + 1], nxt)[0]
+        want = x1[i] + step * (m @ s1) + math.sqrt(2.0 * step) * (m_half @ z[i])
+        torch.testing.assert_close(out[i], want, rtol=1e-10, atol=1e-12)
+    # Along g itself the step is the score shrunk by the scalar lambda / (lambda + |g|^2): with
+    # g taken at the moved point (the released code's choice), M s = s lambda / (lambda + |eps|^2).
+    s1 = score(x1, nxt)
+    eps1 = -nxt.sigma * s1
+    shrink = lam / (lam + (eps1 * eps1).sum(1, keepdim=True))
+    torch.testing.assert_close(lm_direction(s1, eps1, lam), shrink * s1, rtol=1e-10, atol=1e-12)
+
+
+def test_increment_mode_is_the_released_dpm_solver_1_update():
+    # kappa = 0: the identity, so it is DDIM (eta 0) exactly up to rounding, with no extra NFE.
+    plain = _run({"eta": 0.0}, name="ddim")
+    options = {"mode": "increment", "n_corrector": 0, "predictor_options": {"eta": 0.0}}
+    same = _run(options)
+    torch.testing.assert_close(same, plain, rtol=1e-9, atol=1e-9)
+    # kappa > 0, the second step by hand on a Gaussian: v = x' - (alpha'/alpha) x,
+    # g = kappa v_prev + (1 - kappa) v, v <- M v |v| / |M v| with M = lam (lam I + g g^T)^{-1}.
+    mix, path, lam, kappa = _gaussian(), paths.VPLinear(), 0.05, 0.3
+    nodes = [node_at(path, t) for t in (0.8, 0.6, 0.4)]
+    eye = torch.eye(3, dtype=torch.float64)
+
+    def predict(x, node):
+        t = torch.tensor(node.t, dtype=torch.float64)
+        return Prediction(x, t, "x0", mix.denoiser(x, node.t, path), node.coeffs)
+
+    def ddim(x, now, nxt):  # noise form of DPM-Solver-1: (alpha'/alpha) x - sigma'(e^h - 1) eps
+        eps = -now.sigma * mix.score(x, now.t, path)
+        h = math.log(nxt.alpha / nxt.sigma) - math.log(now.alpha / now.sigma)
+        return (nxt.alpha / now.alpha) * x, -nxt.sigma * math.expm1(h) * eps
+
+    solver = LML(
+        damping=lam, kappa=kappa, mode="increment", n_corrector=0, predictor_options={"eta": 0.0}
+    )
+    x = torch.tensor([[0.4, -1.1, 2.0], [-0.3, 0.2, 0.5]], dtype=torch.float64)
+    run = fixed_run(path, 4, 0, predict, torch.zeros_like)
+    first = solver.step(State(x), predict(x, nodes[0]), nodes[0], nodes[1], run)
+    linear, v_prev = ddim(x, nodes[0], nodes[1])
+    torch.testing.assert_close(first.x, linear + v_prev, rtol=1e-10, atol=1e-12)  # no history yet
+    second = solver.step(first, predict(first.x, nodes[1]), nodes[1], nodes[2], run).x
+    assert run.nfe == 0
+    linear, v = ddim(first.x, nodes[1], nodes[2])
+    for i in range(2):
+        g = kappa * v_prev[i] + (1 - kappa) * v[i]
+        mv = lam * torch.linalg.solve(lam * eye + torch.outer(g, g), v[i])
+        want = linear[i] + mv * v[i].norm() / mv.norm()
+        torch.testing.assert_close(second[i], want, rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(second[i], linear[i] + v[i])  # a real direction change

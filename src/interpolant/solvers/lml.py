@@ -28,6 +28,13 @@ applied per sample in O(D). Two modes:
   identity. In float32 the cancellation in ``v - v c`` (c ~ 1) leaves rounding noise that the
   renormalisation amplifies by |v|^2 / lambda; computing the correction in float64
   (``correction_dtype``, the default) removes it.
+* ``"increment"``: the released code's placement (``dpm_solver_first_order_update`` with
+  ``algorithm_type="dpmsolver"``, the CIFAR-10 and Stable Diffusion scripts' ``dpm_lm``): no
+  extra evaluation; the predictor's move is split into the linear part and the increment,
+  ``x' = (alpha'/alpha) x + v`` (for DDIM with eta = 0, ``v = -sigma' (e^h - 1) eps_hat``), and
+  ``v`` is replaced by ``lm_correct(v)`` with ``g = kappa v_prev + (1 - kappa) v``, ``v_prev``
+  the previous step's uncorrected increment, renormalised to |v|. Correctors, if any, are
+  plain Langevin. At kappa = 0 this is the identity too; kappa > 0 is a real direction change.
 
 Defaults follow the released code: lambda (``damping``) = 1e-3 (the README's value for
 Stable Diffusion at 5-15 NFE; CIFAR-10 uses 8e-4..1e-3 at 5-15 NFE), kappa = 0.
@@ -48,7 +55,7 @@ from ..predictions import Prediction
 from .base import History, Node, Run, State, register
 from .sde import PredictorCorrector, langevin_move
 
-LML_MODES = ("preconditioned", "released")
+LML_MODES = ("preconditioned", "released", "increment")
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -75,7 +82,8 @@ def lm_sqrt_apply(z: Tensor, g: Tensor, damping: float) -> Tensor:
 
 @dataclass(frozen=True)
 class LMLHistory(History):
-    """The previous level's noise prediction eps (the EMA's other term)."""
+    """The previous level's curvature vector (the EMA's other term): the noise prediction eps,
+    or in ``"increment"`` mode the previous step's uncorrected increment."""
 
     per_sample: ClassVar[tuple[str, ...]] = ("eps",)
     eps: Tensor
@@ -90,7 +98,7 @@ class LML(PredictorCorrector):
     predictor_options, n_corrector, snr, corrector):
         damping: lambda > 0 (``math.inf``: no curvature, plain Langevin).
         kappa: EMA weight of the previous prediction in g, in [0, 1).
-        mode: "preconditioned" or "released" (module doc).
+        mode: "preconditioned", "released" or "increment" (module doc).
         renormalize: rescale the released direction to the norm of the plain one (released
             mode only; the official code always does).
         correction_dtype: dtype of the correction's arithmetic (float64 by default; None: the
@@ -107,7 +115,7 @@ class LML(PredictorCorrector):
         0.0, help="EMA weight of the previous prediction in g", check=number(0, 1, open_hi=True)
     )
     mode: str = option(
-        "preconditioned", help="preconditioned or released", check=one_of(*LML_MODES)
+        "preconditioned", help="preconditioned, released or increment", check=one_of(*LML_MODES)
     )
     renormalize: bool = option(
         True, help="released mode: keep the plain direction's norm", check=boolean
@@ -130,8 +138,28 @@ class LML(PredictorCorrector):
     def _work(self, v: Tensor) -> Tensor:
         return v if self.correction_dtype is None else v.to(self.correction_dtype)
 
+    def _step_increment(
+        self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run
+    ) -> State:
+        """The released placement: lm_correct on the predictor's increment (module doc)."""
+        moved = self.predictor.step(state, pred, now, nxt, run)
+        linear = (nxt.alpha / now.alpha) * state.x
+        v = moved.x - linear
+        g = self._work(self._mix(v, state))
+        corrected = lm_direction(self._work(v), g, self.damping, self.renormalize).to(v.dtype)
+        x = linear + corrected
+        if not (run.is_last or nxt.sigma == 0.0):
+            retention = (now.alpha / nxt.alpha) ** 2
+            for _ in range(self.n_corrector):
+                score = run.evaluate(x, nxt).score
+                z = run.noise(x)
+                x = langevin_move(x, self.corrector_step_size(score, z, nxt, retention), score, z)
+        return moved.replace(x=x, history=LMLHistory(v))
+
     def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         off = math.isinf(self.damping)
+        if self.mode == "increment" and not off:
+            return self._step_increment(state, pred, now, nxt, run)
         # Frozen curvature vector of this level (preconditioned mode), from the prediction at now.
         eps_now = -now.sigma * pred.score if not off else None
         moved = self.predictor.step(state, pred, now, nxt, run)
