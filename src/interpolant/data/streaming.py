@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -64,7 +65,7 @@ def _as_index(index: Any, n: int) -> np.ndarray:
     return idx
 
 
-class StreamingDataset(Dataset[Tensor]):
+class StreamingDataset(Dataset[Tensor], ABC):
     """Base of the on-disk readers: subclasses set ``name``, ``source``, ``sample_shape``,
     ``normalizer``, ``labels``, ``classes`` and implement ``__len__``, ``_read`` and
     ``fingerprint``."""
@@ -77,16 +78,16 @@ class StreamingDataset(Dataset[Tensor]):
     labels: Tensor | None = None
     classes: list[str] | None = None
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw rows ``idx`` (k, *sample_shape) and the indices actually read."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprint(self) -> str:
         """A sha256 that identifies the data without reading all of it."""
-        raise NotImplementedError
 
     # --- reading ------------------------------------------------------------------------------
     def fetch(self, indices: Any) -> tuple[Tensor, Tensor]:

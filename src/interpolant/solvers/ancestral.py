@@ -60,26 +60,13 @@ class EulerAncestral(Solver):
         return state.replace(x=nxt.alpha * x_edm)
 
 
-@register
-@dataclass(frozen=True)
-class DPMSolverPP2SAncestral(Solver):
-    """DPM++ 2S ancestral (k-diffusion ``sample_dpmpp_2s_ancestral``): a singlestep
-    second-order DPM-Solver++ move from s to s_down through the midpoint in log s
-    (s_mid = sqrt(s s_down)), then fresh noise of size s_up. With lambda = -log s and
-    h = lambda_down - lambda (Lu et al. 2022b, Alg. 1, r = 1/2):
+class TwoStageAncestral(Solver):
+    """What the two-evaluation ancestral samplers share (DPM++ 2S a, KDPM2 a, DPM++ SDE): order
+    2, two evaluations per step but one for the last (denoising) step, so 2 N - 1 NFE for N
+    steps; stochastic while ``eta`` and ``s_noise`` are positive (subclasses declare both)."""
 
-        u     = (s_mid / s) x_edm - expm1(-h / 2) x0,
-        x_edm' = (s_down / s) x_edm - expm1(-h) x0(u, s_mid) + s_up z.
-
-    The final step to s' = 0 is a denoising step (x0), so N steps cost 2N - 1 evaluations; a
-    step from alpha = 0 (s infinite) is first order (its midpoint is at infinity too).
-    """
-
-    name: ClassVar[str] = "dpmpp_2s_ancestral"
-    eta: float = option(
-        1.0, help="ancestral noise (0: deterministic DPM-Solver++(2S))", check=number(0)
-    )
-    s_noise: float = option(1.0, help="scale of the fresh noise", check=number(0))
+    eta: float
+    s_noise: float
 
     @property
     def order(self) -> int:
@@ -98,6 +85,28 @@ class DPMSolverPP2SAncestral(Solver):
 
     def steps_for_nfe(self, nfe: int) -> int:
         return max(1, (nfe + 1) // 2)
+
+
+@register
+@dataclass(frozen=True)
+class DPMSolverPP2SAncestral(TwoStageAncestral):
+    """DPM++ 2S ancestral (k-diffusion ``sample_dpmpp_2s_ancestral``): a singlestep
+    second-order DPM-Solver++ move from s to s_down through the midpoint in log s
+    (s_mid = sqrt(s s_down)), then fresh noise of size s_up. With lambda = -log s and
+    h = lambda_down - lambda (Lu et al. 2022b, Alg. 1, r = 1/2):
+
+        u     = (s_mid / s) x_edm - expm1(-h / 2) x0,
+        x_edm' = (s_down / s) x_edm - expm1(-h) x0(u, s_mid) + s_up z.
+
+    The final step to s' = 0 is a denoising step (x0), so N steps cost 2N - 1 evaluations; a
+    step from alpha = 0 (s infinite) is first order (its midpoint is at infinity too).
+    """
+
+    name: ClassVar[str] = "dpmpp_2s_ancestral"
+    eta: float = option(
+        1.0, help="ancestral noise (0: deterministic DPM-Solver++(2S))", check=number(0)
+    )
+    s_noise: float = option(1.0, help="scale of the fresh noise", check=number(0))
 
     def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         s = now.edm_sigma

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..configurable import number, one_of, option
 from ..predictions import Prediction
-from .ancestral import ancestral_step
+from .ancestral import TwoStageAncestral, ancestral_step
 from .base import (
     History,
     Multistep,
@@ -66,7 +66,7 @@ class BrownianMultistep(Multistep):
 
 @register
 @dataclass(frozen=True)
-class DPMSolverPPSDE(Solver):
+class DPMSolverPPSDE(TwoStageAncestral):
     """DPM++ SDE (k-diffusion ``sample_dpmpp_sde``): a singlestep second-order stochastic
     DPM-Solver++ step through an intermediate level lambda_r = lambda + r h (h = lambda' -
     lambda), each stage an ancestral move (``ancestral_step``: s_down, s_up) with Brownian
@@ -90,24 +90,6 @@ class DPMSolverPPSDE(Solver):
     s_noise: float = option(1.0, help="scale of the fresh noise", check=number(0))
     r: float = option(0.5, help="position of the intermediate level in lambda",
                       check=number(0, 1, open_lo=True, open_hi=True))  # fmt: skip
-
-    @property
-    def order(self) -> int:
-        return 2
-
-    @property
-    def evals_per_step(self) -> int:
-        return 2
-
-    @property
-    def stochastic(self) -> bool:
-        return self.eta > 0 and self.s_noise > 0
-
-    def nfe_for_steps(self, steps: int) -> int:
-        return 2 * steps - 1
-
-    def steps_for_nfe(self, nfe: int) -> int:
-        return max(1, (nfe + 1) // 2)
 
     def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         s, s_next = now.edm_sigma, nxt.edm_sigma

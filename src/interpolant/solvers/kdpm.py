@@ -28,8 +28,8 @@ from torch import Tensor
 
 from ..configurable import number, option
 from ..predictions import Prediction
-from .ancestral import ancestral_step
-from .base import Node, Run, Solver, State, node_at, register
+from .ancestral import TwoStageAncestral, ancestral_step
+from .base import Node, Run, State, node_at, register
 from .ode import Churn, at_source
 
 
@@ -85,7 +85,7 @@ class KDPM2(Churn):
 
 @register
 @dataclass(frozen=True)
-class KDPM2Ancestral(Solver):
+class KDPM2Ancestral(TwoStageAncestral):
     """KDPM2 ancestral (k-diffusion ``sample_dpm_2_ancestral``): the DPM-Solver-2 move from s
     to s_down, then fresh noise of size s_up (``ancestral_step``: s_down^2 + s_up^2 = s'^2, so
     the marginal noise level after the step is s' again; eta = 0 is :class:`KDPM2`).
@@ -99,21 +99,6 @@ class KDPM2Ancestral(Solver):
         1.0, help="ancestral noise in [0, 1] (0: deterministic KDPM2)", check=number(0, 1)
     )
     s_noise: float = option(1.0, help="scale of the fresh noise", check=number(0))
-
-    @property
-    def order(self) -> int:
-        return 2
-
-    @property
-    def evals_per_step(self) -> int:
-        return 2
-
-    @property
-    def stochastic(self) -> bool:
-        return self.eta > 0 and self.s_noise > 0
-
-    def nfe_for_steps(self, steps: int) -> int:
-        return 2 * steps - 1
 
     def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         s_down, s_up = ancestral_step(now.edm_sigma, nxt.edm_sigma, self.eta)

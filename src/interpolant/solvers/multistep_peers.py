@@ -44,6 +44,7 @@ their full order, as the peers do.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -138,13 +139,14 @@ def log_rho_weights(rhos: list[float], rho_next: float) -> list[float]:
     return weights
 
 
-class _NoiseMultistep(Solver):
+class _NoiseMultistep(Solver, ABC):
     """What the four share: the noise history and eq. (2); subclasses give the weights."""
 
     max_points: ClassVar[int] = 4
 
+    @abstractmethod
     def _weights(self, rhos: list[float], rho_next: float, nxt: Node, run: Run) -> list[float]:
-        raise NotImplementedError
+        """The weights of the history's noise predictions for the step to ``nxt``."""
 
     def _usable(self, points: tuple[NoisePoint, ...]) -> tuple[NoisePoint, ...]:
         """The history points the weights may use (all, by default)."""
