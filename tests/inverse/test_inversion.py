@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from interpolant.data.oracles import GaussianMixture, lowrank64
+from interpolant.errors import UserError
 from interpolant.inverse.inversion import (
     cycle_translate,
     dpm_decode,
@@ -32,7 +33,12 @@ def _mixture(dim: int = 4) -> GaussianMixture:
 @pytest.mark.parametrize("path", [VP(), Cosine()], ids=["vp", "cosine"])
 @pytest.mark.parametrize(
     ("solver", "options"),
-    [("ddim", {"eta": 0.1}), ("ddim", {"eta": 1.0}), ("dpmpp_2m_sde", {"eta": 1.0})],
+    [
+        ("ddim", {"eta": 0.1}),
+        ("ddim", {"eta": 1.0}),
+        ("dpmpp_2m_sde", {"eta": 1.0}),
+        ("dpmpp_3m_sde", {"eta": 1.0}),
+    ],
 )
 def test_decoding_the_latent_reproduces_the_encoded_trajectory(path, solver, options) -> None:
     gm = lowrank64(dim=8)
@@ -89,6 +95,8 @@ def test_encoder_rejects_deterministic_samplers_and_translation_needs_one_path()
         cycle_translate(gm.model(VP()), gm.model(Cosine()), x0, nfe=5)
     with pytest.raises(ValueError, match="deterministic"):
         invert(gm.model(VP()), x0, solver="dpmpp_2m_sde", nfe=5)
+    with pytest.raises(UserError, match="inner points of the steps"):
+        dpm_encode(gm.model(VP()), x0, solver="dpmpp_sde", nfe=6)
     with pytest.raises(ValueError, match="alpha = 0"):
         invert(gm.model(Linear()), x0, solver="ddim", nfe=5)
 

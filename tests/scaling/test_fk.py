@@ -23,6 +23,7 @@ from interpolant.scaling import (
     tilt,
 )
 from interpolant.solvers import FunctionHook, Output, Sampler, Trajectory, sample
+from interpolant.solvers.dpm_sde import BrownianMultistep
 
 D64 = torch.float64
 
@@ -168,9 +169,9 @@ def test_resampled_copies_get_fresh_noise_and_history_follows(setup):
 
     def record(state, step, run):
         if state.step == 4:
-            assert isinstance(state.history, Output)
+            assert isinstance(state.history, BrownianMultistep)
             seen["x"] = state.x.clone()
-            seen["x0_prev"] = state.history.x0.clone()
+            seen["x0_prev"] = state.history.outputs[-1].x0.clone()
         return state
 
     steer = FKSteering(LinearReward([1.0, 0.0]), k, temperature=1e-6, at_steps=[4])

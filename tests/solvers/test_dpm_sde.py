@@ -1,4 +1,4 @@
-"""DPM++ SDE and DPM++ 3M SDE with Brownian-tree noise: the tree's increments telescope and do
+"""DPM++ SDE, 2M SDE and 3M SDE with Brownian-tree noise: the tree's increments telescope and do
 not depend on the batch, the samplers match k-diffusion step for step with the same Brownian
 path, refine the same path as the grid is refined (strong convergence), and sample the right
 distribution (MMD against exact oracle draws at the noise floor)."""
@@ -73,7 +73,17 @@ def test_brownian_increments_have_the_brownian_law():
     assert float((w3 * w8).mean()) == pytest.approx(0.3, abs=0.02)
 
 
-CASES = {"dpmpp_sde": "sample_dpmpp_sde", "dpmpp_3m_sde": "sample_dpmpp_3m_sde"}
+CASES = {  # our solver (and options after a space) -> k-diffusion's sampler
+    "dpmpp_sde": "sample_dpmpp_sde",
+    "dpmpp_2m_sde": "sample_dpmpp_2m_sde",
+    "dpmpp_2m_sde heun": "sample_dpmpp_2m_sde",
+    "dpmpp_3m_sde": "sample_dpmpp_3m_sde",
+}
+
+
+def _solver(case: str) -> dict:
+    name, *variant = case.split()
+    return {"name": name, **({"solver_type": variant[0]} if variant else {})}
 
 
 @pytest.mark.peers
@@ -82,7 +92,8 @@ CASES = {"dpmpp_sde": "sample_dpmpp_sde", "dpmpp_3m_sde": "sample_dpmpp_3m_sde"}
 def test_matches_k_diffusion_with_the_same_brownian_path(name, eta):
     k_sampling = k_diffusion_sampling()
     gm, noise = _oracle(), _noise()
-    options = {"name": name, "eta": eta, "s_noise": 0.97}
+    options = {**_solver(name), "eta": eta, "s_noise": 0.97}
+    peer_options = {"solver_type": "heun"} if name == "dpmpp_2m_sde heun" else {}
     if name == "dpmpp_3m_sde":
         options["third_order"] = "k-diffusion"
     ours = sample(gm.model(PATH), noise, Sampler(options, steps=10, grid="karras", seed=7))
@@ -100,6 +111,7 @@ def test_matches_k_diffusion_with_the_same_brownian_path(name, eta):
         s_noise=0.97,
         noise_sampler=lambda sigma, sigma_next: tree.normal(t_of(sigma), t_of(sigma_next)),
         disable=True,
+        **peer_options,
     )
     # 1e-8: k-diffusion's times come back from sigma = 80 t, one ulp off ours, and a Brownian
     # path has slope ~ 2^15 inside its leaves of width 2^-30.
@@ -113,6 +125,8 @@ def test_matches_k_diffusion_with_the_same_brownian_path(name, eta):
         ({"name": "dpmpp_3m_sde", "eta": 0.0}, 3.0),
         ({"name": "dpmpp_3m_sde", "eta": 0.0, "third_order": "k-diffusion"}, 2.0),
         ({"name": "dpmpp_sde", "eta": 0.0}, 2.0),
+        ({"name": "dpmpp_2m_sde", "eta": 0.0}, 2.0),
+        ({"name": "dpmpp_2m_sde", "eta": 0.0, "solver_type": "heun"}, 2.0),
     ],
 )
 def test_convergence_order_of_the_ode_limit(options, order):
@@ -139,6 +153,7 @@ def test_convergence_order_of_the_ode_limit(options, order):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_refining_the_grid_refines_the_same_path(name):
+    solver = _solver(name)
     # Strong convergence: with the noise an increment of one Brownian path per sample, the
     # sample at 2N steps approaches the sample at 4N steps (independent noise per grid would
     # leave them O(1) apart). EDM path on log-uniform sigma from 80 down to 0.05.
@@ -146,7 +161,7 @@ def test_refining_the_grid_refines_the_same_path(name):
 
     def run(steps: int, seed: int = 11) -> torch.Tensor:
         sigma = torch.exp(torch.linspace(math.log(80.0), math.log(0.05), steps + 1)).double()
-        return sample(gm.model(PATH), noise, solver=name, grid=sigma / 80.0, seed=seed).x
+        return sample(gm.model(PATH), noise, solver=solver, grid=sigma / 80.0, seed=seed).x
 
     x8, x16, x32, x64 = (run(n) for n in (8, 16, 32, 64))
     gaps = [float((a - b).pow(2).mean().sqrt()) for a, b in ((x8, x16), (x16, x32), (x32, x64))]
@@ -168,7 +183,7 @@ def test_samples_the_oracle_distribution(name):
     # The MMD (bandwidth 0.5) between 1500 samples and 1500 exact draws sits at the noise floor
     # (the MMD between independent exact draws), while a 10% scale error is far above it.
     gm = _oracle()
-    x = sample(gm.model(PATH), _noise(1500, 8), solver=name, steps=40, seed=2).x
+    x = sample(gm.model(PATH), _noise(1500, 8), solver=_solver(name), steps=40, seed=2).x
     exact = [gm.sample(1500, torch.Generator().manual_seed(k)).double() for k in (1, 2, 3)]
     floor = max(abs(float(mmd(exact[0], e, 0.5))) for e in exact[1:])
     threshold = 4 * floor + 2e-4

@@ -138,7 +138,11 @@ def test_dpmpp_2m_sde_matches_k_diffusion_with_the_same_noise(eta):
     gm, path = _oracle(), paths.EDM(sigma_max=80.0)
     noise = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     ours = sample(
-        gm.model(path), noise, solver={"name": "dpmpp_2m_sde", "eta": eta}, steps=12, seed=7
+        gm.model(path),
+        noise,
+        solver={"name": "dpmpp_2m_sde", "eta": eta, "noise": "independent"},
+        steps=12,
+        seed=7,
     )
     sigmas = ours.grid * 80.0
     streams = Streams(7, noise.shape[0])  # the run's own per-sample streams (seed 7)

@@ -54,6 +54,7 @@ from ..solvers import (
     sample,
 )
 from ..solvers.dpm import DDIM
+from ..solvers.dpm_sde import DPMSolverPPSDE
 from ..solvers.grids import Karras, Uniform
 from ..solvers.spec import SamplerOptions
 from .base import Rows, seeded
@@ -276,7 +277,17 @@ def dpm_encode(
     ``dpm-encoder`` stream of the spec's seed (row r: sample ``index[r]``).
     """
     spec, seed = seeded(as_sampler(ENCODER if sampler is None else sampler, **shortcuts))
+    if getattr(spec.solver, "noise", None) == "brownian":
+        # The latent is one normal per step, which is what a Brownian path's increments on the
+        # fixed grid are (the same law): encode with the per-step-noise form of the solver.
+        spec = spec.replace(solver=spec.solver.replace(noise="independent"))
     solver = spec.solver
+    if isinstance(solver, DPMSolverPPSDE):
+        raise UserError(
+            f"dpm_encode cannot encode {solver.name}: its noise is a Brownian path queried at "
+            "inner points of the steps, not one normal per step; use dpmpp_2m_sde, dpmpp_3m_sde "
+            "or ddim"
+        )
     if not solver.stochastic:
         raise UserError(
             f"dpm_encode needs a stochastic sampler (e.g. ddim with eta > 0); {solver!r} draws "

@@ -1,14 +1,14 @@
 """DPM-Solver++ SDE samplers with Brownian-tree noise: DPM++ SDE (k-diffusion
-``sample_dpmpp_sde``, A1111 "DPM++ SDE", diffusers ``DPMSolverSDEScheduler``) and DPM++ 3M SDE
-(``sample_dpmpp_3m_sde``).
+``sample_dpmpp_sde``, A1111 "DPM++ SDE", diffusers ``DPMSolverSDEScheduler``), DPM++ 2M SDE
+(``sample_dpmpp_2m_sde``) and DPM++ 3M SDE (``sample_dpmpp_3m_sde``).
 
-Both draw their noise as increments of one Brownian path per sample over path time t
+They draw their noise as increments of one Brownian path per sample over path time t
 (:class:`~interpolant.solvers.brownian.BrownianTree` on the run's seed and sample numbers): the
 noise of sample i over [t, t'] is a function of (seed, i, t, t') only, so a finer grid refines
 the same path, as k-diffusion's ``BrownianTreeNoiseSampler`` (which is built over sigma; on the
 EDM path t = sigma / sigma_max and the two give the same joint law of the increments).
 
-Both work in EDM coordinates x_edm = x / alpha, s = sigma / alpha, lambda = -log s (k-diffusion's
+They work in EDM coordinates x_edm = x / alpha, s = sigma / alpha, lambda = -log s (k-diffusion's
 t), and map back as x' = alpha' x_edm'; the final step to s' = 0 returns x0.
 """
 
@@ -136,6 +136,21 @@ def _node_at_edm_sigma(run: Run, s: float) -> Node:
 THIRD_ORDER = ("taylor", "k-diffusion")
 
 
+NOISE_KINDS = ("brownian", "independent")
+
+
+def sde_noise(
+    run: Run, x: Tensor, now: Node, nxt: Node, kind: str, memo: BrownianMemo | None
+) -> tuple[Tensor, BrownianMemo | None]:
+    """The normalised noise z of the step now -> nxt and the Brownian cache to keep: an increment
+    of the run's per-sample Brownian paths (k-diffusion's default noise sampler for its SDE
+    samplers) or, for ``"independent"``, a fresh draw of the run's noise streams."""
+    if kind == "independent":
+        return run.noise(x), None
+    tree = brownian_tree(run, x, memo)
+    return tree.normal(now.t, nxt.t), BrownianMemo(nxt.t, tree.known(nxt.t))
+
+
 @register
 @dataclass(frozen=True)
 class DPMSolverPP3MSDE(Solver):
@@ -150,7 +165,8 @@ class DPMSolverPP3MSDE(Solver):
         D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1),
         phi2 = expm1(-H) / H + 1,  phi3 = phi2 / H - 1/2,
 
-    with Brownian-tree noise z. The integral of the quadratic Taylor term is -2 phi3 D2
+    with Brownian-tree noise z (``noise="independent"``: fresh normals per step). The integral
+    of the quadratic Taylor term is -2 phi3 D2
     (as for :class:`~interpolant.solvers.dpm.DPMSolverPP3M`, now with H = (1 + eta) h), so
     ``third_order="taylor"`` (default) uses c = -2; ``"k-diffusion"`` uses its c = -1, which
     leaves an O(h^3) local error (order 2), for comparisons with the peer. eta = 0 is
@@ -167,6 +183,11 @@ class DPMSolverPP3MSDE(Solver):
         "taylor",
         help="coefficient of D2: 'taylor' (order 3) or 'k-diffusion' (theirs, order 2)",
         check=one_of(*THIRD_ORDER),
+    )
+    noise: str = option(
+        "brownian",
+        help="'brownian' (one Brownian path per sample) or 'independent' normals per step",
+        check=one_of(*NOISE_KINDS),
     )
 
     @property
@@ -208,16 +229,92 @@ class DPMSolverPP3MSDE(Solver):
         if self.eta > 0 and self.s_noise > 0:
             # Brownian noise of the exact Ornstein-Uhlenbeck part of the step.
             scale = nxt.sigma * math.sqrt(max(-math.expm1(-2.0 * self.eta * h), 0.0))
-            tree = brownian_tree(run, x, None if history is None else history.memo)
-            x = x + (self.s_noise * scale) * tree.normal(now.t, nxt.t)
-            kept = kept.replace(memo=BrownianMemo(nxt.t, tree.known(nxt.t)))
+            memo = None if history is None else history.memo
+            z, kept_memo = sde_noise(run, x, now, nxt, self.noise, memo)
+            x = x + (self.s_noise * scale) * z
+            kept = kept.replace(memo=kept_memo)
+        return state.replace(x=x, history=kept)
+
+
+SOLVER_TYPES = ("midpoint", "heun")
+
+
+@register
+@dataclass(frozen=True)
+class DPMSolverPP2MSDE(Solver):
+    """DPM-Solver++(2M) SDE (k-diffusion ``sample_dpmpp_2m_sde``), any Gaussian path.
+
+    With h = lambda' - lambda, H = (1 + eta) h, r = h_prev / h, the data predictions m0 (now) and
+    m1 (the step before) and z the noise of the step (eta = 1 is the reverse SDE's exponential
+    integrator, eta = 0 the 2M ODE solver):
+
+        x_edm' = (s' / s) e^{-eta h} x_edm + (1 - e^{-H}) m0 + c (m0 - m1) / r
+                 + s' sqrt(1 - e^{-2 eta h}) s_noise z,
+        c = (1 - e^{-H}) / 2                 (``solver_type="midpoint"``, k-diffusion's default),
+        c = 1 - (1 - e^{-H}) / H             (``"heun"``),
+
+    mapped back by x' = alpha' x_edm'. The noise is an increment of the run's per-sample Brownian
+    path by default, as k-diffusion's ``BrownianTreeNoiseSampler``; ``noise="independent"``
+    draws fresh normals per step (its ``default_noise_sampler``). The first step has no
+    correction (DDIM(eta = 1) for eta = 1); the final step to sigma = 0 returns x0.
+    """
+
+    name: ClassVar[str] = "dpmpp_2m_sde"
+    eta: float = option(1.0, help="noise level (1: the reverse SDE, 0: the ODE)", check=number(0))
+    s_noise: float = option(1.0, help="scale of the fresh noise", check=number(0))
+    solver_type: str = option(
+        "midpoint",
+        help="second-order correction: 'midpoint' or 'heun'",
+        check=one_of(*SOLVER_TYPES),
+    )
+    noise: str = option(
+        "brownian",
+        help="'brownian' (one Brownian path per sample) or 'independent' normals per step",
+        check=one_of(*NOISE_KINDS),
+    )
+
+    @property
+    def order(self) -> int:
+        return 2
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0 and self.s_noise > 0
+
+    def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
+        ratio, one_minus_exp, h = exp_integrator_coeffs(now, nxt)
+        m0 = pred.x0
+        history = state.history if isinstance(state.history, BrownianMultistep) else None
+        kept = BrownianMultistep((Output(now.logsnr, m0),))
+        if nxt.sigma == 0.0:
+            # Denoising step.
+            return state.replace(x=nxt.alpha * m0, history=kept)
+        exp_mh = 1.0 - one_minus_exp  # e^{-h}, exactly 0 where alpha = 0 at the start
+        phi = 1.0 - exp_mh ** (1.0 + self.eta)  # 1 - e^{-H}
+        x = (ratio * exp_mh**self.eta) * state.x + (nxt.alpha * phi) * m0
+        if history is not None and history.outputs:
+            # Second-order correction from the previous data prediction.
+            prev = history.outputs[-1]
+            r = 0.5 * (now.logsnr - prev.logsnr) / h
+            h_eta = (1.0 + self.eta) * h
+            c = 0.5 * phi if self.solver_type == "midpoint" else 1.0 - phi / h_eta
+            x = x + (nxt.alpha * c / r) * (m0 - prev.x0)
+        if self.stochastic:
+            # Noise of the exact Ornstein-Uhlenbeck part of the step.
+            scale = nxt.sigma * math.sqrt(max(-math.expm1(-2.0 * self.eta * h), 0.0))
+            memo = None if history is None else history.memo
+            z, kept_memo = sde_noise(run, x, now, nxt, self.noise, memo)
+            x = x + (self.s_noise * scale) * z
+            kept = kept.replace(memo=kept_memo)
         return state.replace(x=x, history=kept)
 
 
 __all__ = [
     "BrownianMemo",
     "BrownianMultistep",
+    "DPMSolverPP2MSDE",
     "DPMSolverPP3MSDE",
     "DPMSolverPPSDE",
     "brownian_tree",
+    "sde_noise",
 ]

@@ -34,6 +34,8 @@ _LCM_NOTE = "the boundary condition c_skip x + c_out F belongs to the model (wra
 _SA_NOTE = "tau(t) on path time: 1 for t in [0.2, 0.8] (diffusers: timesteps 200-800)"
 _ADAPTIVE_NOTE = "one adaptive step; its budget max_nfe is the nfe given (default 500)"
 _PLMS_NOTE = "the first step is Heun's (diffusers' skip_prk_steps): steps + 1 evaluations"
+_GPU_NOTE = "the Brownian path is ours on every device (ComfyUI's _gpu draws it on the GPU)"
+_2M_SDE_HEUN = {"name": "dpmpp_2m_sde", "solver_type": "heun"}
 _DEIS_COMFY_NOTE = "ComfyUI's deis runs order 3 in the log-rho basis, as ours"
 
 
@@ -48,6 +50,7 @@ def _entries() -> list[PeerName]:
     for suffix, grid in (("", None), (" Karras", "karras"), (" Exponential", "polyexponential")):
         add("a1111", f"DPM++ 2M{suffix}", "dpmpp_2m", grid)
         add("a1111", f"DPM++ 2M SDE{suffix}", "dpmpp_2m_sde", grid)
+        add("a1111", f"DPM++ 2M SDE Heun{suffix}", _2M_SDE_HEUN, grid)
         add("a1111", f"DPM++ 2S a{suffix}", "dpmpp_2s_ancestral", grid)
         add("a1111", f"DPM++ 3M SDE{suffix}", "dpmpp_3m_sde", grid, _THIRD_ORDER_NOTE)
         add("a1111", f"DPM++ SDE{suffix}", "dpmpp_sde", grid)
@@ -81,6 +84,9 @@ def _entries() -> list[PeerName]:
     ):
         add("comfyui", name, ours)
     add("comfyui", "dpmpp_3m_sde", "dpmpp_3m_sde", None, _THIRD_ORDER_NOTE)
+    add("comfyui", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde", None, _GPU_NOTE)
+    add("comfyui", "dpmpp_3m_sde_gpu", "dpmpp_3m_sde", None, _GPU_NOTE)
+    add("comfyui", "dpmpp_2m_sde_heun", _2M_SDE_HEUN)
     add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
     add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
     add("comfyui", "lcm", "lcm", None, _LCM_NOTE)
@@ -123,9 +129,9 @@ def _entries() -> list[PeerName]:
         add("diffusers", name, ours)
     add("diffusers", "LCMScheduler", "lcm", None, _LCM_NOTE)
     add("diffusers", "SASolverScheduler", "sa_solver", None, _SA_NOTE)
-    add(
-        "diffusers", "DPMSolverMultistepScheduler(algorithm_type='sde-dpmsolver++')", "dpmpp_2m_sde"
-    )
+    add("diffusers", "DPMSolverMultistepScheduler(algorithm_type='sde-dpmsolver++')",
+        {"name": "dpmpp_2m_sde", "noise": "independent"}, None,
+        "diffusers draws fresh normals per step, not a Brownian path")  # fmt: skip
     add("diffusers", "DPMSolverMultistepScheduler(solver_order=3)", "dpmpp_3m", None,
         "third-order coefficient corrected (diffusers' converges with order 2)")  # fmt: skip
     add("diffusers", "LMSDiscreteScheduler", "lms")
