@@ -1,4 +1,4 @@
-"""DEIS, LMS, iPNDM and PLMS: step for step against the peers (diffusers 0.42, k-diffusion) on
+"""DEIS, LMS, iPNDM, PLMS and PNDM: step for step against the peers (diffusers 0.42, k-diffusion) on
 an exact Gaussian-mixture denoiser with the same grid and start, exactness of the weights, and
 the convergence order on an oracle."""
 
@@ -155,6 +155,31 @@ def test_plms_matches_diffusers_pndm_without_prk_steps():
         torch.testing.assert_close(result.x, x.double(), rtol=0, atol=5e-6)
 
 
+@pytest.mark.peers
+def test_pndm_matches_diffusers_pndm_with_its_runge_kutta_steps():
+    # diffusers' default PNDMScheduler: three pseudo Runge-Kutta steps through half timesteps,
+    # then PLMS. On DiscreteVP (t = (timestep + 1) / 1000) the half timestep is the midpoint in t.
+    diffusers = pytest.importorskip("diffusers")
+    gm, path = _oracle(), paths.DiscreteVP()
+    noise = _noise()
+    for n in (5, 10, 20):
+        scheduler = diffusers.PNDMScheduler(set_alpha_to_one=True)
+        scheduler.set_timesteps(n)
+        alphas = scheduler.alphas_cumprod.to(torch.float64)
+        starts = torch.arange(n - 1, -1, -1, dtype=torch.float64) * (1000 // n)
+        grid = torch.cat([(starts + 1.0) / 1000.0, torch.zeros(1, dtype=torch.float64)])
+        x = noise * float(path.sigma(grid[:1])[0])
+        for timestep in scheduler.timesteps:
+            a_bar = float(alphas[int(timestep)])
+            t = (int(timestep) + 1) / 1000.0
+            a, s = math.sqrt(a_bar), math.sqrt(1 - a_bar)
+            eps = (x - a * gm.denoiser(x, _times(t, x), path)) / s
+            x = scheduler.step(eps, timestep, x).prev_sample
+        result = sample(gm.model(path), noise, solver="pndm", grid=grid)
+        assert result.nfe == len(scheduler.timesteps) == n + 9
+        torch.testing.assert_close(result.x, x, rtol=0, atol=1e-6)
+
+
 # -- orders, budgets, errors ---------------------------------------------------------------------
 
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.05
@@ -195,6 +220,7 @@ ORDER_CASES = [
     ("lms", {"order": 4}, 4.0),
     ("ipndm", {"order": 4}, 2.0),
     ("plms", {}, 2.0),
+    ("pndm", {}, 2.0),
 ]
 
 
@@ -231,6 +257,8 @@ def test_budgets_and_nfe_counting():
         ("lms", 10, 10),
         ("ipndm", 10, 10),
         ("plms", 10, 9),
+        ("pndm", 19, 10),
+        ("pndm", 12, 3),
     ):
         spec = Sampler(solver, nfe=nfe)
         assert spec.steps_used() == steps
@@ -247,7 +275,7 @@ def test_start_at_pure_noise_and_batch_invariance():
     # interpolation, iPNDM and PLMS use DDIM's form there; all finite and batch-independent.
     gm, path = _oracle(), paths.Linear()
     noise = _noise(6)
-    for solver in ("deis", "lms", "ipndm", "plms"):
+    for solver in ("deis", "lms", "ipndm", "plms", "pndm"):
         x = sample(gm.model(path), noise, solver=solver, nfe=12).x
         assert bool(torch.isfinite(x).all())
         alone = sample(gm.model(path), noise[3:4], solver=solver, nfe=12).x

@@ -87,6 +87,9 @@ def _entries() -> list[PeerName]:
     add("comfyui", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde", None, _GPU_NOTE)
     add("comfyui", "dpmpp_3m_sde_gpu", "dpmpp_3m_sde", None, _GPU_NOTE)
     add("comfyui", "dpmpp_2m_sde_heun", _2M_SDE_HEUN)
+    for name in ("ipndm_v", "heunpp2", "res_multistep", "er_sde", "seeds_2", "seeds_3",
+                 "gradient_estimation", "euler_cfg_pp"):  # fmt: skip
+        add("comfyui", name, None, None, "not implemented here yet")
     add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
     add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
     add("comfyui", "lcm", "lcm", None, _LCM_NOTE)
@@ -136,8 +139,8 @@ def _entries() -> list[PeerName]:
         "third-order coefficient corrected (diffusers' converges with order 2)")  # fmt: skip
     add("diffusers", "LMSDiscreteScheduler", "lms")
     add("diffusers", "PNDMScheduler(skip_prk_steps=True)", "plms", None, _PLMS_NOTE)
-    add("diffusers", "PNDMScheduler", None, None, "the pseudo Runge-Kutta warm-up is not "
-        "implemented; plms is its skip_prk_steps form")  # fmt: skip
+    add("diffusers", "PNDMScheduler", "pndm", "uniform",
+        "three pseudo Runge-Kutta steps first: steps + 9 evaluations")  # fmt: skip
     add("diffusers", "DEISMultistepScheduler", "deis")
     add("diffusers", "DEISMultistepScheduler(solver_order=3)", {"name": "deis", "order": 3})
     add("diffusers", "IPNDMScheduler", "ipndm")
