@@ -38,6 +38,7 @@ from .likelihood import Likelihood, log_likelihood
 from .loop import SampleResult, StepInfo, sample
 from .spec import Sampler, as_sampler
 from .teleport import Teleport, teleport, teleport_sample
+from .thresholding import Thresholding
 
 __all__ = [
     "GRIDS",
@@ -62,6 +63,7 @@ __all__ = [
     "Step",
     "StepInfo",
     "Teleport",
+    "Thresholding",
     "Trajectory",
     "as_grid",
     "as_sampler",
