@@ -296,6 +296,54 @@ class Auto(Grid):
         return _finish(t)
 
 
+#: Align Your Steps' published 10-step EDM noise levels (Sabour et al. 2024; NVIDIA's how-to page,
+#: as ComfyUI's ``AlignYourStepsScheduler``), optimised for those models' own schedules.
+AYS_LEVELS: dict[str, tuple[float, ...]] = {
+    "sd1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
+            0.9642583904, 0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
+    "sdxl": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945,
+             0.8620721141, 0.5550693289, 0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
+    "svd": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AlignYourSteps(Grid):
+    """Align Your Steps (Sabour et al. 2024): a published table of 11 EDM noise levels for
+    ``model`` (SD 1.5, SD-XL, SVD), interpolated linearly in log sigma over the index to
+    ``steps + 1`` levels when ``steps`` is not 10; the last level is then replaced by 0, as the
+    authors' ``get_sigmas`` does. The table starts at its own sigma (14.61 for SD's schedule,
+    :class:`~interpolant.paths.DiscreteVP` with ``beta_schedule="scaled_linear"``), so on other
+    paths the grid starts below t_max; it is refused where that level is above the path's."""
+
+    name: ClassVar[str] = "ays"
+    model: str = option("sd1", help="whose table: sd1, sdxl or svd", check=one_of(*AYS_LEVELS))
+
+    def levels(self, steps: int) -> Tensor:
+        """The ``steps + 1`` descending EDM noise levels, the last one 0."""
+        table = torch.tensor(AYS_LEVELS[self.model], dtype=torch.float64)
+        if steps + 1 != len(table):
+            where = torch.linspace(0, len(table) - 1, steps + 1, dtype=torch.float64)
+            lower = where.floor().long().clamp(max=len(table) - 2)
+            frac = where - lower
+            log_table = table.log()
+            table = torch.exp(log_table[lower] * (1 - frac) + log_table[lower + 1] * frac)
+        table[-1] = 0.0
+        return table
+
+    def _times(self, path: GaussianPath, steps: int, t_max: float) -> Tensor:
+        levels = self.levels(steps)
+        top = float(path.edm_sigma(torch.tensor(t_max, dtype=torch.float64)))
+        if levels[0] > top * (1 + 1e-6):
+            raise UserError(
+                f"the Align Your Steps {self.model} grid starts at edm sigma {float(levels[0]):.4g}"
+                f", above this path's {top:.4g} at t_max={t_max}; use a path that reaches it or "
+                "another grid"
+            )
+        t = path.t_of_edm_sigma(levels[:-1]).clamp(max=t_max)
+        return _finish(t)
+
+
 @dataclass(frozen=True)
 class Listed(Grid):
     """The user's own descending times in [0, 1] (a searched grid, a grid file)."""
@@ -325,7 +373,7 @@ class Listed(Grid):
         return len(self.t) - 1
 
 
-for _cls in (Uniform, Shift, LogSNR, Polyexponential, Beta, Auto, Listed):
+for _cls in (Uniform, Shift, LogSNR, Polyexponential, Beta, Auto, AlignYourSteps, Listed):
     GRIDS.register(_cls)
 GRIDS.register(Karras, "edm")
 

@@ -161,7 +161,7 @@ GRID_NAMES: dict[str, str | None] = {
     "use_exponential_sigmas": "polyexponential",
     "use_beta_sigmas": "beta",
     "ddim_uniform": None,
-    "align_your_steps": None,
+    "align_your_steps": "ays",  # the sd1 table; {"name": "ays", "model": "sdxl"} for SD-XL
 }
 
 
