@@ -68,6 +68,16 @@ def test_train_on_a_streamed_npz_equals_in_memory(tmp_path):
             str(tmp_path / "st" / "checkpoints" / "step-00000003" / f"{name}.safetensors")
         )
         assert all(torch.equal(a[k], b[k]) for k in a)
+    # The commands that need the examples in memory read the stream (the same numbers).
+    for run in ("mem", "st"):
+        assert main(["analyze", str(tmp_path / run), "--what", "intrinsic-dim", "--n", "40"]) == 0
+    records = [
+        json.loads((tmp_path / run / "analysis" / "intrinsic-dim.json").read_text())
+        for run in ("mem", "st")
+    ]
+    for record in records:
+        del record["run_dir"], record["checkpoint"]
+    assert records[0] == records[1]
 
 
 def test_a_foreign_shard_stops_training_with_one_line(digit_images, tmp_path, capsys):

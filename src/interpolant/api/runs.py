@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..configurable import keyword_names, refuse_unknown
 from ..data import DataInfo, LoadedData, load_dataset
+from ..data.streaming import in_memory
 from ..errors import MissingFileError, UserError, WrongTypeError
 from ..predictions import Model
 from ..randomness import normal
@@ -479,7 +480,7 @@ def sample(
         loaded.config.train.cond_key,
         progress=progress,
         hooks=hooks,
-        data=lambda: load_data(loaded.config.data, "train").x,
+        data=lambda: in_memory(load_data(loaded.config.data, "train").x),
         trajectory=keep_trajectory,
         calibration_cache=(
             Path(loaded.run_dir) / "calibration",

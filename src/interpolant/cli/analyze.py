@@ -197,6 +197,7 @@ ANALYSES = {
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..api.runs import _classes_of, load_data, load_run
+    from ..data.streaming import in_memory
     from ..plots import _pyplot, _save
 
     if args.n < 2:
@@ -206,7 +207,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UserError(f"{args.run_dir} is class-conditional; analyze needs an unconditional run")
     if not run.config.data.name:
         raise UserError(f"{args.run_dir} has no data section (trained outside the CLI)")
-    data = load_data(run.config.data, "train", args.n).x
+    data = in_memory(load_data(run.config.data, "train", args.n).x)
     record, draw = ANALYSES[args.what](run, data, args)
     record = {
         "what": args.what,

@@ -469,6 +469,12 @@ def is_stream(data: Any) -> bool:
     return isinstance(data, StreamingDataset)
 
 
+def in_memory(data: Tensor | StreamingDataset) -> Tensor:
+    """``data`` as a tensor: a reader of on-disk data is read whole (for the commands that need
+    every example at once: analysis, Gaussian teleportation, grid search)."""
+    return data.to_tensor() if isinstance(data, StreamingDataset) else data
+
+
 def stream_rows(data: Tensor | StreamingDataset, index: Sequence[int] | np.ndarray) -> Tensor:
     """Rows ``index`` of a tensor or a reader, as a tensor."""
     if isinstance(data, StreamingDataset):
@@ -483,6 +489,7 @@ __all__ = [
     "StreamingDataset",
     "SubsetStream",
     "TensorStream",
+    "in_memory",
     "is_stream",
     "open_stream",
     "stream_rows",
