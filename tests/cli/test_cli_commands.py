@@ -148,6 +148,23 @@ def test_sample_teleport_jumps_over_the_first_steps(toy_run, tmp_path, capsys):
     assert "sample.teleport must lie in [0, 1)" in capsys.readouterr().err
 
 
+def test_sample_threshold_plugin_keeps_samples_inside_the_range(toy_run, tmp_path, capsys):
+    # sample.threshold clips x0_hat at every evaluation: the samples of the moons run (which
+    # reach |x| ~ 2) end inside [-0.5, 0.5] with clip_range 0.5; a bad key names the valid ones.
+    args = ["sample", str(toy_run), "--nfe", "8", "-n", "40", "--no-progress"]
+    out = tmp_path / "clip"
+    assert main([*args, "--out", str(out), "sample.threshold={mode: clip, clip_range: 0.5}"]) == 0
+    with np.load(out / "samples.npz") as z:
+        assert float(np.abs(z["samples"]).max()) <= 0.5 + 1e-6
+    plain = tmp_path / "plain"
+    assert main([*args, "--out", str(plain)]) == 0
+    with np.load(plain / "samples.npz") as z:
+        assert float(np.abs(z["samples"]).max()) > 1.0
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "sample.threshold={mode: clip, range: 0.5}"]) == 2
+    assert "mode, ratio, max_value, clip_range" in capsys.readouterr().err
+
+
 def test_schedule_writes_a_grid_file_that_sample_reads(toy_run, tmp_path, capsys):
     # `schedule` searches a 3-step DDIM grid (never worse than uniform on its own seeds, which
     # are in its first population); `sample --grid FILE` samples on exactly the listed times.

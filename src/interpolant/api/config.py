@@ -99,6 +99,11 @@ class SampleConfig:
         0.0, help="share of the steps jumped along the data's Gaussian (seed 32)"
     )
     skip_plan: list[list[int]] = option(default_factory=list, help="blocks skipped per listed step")
+    threshold: dict[str, Any] | str | None = option(
+        None,
+        help="clip or dynamic: x0_hat thresholded to [-1, 1] for pixel data, or "
+        "{mode: dynamic, ratio: 0.995, max_value: 1} (None: off)",
+    )
 
 
 @dataclass

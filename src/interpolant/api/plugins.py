@@ -5,7 +5,8 @@ nfe, grid, grid_options, float64, seed) become a :class:`~interpolant.solvers.Sa
 
 A plug-in is a sample-section key whose value becomes a hook of the run, like guidance:
 ``sample.teleport`` (Gaussian teleportation, seed paper 32) and ``sample.skip_plan``
-(AutoDiffusion's skipped blocks, seed paper 4). ``PLUGINS`` maps each key to the function that
+(AutoDiffusion's skipped blocks, seed paper 4) and ``sample.threshold`` (clipping or dynamic
+thresholding of x0_hat). ``PLUGINS`` maps each key to the function that
 builds its hook from the value and the run's context; ``plugin_hooks`` builds all of them, so
 the code that draws samples knows none of them by name.
 """
@@ -83,11 +84,27 @@ def _skip_plan(value: list[list[int]], ctx: PluginContext) -> Hook[Any] | None:
     return SkipPlan([frozenset(blocks) for blocks in value])
 
 
+def _threshold(value: str | dict[str, Any] | None, ctx: PluginContext) -> Hook[Any] | None:
+    if not value:
+        return None
+    from ..solvers import Thresholding
+
+    if isinstance(value, str):
+        return Thresholding(value)
+    try:
+        return Thresholding(**value)
+    except TypeError as err:
+        raise UserError(
+            f"sample.threshold: {err}; its keys are mode, ratio, max_value, clip_range"
+        ) from None
+
+
 #: Sample-section key -> the hook its value makes (None: the plug-in is off).
 #: The skip plan comes first: its blocks are per step of the grid it sees, the full one.
 PLUGINS: dict[str, Callable[[Any, PluginContext], Hook[Any] | None]] = {
     "skip_plan": _skip_plan,
     "teleport": _teleport,
+    "threshold": _threshold,
 }
 
 
