@@ -153,6 +153,9 @@ class Objective:
         prediction = self.prediction(model, x_t, t, **(cond or {}))
         w = self.weights(t).to(x0.dtype)
         loss = w * (prediction.get(self.target) - target).square().flatten(1).mean(dim=1)
+        offset = self.weight.offset(self.path, t)  # a learned weighting's own term (ANT-UW)
+        if offset is not None:
+            loss = loss + offset.to(loss.dtype)
         if self.terms:
             sigma = torch.as_tensor(Coefficients.at(self.path, t, x0).sigma)
             inputs = LossInputs(x0, eps, t, x_t, prediction, sigma, generator, cond, model)
@@ -172,6 +175,11 @@ class Objective:
         return self.per_sample_loss(model, x0, generator, cond, **kwargs).mean()
 
     __call__ = loss
+
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Learned parameters of the loss itself (ANT-UW's log-variances), ``{"weight.name": p}``;
+        the trainer optimises and checkpoints them with the model."""
+        return {f"weight.{k}": p for k, p in self.weight.named_parameters().items()}
 
     # -- extra terms' running statistics (the trainer checkpoints them) --------------------------
 

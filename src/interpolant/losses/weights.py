@@ -29,6 +29,14 @@ weighting whatever the target:
 Where logsnr < 0 the same weight is computed in eps space (``lambda / SNR`` over the eps-space
 factor), so the end points alpha = 0 and sigma = 0 give finite limits instead of 0 / 0.
 
+* ``ant-uw`` (ANT-UW: Go et al. 2023's uncertainty weighting of denoising tasks, after Kendall
+  et al. 2018): t is binned into ``groups`` equal intervals (tasks); task g has a learned
+  log-variance s_g = log sigma_g^2 and the loss is ``sum_g L_g / (2 sigma_g^2) + log sigma_g``
+  with L_g the ``base``-weighted loss of the task, i.e. per sample
+  ``w = base(t) exp(-s_g) / 2`` plus the additive ``offset = s_g / 2``. For fixed task losses the
+  optimum is sigma_g^2 = L_g (weight 1 / (2 L_g)). The log-variances are parameters of the loss
+  (:meth:`Weighting.named_parameters`), which the trainer optimises and checkpoints.
+
 Weightings are frozen dataclasses whose fields are their options (``config()``, ``repr``, ``==``
 and ``from_config`` derived; ``WEIGHTINGS`` builds one from a name or config).
 """
@@ -41,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..configurable import Configurable, Registry, number, option
 from ..errors import UserError, WrongTypeError
@@ -66,6 +74,15 @@ class Weighting(Configurable, ABC):
     @abstractmethod
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         """Per-sample weights (float64, shape of t) for a loss on ``target``."""
+
+    def offset(self, path: GaussianPath, t: Tensor) -> Tensor | None:
+        """A per-sample term the objective adds to the weighted loss (a learned weighting's
+        regulariser, e.g. ANT-UW's log sigma); None for fixed weightings."""
+        return None
+
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """Learned parameters of the weighting (none for fixed weightings)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -188,9 +205,67 @@ class CallableWeight(Weighting):
         raise UserError("a CallableWeight cannot be serialised; subclass Weighting instead")
 
 
+@dataclass(frozen=True)
+class UncertaintyWeight(Weighting):
+    """ANT-UW: learned per-task uncertainties on ``groups`` equal t intervals (see the module).
+
+    ``log_variance`` (a float32 parameter of shape (groups,), zero at the start, i.e. sigma = 1)
+    is not an option: it is learned, returned by :meth:`named_parameters` and checkpointed by
+    the trainer with its optimiser state.
+    """
+
+    name: ClassVar[str] = "ant-uw"
+    groups: int = option(
+        5, help="number of equal t intervals (tasks)", check=number(1, integer=True)
+    )
+    base: Weighting = option(
+        default_factory=UniformWeight, help="the weighting of each task's loss under its sigma"
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, str | Mapping):  # a name or config of the base weighting
+            object.__setattr__(self, "base", get_weighting(self.base))
+        super().__post_init__()
+        # Learned state, not an option: outside the dataclass fields (config, ==, repr).
+        self.__dict__["_learned_log_variance"] = nn.Parameter(torch.zeros(int(self.groups)))
+
+    def validate(self) -> None:
+        if not isinstance(self.base, Weighting) or isinstance(self.base, UncertaintyWeight):
+            raise WrongTypeError(
+                f"ant-uw: base must be a fixed Weighting, got {type(self.base).__name__}"
+            )
+
+    @property
+    def log_variance(self) -> nn.Parameter:
+        """s_g = log sigma_g^2 per task, shape (groups,)."""
+        param: nn.Parameter = self.__dict__["_learned_log_variance"]
+        return param
+
+    def task_of(self, t: Tensor) -> Tensor:
+        """The task of each t in [0, 1]: min(floor(t groups), groups - 1)."""
+        return (t.double().clamp(0, 1) * self.groups).long().clamp(max=self.groups - 1)
+
+    def _log_variance(self, t: Tensor) -> Tensor:
+        return self.log_variance.to(t.device)[self.task_of(t).to(t.device)]
+
+    def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
+        base = self.base(path, t, target)
+        return base * torch.exp(-self._log_variance(t).to(torch.float64)) / 2
+
+    def offset(self, path: GaussianPath, t: Tensor) -> Tensor:
+        return self._log_variance(t).to(torch.float64) / 2  # log sigma_g
+
+    def task_weights(self) -> Tensor:
+        """The current per-task factors 1 / (2 sigma_g^2) (float64, detached)."""
+        return torch.exp(-self.log_variance.detach().double()) / 2
+
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        return {"log_variance": self.log_variance}
+
+
 #: Registry of weightings by name.
 WEIGHTINGS: Registry[Weighting] = Registry("weighting", Weighting)
-for _cls in (UniformWeight, SNRWeight, MinSNR, EDMWeight, DensityWeight):
+for _cls in (UniformWeight, SNRWeight, MinSNR, EDMWeight, DensityWeight, UncertaintyWeight):
     WEIGHTINGS.register(_cls)
 
 
@@ -205,8 +280,13 @@ def get_weighting(
         return weight
     if isinstance(weight, str):
         name = weight.lower()
-        if name in ("uniform", "snr", "edm", "min-snr"):
+        if name in ("uniform", "snr", "edm", "min-snr", "ant-uw"):
             return WEIGHTINGS.build(name)
+        if name.startswith("ant-uw-"):
+            try:
+                return UncertaintyWeight(int(name[len("ant-uw-") :]))
+            except ValueError as err:
+                raise UserError(f"bad ANT-UW weighting {weight!r}: {err}") from None
         if name.startswith("min-snr-"):
             try:
                 return MinSNR(float(name[len("min-snr-") :]))
@@ -218,7 +298,7 @@ def get_weighting(
         return CallableWeight(weight)
     raise UserError(
         "weight must be a Weighting, a callable fn(path, t, target), or one of 'uniform', 'snr', "
-        f"'min-snr', 'min-snr-<gamma>', 'edm'; got {weight!r}"
+        f"'min-snr', 'min-snr-<gamma>', 'edm', 'ant-uw', 'ant-uw-<groups>'; got {weight!r}"
     )
 
 
@@ -237,6 +317,7 @@ __all__ = [
     "EDMWeight",
     "MinSNR",
     "SNRWeight",
+    "UncertaintyWeight",
     "UniformWeight",
     "Weighting",
     "X0SpaceWeighting",

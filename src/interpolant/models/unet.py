@@ -8,6 +8,10 @@ upsample + conv. Residual blocks use GroupNorm + SiLU and inject the embedding
 ``use_scale_shift_norm``). Self-attention runs at the resolutions in ``attn_resolutions`` through
 ``scaled_dot_product_attention``. The last conv of every branch and the output conv start at zero
 (ADM's ``zero_module``), so the initial output is exactly 0.
+
+Denoising task routing (``router=``, ``models.routing``; DTR's ADM port): every routed level's
+residual branch sees the task's channels of its input only, ``out = skip(x) + Delta(m_t * x)``,
+with one mask family per input width (the levels' widths differ across resolutions).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .layers import (
     optional_labels,
     time_batch,
 )
+from .routing import TaskRouter, router_options
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -58,8 +63,10 @@ class ResBlock(nn.Module):
         self.conv2 = zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip: nn.Module = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(torch.nn.functional.silu(self.norm1(x)))
+    def forward(self, x: Tensor, emb: Tensor, mask: Tensor | None = None) -> Tensor:
+        # DTR: the branch sees the task's channels only, skip(x) + Delta(m * x).
+        inp = x if mask is None else mask[:, :, None, None] * x
+        h = self.conv1(torch.nn.functional.silu(self.norm1(inp)))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(torch.nn.functional.silu(h)))
@@ -95,8 +102,8 @@ class Level(nn.Module):
         self.res = ResBlock(cin, cout, emb_dim, dropout)
         self.attn = AttentionBlock(cout, attn) if attn else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        x = self.res(x, emb)
+    def forward(self, x: Tensor, emb: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = self.res(x, emb, mask)
         return x if self.attn is None else self.attn(x)
 
 
@@ -116,6 +123,10 @@ class UNet(Backbone, SkippableBlocks):
         dropout: dropout inside the resblocks.
         num_classes, class_dropout_prob: optional class conditioning (see LabelEmbedding).
         time_scale: input scale of the sinusoidal time embedding (see TimestepEmbedding).
+        router: denoising task routing of the levels' residual branches (``models.routing``):
+            None, "dtr", "dtr-random" or a dict of TaskRouter options, plus ``layers``: the
+            levels to route by name ("down", "mid", "up" or one level such as "down.0"; see
+            :attr:`level_names`), default all. Adds no parameters.
 
     Block skipping (:class:`~interpolant.models.layers.SkippableBlocks`): the blocks are the
     resblock(+attention) levels numbered in forward order (encoder, middle, decoder); those with
@@ -141,6 +152,7 @@ class UNet(Backbone, SkippableBlocks):
         num_classes: int = 0,
         class_dropout_prob: float = 0.1,
         time_scale: float = 1000.0,
+        router: str | dict | None = None,
     ):
         super().__init__()
         self._save_config(
@@ -156,6 +168,7 @@ class UNet(Backbone, SkippableBlocks):
             num_classes=num_classes,
             class_dropout_prob=class_dropout_prob,
             time_scale=time_scale,
+            **({"router": router} if router is not None else {}),
         )
         self.height, self.width = image_size_hw(image_size, "image_size")
         self.in_channels = in_channels
@@ -222,6 +235,47 @@ class UNet(Backbone, SkippableBlocks):
                 )
         self.norm_out = group_norm(ch)
         self.conv_out = zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self._build_routers(router)
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """The levels in forward order: "down.i", "mid.i", "up.i" (i counts the group's levels)."""
+        names = []
+        for group in ("down", "mid", "up"):
+            levels = [m for m in getattr(self, group) if isinstance(m, Level)]
+            names += [f"{group}.{i}" for i in range(len(levels))]
+        return tuple(names)
+
+    def _build_routers(self, router: str | dict | None) -> None:
+        """One TaskRouter per input width of the routed levels (``routed``: their names)."""
+        spec = dict(router) if isinstance(router, dict) else router
+        layers = spec.pop("layers", None) if isinstance(spec, dict) else None
+        options = router_options(spec)
+        self.routers = nn.ModuleDict()
+        self.routed: frozenset[str] = frozenset()
+        self._names = self.level_names
+        if options is None:
+            return
+        names = self.level_names
+        wanted = ["down", "mid", "up"] if layers is None else layers
+        if isinstance(wanted, str) or not all(isinstance(w, str) for w in wanted):
+            raise UserError(f"UNet router layers must be a list of level names, got {layers!r}")
+        unknown = [w for w in wanted if w not in names and w not in ("down", "mid", "up")]
+        if unknown:
+            raise UserError(
+                f"UNet has no layers {unknown} to route; its layers are the groups "
+                f"'down', 'mid', 'up' and the levels {list(names)}"
+            )
+        self.routed = frozenset(n for n in names if n in wanted or n.split(".")[0] in wanted)
+        levels = [m for m in (*self.down, *self.mid, *self.up) if isinstance(m, Level)]
+        for name, level in zip(names, levels):
+            width = level.res.norm1.num_channels
+            if name in self.routed and str(width) not in self.routers:
+                self.routers[str(width)] = TaskRouter(width, **options)
+
+    def _masks(self, t: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        """Each routed width's (B, C) masks at the times t."""
+        return {width: router(t).to(dtype) for width, router in self.routers.items()}
 
     @property
     def skippable_blocks(self) -> tuple[int, ...]:
@@ -236,26 +290,35 @@ class UNet(Backbone, SkippableBlocks):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         check_input(x, (self.in_channels, self.height, self.width), "UNet")
-        emb = self.time_embed(time_batch(t, x))
+        t = time_batch(t, x)
+        emb = self.time_embed(t)
         y = optional_labels(self.label_embed, class_labels, x.shape[0], x.device, generator)
         if y is not None:
             emb = emb + y
         h = self.conv_in(x)
         skips = [h]
         skip, level = self._skip_blocks, 0  # level: index of the next Level in forward order
+        masks, names = self._masks(t, h.dtype), self._names
+
+        def run(layer: nn.Module, h: Tensor, level: int) -> Tensor:
+            if names[level] not in self.routed:
+                return self.run_block(layer, h, emb)
+            return self.run_block(layer, h, emb, masks[str(h.shape[1])])
+
         for layer in self.down:
             if not isinstance(layer, Level):
                 h = layer(h)
             else:
-                h = h if level in skip else self.run_block(layer, h, emb)
+                h = h if level in skip else run(layer, h, level)
                 level += 1
             skips.append(h)
         for layer in self.mid:
-            h = h if level in skip else self.run_block(layer, h, emb)
+            h = h if level in skip else run(layer, h, level)
             level += 1
         for layer in self.up:
             if isinstance(layer, Level):
-                h = self.run_block(layer, torch.cat([h, skips.pop()], dim=1), emb)
+                h = run(layer, torch.cat([h, skips.pop()], dim=1), level)
+                level += 1
             else:
                 h = layer(h)
         return self.conv_out(torch.nn.functional.silu(self.norm_out(h)))

@@ -19,7 +19,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError, WrongTypeError
 from ..threads import apply_policy
 from . import checkpoint as ckpt
+from . import conditioning
 from . import distributed as dist_util
 from . import state as st
 from .config import NETWORK_FIELDS, TrainConfig, as_config
@@ -91,6 +92,11 @@ class Trainer:
             train the same model bit for bit.
         config: a :class:`TrainConfig` or dict.
         labels: optional (N,) labels, passed to the model as ``cond={config.cond_key: y}``.
+        cond: optional per-sample conditioning of any structure, ``{name: (N, ...) tensor}``
+            (``train.conditioning``): the loss gets ``{name: tensor[rows]}`` (with the labels
+            under ``config.cond_key``); recorded in checkpoints, so a resume with other cond is
+            refused. ``cond_masks``: optional ``{name: (N,) bool}``, False = modality missing
+            (refused, as is a NaN row).
         network: JSON description of the network; a checkpoint written for another is refused.
         data_info: JSON data description (e.g. normalisation) stored with every checkpoint.
         sample_fn: ``sample_fn(model, step, run_dir)`` on rank 0 every ``sample_every`` steps and
@@ -116,6 +122,8 @@ class Trainer:
         on_checkpoint: CheckpointFn | None = None,
         step_hook: StepHook | None = None,
         encoder: Callable[[Tensor], Tensor] | None = None,
+        cond: Mapping[str, Tensor] | None = None,
+        cond_masks: Mapping[str, Tensor] | None = None,
     ):
         self.config = cfg = as_config(config)
         if not isinstance(model, nn.Module):
@@ -160,9 +168,13 @@ class Trainer:
                 device=info.device,
                 log=self.log,
             )
-        self.labels = None if labels is None else labels.to(info.device)
+        self.cond = conditioning.to_device(
+            conditioning.as_cond(labels, cond, cfg.cond_key, n, cond_masks), info.device
+        )
         fingerprint = data_fingerprint(data)
         self.data_desc = describe_data(data, fingerprint, self.data_info, encoder, cfg.batch_size)
+        if self.cond is not None:  # old checkpoints (no entry) keep resuming
+            self.data_desc["cond"] = conditioning.describe_cond(self.cond)
 
         # Model: same weights everywhere, then wrapped (DDP / FSDP2) and optionally compiled.
         self.module = model.to(info.device).train()
@@ -191,6 +203,17 @@ class Trainer:
             weight_decay=cfg.weight_decay,
             fused=info.device.type == "cuda",
         )
+        # Learned parameters of the loss (ANT-UW's log-variances): their own AdamW, no decay.
+        self.objective_params = self._objective_parameters()
+        self.objective_optimizer = None
+        if self.objective_params:
+            self.objective_optimizer = torch.optim.AdamW(
+                list(self.objective_params.values()),
+                lr=cfg.lr,
+                betas=cfg.betas,
+                eps=cfg.adam_eps,
+                weight_decay=0.0,
+            )
         self.ema = None
         if cfg.ema != "none":
             self.ema = EMA(
@@ -242,7 +265,7 @@ class Trainer:
             where = (self.config.seed, step, (first + j) // block)
             gen = generator(step_seed("loss", *where), self.info.device)
             torch.manual_seed(step_seed("global", *where))  # dropout and the like
-            cond = None if self.labels is None else {self.config.cond_key: self.labels[rows]}
+            cond = conditioning.select(self.cond, rows)
             x0 = self.data[rows] if streamed is None else streamed[j : j + block]
             if self.encoder is not None:  # latents, after the reseed (a sampling encoder)
                 with torch.no_grad():
@@ -270,6 +293,10 @@ class Trainer:
         lr = lr_from_config(cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.objective_optimizer is not None:
+            for group in self.objective_optimizer.param_groups:
+                group["lr"] = lr
+            self.objective_optimizer.zero_grad(set_to_none=True)
         indices = self.sampler.rank_indices(step, info.rank, info.world_size)
         offset = info.rank * (cfg.batch_size // info.world_size)
         self.optimizer.zero_grad(set_to_none=True)
@@ -287,6 +314,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = st.full_value(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        self._step_objective()
         if self.scaler is None:
             self.optimizer.step()
         else:  # skips the step when a gradient overflowed, then adapts the scale
@@ -333,6 +361,14 @@ class Trainer:
                 "torch_version": torch.__version__,
                 "grad_scaler": scaler_state(self.scaler),
             }
+            if self.objective_optimizer is not None:
+                tensors["objective-params"] = {
+                    k: p.detach().cpu() for k, p in self.objective_params.items()
+                }
+                obj_tensors, state["objective_optimizer_scalars"] = ckpt.flatten_optimizer(
+                    self._objective_optimizer_state()
+                )
+                tensors["objective-optimizer"] = obj_tensors
             path = ckpt.write_checkpoint(
                 self.ckpt_root, self.step, tensors, state, self.config.keep_checkpoints
             )
@@ -384,6 +420,9 @@ class Trainer:
         """Restore model, optimiser, EMA, RNG and counters from the checkpoint at ``path``."""
         ckpt.check_network(path / ckpt.STATE_FILE, saved.get("network", {}), self.network)
         ckpt.check_data_shape(path / ckpt.STATE_FILE, saved.get("data", {}), self.data_desc)
+        conditioning.check_cond_resume(
+            path / ckpt.STATE_FILE, saved.get("data", {}), self.data_desc.get("cond")
+        )
         shapes = st.model_shapes(self.module)
         model = ckpt.read_tensors(path, "model")
         ckpt.check_tensors(path / "model.safetensors", model, shapes)
@@ -420,6 +459,7 @@ class Trainer:
         if self.posthoc is not None:
             self.posthoc.load(posthoc)
         self._load_objective_state(path, saved)
+        self._load_objective_parameters(path, saved)
         self.step = int(saved["step"])
         self.elapsed_s = float(saved.get("elapsed_s", 0.0))
         load_scaler_state(self.scaler, saved.get("grad_scaler", {}), str(path))
@@ -427,6 +467,74 @@ class Trainer:
         self._check_position(saved.get("data", {}))
         self._report_differences(saved)
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _objective_parameters(self) -> dict[str, nn.Parameter]:
+        """The objective's learned parameters (``objective.named_parameters()``), on the device."""
+        named = getattr(self.objective, "named_parameters", None)
+        params = dict(named()) if callable(named) else {}
+        with torch.no_grad():
+            for p in params.values():
+                p.data = p.data.to(self.info.device)
+        return params
+
+    def _step_objective(self) -> None:
+        """AdamW on the loss's own parameters, with gradients averaged over ranks (DDP averages
+        only the model's)."""
+        opt = self.objective_optimizer
+        if opt is None:
+            return
+        if self.info.distributed:
+            for p in self.objective_params.values():
+                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+                torch.distributed.all_reduce(grad)
+                p.grad = grad / self.info.world_size
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+
+    def _objective_optimizer_state(self) -> dict[str, dict[str, Any]]:
+        """``{param_name: {slot: value}}`` of the loss parameters' optimiser, on the CPU."""
+        assert self.objective_optimizer is not None
+        names = list(self.objective_params)
+        return {
+            names[i]: {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in d.items()}
+            for i, d in self.objective_optimizer.state_dict()["state"].items()
+        }
+
+    def _load_objective_parameters(self, path: Path, saved: dict[str, Any]) -> None:
+        """The loss's learned parameters and their optimiser state, bit for bit."""
+        stored = "objective-params.safetensors" in saved["files"]
+        if not self.objective_params and not stored:
+            return
+        if not stored or self.objective_optimizer is None:
+            mine = sorted(self.objective_params)
+            raise ckpt.CheckpointError(
+                f"{path} has {'no' if not stored else ''} learned loss parameters but the "
+                f"objective learns {mine or 'none'} (was the weighting changed?)"
+            )
+        values = ckpt.read_tensors(path, "objective-params")
+        shapes = {k: tuple(p.shape) for k, p in self.objective_params.items()}
+        ckpt.check_tensors(path / "objective-params.safetensors", values, shapes)
+        with torch.no_grad():
+            for k, p in self.objective_params.items():
+                p.copy_(values[k])
+        slots = ckpt.unflatten_optimizer(
+            ckpt.read_tensors(path, "objective-optimizer"),
+            saved.get("objective_optimizer_scalars", {}),
+        )
+        index = {name: i for i, name in enumerate(self.objective_params)}
+        unknown = sorted(set(slots) - set(index))
+        if unknown:
+            raise ckpt.CheckpointError(
+                f"{path}: optimiser state of unknown loss parameters {unknown}"
+            )
+        self.objective_optimizer.load_state_dict(
+            {
+                "state": {index[n]: v for n, v in slots.items()},
+                "param_groups": self.objective_optimizer.state_dict()["param_groups"],
+            }
+        )
 
     def _objective_state(self) -> dict[str, Tensor]:
         state = getattr(self.objective, "state", None)
