@@ -65,8 +65,8 @@ def test_distill_cli_writes_a_run_that_samples_in_k_steps(tmp_path):
     loaded = runs.load_run(new)
     assert loaded.config.sample.solver == "euler" and loaded.config.sample.nfe == 1
     assert loaded.config.train.model["width"] == 16
-    with pytest.raises(UserError, match="second time"):
-        distill(teacher_dir, "meanflow", 1)
+    with pytest.raises(UserError, match="power of two"):
+        distill(teacher_dir, "shortcut", 3)
     with pytest.raises(UserError, match="8x8 digits"):
         distill(teacher_dir, "mmd", 2, train_steps=2)
     with pytest.raises(UserError, match="no run folder"):

@@ -13,8 +13,17 @@ Methods (interpolant.fewstep):
                EDM-preconditioned x0 student on the teacher's path; K steps of Euler on its x0
                (1 step: f(eps, 1)); the stochastic multistep consistency sampler is
                fewstep.consistency_sample in Python
-  meanflow, shortcut: need a two-time network, which the model registry cannot build, so they
-               are Python-only (fewstep.meanflow); this command says so
+  meanflow     MeanFlow (average velocity u(x, t, t - r), JVP identity) on the run's data; the
+               student is the teacher's backbone inside models.TwoTime (a second time input,
+               steps K), started from the teacher's weights when the teacher is a velocity
+               model on the linear path; K Euler steps x - (t - r) u(x, t, t - r)
+  shortcut     shortcut models (step-size conditioned self-consistency), same student and
+               sampler; K must be a power of two (the step sizes it trains are 2^-j)
+
+A class-conditional teacher (its backbone has num_classes) gives class-conditional pairs (pair i
+has class i % num_classes, stored with the pairs) and students trained with the labels
+(reflow, slimflow); meanflow and shortcut refuse one (their label dropout would differ between
+the target's and the prediction's forward passes).
 
 Presets by data: 2-D sets (dim 2) and images/vectors (everything else) get their own steps,
 batch size and learning rate (--train-steps, --batch-size, --lr override them). Each stage
@@ -41,7 +50,8 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """Add the ``distill`` subcommand to ``sub``."""
     p = sub.add_parser(
         "distill",
-        help="few-step / one-step student of a trained run (reflow, SlimFlow, MMD, CD)",
+        help="few-step / one-step student of a trained run (reflow, SlimFlow, MMD, CD, MeanFlow, "
+        "shortcut)",
         formatter_class=formatter,
         description=__doc__.replace("``", "") if __doc__ else None,
     )
@@ -98,9 +108,12 @@ def distill(
     progress: bool = False,
 ) -> Path:
     """The function behind the command (see the module docstring); returns the new run."""
+    import torch
+
     from .. import fewstep
     from ..api.runs import load_data, load_run, write_run_config
     from ..fewstep import consistency, mmd
+    from ..fewstep import meanflow as mf
     from ..fewstep.recipes import fit, train_config
     from ..solvers import Sampler
 
@@ -108,11 +121,10 @@ def distill(
         raise UserError(f"--method must be one of {METHODS}, got {method!r}")
     if not (isinstance(steps, int) and steps >= 1):
         raise UserError(f"--steps must be a positive integer, got {steps!r}")
-    if method in ("meanflow", "shortcut"):
+    if method == "shortcut" and (steps & (steps - 1)) != 0:
         raise UserError(
-            f"{method} trains a network with a second time input (t and the step), which the "
-            "model registry of run folders cannot build; use interpolant.fewstep.meanflow "
-            "(interval_model, MeanFlow/Shortcut, interval_sample) from Python"
+            f"shortcut models train the step sizes 2^-j, so --steps must be a power of two, "
+            f"got {steps}"
         )
     teacher_run = load_run(run_dir, device="cpu")
     teacher, cfg = teacher_run.model, teacher_run.config
@@ -137,13 +149,24 @@ def distill(
         **({"depth": depth} if depth else {}),
     }
     path_name = cfg.train.path.get("name", "linear")
+    classes = int(net.get("num_classes") or 0)
+    labels = None
 
     if method in ("reflow", "slimflow"):
         spec = Sampler("heun", nfe=pair_nfe, grid="uniform")
+        # Class-conditional teacher: pair i has class i % K (balanced, fixed by i alone).
+        pair_labels = torch.arange(pairs) % classes if classes else None
         made = fewstep.make_pairs(
-            teacher, pairs, spec, shape=shape, seed=seed, directory=new / "pairs", progress=progress
+            teacher,
+            pairs,
+            spec,
+            shape=shape,
+            seed=seed,
+            directory=new / "pairs",
+            labels=pair_labels,
+            progress=progress,
         )
-        rows = made.rows()
+        rows, labels = made.rows(), made.labels
         if method == "reflow":
             objective: Any = fewstep.Reflow(fewstep.PairCoupling("paired"))
             final = train_config(new, student_net, n_steps, **options)
@@ -155,7 +178,7 @@ def distill(
             stage = train_config(
                 new / "stages" / "annealed-reflow", student_net, n_steps, **options
             )
-            reflowed = fit(stage, rows, fewstep.Reflow(anneal))
+            reflowed = fit(stage, rows, fewstep.Reflow(anneal), labels=labels)
             objective = fewstep.FlowGuidedDistillation(copy.deepcopy(reflowed), guidance=1.0)
             final = train_config(new, student_net, n_steps, **options)
             model = copy.deepcopy(reflowed).train().requires_grad_(True)
@@ -183,6 +206,25 @@ def distill(
         model = copy.deepcopy(teacher).train().requires_grad_(True)
         train_data = data.x
         sample_spec = {"solver": "ddim", "nfe": steps, "grid": "uniform"}
+    elif method in ("meanflow", "shortcut"):
+        if classes:
+            raise UserError(
+                f"{method} in distill needs an unconditional run ({run_dir} has "
+                f"num_classes={classes}): class-conditional MeanFlow/shortcut training is "
+                "Python-only (fewstep.meanflow with class_dropout_prob=0)"
+            )
+        from ..train.build import build_network
+
+        two_time = {"name": "two-time", "backbone": student_net, "steps": steps}
+        final = train_config(new, two_time, n_steps, **options)
+        built: Any = build_network(final)
+        if _warm_start_fits(cfg, student_net, net) and isinstance(teacher.net, torch.nn.Module):
+            built.net.load_backbone(teacher.net.state_dict())  # the student starts as the teacher
+        model = built
+        log2 = max(7, steps.bit_length() - 1)
+        objective = mf.MeanFlow() if method == "meanflow" else mf.Shortcut(log2_steps=log2)
+        train_data = data.x
+        sample_spec = {"solver": "euler", "nfe": steps, "grid": "uniform"}
     else:  # consistency
         objective = consistency.ConsistencyDistillation(teacher)
         final = train_config(
@@ -194,9 +236,19 @@ def distill(
     if progress:  # sample grids every quarter of the training, as interpolant train draws
         final = final.replace(sample_every=max(1, n_steps // 4))
     pictures = _pictures(cfg, final, sample_spec, data, progress)
-    fit(final, train_data, objective, model=model, data_info=info, sample_fn=pictures)
+    fit(
+        final, train_data, objective, model=model, data_info=info, sample_fn=pictures, labels=labels
+    )
     write_run_config(_final_config(cfg, final, sample_spec), new)
     return new
+
+
+def _warm_start_fits(cfg: Any, student_net: dict[str, Any], net: dict[str, Any]) -> bool:
+    """Whether the teacher's weights load into the two-time student: the same backbone, a
+    velocity prediction on the linear path, no preconditioning wrapper."""
+    same_path = cfg.train.path.get("name", "linear") == "linear"
+    plain = cfg.train.predicts == "velocity" and cfg.train.precondition is None
+    return same_path and plain and student_net == net and cfg.train.lora is None
 
 
 def _final_config(cfg: Any, final: Any, sample_spec: dict[str, Any]) -> Any:

@@ -198,7 +198,8 @@ class Shortcut:
         # Flow-matching part (d = 0) on rows k..n.
         t_fm = times(n - k, generator, x0.device).to(x0.dtype)
         x_fm = Linear().sample_xt(x0[k:], t_fm, eps[k:])
-        s_fm = predict(model, x_fm, t_fm, cond).velocity
+        # gap = 0 explicitly: a two-time backbone's default gap is that of its K-step grid.
+        s_fm = predict(model, x_fm, t_fm, {**cond, "gap": torch.zeros_like(t_fm)}).velocity
         fm = (s_fm - (eps[k:] - x0[k:])).square().flatten(1).mean(dim=1)
         # Self-consistency on rows 0..k: d = 2^-j, j in 0..m-1, t a multiple of 2d in (0, 1].
         gen_device = generator.device if generator is not None else None

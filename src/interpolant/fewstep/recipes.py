@@ -60,11 +60,19 @@ def fit(
     model: Any = None,
     data_info: dict[str, Any] | None = None,
     sample_fn: Any = None,
+    labels: Tensor | None = None,
 ) -> Model:
     """Train (resuming from ``config.run_dir``) and return the EMA model, frozen, in eval mode.
-    ``data_info`` (the data's description) is stored with the checkpoints, as run folders need."""
+    ``data_info`` (the data's description) is stored with the checkpoints, as run folders need;
+    ``labels`` (N,) reach the objective as ``cond = {config.cond_key: labels}``."""
     trainer = train(
-        config, data, objective=objective, model=model, data_info=data_info, sample_fn=sample_fn
+        config,
+        data,
+        labels,
+        objective=objective,
+        model=model,
+        data_info=data_info,
+        sample_fn=sample_fn,
     )
     trainer.module.load_state_dict(trainer.averaged_state())
     module = trainer.module.eval().requires_grad_(False)

@@ -32,28 +32,49 @@ class AnalyticFlow(nn.Module):
     """The exact posterior mean E[x0 | x_t] of an empirical data set on the linear path (an x0
     network; wrap with :func:`analytic_teacher`). Computed in float64, in chunks of data rows.
 
+    With ``labels`` it is class-conditional: called with ``class_labels`` (B,), row b's
+    posterior runs over the points of class ``class_labels[b]`` only (the exact flow of that
+    class's empirical distribution); without ``class_labels``, over all points.
+
     Args:
         data: (N, ...) the data points (kept as a buffer, so they are part of the hash).
         chunk: data rows per block of the log-sum-exp (memory N x B per block).
+        labels: optional (N,) integer class of each point (a buffer too, hashed).
     """
 
     data: Tensor
+    labels: Tensor | None
 
-    def __init__(self, data: Tensor, chunk: int = 4096) -> None:
+    def __init__(self, data: Tensor, chunk: int = 4096, labels: Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(data, Tensor) or data.ndim < 2 or data.shape[0] < 1:
             raise UserError("AnalyticFlow needs a data tensor of shape (N, ...) with N >= 1")
         self.register_buffer("data", data.detach().to(torch.float64).flatten(1).clone())
+        if labels is not None:
+            if labels.shape != (data.shape[0],) or labels.is_floating_point():
+                raise UserError(
+                    f"AnalyticFlow labels must be (N,) = ({data.shape[0]},) integers, got "
+                    f"{tuple(labels.shape)} {labels.dtype}"
+                )
+            self.register_buffer("labels", labels.detach().to(torch.int64).clone())
+        else:
+            self.labels = None
         self.shape = tuple(data.shape[1:])
         self.chunk = int(chunk)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         flat = x.to(torch.float64).flatten(1)
         if flat.shape[1] != self.data.shape[1]:
             raise UserError(
                 f"the analytic teacher's data have {self.data.shape[1]} features per sample, "
                 f"x has {flat.shape[1]}"
             )
+        if class_labels is not None and self.labels is None:
+            raise UserError("class_labels given, but this AnalyticFlow was built without labels")
+        if class_labels is not None and self.labels is not None:
+            absent = sorted(set(class_labels.tolist()) - set(self.labels.tolist()))
+            if absent:
+                raise UserError(f"the analytic teacher has no data points of classes {absent}")
         t64 = t.to(torch.float64).reshape(-1, 1).clamp(min=1e-12)
         alpha = 1.0 - t64
         # logits_ij = -|x_i - alpha x^(j)|^2 / (2 t^2); a running log-sum-exp over data blocks.
@@ -67,18 +88,25 @@ class AnalyticFlow(nn.Module):
             d2 = flat.square().sum(1, keepdim=True) - 2 * alpha * cross
             d2 = (d2 + alpha.square() * block.square().sum(1)[None]).clamp(min=0)
             logits = -d2 / (2 * t64.square())
+            if class_labels is not None and self.labels is not None:
+                # Class-conditional: only the points of row b's class enter its posterior.
+                same = class_labels.to(x.device)[:, None] == self.labels[start : start + self.chunk]
+                logits = logits.masked_fill(~same.to(x.device), -torch.inf)
             new_top = torch.maximum(top, logits.max(dim=1, keepdim=True).values)
-            scale = torch.exp(top - new_top)
-            w = torch.exp(logits - new_top)
+            # A block without a point of the row's class leaves -inf; exp(-inf - -inf) = nan.
+            finite = torch.where(torch.isfinite(new_top), new_top, torch.zeros_like(new_top))
+            scale = torch.exp(top - finite)
+            w = torch.exp(logits - finite)
             norm = norm * scale + w.sum(dim=1, keepdim=True)
             acc = acc * scale + w @ block
             top = new_top
         return (acc / norm).reshape(x.shape).to(x.dtype)
 
 
-def analytic_teacher(data: Tensor, chunk: int = 4096) -> Model:
-    """The exact rectified-flow model of ``data`` (x0 prediction on ``paths.Linear()``)."""
-    return Model(AnalyticFlow(data, chunk), Linear(), predicts="x0")
+def analytic_teacher(data: Tensor, chunk: int = 4096, labels: Tensor | None = None) -> Model:
+    """The exact rectified-flow model of ``data`` (x0 prediction on ``paths.Linear()``);
+    class-conditional with ``labels`` (see :class:`AnalyticFlow`)."""
+    return Model(AnalyticFlow(data, chunk, labels), Linear(), predicts="x0")
 
 
 def teacher_hash(model: Model) -> str:
