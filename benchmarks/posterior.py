@@ -50,7 +50,7 @@ from interpolant.metrics import mmd
 from interpolant.metrics.distances import median_bandwidth
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SMC = ("tds", "tds_prior", "mcgdiff")
+SMC = ("tds", "tds_prior", "mcgdiff", "fps")
 POINT = ("dps", "dc", "repaint", "red_diff", "flowchef", "pinv")
 
 
@@ -99,8 +99,11 @@ def draw(
     model = prior.model(path)
     options: dict[str, Any] = {"seed": args.seed}
     if method in SMC:
+        # The samplers' default grid (Karras; uniform for fps) unless --smc-grid names one.
+        grid = getattr(args, "smc_grid", None)
+        extra = {**options, **({"grid": grid} if grid else {})}
         out = solve(
-            model, op, y, method, particles=args.particles, n=draws, steps=args.steps, **options
+            model, op, y, method, particles=args.particles, n=draws, steps=args.steps, **extra
         )
     elif method == "red_diff":
         out = solve(model, op, rows, method, steps=budget, seed=args.seed)
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=512)
     parser.add_argument("--measurements", type=int, default=4)
     parser.add_argument("--floor-reps", type=int, default=8)
+    parser.add_argument("--smc-grid", default=None, help="grid of the SMC samplers' spec")
     parser.add_argument("--curve", action="store_true")
     parser.add_argument("--curve-particles", nargs="+", type=int, default=[4, 16, 64])
     parser.add_argument("--seed", type=int, default=0)

@@ -500,6 +500,8 @@ METHODS = (
     "tds",
     "tds_prior",
     "mcgdiff",
+    "fps",
+    "dpnp",
 )
 
 
@@ -520,13 +522,15 @@ def solve(
     (:func:`~interpolant.inverse.flowchef.flowchef`), ``cow``
     (:func:`~interpolant.inverse.cow.cow_solve`), ``mbir``
     (:func:`~interpolant.inverse.mbir.diffusion_mbir`, volumes), ``tds`` / ``tds_prior`` /
-    ``mcgdiff`` (:func:`~interpolant.inverse.smc.smc_posterior`, one posterior draw per
-    measurement; ``particles=``; ``nfe`` of the result is per draw) or ``pinv`` (A^+ y, the
-    zero-filled / least-squares baseline, no NFE). ``nfe=`` is model evaluations for every
-    method (RePaint and COW fit their grids to it). ``options`` go to that function: its own
-    (zeta=, weight=, where=, jump_length=, lr=, lam=, steps= for red_diff, ...) and, for the
-    samplers, the spec's shortcuts (nfe=, steps=, seed=, solver=, grid=, ...). The samplers'
-    start noise comes from the ``inverse-start`` stream of the spec's seed.
+    ``mcgdiff`` / ``fps`` (:func:`~interpolant.inverse.smc.smc_posterior`, one posterior draw per
+    measurement; ``particles=``; ``nfe`` of the result is per draw), ``dpnp``
+    (:func:`~interpolant.inverse.dpnp.dpnp`, split Gibbs; ``iterations=``, ``denoise_steps=``)
+    or ``pinv`` (A^+ y, the zero-filled / least-squares baseline, no NFE). ``nfe=`` is model
+    evaluations for every method (RePaint and COW fit their grids to it). ``options`` go to
+    that function: its own (zeta=, weight=, where=, jump_length=, lr=, lam=, steps= for
+    red_diff, ...) and, for the samplers, the spec's shortcuts (nfe=, steps=, seed=, solver=,
+    grid=, ...). The samplers' start noise comes from the ``inverse-start`` stream of the
+    spec's seed.
     """
     name = method.lower().replace("-", "_")
     if name not in METHODS:
@@ -548,13 +552,19 @@ def solve(
         from .cow import cow_solve
 
         return cow_solve(model, operator, y, sampler, index=index, **options)
-    if name in ("tds", "tds_prior", "mcgdiff"):
+    if name in ("tds", "tds_prior", "mcgdiff", "fps"):
         from .smc import smc_posterior
 
         if index is not None:
             raise UserError(f"{name} draws its own particles: it takes no index=")
         out = smc_posterior(model, operator, y, sampler, method=name, **options)
         return Reconstruction(out.x, out.nfe)
+    if name == "dpnp":
+        from .dpnp import dpnp as dpnp_sample
+
+        if sampler is not None:
+            raise UserError("dpnp runs its own prior chains: it takes no sampler")
+        return dpnp_sample(model, operator, y, index=index, **options)
     if name == "mbir":
         from .mbir import diffusion_mbir
 
