@@ -8,11 +8,15 @@ exact conditional law gives the oracle.
 Protocol (fixed before measuring): real series cut into windows of context 36 + horizon 12
 with one lag channel (the seasonal period), each window standardised by its context's mean and
 sd (mean scaling leaves CO2 and El Nino at ~1 +- 1 %); the last ``--test-windows`` horizons are
-test windows (rolling, GluonTS style), the training windows end before them. GP: 2000 exact
-training windows, 100 test windows, no scaling. For each training seed:
+test windows (rolling, GluonTS style), the ``--val-windows`` horizons before them validation
+windows; TSDiff's training windows end before the validation horizons (as the official code's
+``use_validation_set``), DeepAR trains on everything before the test. GP: 2000 exact training
+windows, 100 test and 100 validation windows, no scaling. For each training seed:
 
 - TSDiff-Q: the Conv1D eps-model (width 64, depth 6; ``--steps`` Adam steps, batch 64), 16
-  samples per window from quantile self-guidance, scale s = 4, ancestral DDPM over 100 steps;
+  samples per window from quantile self-guidance, ancestral DDPM over 100 steps, the guidance
+  scale s the one of ``SCALES`` with the lowest CRPS on the validation windows (the official
+  configs pick s per data set from 2, 4, 8; the test windows never choose anything);
 - DeepAR (``gluonts.torch`` estimator; 2 layers x 40, ``--deepar-epochs`` epochs of 50
   batches of 32) trained on the same training part of the series (GP: the training windows as
   series), predicting from each test window's history; 16 samples;
@@ -66,7 +70,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "timeseries.json"
 REAL = ("co2", "elnino", "sunspots")
 GLUON_FREQ = {"M": "M", "A": "Y", "H": "h"}
 SAMPLES = 16
-SCALE = 4.0
+#: Guidance scales tried on the validation windows (the official configs use 2, 4 and 8).
+SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def deepar(
@@ -113,26 +118,46 @@ def deepar(
     return torch.tensor(np.stack(out), dtype=torch.float64), train_s, predict_s
 
 
+def choose_scale(model: Any, val: Windows, seed: int) -> tuple[float, dict[str, float]]:
+    """The guidance scale of SCALES with the lowest CRPS on the validation windows."""
+    y = val.horizon()
+    crps_by_scale = {}
+    for scale in SCALES:
+        fc = forecast(model, val, SAMPLES, scale, energy="quantile", seed=seed)
+        crps_by_scale[f"{scale:g}"] = scores(fc.double(), y)["crps"]
+    best = min(crps_by_scale, key=lambda k: crps_by_scale[k])
+    return float(best), crps_by_scale
+
+
 def evaluate(
     name: str,
     train: Windows,
+    val: Windows,
     test: Windows,
     deepar_data: tuple[list, list, str],
     s: argparse.Namespace,
     seed: int,
 ) -> dict[str, Any]:
-    """One seed on one data set: every method's CRPS / coverage / wall times."""
+    """One seed on one data set: every method's CRPS / coverage / wall times. TSDiff is trained
+    on ``train`` (which ends before the validation horizons) and its guidance scale is the one
+    of SCALES with the lowest CRPS on ``val``; the test windows are scored once."""
     y = test.horizon()
     out: dict[str, Any] = {}
     settings = TrainSettings(steps=s.steps, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         trained = train_window_model(train, Path(tmp) / "run", settings)
     t0 = time.perf_counter()
-    fc = forecast(trained.model, test, SAMPLES, SCALE, energy="quantile", seed=seed)
+    scale, val_crps = choose_scale(trained.model, val, seed)
+    select_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fc = forecast(trained.model, test, SAMPLES, scale, energy="quantile", seed=seed)
     out["tsdiff-q"] = {
         **scores(fc.double(), y),
         "train_s": trained.train_seconds,
         "forecast_s": time.perf_counter() - t0,
+        "select_s": select_s,
+        "scale": scale,
+        "val_crps": val_crps,
     }
     naive = seasonal_naive(test, SAMPLES)
     out["seasonal-naive"] = {**scores(naive, y), "train_s": 0.0, "forecast_s": 0.0}
@@ -154,14 +179,19 @@ def evaluate(
 
 
 def real_series(name: str, s: argparse.Namespace) -> tuple:
+    """Windows of a statsmodels series: the last ``test_windows`` horizons are the test, the
+    ``val_windows`` horizons before them the validation (guidance scale), TSDiff trains on the
+    windows that end before the validation horizons; DeepAR gets the whole series before the
+    test (validation included, so the split can only favour it)."""
     data = load_statsmodels(name)
     spec = WindowSpec(36, 12, lags=(data.period,), scaling="standard", freq=data.freq,
                       period=data.period)  # fmt: skip
-    train, test = train_test_windows(data.series, spec, s.test_windows)
     series = data.series[0]
+    _, test = train_test_windows(data.series, spec, s.test_windows)
     first_test = int(test.end.min()) - spec.horizon
+    train, val = train_test_windows([series[:first_test]], spec, s.val_windows)
     histories = [series[: int(e) - spec.horizon] for e in test.end]
-    return spec, train, test, ([series[:first_test]], histories, GLUON_FREQ[data.freq])
+    return spec, train, val, test, ([series[:first_test]], histories, GLUON_FREQ[data.freq])
 
 
 def gp_data(s: argparse.Namespace, seed: int) -> tuple:
@@ -169,11 +199,13 @@ def gp_data(s: argparse.Namespace, seed: int) -> tuple:
     gen = torch.Generator().manual_seed(derive_seed("bench-gp", seed))
     train_raw, cov = gp_windows(s.gp_train, generator=gen)
     test_raw, _ = gp_windows(s.gp_test, generator=gen)
+    val_raw, _ = gp_windows(s.gp_test, generator=gen)  # fresh exact windows for the scale
     ends = [[spec.length]] * 1
     train = make_windows(list(train_raw.numpy()), spec, ends=ends * s.gp_train)
     test = make_windows(list(test_raw.numpy()), spec, ends=ends * s.gp_test)
+    val = make_windows(list(val_raw.numpy()), spec, ends=ends * s.gp_test)
     histories = [w[: spec.context] for w in test_raw.numpy()]
-    return spec, train, test, (list(train_raw.numpy()), histories, "h"), cov, test_raw
+    return spec, train, val, test, (list(train_raw.numpy()), histories, "h"), cov, test_raw
 
 
 def gp_oracle(cov: torch.Tensor, test_raw: torch.Tensor, spec: WindowSpec, seed: int) -> dict:
@@ -240,7 +272,7 @@ def write_record(results: dict, s: argparse.Namespace, wall_s: float) -> dict:
         "threads": 1,
         "settings": {k: v for k, v in vars(s).items() if k not in ("out", "markdown")},
         "samples": SAMPLES,
-        "guidance_scale": SCALE,
+        "guidance_scales_tried": list(SCALES),
         "results": results,
         "targets": targets,
         "wall_s": wall_s,
@@ -257,6 +289,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="TSDiff training steps")
     parser.add_argument("--deepar-epochs", type=int, default=20)
     parser.add_argument("--test-windows", type=int, default=8)
+    parser.add_argument("--val-windows", type=int, default=4, help="horizons for the scale")
     parser.add_argument("--gp-train", type=int, default=2000)
     parser.add_argument("--gp-test", type=int, default=100)
     parser.add_argument("--only", nargs="*", help="data sets to run (default all)")
@@ -280,11 +313,11 @@ def main() -> None:
         for k in range(s.seeds):
             torch.manual_seed(derive_seed("bench-ts", k))
             if name == "gp":
-                spec, train, test, dar, cov, test_raw = gp_data(s, 0)
+                spec, train, val, test, dar, cov, test_raw = gp_data(s, 0)
                 oracle = gp_oracle(cov, test_raw, spec, 0)
             else:
-                spec, train, test, dar = real_series(name, s)
-            runs.append(evaluate(name, train, test, dar, s, k))
+                spec, train, val, test, dar = real_series(name, s)
+            runs.append(evaluate(name, train, val, test, dar, s, k))
         results[name] = {"spec": spec.to_dict(), "seeds": runs, "mean": summarise(runs)}
         if oracle is not None:
             results[name]["oracle"] = oracle

@@ -52,9 +52,23 @@ def read_spec(run_dir: Path) -> Any:
         raise MissingFileError(f"no checkpoint in {run_dir / 'checkpoints'}")
     state = json.loads((found / ckpt.STATE_FILE).read_text())
     info = (state.get("data") or {}).get("info") or {}
-    if "timeseries" not in info:
+    # train_window_model stores the spec at the top of data_info, `interpolant train` (the
+    # data registry's "series" set) in its extra metadata.
+    spec = info.get("timeseries") or (info.get("extra") or {}).get("timeseries")
+    if spec is None:
         raise UserError(f"{run_dir} is not a time-series run (its checkpoint has no window spec)")
-    return WindowSpec.from_dict(info["timeseries"])
+    return WindowSpec.from_dict(spec)
+
+
+def is_series_run(path: Path) -> bool:
+    """Whether ``path`` is a run folder whose checkpoint holds a window spec."""
+    if not (path / "checkpoints").is_dir():
+        return False
+    try:
+        read_spec(path)
+    except UserError:
+        return False
+    return True
 
 
 def write_quantiles(samples: Any, path: Path, names: list[str]) -> None:
@@ -110,12 +124,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
     from ..api.runs import load_run
     from ..timeseries import forecast, forecast_windows, load_series_file
+    from ..timeseries.dataset import check_freq, file_freq
 
     spec = read_spec(args.run_dir)
-    if args.freq is not None and spec.freq is not None and args.freq != spec.freq:
-        raise UserError(
-            f"the run was trained on series of frequency {spec.freq!r}, not {args.freq!r}"
-        )
+    found = args.freq or file_freq(args.history)
+    check_freq(found, spec.freq, f"the history {args.history}")
     if args.samples < 2:
         raise UserError(f"--samples must be >= 2 for quantiles, got {args.samples}")
     history = load_series_file(args.history, id_column=args.id_column)
@@ -135,4 +148,76 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     truth = load_series_file(args.truth, id_column=args.id_column) if args.truth else None
     fan_chart(history, samples, folder / "fan.png", names, truth, spec.context)
     print(f"wrote {folder / 'forecast.csv'} and {folder / 'fan.png'}")
+    return 0
+
+
+#: ``interpolant eval RUN`` keys of a time-series run (``eval.KEY=VALUE``) and their defaults.
+EVAL_KEYS: dict[str, Any] = {"samples": 64, "scale": 4.0, "energy": "quantile", "seed": 0}
+
+
+def eval_settings(overrides: list[str]) -> dict[str, Any]:
+    """The forecast settings of ``interpolant eval RUN`` from ``eval.KEY=VALUE`` overrides."""
+    settings = dict(EVAL_KEYS)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        name = key.removeprefix("eval.")
+        if not sep or name not in EVAL_KEYS:
+            raise UserError(
+                f"{item!r}: a time-series run's eval takes eval.KEY=VALUE with KEY one of "
+                f"{sorted(EVAL_KEYS)}"
+            )
+        kind = type(EVAL_KEYS[name])
+        try:
+            settings[name] = kind(value)
+        except ValueError:
+            raise UserError(f"{item!r}: {name} must be a {kind.__name__}") from None
+    if settings["energy"] not in ("quantile", "mse"):
+        raise UserError(f"eval.energy must be 'quantile' or 'mse', got {settings['energy']!r}")
+    if settings["samples"] < 2:
+        raise UserError(f"eval.samples must be >= 2, got {settings['samples']}")
+    return settings
+
+
+def cmd_eval_series(args: argparse.Namespace) -> int:
+    """``interpolant eval RUN`` for a time-series run: forecasts of its test windows (the last
+    ``test_windows`` horizons of each series) scored by CRPS, weighted quantile loss, MASE and
+    50 / 80 / 90 % coverage, with seasonal naive on the same windows for reference."""
+    import torch
+
+    from ..api.runs import load_run
+    from ..timeseries import forecast, seasonal_naive
+    from ..timeseries.dataset import series_metrics, series_windows
+
+    settings = eval_settings(list(args.overrides))
+    run = load_run(args.samples, device="cpu")
+    if run.config.data.name != "series":
+        raise UserError(
+            f"{args.samples} was not trained with data.name=series, so its test windows are "
+            "unknown; score forecasts with interpolant.timeseries.scores instead"
+        )
+    built = series_windows(**run.config.data.options)
+    torch.set_num_threads(1)
+    fc = forecast(
+        run.model, built.test, settings["samples"], settings["scale"],
+        energy=settings["energy"], seed=settings["seed"],
+    ).double()  # fmt: skip
+    result: dict[str, Any] = {
+        "run": str(args.samples),
+        "series": built.data.name,
+        "test_windows": len(built.test),
+        "settings": settings,
+        "tsdiff": series_metrics(fc, built),
+        "seasonal_naive": series_metrics(seasonal_naive(built.test, 1), built),
+    }
+    out = args.out or args.samples / "eval" / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{len(built.test)} test windows of {built.data.name!r} (horizon {built.spec.horizon}), "
+        f"{settings['samples']} samples each, guidance {settings['energy']} s={settings['scale']}"
+    )
+    print(f"{'':16s}" + "".join(f"{k:>12s}" for k in result["tsdiff"]))
+    for name in ("tsdiff", "seasonal_naive"):
+        print(f"{name:16s}" + "".join(f"{v:12.4f}" for v in result[name].values()))
+    print(f"wrote {out}")
     return 0

@@ -79,6 +79,13 @@ def _digits(n: int | None, split: str, generator: torch.Generator, **params: Any
     return load_digits(split, **params)
 
 
+def _series(n: int | None, split: str, generator: torch.Generator, **params: Any) -> LoadedData:
+    """Windows of time series (``interpolant.timeseries.dataset``; imported when used)."""
+    from ..timeseries.dataset import load_series_data
+
+    return cast(LoadedData, load_series_data(n, split, generator, **params))
+
+
 DATASETS: dict[str, DatasetSpec] = {
     **{
         k: DatasetSpec(k, True, (f.__doc__ or "").split("\n")[0], _sampled(k, f, TOY_CLASSES[k]))
@@ -92,6 +99,13 @@ DATASETS: dict[str, DatasetSpec] = {
     },
     "digits": DatasetSpec(
         "digits", False, "sklearn's 8x8 digits, (1, 8, 8) in [-1, 1], 1500/297 split", _digits
+    ),
+    "series": DatasetSpec(
+        "series",
+        False,
+        "windows of time series (data.options.source: co2, elnino, sunspots, nile, "
+        "macrodata:COLUMN or a .csv/.npy file; docs/howto/time-series.md)",
+        _series,
     ),
 }
 """Name -> :class:`DatasetSpec` (toy 2-D sets, oracles, digits)."""

@@ -95,8 +95,11 @@ class Conv1D(Backbone):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if x.ndim != 3 or x.shape[1] != self.channels:
+            got = x.shape[1] if x.ndim == 3 else None
+            hint = f": set train.model.channels={got} (1 + number of lags)" if got else ""
             raise UserError(
-                f"Conv1D expects x of shape (B, {self.channels}, length), got {tuple(x.shape)}"
+                f"Conv1D expects x of shape (B, {self.channels}, length), got "
+                f"{tuple(x.shape)}{hint}"
             )
         emb = F.silu(self.time_embed(time_batch(t, x)))
         h = self.inp(x)

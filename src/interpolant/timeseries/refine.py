@@ -17,13 +17,22 @@ loss on a batch of windows is closest to the mean loss over steps, argmin_n (L_n
 Optimisers: ``"most_likely"``: SGD (lr 0.1) with ReduceLROnPlateau on E, ``iterations`` steps
 (eq. 11, the mode); ``"mcmc"``: overdamped Langevin y <- y - eta grad E + sqrt(2 eta) gamma xi
 (eta = 0.1, gamma = 0.1 as in the official code; eq. 12), noise from the per-sample stream
-``"timeseries-refine"``. HMC is not implemented.
+``"timeseries-refine"``; it targets p(y) ~ exp(-E(y) / gamma^2) without a correction.
+``"hmc"``: Hamiltonian Monte Carlo on the same law (Neal 2011, sec. 5.3.2): each of the
+``iterations`` transitions draws a momentum p ~ N(0, I), runs ``leapfrog_steps`` leapfrog
+steps of size ``hmc_step`` on U = E / gamma^2, and accepts per sample with probability
+min(1, exp(H_0 - H_1)), H = U + |p|^2 / 2 (the Metropolis correction). The diffusion energy is
+stochastic (its eps); it is drawn once per transition, so each transition is an exact
+Metropolis-corrected move for the energy with that eps (the same role the fresh eps plays in
+the other two optimisers). ``RefineResult.acceptance`` reports the mean acceptance rate.
 
-Every network evaluation is counted in ``RefineResult.nfe`` (per sample: one per iteration).
+Every network evaluation is counted in ``RefineResult.nfe`` (per sample: one per iteration;
+HMC: leapfrog_steps + 1 per transition).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +45,7 @@ from ..randomness import Streams
 from .forecast import check_windows
 from .windows import Windows
 
-OPTIMISERS = ("most_likely", "mcmc")
+OPTIMISERS = ("most_likely", "mcmc", "hmc")
 
 
 @dataclass
@@ -47,6 +56,74 @@ class RefineResult:
     samples: Tensor
     step: int
     nfe: int
+    acceptance: float | None = None
+
+
+@dataclass
+class HMCResult:
+    """The chains' final states (B, ...), per-chain acceptance rates (B,) and the energy
+    gradient evaluations per chain."""
+
+    x: Tensor
+    acceptance: Tensor
+    evaluations: int
+
+
+def hmc(
+    energy: Callable[[Tensor, int], Tensor],
+    x: Tensor,
+    streams: Streams,
+    *,
+    step_size: float,
+    leapfrog_steps: int = 10,
+    iterations: int = 100,
+    jitter: float = 0.5,
+) -> HMCResult:
+    """Hamiltonian Monte Carlo with one chain per row of ``x`` (B, ...) on p(x) ~ exp(-U(x)).
+
+    ``energy(x, k)`` is U per row (B,) during transition k (a deterministic energy ignores k).
+    Each transition: p ~ N(0, I) from ``streams``; leapfrog p <- p - h/2 grad U,
+    (x <- x + h p, p <- p - h grad U) x L with the last momentum step halved; accept row b
+    when u_b < exp(H_0 - H_1), u_b ~ U(0, 1) from ``streams`` (Neal 2011, eqs. 5.18-5.20).
+    The step size of each chain and transition is drawn from h (1 +- ``jitter``): a fixed
+    trajectory length h L can be close to a multiple of half the period of a direction (for a
+    Gaussian, pi sd), which then never mixes (Neal 2011, sec. 5.4.2.2)."""
+    if step_size <= 0 or leapfrog_steps < 1 or iterations < 1 or not 0 <= jitter < 1:
+        raise UserError(
+            f"HMC needs step_size > 0, leapfrog_steps >= 1, iterations >= 1 and jitter in "
+            f"[0, 1); got {step_size}, {leapfrog_steps}, {iterations}, {jitter}"
+        )
+    if len(streams) != x.shape[0]:
+        raise UserError(f"{len(streams)} random streams for {x.shape[0]} chains")
+
+    def value_and_grad(y: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            u = energy(y, k)
+            (g,) = torch.autograd.grad(u.sum(), y)
+        return u.detach(), g.detach()
+
+    dims = tuple(range(1, x.ndim))
+    current = x.detach().clone()
+    accepted = torch.zeros(x.shape[0], dtype=torch.float64)
+    for k in range(iterations):
+        u0, g = value_and_grad(current, k)
+        p = streams.normal(x.shape[1:], dtype=x.dtype, device=x.device)
+        spread = 2 * streams.uniform((), dtype=torch.float64) - 1
+        h = (step_size * (1 + jitter * spread)).to(x).reshape(-1, *[1] * len(dims))
+        h0 = u0 + 0.5 * p.square().sum(dims)
+        y = current.clone()
+        p = p - 0.5 * h * g
+        for step in range(leapfrog_steps):
+            y = y + h * p
+            u1, g = value_and_grad(y, k)
+            p = p - (h if step < leapfrog_steps - 1 else 0.5 * h) * g
+        h1 = u1 + 0.5 * p.square().sum(dims)
+        log_u = streams.uniform((), dtype=torch.float64).log().to(h0)
+        accept = torch.isfinite(h1) & (log_u < (h0 - h1))
+        current = torch.where(accept.reshape(-1, *[1] * len(dims)), y, current)
+        accepted += accept.to(torch.float64).cpu()
+    return HMCResult(current, accepted / iterations, iterations * (leapfrog_steps + 1))
 
 
 def step_time(model: Model, n: int) -> float:
@@ -97,6 +174,8 @@ def refine(
     prior_scale: float = 1.0,
     lr: float = 0.1,
     noise_scale: float = 0.1,
+    leapfrog_steps: int = 5,
+    hmc_step: float = 0.01,
     step: int | None = None,
     reference: Tensor | None = None,
     seed: int = 0,
@@ -104,7 +183,9 @@ def refine(
     """Refine ``base`` forecasts (N, S, H) (series units; H = the spec's horizon) of ``windows``.
 
     ``step``: t* as a 0-based discrete step (default: :func:`best_step` on ``reference``, a
-    batch of model-space windows, by default ``windows.values``)."""
+    batch of model-space windows, by default ``windows.values``). ``optimiser="hmc"``:
+    ``iterations`` transitions of ``leapfrog_steps`` leapfrog steps of size ``hmc_step`` on
+    E / noise_scale^2 (see the module docstring)."""
     check_windows(model, windows)
     spec = windows.spec
     n, s_count = len(windows), base.shape[1] if base.ndim == 3 else 0
@@ -137,24 +218,42 @@ def refine(
     q = q.repeat(n)[:, None]
 
     def energy(y0: Tensor, eps: Tensor) -> Tensor:
+        """E per sample (N S,)."""
         y = _assemble(y0, windows, s_count)
         x_t = abar**0.5 * y + (1 - abar) ** 0.5 * eps
-        diffusion = (eps - model(x_t, t_star).eps).square().sum()
+        diffusion = (eps - model(x_t, t_star).eps).square().sum((1, 2))
         if prior == "mse":
-            reg = ((y0 - obs).square() * ctx_mask).sum()
+            reg = ((y0 - obs).square() * ctx_mask).sum(1)
         else:
-            reg = pinball(obs - y0, q).sum()
+            reg = pinball(obs - y0, q).sum(1)
         return diffusion + prior_scale * reg
 
     streams = Streams(seed, n * s_count, "timeseries-refine")
     channels = spec.channels
+    if optimiser == "hmc":
+        noises = Streams(seed, n * s_count, "timeseries-refine-eps")
+        drawn: dict[int, Tensor] = {}
+
+        def potential(y0: Tensor, k: int) -> Tensor:
+            if k not in drawn:  # one eps per transition, shared by its leapfrog steps
+                drawn.clear()
+                drawn[k] = noises.normal((channels, spec.length))
+            return energy(y0, drawn[k]) / noise_scale**2
+
+        chains = hmc(
+            potential, obs, streams, step_size=hmc_step, leapfrog_steps=leapfrog_steps,
+            iterations=iterations,
+        )  # fmt: skip
+        horizon = chains.x[:, spec.context :].reshape(n, s_count, spec.horizon)
+        rate = float(chains.acceptance.mean())
+        return RefineResult(horizon * scale + loc, step, chains.evaluations, rate)
     y0 = obs.clone().requires_grad_(True)
     sgd = torch.optim.SGD([y0], lr=lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(sgd)
     with torch.enable_grad():
         for _ in range(iterations):
             eps = streams.normal((channels, spec.length))
-            value = energy(y0, eps)
+            value = energy(y0, eps).sum()
             (grad,) = torch.autograd.grad(value, y0)
             if optimiser == "most_likely":
                 y0.grad = grad
