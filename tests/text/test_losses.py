@@ -17,6 +17,7 @@ from interpolant.paths.discrete import DiscretePath
 from interpolant.text.base import mask_id
 from interpolant.text.losses import (
     TextObjective,
+    count_law,
     elbo_nll,
     masked_count_nelbo,
     masked_nelbo,
@@ -183,10 +184,54 @@ def test_count_form_estimates_the_same_bound_with_lower_variance():
         with torch.no_grad():
             count = masked_count_nelbo(denoiser, x, stratified_times(n, gen), gen, V).double()
             time = masked_nelbo(denoiser, x, path, stratified_times(n, gen), gen, V).double()
+            u = stratified_times(n, gen)
+            sqrt = masked_count_nelbo(denoiser, x, u, gen, V, law="inverse-sqrt").double()
         exact = exact_masked_nelbo(denoiser, x[:1])
-        assert abs(float(count.mean()) - exact) < 4 * float(count.std()) / math.sqrt(n) + 1e-6
+        for estimate in (count, sqrt):
+            se = float(estimate.std()) / math.sqrt(n)
+            assert abs(float(estimate.mean()) - exact) < 4 * se + 1e-6
         assert float(count.var()) < 0.5 * float(time.var())
     assert exact_masked_nelbo(lang, x[:1]) == pytest.approx(-float(lang.log_prob(x[:1])))
     objective = TextObjective("mask", V, path)
-    assert objective.estimator == "count" and objective.config()["estimator"] == "count"
+    assert objective.estimator == "count-sqrt" and objective.config()["estimator"] == "count-sqrt"
     assert "estimator" not in TextObjective("mask", V, path, "time").config()
+
+
+def test_inverse_sqrt_count_law():
+    # p(k) ∝ k^(-1/2) on 1..L, and the stratified quantiles hit every k with the law's frequency.
+    p = count_law(L, "inverse-sqrt")
+    k = torch.arange(1, L + 1, dtype=torch.float64)
+    torch.testing.assert_close(p, k.rsqrt() / k.rsqrt().sum())
+    torch.testing.assert_close(count_law(L, "uniform"), torch.full((L,), 1.0 / L, dtype=p.dtype))
+    with pytest.raises(ValueError, match="count law"):
+        count_law(L, "cubic")
+
+
+def test_inverse_sqrt_law_lowers_the_gradient_noise_by_the_predicted_factor():
+    # At the optimum the bound's gradient has mean 0 and is pure per-token noise. With i.i.d.
+    # tokens (order 0; the model is the exact law plus a bias b, gradient at b = 0) the terms
+    # of distinct tokens are independent with one variance s2, so a row's gradient has variance
+    # s2 sum_k 1 / (k p(k)) (module docstring): L H_L s2 for the uniform law, Z^2 s2 for
+    # p(k) = k^(-1/2) / Z. Both are measured, and their ratio must match Z^2 / (L H_L).
+    from interpolant.text.markov import UnigramLanguage
+
+    length, n, vocab = 32, 30000, 3
+    lang = UnigramLanguage(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), length)
+    x = lang.sample(n, torch.Generator().manual_seed(0))
+    variance = {}
+    for law in ("uniform", "inverse-sqrt"):
+        bias = torch.zeros(n, 1, vocab, dtype=torch.float64, requires_grad=True)
+        gen = torch.Generator().manual_seed(1)
+        u = stratified_times(n, gen)
+
+        def model(z: torch.Tensor, t: torch.Tensor, bias: torch.Tensor = bias) -> torch.Tensor:
+            return lang(z, t) + bias
+
+        masked_count_nelbo(model, x, u, gen, vocab, law).sum().backward()
+        grad = bias.grad[:, 0]  # (n, V): one row's gradient per row
+        se = grad.std(0) / math.sqrt(n)
+        assert bool((grad.mean(0).abs() < 4 * se).all())  # mean 0 at the optimum
+        variance[law] = float(grad.var(0).sum())
+    k = torch.arange(1, length + 1, dtype=torch.float64)
+    predicted = float(k.rsqrt().sum() ** 2 / (length * (1 / k).sum()))  # 0.761 at L = 32
+    assert variance["inverse-sqrt"] / variance["uniform"] == pytest.approx(predicted, rel=0.05)

@@ -75,7 +75,7 @@ def keys_help() -> str:
     )
     keys = valid_keys(resolve("markov-char"))
     lines.append(
-        "  loss=mask|uniform|ar  estimator=count|time (the masked bound's training form)  "
+        "  loss=mask|uniform|ar  estimator=count-sqrt|count|time (masked bound's training form) "
         "time_limit_s=SECONDS (stop with a checkpoint)"
     )
     for section in ("model", "path"):

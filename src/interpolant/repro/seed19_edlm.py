@@ -105,6 +105,10 @@ class Settings:
     nce_init: bool = True
     dit_steps: int = 600
     dit_lr: float = 2e-3
+    # Long-chain diagnostic (issue 21, outside the claim rule): the same kind of chain at L = 64.
+    long_length: int = 64
+    long_samples: int = 200
+    long_steps: tuple[int, ...] = (2, 4, 8)
 
 
 QUICK = Settings(
@@ -118,6 +122,9 @@ QUICK = Settings(
     nce_held=1000,
     nce_steps=200,
     dit_steps=100,
+    long_length=16,
+    long_samples=30,
+    long_steps=(2,),
 )
 # Quick mode only exercises the code: its energy stays at the zero-energy plateau (too few steps
 # to leave it), so its NCE numbers say nothing about the claim.
@@ -191,6 +198,56 @@ def train_energy(
     return energy, held_out_losses(lang, energy.net, held, derive_seed("nce-held-out", seed))
 
 
+class CountingEnergy:
+    """An energy that counts the importance-sampling steps (rows) and those where all K
+    energies are +inf, so that the weights fall back to uniform."""
+
+    def __init__(self, energy: AREnergy, n_proposals: int) -> None:
+        self.energy, self.k, self.rows, self.fallbacks = energy, n_proposals, 0, 0
+
+    def __call__(self, x0: Tensor, x_t: Tensor, proposal_logp: Tensor) -> Tensor:
+        e = self.energy(x0, x_t, proposal_logp)
+        per_row = e.reshape(-1, self.k)
+        self.rows += per_row.shape[0]
+        self.fallbacks += int(torch.isinf(per_row).all(1).sum())
+        return e
+
+
+def long_chain(s: Settings, seed: int) -> dict[str, float]:
+    """Issue 21's open end, measured (not part of the claim rule): at L = ``s.long_length``,
+    MDLM, EDLM-AR with full proposals (window (0, 1) and the paper's (0.4, 0.6)) and EDLM-AR
+    on partially decoded proposals (``EDLM(partial=True)``, energy -log P(visible of x_s) by
+    the forward algorithm), K = max proposals: true NLL per token and how often all K
+    weights were +inf (uniform fallback)."""
+    lang = MarkovLanguage.random(
+        s.vocab, s.long_length, order=s.order, concentration=s.concentration, seed=seed
+    )
+    k = max(s.proposals)
+    canvas = masked_canvas(s.long_samples, s.long_length, s.vocab)
+    tag = f"L={s.long_length}"
+    out = {f"{tag}: exact entropy per token": lang.sequence_entropy() / s.long_length}
+    arms = {
+        "MDLM": (1, False, (0.0, 1.0)),
+        f"EDLM-AR K={k}": (k, False, (0.0, 1.0)),
+        f"EDLM-AR K={k} window (0.4, 0.6)": (k, False, (0.4, 0.6)),
+        f"EDLM-AR K={k} partial": (k, True, (0.0, 1.0)),
+    }
+    for steps in s.long_steps:
+        for name, (n_prop, partial, window) in arms.items():
+            log_prob = lang.log_marginal if partial else lang.log_prob
+            energy = CountingEnergy(AREnergy(log_prob), n_prop)
+            method = EDLM(energy, n_prop, window=window, partial=partial)
+            out_tokens = sample_text(lang, canvas, TextSampler(method, steps=steps, seed=seed))
+            mean, se = mean_se(-lang.log_prob(out_tokens.tokens) / s.long_length)
+            out[f"{tag} T={steps} {name}: true NLL/token"] = mean
+            out[f"{tag} T={steps} {name}: NLL standard error"] = se
+            if n_prop > 1:
+                out[f"{tag} T={steps} {name}: uniform-fallback fraction"] = energy.fallbacks / max(
+                    energy.rows, 1
+                )
+    return out
+
+
 def run(quick: bool = False, seed: int = 0) -> ReproResult:
     s = QUICK if quick else Settings()
     lang = MarkovLanguage.random(
@@ -237,6 +294,7 @@ def run(quick: bool = False, seed: int = 0) -> ReproResult:
         numbers[f"T={t}: NLL gain of NCE K={k_max} over MDLM"] = (
             stats[(t, 1, 1.0)][0] - stats[(t, k_max, 0.0)][0]
         )
+    numbers.update(long_chain(s, seed))
     gain = numbers[f"T={t0}: NLL gain of K={k_max} over MDLM"]
     headline = (
         f"T={t0}: MDLM {stats[(t0, 1, 1.0)][0]:.3f} -> EDLM-AR (K={k_max}) "

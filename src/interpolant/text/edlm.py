@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from ..configurable import number, option
+from ..configurable import boolean, number, option
 from ..errors import UserError
 from ..randomness import Streams, inverse_cdf
 from .base import mask_id
@@ -67,17 +67,22 @@ def importance_weights(energy: Tensor, temperature: float = 1.0, sign: float = 1
 
 
 def draw_proposals(
-    x_t: Tensor, probs: Tensor, n_proposals: int, streams: Streams
+    x_t: Tensor, probs: Tensor, n_proposals: int, streams: Streams, fill: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """K full sequences per row, masked positions drawn independently from ``probs`` (B, L, V)
-    and visible ones carried over: (B, K, L) and their log p_theta(x0 | x_t) (B, K)."""
+    and visible ones carried over: (B, K, L) and their log p_theta(x0 | x_t) (B, K).
+    ``fill`` (B, L) bool: draw only these masked positions (the others stay masked, and the
+    log-probability sums over the drawn ones): partially decoded proposals."""
     batch, length, vocab = probs.shape
     u = streams.uniform((n_proposals, length)).to(probs.device)
     expanded = probs[:, None].expand(batch, n_proposals, length, vocab)
     draws = inverse_cdf(expanded, u)
-    masked = (x_t == mask_id(vocab))[:, None].expand_as(draws)
+    drawn = x_t == mask_id(vocab)
+    if fill is not None:
+        drawn = drawn & fill
+    masked = drawn[:, None].expand_as(draws)
     x0 = torch.where(masked, draws, x_t[:, None].expand_as(draws))
-    token_logp = expanded.gather(-1, x0.unsqueeze(-1)).squeeze(-1).clamp_min(1e-300).log()
+    token_logp = expanded.gather(-1, draws.unsqueeze(-1)).squeeze(-1).clamp_min(1e-300).log()
     return x0, (token_logp * masked).sum(-1)
 
 
@@ -112,6 +117,12 @@ class EDLM(Method[GridState]):
     temperature: float = option(1.0, help="of the weights", check=number(0, open_lo=True))
     sign: float = option(1.0, help="+1 the paper's exp(-E); -1 the official code's exp(+E)",
                          check=number())  # fmt: skip
+    partial: bool = option(
+        False,
+        help="weigh partially decoded proposals: only the step's newly unmasked tokens are "
+        "drawn and the energy scores x_s (masked tokens left in; the energy must accept them)",
+        check=boolean,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.window, Sequence) and len(self.window) == 2:
@@ -132,6 +143,8 @@ class EDLM(Method[GridState]):
         x, batch, length = run.x, run.batch, run.length
         in_window = self.window[0] <= float(state.times[state.index]) <= self.window[1]
         k = self.n_proposals if in_window else 1
+        if k > 1 and self.partial:
+            return self._partial_step(run, state, probs)
         x0, logq = draw_proposals(x, probs, k, run.streams)
         if k > 1:
             # Parallel importance sampling (alg. 1): resample one proposal by exp(-E).
@@ -147,6 +160,28 @@ class EDLM(Method[GridState]):
         state.index += 1
         unmask = run.masked & (run.streams.uniform((length,)) < delta)
         return torch.where(unmask, x0, x)
+
+    def _partial_step(self, run: SamplingRun, state: GridState, probs: Tensor) -> Tensor:
+        """Importance sampling of the step's newly unmasked tokens only: the set U is drawn
+        first (each masked token w.p. (a_s - a_t) / (1 - a_t)), the K proposals fill U from the
+        factorised p_theta, and E is evaluated on the candidates x_s (the rest still masked).
+        With E = -log P(visible tokens of x_s) + log p_theta(x_s^U | x_t) (``AREnergy`` of an
+        exact language's ``log_marginal``), w_j ∝ P(x_s^(j)) / p_theta(x_s^(j),U | x_t): the
+        importance weights of the step's exact joint p(x_s^U | visible of x_t), so K -> inf
+        samples every step, and the whole trajectory, exactly. A full proposal x0 instead
+        draws all masked tokens, and on a long sparse chain early on every one of them is
+        impossible (all weights fall back to uniform; docs/papers/19-edlm.md)."""
+        x, batch, length = run.x, run.batch, run.length
+        delta = state.unmask_probability()
+        state.index += 1
+        unmask = run.masked & (run.streams.uniform((length,)) < delta)
+        x_s, logq = draw_proposals(x, probs, self.n_proposals, run.streams, fill=unmask)
+        k = self.n_proposals
+        x_rep = x[:, None].expand(batch, k, length).reshape(-1, length)
+        e = self.energy(x_s.reshape(-1, length), x_rep, logq.reshape(-1)).reshape(batch, k)
+        w = importance_weights(e, self.temperature, self.sign)
+        pick = inverse_cdf(w, run.streams.uniform(()))
+        return x_s[torch.arange(batch), pick]
 
 
 __all__ = ["EDLM", "AREnergy", "Energy", "draw_proposals", "importance_weights"]

@@ -36,8 +36,21 @@ int lambda^(k-1) (1 - lambda)^(L-k) C(L, k) d lambda = 1 / k)::
 :func:`masked_count_nelbo` estimates this form: every draw masks at least one token and weighs
 each masked token by L / k <= L, where the time form's draw masks Binomial(L, t) tokens with
 weight 1 / t (a draw at small t masks none, or one with weight ~1 / t). Same expectation, far
-lower variance; it is the training default for masked diffusion (``estimator="count"``,
-issue 21: the time form's variance stalled training on a second-order chain).
+lower variance (``estimator="count"``, issue 21: the time form's variance stalled training on
+a second-order chain).
+
+The number k need not be uniform: with k ~ p(k) and weight 1 / (k p(k)) on the sum over S the
+estimate stays unbiased, ``L E_{k ~ U}[(1/k) sum] = E_{k ~ p}[(1 / (k p(k))) sum]``. Its
+variance, for independent per-token terms of mean m and variance s2 (the loss, or one coordinate
+of its gradient), is ``sum_k (m^2 + s2 / k) / p(k) - (L m)^2``, smallest (Cauchy-Schwarz) at
+``p(k) ∝ sqrt(m^2 + s2 / k)``. For the loss value m^2 dominates and the uniform law is best; for
+the gradient, whose per-token noise far exceeds its mean (s2 / m^2 is the gradient-noise scale,
+hundreds of tokens or more, > L), the best law is **p(k) ∝ k^(-1/2)**: gradient variance (sum_k
+k^(-1/2))^2 s2 against L H_L s2 for the uniform law (0.76x at L = 32; a test measures it at the
+optimum, where m = 0). Few-token draws, whose tokens see almost all of their context and carry
+the AR-like signal, come up more often, each with a smaller weight.
+This is ``estimator="count-sqrt"``, the training default for masked diffusion (measured in
+docs/howto/text-diffusion.md).
 
 The autoregressive loss is the exact NLL ``-log p(x)`` of a causal model.
 """
@@ -54,7 +67,9 @@ from ..paths.discrete import DiscretePath
 from .base import check_tokens, mask_id
 
 KINDS = ("mask", "uniform", "ar")
-ESTIMATORS = ("count", "time")
+ESTIMATORS = ("count-sqrt", "count", "time")
+#: The law of the number k of masked tokens of each count estimator.
+COUNT_LAWS = {"count-sqrt": "inverse-sqrt", "count": "uniform"}
 
 
 def subs_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -99,20 +114,42 @@ def masked_nelbo(
     return weight * torch.where(masked, nll, torch.zeros_like(nll)).sum(1)
 
 
+def count_law(length: int, law: str = "uniform") -> Tensor:
+    """p(k) (L,) float64 for k = 1..L: "uniform" (1 / L) or "inverse-sqrt" (∝ k^(-1/2), the
+    variance-minimising law of the module docstring)."""
+    k = torch.arange(1, length + 1, dtype=torch.float64)
+    if law == "uniform":
+        p = torch.ones_like(k)
+    elif law == "inverse-sqrt":
+        p = k.rsqrt()
+    else:
+        raise UserError(f"count law must be 'uniform' or 'inverse-sqrt', got {law!r}")
+    return p / p.sum()
+
+
 def masked_count_nelbo(
     model: Any,
     x0: Tensor,
     u: Tensor,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
+    law: str = "uniform",
 ) -> Tensor:
     """One-sample estimate (B,) of the count form of the masked NELBO (module docstring): row b
-    masks k_b = ceil(u_b L) uniformly chosen positions (u in (0, 1], e.g. stratified) and scores
-    (L / k_b) sum of -log p_theta over them. The denoiser must be time-agnostic; it is given
-    t = k / L (the expected masking rate)."""
+    masks k_b uniformly chosen positions, k_b the ``law``'s quantile at u_b (u in (0, 1], e.g.
+    stratified; the uniform law's is ceil(u_b L)), and scores (1 / (k_b p(k_b))) sum of
+    -log p_theta over them (L / k_b for the uniform law). The denoiser must be time-agnostic;
+    it is given t = k / L (the expected masking rate)."""
     vocab = _vocab(model) if vocab_size is None else vocab_size
     length = x0.shape[1]
-    k = torch.ceil(u.to(torch.float64) * length).clamp(1, length).long().to(x0.device)
+    if law == "uniform":  # exact integer quantile (no cumulative-sum rounding)
+        k = torch.ceil(u.to(torch.float64) * length).clamp(1, length).long().to(x0.device)
+        scale = length / k.double()
+    else:
+        pmf = count_law(length, law)
+        index = torch.searchsorted(pmf.cumsum(0), u.to(torch.float64).cpu()).clamp_max(length - 1)
+        k = (index + 1).to(x0.device)
+        scale = (1.0 / ((index + 1).double() * pmf[index])).to(x0.device)
     where = generator.device if generator is not None else x0.device
     keys = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=where)
     rank = keys.to(x0.device).argsort(1).argsort(1)
@@ -122,7 +159,7 @@ def masked_count_nelbo(
     logp = subs_log_probs(model(x_t, t), x_t)
     nll = -logp.gather(-1, x0[..., None])[..., 0]
     total = torch.where(masked, nll, torch.zeros_like(nll)).sum(1)
-    return total * (length / k.to(total.dtype))
+    return total * scale.to(total.dtype)
 
 
 def uniform_nelbo(
@@ -176,9 +213,10 @@ class TextObjective:
     mean over the batch of the per-token NELBO (``kind`` "mask" or "uniform") or the exact NLL
     per token ("ar"). Times are stratified over the batch (:func:`stratified_times`).
 
-    ``estimator`` (masked diffusion): "count" (default; :func:`masked_count_nelbo`, low
-    variance, for time-agnostic denoisers) or "time" (:func:`masked_nelbo`, MDLM eq. 10 as
-    written); both estimate the same bound.
+    ``estimator`` (masked diffusion): "count-sqrt" (default; :func:`masked_count_nelbo` with
+    k ~ p(k) ∝ k^(-1/2), the lowest-variance law), "count" (k ~ U{1..L}), both for
+    time-agnostic denoisers, or "time" (:func:`masked_nelbo`, MDLM eq. 10 as written); all
+    estimate the same bound.
 
     ``integer_data = True`` tells :class:`interpolant.train.Trainer` to accept int64 rows.
     """
@@ -190,7 +228,7 @@ class TextObjective:
         kind: str,
         vocab_size: int,
         path: DiscretePath | None = None,
-        estimator: str = "count",
+        estimator: str = "count-sqrt",
     ):
         if estimator not in ESTIMATORS:
             raise UserError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -218,8 +256,9 @@ class TextObjective:
         assert self.path is not None
         if t is None:
             t = stratified_times(x0.shape[0], generator, x0.device)
-            if self.estimator == "count":
-                return masked_count_nelbo(model, x0, t, generator, self.vocab_size)
+            if self.estimator in COUNT_LAWS:
+                law = COUNT_LAWS[self.estimator]
+                return masked_count_nelbo(model, x0, t, generator, self.vocab_size, law)
         nelbo = masked_nelbo if self.kind == "mask" else uniform_nelbo
         return nelbo(model, x0, self.path, t, generator, self.vocab_size)
 

@@ -21,7 +21,8 @@ json-records   biographical records as one-line JSON (``corpora.records``), char
 =============  ==========================================================================
 
 Overrides are dotted keys: ``{"steps": 200, "model.dim": 64, "data.n": 5000, "loss": "uniform"}``
-(``estimator`` "count" or "time": the masked bound's training estimator, ``text.losses``;
+(``estimator`` "count-sqrt" (default), "count" or "time": the masked bound's training
+estimator, ``text.losses``;
 ``time_limit_s``: stop, with a checkpoint, once training has run this many seconds)
 (a key without a section is a :class:`~interpolant.train.TrainConfig` field). Every key is
 checked: a key that the data kind, the model or the path does not take is refused with the valid
@@ -367,9 +368,12 @@ def build_model_and_objective(
     model_spec.setdefault("time_conditioning", kind == "uniform")
     model = build_text_model({"kind": "diffusion", **model_spec})
     # The count form needs a time-agnostic denoiser; "time" is MDLM eq. 10 as written.
-    estimator = spec.get("estimator", "time" if model_spec["time_conditioning"] else "count")
-    if estimator == "count" and model_spec["time_conditioning"]:
-        raise UserError("estimator=count needs a time-agnostic denoiser (model.time_conditioning)")
+    default = "time" if model_spec["time_conditioning"] else "count-sqrt"
+    estimator = spec.get("estimator", default)
+    if estimator != "time" and model_spec["time_conditioning"]:
+        raise UserError(
+            f"estimator={estimator} needs a time-agnostic denoiser (model.time_conditioning)"
+        )
     return model, TextObjective(kind, vocab_size, path, estimator), path
 
 
