@@ -8,8 +8,11 @@ The ER baseline draws node counts the same way and p = the training graphs' pool
 GDSS paper, Table 1, community-small: degree 0.045, clustering 0.086, orbit 0.007.
 
 Molecules: MOSES SMILES with <= 12 heavy atoms (435 training molecules; MOSES weighs 250-350
-Da, so this is not QM9), atoms C N O F S Cl Br, kekulised bond orders; validity without
-correction, uniqueness and novelty of as many molecules as there are test molecules.
+Da, so this is not QM9), atoms C N O F S Cl Br, kekulised bond orders; GDSS and PARD (atom and
+bond types, degree-peeling blocks), 100 samples each: validity without correction (as built, and
+with GDSS's decoder rule of +1 charges on N, O, S), uniqueness, novelty, NSPDK MMD against the 48
+test molecules, and the reasons RDKit gives for the invalid ones. ``molecule_data`` records the
+facts of the data that bound validity (aromatic fraction, charges, round-trip validity).
 
 Timing: seconds per sampled graph per step of S4 for graphs of 10, 20, 40, 80 nodes (batch of 8,
 the GDSS community network, one thread), and the 1000-step time that implies.
@@ -31,10 +34,13 @@ from typing import Any
 import torch
 
 from interpolant.graphs import data as gdata
-from interpolant.graphs.convert import from_smiles, to_networkx, to_smiles
+from interpolant.graphs.convert import failure_reasons, from_smiles, to_networkx, to_smiles
 from interpolant.graphs.gdss import GDSS, sample
 from interpolant.graphs.gdss_train import train_gdss
 from interpolant.graphs.metrics import graph_mmds, molecule_metrics
+from interpolant.graphs.nspdk import smiles_nspdk_mmd
+from interpolant.graphs.pard import molecule_graphs
+from interpolant.graphs.pard_train import sample_pard, train_pard
 from interpolant.randomness import Streams
 
 RESULTS = Path(__file__).resolve().parent / "results" / "graphs.json"
@@ -85,25 +91,119 @@ def graph_family(name: str, epochs: int, steps: int, seed: int, model: dict) -> 
     }
 
 
-def molecules(epochs: int, steps: int, seed: int, model: dict, max_atoms: int) -> dict[str, Any]:
+def molecule_data(max_atoms: int) -> dict[str, Any]:
+    """Facts about the training molecules that bound validity: aromatic rings (kekulised, so a
+    model must reproduce exact single/double alternation), charged atoms, and the round trip
+    SMILES -> graph -> SMILES of the data itself."""
+    from rdkit import Chem
+
+    train = gdata.moses_smiles("train", max_atoms)
+    mols = [Chem.MolFromSmiles(s) for s in train]
+    batch, _ = from_smiles(train, atoms=gdata.MOSES_ATOMS, max_atoms=max_atoms)
+    back = to_smiles(batch, gdata.MOSES_ATOMS)
+    return {
+        "train": len(train),
+        "test": len(gdata.moses_smiles("test", max_atoms)),
+        "aromatic_fraction": sum(any(a.GetIsAromatic() for a in m.GetAtoms()) for m in mols)
+        / len(mols),
+        "charged_fraction": sum(any(a.GetFormalCharge() for a in m.GetAtoms()) for m in mols)
+        / len(mols),
+        "mean_atoms": sum(m.GetNumAtoms() for m in mols) / len(mols),
+        "roundtrip_validity": sum(s is not None for s in back) / len(back),
+    }
+
+
+def _molecule_scores(batch: Any, train_smiles: list[str], test_smiles: list[str]) -> dict[str, Any]:
+    """Validity without correction two ways (as built; with GDSS's +1 charges on N, O, S),
+    uniqueness, novelty, NSPDK MMD against the test molecules, and why the invalid ones fail."""
+    strict = to_smiles(batch, gdata.MOSES_ATOMS)
+    charged = to_smiles(batch, gdata.MOSES_ATOMS, formal_charges=True)
+    out: dict[str, Any] = molecule_metrics(strict, train_smiles)
+    out["validity_gdss_charges"] = molecule_metrics(charged, train_smiles)["validity"]
+    out["nspdk"] = smiles_nspdk_mmd(test_smiles, strict) if any(strict) else None
+    out["failures"] = failure_reasons(batch, gdata.MOSES_ATOMS)
+    out["fragmented"] = sum("." in s for s in strict if s) / max(1, sum(bool(s) for s in strict))
+    out["examples"] = [s for s in strict if s][:8]
+    return out
+
+
+def molecules(
+    epochs: int, steps: int, seed: int, model: dict, max_atoms: int, count: int
+) -> dict[str, Any]:
     train_smiles = gdata.moses_smiles("train", max_atoms)
     test_smiles = gdata.moses_smiles("test", max_atoms)
     batch, report = from_smiles(train_smiles, atoms=gdata.MOSES_ATOMS, max_atoms=max_atoms)
     start = time.perf_counter()
     net, losses = train_gdss(batch, epochs=epochs, seed=seed, **model)
     train_s = time.perf_counter() - start
-    sizes = [int(n) for n in batch.num_nodes[: len(test_smiles)]]
+    # Atom counts drawn from the training molecules, as the node counts of the graph families.
+    u = Streams(seed, torch.arange(count), "bench-graph-sizes").uniform(())
+    sizes = [int(batch.num_nodes[min(int(v * len(batch)), len(batch) - 1)]) for v in u]
+    start = time.perf_counter()
     out = sample(net, sizes, steps=steps, seed=seed)
-    smiles = to_smiles(out.graphs(molecule=True), gdata.MOSES_ATOMS)
+    sample_s = time.perf_counter() - start
     return {
         "train": report.kept,
         "test": len(test_smiles),
+        "samples": count,
         "max_atoms": max_atoms,
         "epochs": epochs,
+        "steps": steps,
         "train_s": train_s,
+        "sample_s": sample_s,
         "final_loss": losses[-1],
-        "gdss": molecule_metrics(smiles, train_smiles),
-        "examples": [s for s in smiles if s][:8],
+        "gdss": _molecule_scores(out.graphs(molecule=True), train_smiles, test_smiles),
+    }
+
+
+def pard_molecules(
+    epochs: int,
+    steps: int,
+    seed: int,
+    max_atoms: int,
+    count: int,
+    channels: int,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """PARD with atom and bond types on the same molecules (hops 1, ``steps`` per block).
+
+    ``limit`` keeps only the first molecules (the data-size ablation; pass proportionally more
+    epochs for the same number of optimizer steps)."""
+    train_smiles = gdata.moses_smiles("train", max_atoms)[:limit]
+    test_smiles = gdata.moses_smiles("test", max_atoms)
+    graphs = molecule_graphs(train_smiles, gdata.MOSES_ATOMS, max_atoms)
+    start = time.perf_counter()
+    model, losses = train_pard(
+        graphs,
+        max_hops=1,
+        steps=steps,
+        epochs=epochs,
+        batch_size=64,
+        channels=channels,
+        layers=3,
+        node_classes=len(gdata.MOSES_ATOMS),
+        edge_classes=4,
+        seed=seed,
+        progress=False,
+    )
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = sample_pard(model, count, seed=seed)
+    sample_s = time.perf_counter() - start
+    return {
+        "train": len(graphs),
+        "test": len(test_smiles),
+        "samples": count,
+        "max_atoms": max_atoms,
+        "epochs": epochs,
+        "steps_per_block": steps,
+        "channels": channels,
+        "train_s": train_s,
+        "sample_s": sample_s,
+        "final_loss": losses[-1],
+        "mean_blocks": float(out.blocks.double().mean()),
+        "mean_atoms": float(out.mask.sum(-1).double().mean()),
+        "pard": _molecule_scores(out.batch(), train_smiles, test_smiles),
     }
 
 
@@ -139,14 +239,27 @@ def markdown(record: dict[str, Any]) -> str:
             lines.append(
                 f"| {fam} | GDSS paper | {p['degree']} | {p['clustering']} | {p['orbit']} |"
             )
-    if "molecules" in res:
-        m = res["molecules"]["gdss"]
-        lines.append("")
-        lines.append(
-            f"MOSES <= {res['molecules']['max_atoms']} atoms: validity w/o correction "
-            f"{m['validity']:.2f}, uniqueness {m['uniqueness']:.2f}, novelty "
-            f"{m['novelty']:.2f}"
-        )
+    mol_rows = [
+        ("molecules", "gdss", "GDSS"),
+        ("pard_molecules", "pard", "PARD"),
+        ("pard_molecules_100", "pard", "PARD, 100 training molecules"),
+    ]
+    if any(part in res for part, _, _ in mol_rows):
+        lines += [
+            "",
+            "| MOSES <= 12 atoms | validity w/o corr. | with GDSS charges | uniqueness | novelty "
+            "| NSPDK MMD |",
+            "|---|---|---|---|---|---|",
+        ]
+    for part, key, label in mol_rows:
+        if part in res and key in res[part]:
+            m = res[part][key]
+            nspdk = "n/a" if m.get("nspdk") is None else f"{m['nspdk']:.3f}"
+            charged = m.get("validity_gdss_charges", float("nan"))
+            lines.append(
+                f"| {label} | {m['validity']:.2f} | {charged:.2f} | {m['uniqueness']:.2f} | "
+                f"{m['novelty']:.2f} | {nspdk} |"
+            )
     t = res.get("timing_s_per_graph_step", {})
     if t:
         lines.append("")
@@ -162,11 +275,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few epochs and steps")
     parser.add_argument("--epochs", type=int, default=1000, help="training epochs per family")
     parser.add_argument("--steps", type=int, default=1000, help="S4 sampling steps")
+    parser.add_argument("--pard-epochs", type=int, default=60, help="PARD epochs on molecules")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", action="store_true", help="print the table from --out")
     parser.add_argument(
         "--families",
-        default="community_small,grid_small,molecules,timing",
+        default="community_small,grid_small,molecule_data,molecules,pard_molecules,timing",
         help="comma-separated parts to run; results merge into --out",
     )
     args = parser.parse_args()
@@ -201,9 +315,34 @@ def main() -> None:
             results[fam] = graph_family(fam, epochs, steps, 0, net)
             print(fam, results[fam]["gdss"], flush=True)
             save()
+    if "molecule_data" in wanted:
+        results["molecule_data"] = molecule_data(12)
+        print("molecule data", results["molecule_data"], flush=True)
+        save()
+    count = 20 if args.quick else 100
     if "molecules" in wanted:
-        results["molecules"] = molecules(max(epochs // 2, 5), steps, 0, small, 12)
+        results["molecules"] = molecules(max(epochs // 2, 5), steps, 0, small, 12, count)
         print("molecules", results["molecules"]["gdss"], flush=True)
+        save()
+    if "pard_molecules" in wanted:
+        pard_epochs, pard_channels = (2, 8) if args.quick else (args.pard_epochs, 32)
+        results["pard_molecules"] = pard_molecules(
+            pard_epochs, 5 if args.quick else 20, 0, 12, count, pard_channels
+        )
+        print("PARD molecules", results["pard_molecules"]["pard"], flush=True)
+        save()
+    if "pard_molecules_100" in wanted:  # data-size ablation: 100 molecules, same optimizer steps
+        pard_epochs, pard_channels = (2, 8) if args.quick else (args.pard_epochs, 32)
+        results["pard_molecules_100"] = pard_molecules(
+            round(pard_epochs * 435 / 100),
+            5 if args.quick else 20,
+            0,
+            12,
+            count,
+            pard_channels,
+            100,
+        )
+        print("PARD molecules (100)", results["pard_molecules_100"]["pard"], flush=True)
         save()
     if "timing" in wanted:
         steps_timed = 5 if args.quick else 20

@@ -60,6 +60,13 @@ def test_train_on_a_smiles_file_and_bad_input(tmp_path, capsys) -> None:
     )
     assert "1 unparsable (first: line 4: '((bad')" in capsys.readouterr().out
     assert main(["graphs", "sample", str(run), "--count", "3", "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["graphs", "eval", str(run), "--steps", "2"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 <= scores["validity_gdss_charges"] <= 1 and "failures" in scores
+    assert sum(scores["failures"].values()) == len(
+        json.loads((run / "config.json").read_text())["test"]
+    )
     assert len((run / "samples" / "molecules.smi").read_text().splitlines()) == 3
     assert main(["graphs", "eval", str(tmp_path / "missing")]) == 2
     assert "is not a graphs run" in capsys.readouterr().err

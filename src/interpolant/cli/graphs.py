@@ -175,7 +175,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     test = meta["test"]
     graphs = _draw(model, meta, len(test), args.steps, "s4", args.seed)
     if meta["molecule"]:
-        result = molecule_metrics(to_smiles(graphs, meta["atoms"]), meta["train"])
+        from ..graphs.convert import failure_reasons
+        from ..graphs.nspdk import smiles_nspdk_mmd
+
+        smiles = to_smiles(graphs, meta["atoms"])
+        charged = to_smiles(graphs, meta["atoms"], formal_charges=True)
+        result: dict[str, Any] = dict(molecule_metrics(smiles, meta["train"]))
+        result["validity_gdss_charges"] = molecule_metrics(charged, meta["train"])["validity"]
+        result["nspdk"] = smiles_nspdk_mmd(test, smiles) if any(smiles) else None
+        result["failures"] = failure_reasons(graphs, meta["atoms"])
     else:
         gen, ref = to_networkx(graphs), graphs_from_edge_lists(test)
         result = graph_mmds(ref, gen) | {

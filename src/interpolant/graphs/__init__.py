@@ -3,7 +3,9 @@
 ``GraphBatch`` (x, adj, mask) in :mod:`.types` is the one graph type; :mod:`.convert` goes to
 and from networkx / RDKit (the optional ``graphs`` extra), :mod:`.data` builds the synthetic
 families and reads molecules and the user's files, :mod:`.metrics` holds the GraphRNN/GDSS MMDs
-and validity/uniqueness/novelty, :mod:`.gdss` the system of SDEs (seed paper 6).
+and validity/uniqueness/novelty, :mod:`.nspdk` the NSPDK MMD of molecules, :mod:`.gdss` the
+system of SDEs (seed paper 6), :mod:`.pard` block-wise discrete diffusion with node and edge
+types (seed paper 23).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ order (1 single, 2 double, 3 triple; aromatic bonds become alternating 1/2 by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,10 +231,44 @@ def from_smiles(
 
 
 _BOND_NAMES = {1: "SINGLE", 2: "DOUBLE", 3: "TRIPLE"}
+#: GDSS ``utils/mol_utils.py::ATOM_VALENCY`` (by symbol): the neutral valence its decoder
+#: compares with before putting a +1 charge on N, O or S.
+GDSS_VALENCY: dict[str, int] = {
+    "C": 4,
+    "N": 3,
+    "O": 2,
+    "F": 1,
+    "P": 3,
+    "S": 2,
+    "Cl": 1,
+    "Br": 1,
+    "I": 1,
+}
+_VALENCE_MESSAGE = re.compile(r"#\s*(\d+)\s*\w*,\s*(\d+)")
 
 
-def graph_to_molecule(x: Any, adj: Any, mask: Any, atoms: Sequence[str]) -> Any:
-    """An RDKit ``RWMol`` (unsanitised) from one graph's one-hot atoms and bond orders."""
+def _valence_violation(mol: Any) -> tuple[int, int] | None:
+    """(atom index, explicit valence) of the atom RDKit's property check rejects, or None when
+    every valence is allowed (GDSS ``check_valency``, which parses the same message)."""
+    chem = require_rdkit()
+    try:
+        chem.SanitizeMol(mol, sanitizeOps=chem.SanitizeFlags.SANITIZE_PROPERTIES)
+        return None
+    except Exception as err:  # AtomValenceException and friends
+        found = _VALENCE_MESSAGE.search(str(err))
+        return (int(found.group(1)), int(found.group(2))) if found else (-1, -1)
+
+
+def graph_to_molecule(
+    x: Any, adj: Any, mask: Any, atoms: Sequence[str], *, formal_charges: bool = False
+) -> Any:
+    """An RDKit ``RWMol`` (unsanitised) from one graph's one-hot atoms and bond orders.
+
+    ``formal_charges`` applies GDSS's decoder rule (``construct_mol``): after each bond is
+    added, an N, O or S atom whose valence exceeds its neutral one by exactly 1 gets charge +1
+    ([N+], [O+], [S+]; QM9 has such atoms). GDSS's "validity w/o correction" is measured on
+    molecules built this way; it changes no bond, so it is not a correction.
+    """
     chem = require_rdkit()
     mol = chem.RWMol()
     idx = mask.nonzero().flatten().tolist()
@@ -246,15 +281,56 @@ def graph_to_molecule(x: Any, adj: Any, mask: Any, atoms: Sequence[str]) -> Any:
             if a_j > a_i and order > 0:
                 bt = getattr(chem.BondType, _BOND_NAMES[min(order, 3)])
                 mol.AddBond(pos[a_i], pos[a_j], bt)
+                if not formal_charges:
+                    continue
+                bad = _valence_violation(mol)
+                if bad is None or bad[0] < 0:
+                    continue
+                atom = mol.GetAtomWithIdx(bad[0])
+                sym = atom.GetSymbol()
+                if sym in ("N", "O", "S") and bad[1] - GDSS_VALENCY[sym] == 1:
+                    atom.SetFormalCharge(1)
     return mol
 
 
-def to_molecules(batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS) -> list[Any]:
-    """One sanitised RDKit molecule per graph, or None where sanitisation fails (invalid)."""
+def sanitize_failure(mol: Any) -> str | None:
+    """Why RDKit refuses a molecule as built, or None when it sanitises: ``"empty"`` (no
+    atoms), ``"valence <atom>+<k>"`` (an atom k above the largest valence RDKit allows it, +1
+    for a positive charge), ``"kekulize"``, or the exception's name."""
+    chem = require_rdkit()
+    m = chem.Mol(mol)
+    if m.GetNumAtoms() == 0:
+        return "empty"
+    bad = _valence_violation(m)
+    if bad is not None:
+        if bad[0] < 0:
+            return "valence (unparsed)"
+        atom = m.GetAtomWithIdx(bad[0])
+        table = chem.GetPeriodicTable()
+        allowed = max(table.GetValenceList(atom.GetSymbol())) + max(atom.GetFormalCharge(), 0)
+        return f"valence {atom.GetSymbol()}+{bad[1] - allowed}"
+    try:
+        chem.SanitizeMol(m)
+    except Exception as err:
+        name = type(err).__name__
+        return "kekulize" if "Kekul" in name else name
+    return None
+
+
+def to_molecules(
+    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+) -> list[Any]:
+    """One sanitised RDKit molecule per graph, or None where sanitisation fails (invalid).
+
+    No bond is changed (validity *without* correction); ``formal_charges`` as in
+    :func:`graph_to_molecule`.
+    """
     chem = require_rdkit()
     out = []
     for b in range(batch.batch_size):
-        mol = graph_to_molecule(batch.x[b], batch.adj[b], batch.mask[b], atoms)
+        mol = graph_to_molecule(
+            batch.x[b], batch.adj[b], batch.mask[b], atoms, formal_charges=formal_charges
+        )
         try:
             chem.SanitizeMol(mol)
             out.append(mol.GetMol())
@@ -263,10 +339,27 @@ def to_molecules(batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS) -> list[An
     return out
 
 
-def to_smiles(batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS) -> list[str | None]:
+def to_smiles(
+    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+) -> list[str | None]:
     """Canonical SMILES per graph (None for molecules that fail sanitisation)."""
     chem = require_rdkit()
-    return [None if m is None else chem.MolToSmiles(m) for m in to_molecules(batch, atoms)]
+    mols = to_molecules(batch, atoms, formal_charges=formal_charges)
+    return [None if m is None else chem.MolToSmiles(m) for m in mols]
+
+
+def failure_reasons(
+    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+) -> dict[str, int]:
+    """Counts of :func:`sanitize_failure` reasons over a batch (``"valid"`` for the others)."""
+    counts: dict[str, int] = {}
+    for b in range(batch.batch_size):
+        mol = graph_to_molecule(
+            batch.x[b], batch.adj[b], batch.mask[b], atoms, formal_charges=formal_charges
+        )
+        reason = sanitize_failure(mol) or "valid"
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def canonical_smiles(smiles: str) -> str | None:
@@ -278,10 +371,12 @@ def canonical_smiles(smiles: str) -> str | None:
 
 __all__ = [
     "BOND_ORDERS",
+    "GDSS_VALENCY",
     "MAX_VALENCE",
     "QM9_ATOMS",
     "SmilesReport",
     "canonical_smiles",
+    "failure_reasons",
     "from_adjacency",
     "from_networkx",
     "from_smiles",
@@ -289,6 +384,7 @@ __all__ = [
     "molecule_to_graph",
     "require_networkx",
     "require_rdkit",
+    "sanitize_failure",
     "to_molecules",
     "to_networkx",
     "to_smiles",

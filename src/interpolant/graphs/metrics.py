@@ -28,8 +28,9 @@ here, and the counts are checked against brute-force enumeration in the tests).
 Weisfeiler-Lehman hash (``nx.weisfeiler_lehman_graph_hash``) and confirmed by
 ``nx.is_isomorphic``. **Molecules**: validity without correction (RDKit sanitisation succeeds
 on the generated graph as is), uniqueness (distinct canonical SMILES among the valid ones) and
-novelty (MOSES: fraction of the distinct valid ones not in the training set). FCD (``fcd_torch``)
-and NSPDK (``eden``) are not installed here and are not computed.
+novelty (MOSES: fraction of the distinct valid ones not in the training set). NSPDK MMD is in
+:mod:`.nspdk` (pure Python, EDeN's kernel without hash collisions). FCD is not computed: it needs
+ChemNet's trained weights, which ``fcd_torch`` downloads at run time, and nothing is downloaded.
 """
 
 from __future__ import annotations

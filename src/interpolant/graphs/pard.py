@@ -27,7 +27,12 @@ q(x_t | x_s) = (abar_t / abar_s) delta + (1 - abar_t / abar_s) m, the posterior 
 
 The loss is the VLB term KL(q(x_s | x_t, x_0) || p_theta(x_s | x_t)) plus ``ce_weight`` times the
 cross-entropy of x_0 (PARD's ``ce_coeff``); sampling takes p_theta(x_0 | x_t) at the last step.
-Plain graphs have one node type, so only edges diffuse here (PARD also diffuses node types).
+
+**Node types** (molecules: atoms). The new block's node types diffuse with the same schedule and
+the same number of steps as its edges, towards the node-type marginal m_X; the network predicts
+p_theta(x_0) for both and the loss adds the node terms (PARD's ``Diffusion`` over ``x`` and
+``edge_attr``). Plain graphs have one node type, whose diffusion is trivial. The blocks come from
+the structure alone (bond orders are ignored by the degree peeling), as in the official code.
 """
 
 from __future__ import annotations
@@ -143,36 +148,83 @@ def kl_loss(p0: Tensor, x0: Tensor, xt: Tensor, t: Tensor, s: Tensor, m: Tensor)
 
 
 # ---- training examples: one per block --------------------------------------------------------
+TypedGraph = tuple[Tensor, Tensor]
+
+
+def typed_graph(g: Any) -> TypedGraph:
+    """(node types (n,), edge types (n, n)) of a networkx graph (one node type, edges 0/1) or of
+    an already typed pair (returned as long tensors)."""
+    if isinstance(g, tuple):
+        nodes, adj = g
+        return torch.as_tensor(nodes, dtype=torch.long), torch.as_tensor(adj, dtype=torch.long)
+    from .convert import require_networkx
+
+    nx = require_networkx()
+    adj = torch.as_tensor(nx.to_numpy_array(g, weight=None) != 0, dtype=torch.long)
+    return torch.zeros(adj.shape[0], dtype=torch.long), adj
+
+
+def molecule_graphs(
+    smiles: Sequence[str], atoms: Sequence[str], max_atoms: int
+) -> list[TypedGraph]:
+    """Kekulised molecules as typed graphs: atom index into ``atoms`` per node and bond order
+    (0 none, 1, 2, 3) per pair (PARD's QM9/MOSES setting without hydrogens)."""
+    from .convert import from_smiles
+
+    batch, _ = from_smiles(smiles, atoms=atoms, max_atoms=max_atoms)
+    out = []
+    for b in range(batch.batch_size):
+        n = int(batch.mask[b].sum())
+        out.append((batch.x[b, :n].argmax(-1), batch.adj[b, :n, :n].round().long()))
+    return out
+
+
+def node_marginal(nodes: Sequence[Tensor], classes: int) -> Tensor:
+    """The node-type marginal over all real nodes of the training graphs."""
+    counts = torch.zeros(classes, dtype=torch.float64)
+    for x in nodes:
+        counts += torch.bincount(x.long(), minlength=classes).to(torch.float64)
+    if counts.sum() == 0:
+        raise UserError("node_marginal: the graphs have no nodes")
+    return counts / counts.sum()
+
+
 def block_examples(
     graphs: Sequence[Any], max_hops: int, max_nodes: int
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Every (graph, block) pair of the training set, for training all blocks at once.
 
+    ``graphs`` are networkx graphs or typed pairs (node types (n,), edge types (n, n)); blocks
+    come from the structure alone (edge types ignored, as PARD's ``ToParallelBlocks``).
     Diffusion examples, one per block k of each graph (nodes sorted by block): ``adj`` (M, N, N)
-    the clean graph, ``visible`` (M, N) the nodes of blocks <= k (the causal mask: later blocks
-    do not exist yet), ``target`` (M, N, N) the pairs touching block k (the ones diffused) and
-    ``new`` (M, N) block k's nodes. Size examples, one per k = 0..K of each graph: ``adj``,
-    ``visible`` = blocks < k and ``size`` = |B_k| (0 for k = K: stop).
+    the clean edge types, ``nodes`` (M, N) the clean node types, ``visible`` (M, N) the nodes of
+    blocks <= k (the causal mask: later blocks do not exist yet), ``target`` (M, N, N) the pairs
+    touching block k (the ones diffused) and ``new`` (M, N) block k's nodes (whose types are
+    diffused). Size examples, one per k = 0..K of each graph: ``adj``, ``nodes``, ``visible`` =
+    blocks < k and ``size`` = |B_k| (0 for k = K: stop).
     """
-    from .convert import require_networkx
-
-    nx = require_networkx()
-    diff: dict[str, list[Tensor]] = {k: [] for k in ("adj", "visible", "target", "new")}
-    size: dict[str, list[Tensor]] = {"adj": [], "visible": [], "size": []}
+    keys = ("adj", "nodes", "visible", "target", "new")
+    diff: dict[str, list[Tensor]] = {k: [] for k in keys}
+    size: dict[str, list[Tensor]] = {"adj": [], "nodes": [], "visible": [], "size": []}
     eye = torch.eye(max_nodes, dtype=torch.bool)
     for i, g in enumerate(graphs):
-        n = g.number_of_nodes()
+        x, a = typed_graph(g)
+        n = int(a.shape[0])
         if n > max_nodes:
             raise UserError(f"PARD: graph {i} has {n} nodes, more than max_nodes = {max_nodes}")
-        a = torch.as_tensor(nx.to_numpy_array(g, weight=None) != 0, dtype=torch.long)
-        a, blocks = order_by_blocks(a, max_hops)
+        blocks = block_ids(a, max_hops)
+        perm = torch.argsort(blocks, stable=True)
+        a, x, blocks = a[perm][:, perm], x[perm], blocks[perm]
         full = torch.zeros(max_nodes, max_nodes, dtype=torch.long)
         full[:n, :n] = a
+        types = torch.zeros(max_nodes, dtype=torch.long)
+        types[:n] = x
         bid = torch.full((max_nodes,), -1, dtype=torch.long)
         bid[:n] = blocks
         count = int(blocks.max()) + 1 if n else 0
         for k in range(count + 1):
             size["adj"].append(full)
+            size["nodes"].append(types)
             size["visible"].append((bid >= 0) & (bid < k))
             size["size"].append(torch.tensor(int((bid == k).sum())))
             if k == count:
@@ -180,6 +232,7 @@ def block_examples(
             visible, new = (bid >= 0) & (bid <= k), bid == k
             pair = visible[:, None] & visible[None, :] & ~eye
             diff["adj"].append(full)
+            diff["nodes"].append(types)
             diff["visible"].append(visible)
             diff["target"].append(pair & (new[:, None] | new[None, :]))
             diff["new"].append(new)
@@ -195,8 +248,11 @@ __all__ = [
     "block_ids",
     "kl_loss",
     "marginal",
+    "molecule_graphs",
+    "node_marginal",
     "order_by_blocks",
     "posterior",
     "q_t0",
     "reverse_probs",
+    "typed_graph",
 ]

@@ -43,23 +43,37 @@ class PPGNLayer(nn.Module):
 class PairNetwork(nn.Module):
     """The shared trunk: pair embedding plus ``layers`` PPGN layers."""
 
-    def __init__(self, edge_classes: int, channels: int = 32, layers: int = 3):
+    def __init__(
+        self, edge_classes: int, channels: int = 32, layers: int = 3, node_classes: int = 1
+    ):
         super().__init__()
-        # edge one-hot, target flag, node roles of i and j (visible old / new), time, diagonal.
-        self.embed = nn.Linear(edge_classes + 1 + 4 + 1 + 1, channels)
+        # edge one-hot, target flag, node roles and types of i and j (visible old / new, one-hot
+        # type), time, diagonal.
+        self.embed = nn.Linear(edge_classes + 1 + 2 * (2 + node_classes) + 1 + 1, channels)
         self.layers = nn.ModuleList(PPGNLayer(channels) for _ in range(layers))
-        self.edge_classes = edge_classes
+        self.edge_classes, self.node_classes = edge_classes, node_classes
 
     def forward(
-        self, state: Tensor, visible: Tensor, new: Tensor, target: Tensor, t: Tensor
+        self,
+        state: Tensor,
+        visible: Tensor,
+        new: Tensor,
+        target: Tensor,
+        t: Tensor,
+        nodes: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Pair features (B, N, N, c) and the visible-pair mask (B, N, N, 1)."""
+        """Pair features (B, N, N, c) and the visible-pair mask (B, N, N, 1); ``nodes`` (B, N)
+        are the current node types (None: all type 0)."""
         n = state.shape[-1]
         eye = torch.eye(n, dtype=torch.bool, device=state.device)
         vis = visible.to(torch.float32)
         pair = (vis[:, :, None] * vis[:, None, :])[..., None]
         old = visible & ~new
-        role = torch.stack([old, new], dim=-1).to(torch.float32)  # (B, N, 2)
+        if nodes is None:
+            nodes = torch.zeros_like(visible, dtype=torch.long)
+        types = nn.functional.one_hot(nodes.long(), self.node_classes).to(torch.float32)
+        role = torch.cat([torch.stack([old, new], dim=-1).to(torch.float32), types], -1)
+        role = role * vis[..., None]  # (B, N, 2 + node classes)
         onehot = nn.functional.one_hot(state.long(), self.edge_classes).to(torch.float32)
         onehot = onehot * (~eye)[None, :, :, None]
         feats = torch.cat(
@@ -80,37 +94,65 @@ class PairNetwork(nn.Module):
 
 
 class BlockDenoiser(nn.Module):
-    """p_theta(x_0 | x_t) of the edge types of the pairs touching the new block: symmetric
-    logits (B, N, N, C)."""
+    """p_theta(x_0 | x_t) of the edge types of the pairs touching the new block (symmetric
+    logits (B, N, N, C)) and of the new nodes' types (logits (B, N, C_X), from the pair
+    features' diagonal and visible row mean)."""
 
-    def __init__(self, edge_classes: int = 2, channels: int = 32, layers: int = 3):
+    def __init__(
+        self, edge_classes: int = 2, channels: int = 32, layers: int = 3, node_classes: int = 1
+    ):
         super().__init__()
-        self.trunk = PairNetwork(edge_classes, channels, layers)
+        self.trunk = PairNetwork(edge_classes, channels, layers, node_classes)
         self.head = nn.Linear(channels, edge_classes)
+        self.node_head = _mlp(2 * channels, node_classes, channels)
+
+    def denoise(
+        self,
+        state: Tensor,
+        nodes: Tensor,
+        visible: Tensor,
+        new: Tensor,
+        target: Tensor,
+        t: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """(edge logits (B, N, N, C), node logits (B, N, C_X))."""
+        h, _ = self.trunk(state, visible, new, target, t, nodes)
+        diag = h.diagonal(dim1=1, dim2=2).transpose(1, 2)  # (B, N, c)
+        row = h.sum(2) / visible.sum(-1).clamp_min(1).to(h.dtype)[:, None, None]
+        node_logits = self.node_head(torch.cat([diag, row], -1))
+        h = h + h.transpose(1, 2)
+        return self.head(h), node_logits
 
     def forward(
         self, state: Tensor, visible: Tensor, new: Tensor, target: Tensor, t: Tensor
     ) -> Tensor:
-        h, _ = self.trunk(state, visible, new, target, t)
-        h = h + h.transpose(1, 2)
-        return self.head(h)
+        """Edge logits only, for graphs with one node type."""
+        nodes = torch.zeros_like(visible, dtype=torch.long)
+        return self.denoise(state, nodes, visible, new, target, t)[0]
 
 
 class BlockSizePredictor(nn.Module):
     """p(|B_k| | B_<k): logits over sizes 0..max_size (0 = stop) from the clean prefix."""
 
-    def __init__(self, max_size: int, channels: int = 32, layers: int = 2, edge_classes: int = 2):
+    def __init__(
+        self,
+        max_size: int,
+        channels: int = 32,
+        layers: int = 2,
+        edge_classes: int = 2,
+        node_classes: int = 1,
+    ):
         super().__init__()
-        self.trunk = PairNetwork(edge_classes, channels, layers)
+        self.trunk = PairNetwork(edge_classes, channels, layers, node_classes)
         self.head = _mlp(2 * channels + 1, max_size + 1, channels)
         self.max_size = max_size
 
-    def forward(self, state: Tensor, visible: Tensor) -> Tensor:
+    def forward(self, state: Tensor, visible: Tensor, nodes: Tensor | None = None) -> Tensor:
         b, n = visible.shape
         none = torch.zeros_like(visible)
         zeros_t = torch.zeros(b, dtype=torch.float32, device=state.device)
         h, pair = self.trunk(
-            state, visible, none, torch.zeros_like(state, dtype=torch.bool), zeros_t
+            state, visible, none, torch.zeros_like(state, dtype=torch.bool), zeros_t, nodes
         )
         count = pair.sum((1, 2)).clamp_min(1.0)
         eye = torch.eye(n, dtype=h.dtype, device=h.device)[None, :, :, None]

@@ -17,7 +17,7 @@ repeat until the predictor says stop or ``max_nodes`` is reached. Every draw com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,13 +26,16 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..randomness import Streams, derive_seed, inverse_cdf
-from .pard import block_examples, kl_loss, marginal, q_t0, reverse_probs
+from .pard import block_examples, kl_loss, marginal, node_marginal, q_t0, reverse_probs
 from .pard_nets import BlockDenoiser, BlockSizePredictor
 
 
 @dataclass
 class PARD:
-    """A trained PARD model: the denoiser, the size predictor and the settings they share."""
+    """A trained PARD model: the denoiser, the size predictor and the settings they share.
+
+    ``m`` is the edge-type marginal, ``m_nodes`` the node-type marginal (one class for plain
+    graphs)."""
 
     denoiser: BlockDenoiser
     sizes: BlockSizePredictor
@@ -40,6 +43,11 @@ class PARD:
     max_hops: int
     steps: int
     max_nodes: int
+    m_nodes: Tensor = field(default_factory=lambda: torch.ones(1, dtype=torch.float64))
+
+    @property
+    def node_classes(self) -> int:
+        return int(self.m_nodes.shape[0])
 
 
 def _noised(adj: Tensor, target: Tensor, t: Tensor, m: Tensor, u: Tensor) -> Tensor:
@@ -48,6 +56,12 @@ def _noised(adj: Tensor, target: Tensor, t: Tensor, m: Tensor, u: Tensor) -> Ten
     xt = inverse_cdf(probs, u)
     xt = torch.triu(xt, 1) + torch.triu(xt, 1).transpose(1, 2)
     return torch.where(target, xt, adj)
+
+
+def _noised_nodes(nodes: Tensor, new: Tensor, t: Tensor, m: Tensor, u: Tensor) -> Tensor:
+    """x_t of the new block's node types; the other nodes stay clean."""
+    xt = inverse_cdf(q_t0(nodes, t[:, None], m), u)
+    return torch.where(new, xt, nodes)
 
 
 def train_pard(
@@ -62,24 +76,37 @@ def train_pard(
     channels: int = 32,
     layers: int = 3,
     ce_weight: float = 0.1,
+    node_classes: int | None = None,
+    edge_classes: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[PARD, list[float]]:
-    """Train PARD on networkx graphs; returns the model and the mean loss per epoch."""
+    """Train PARD; returns the model and the mean loss per epoch.
+
+    ``graphs`` are networkx graphs (one node type, edges 0/1) or typed pairs (node types (n,),
+    edge types (n, n)), e.g. :func:`~.pard.molecule_graphs`; ``node_classes`` / ``edge_classes``
+    default to the largest type seen + 1 (at least 1 and 2).
+    """
     if steps < 1:
         raise UserError(f"train_pard: steps must be >= 1, got {steps}")
-    n_max = max_nodes or max(g.number_of_nodes() for g in graphs)
+    if not graphs:
+        raise UserError("train_pard: no training graphs")
+    n_max = max_nodes or max(_num_nodes(g) for g in graphs)
     diff, size = block_examples(graphs, max_hops, n_max)
-    m = marginal(
-        [
-            a[: g.number_of_nodes(), : g.number_of_nodes()]
-            for a, g in zip(size["adj"][size["size"] == 0], graphs, strict=True)
-        ]
+    final = size["size"] == 0  # one complete graph per training graph
+    counts = size["visible"][final].sum(-1).tolist()
+    c_edges = max(2, int(size["adj"].max()) + 1) if edge_classes is None else edge_classes
+    c_nodes = max(1, int(size["nodes"].max()) + 1) if node_classes is None else node_classes
+    m = marginal([a[:n, :n] for a, n in zip(size["adj"][final], counts, strict=True)], c_edges)
+    m_nodes = node_marginal(
+        [x[:n] for x, n in zip(size["nodes"][final], counts, strict=True)], c_nodes
     )
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed("pard-init", seed))
-        denoiser = BlockDenoiser(2, channels, layers)
-        sizes = BlockSizePredictor(int(size["size"].max()), channels, max(1, layers - 1))
+        denoiser = BlockDenoiser(c_edges, channels, layers, c_nodes)
+        sizes = BlockSizePredictor(
+            int(size["size"].max()), channels, max(1, layers - 1), c_edges, c_nodes
+        )
     params = list(denoiser.parameters()) + list(sizes.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -98,18 +125,29 @@ def train_pard(
             k = (Streams(seed, index, "pard-train-step").uniform(()) * steps).long() + 1
             t, s = k.double() / steps, (k - 1).double() / steps
             adj, target = diff["adj"][rows], diff["target"][rows]
+            nodes, new = diff["nodes"][rows], diff["new"][rows]
             u = Streams(seed, index, "pard-train-noise").uniform((n_max, n_max))
             xt = _noised(adj, target, t, m, u)
-            logits = denoiser(xt, diff["visible"][rows], diff["new"][rows], target, t)
-            p0 = logits.softmax(-1)
+            u_nodes = Streams(seed, index, "pard-train-node-noise").uniform((n_max,))
+            nodes_t = _noised_nodes(nodes, new, t, m_nodes, u_nodes)
+            logits, node_logits = denoiser.denoise(
+                xt, nodes_t, diff["visible"][rows], new, target, t
+            )
             upper = target & torch.ones_like(target).triu(1)
-            kl = kl_loss(p0, adj, xt, t[:, None, None], s[:, None, None], m)
+            kl = kl_loss(logits.softmax(-1), adj, xt, t[:, None, None], s[:, None, None], m)
             ce = nn.functional.cross_entropy(logits[upper], adj[upper])
             loss_diff = kl[upper].mean() + ce_weight * ce
+            if c_nodes > 1:  # one node type: the node diffusion is trivial
+                kl_x = kl_loss(
+                    node_logits.softmax(-1), nodes, nodes_t, t[:, None], s[:, None], m_nodes
+                )
+                ce_x = nn.functional.cross_entropy(node_logits[new], nodes[new])
+                loss_diff = loss_diff + kl_x[new].mean() + ce_weight * ce_x
             srows = size_order[b * per : (b + 1) * per]
             loss_size = (
                 nn.functional.cross_entropy(
-                    sizes(size["adj"][srows], size["visible"][srows]), size["size"][srows]
+                    sizes(size["adj"][srows], size["visible"][srows], size["nodes"][srows]),
+                    size["size"][srows],
                 )
                 if len(srows)
                 else torch.zeros(())
@@ -125,13 +163,18 @@ def train_pard(
         losses.append(total / max(batches, 1))
     denoiser.eval()
     sizes.eval()
-    return PARD(denoiser, sizes, m, max_hops, steps, n_max), losses
+    return PARD(denoiser, sizes, m, max_hops, steps, n_max, m_nodes), losses
+
+
+def _num_nodes(g: Any) -> int:
+    return int(g[0].shape[0]) if isinstance(g, tuple) else int(g.number_of_nodes())
 
 
 @dataclass(frozen=True)
 class PARDSample:
-    """Sampled graphs (dense, ``adj`` (B, N, N) and ``mask``), the blocks each one took, and the
-    network evaluations of the batch (a block's N steps run while any graph is still growing)."""
+    """Sampled graphs (dense, ``adj`` (B, N, N) edge types, ``nodes`` (B, N) node types and
+    ``mask``), the blocks each one took, and the network evaluations of the batch (a block's N
+    steps run while any graph is still growing)."""
 
     adj: Tensor
     mask: Tensor
@@ -139,6 +182,7 @@ class PARDSample:
     denoiser_nfe: int
     size_nfe: int
     steps: int
+    nodes: Tensor | None = None
 
     @property
     def steps_per_graph(self) -> Tensor:
@@ -152,8 +196,29 @@ class PARDSample:
         out = []
         for a, mk in zip(self.adj, self.mask, strict=True):
             idx = mk.nonzero().flatten()
-            out.append(nx.from_numpy_array(a[idx][:, idx].numpy()))
+            out.append(nx.from_numpy_array((a[idx][:, idx] != 0).long().numpy()))
         return out
+
+    def batch(self) -> Any:
+        """The samples as a molecule-style :class:`~.types.GraphBatch`: one-hot node types in
+        ``x`` and integer edge types in ``adj`` (``edge_types = True``)."""
+        from .types import GraphBatch
+
+        nodes = torch.zeros_like(self.mask, dtype=torch.long) if self.nodes is None else self.nodes
+        classes = int(nodes.max()) + 1 if self.nodes is not None else 1
+        x = nn.functional.one_hot(nodes, classes).to(torch.float32) * self.mask[..., None]
+        return GraphBatch(x, self.adj.to(torch.float32), self.mask, edge_types=True)
+
+    def smiles(self, atoms: Sequence[str]) -> list[str | None]:
+        """One SMILES per sample, built without any valency correction (None: RDKit sanitisation
+        fails), with node type i = ``atoms[i]``."""
+        from .convert import to_smiles
+
+        b = self.batch()
+        if b.num_features < len(atoms):  # pad the one-hot width up to the vocabulary
+            pad = torch.zeros(*b.x.shape[:2], len(atoms) - b.num_features)
+            b = type(b)(torch.cat([b.x, pad], -1), b.adj, b.mask, True)
+        return to_smiles(b, atoms)
 
 
 @torch.no_grad()
@@ -162,6 +227,8 @@ def sample_pard(model: PARD, count: int, *, seed: int = 0, steps: int | None = N
     training N). Sample i depends on (seed, i) only."""
     n_max, steps = model.max_nodes, steps or model.steps
     adj = torch.zeros(count, n_max, n_max, dtype=torch.long)
+    nodes = torch.zeros(count, n_max, dtype=torch.long)
+    m_nodes = model.m_nodes
     filled = torch.zeros(count, dtype=torch.long)
     done = torch.zeros(count, dtype=torch.bool)
     blocks = torch.zeros(count, dtype=torch.long)
@@ -169,10 +236,12 @@ def sample_pard(model: PARD, count: int, *, seed: int = 0, steps: int | None = N
     sizes_stream = Streams(seed, count, "pard-sample-size")
     prior_stream = Streams(seed, count, "pard-sample-prior")
     step_stream = Streams(seed, count, "pard-sample-step")
+    node_prior_stream = Streams(seed, count, "pard-sample-node-prior")
+    node_step_stream = Streams(seed, count, "pard-sample-node-step")
     den_nfe = size_nfe = 0
     while not bool(done.all()):
         visible = ar[None] < filled[:, None]
-        probs = model.sizes(adj, visible).softmax(-1)
+        probs = model.sizes(adj, visible, nodes).softmax(-1)
         size_nfe += 1
         draw = inverse_cdf(probs, sizes_stream.uniform(()))
         draw = torch.minimum(draw, n_max - filled)
@@ -192,25 +261,36 @@ def sample_pard(model: PARD, count: int, *, seed: int = 0, steps: int | None = N
         x = inverse_cdf(model.m.expand(count, n_max, n_max, -1), u)
         x = torch.triu(x, 1) + torch.triu(x, 1).transpose(1, 2)
         state = torch.where(target, x, adj)
+        x_nodes = inverse_cdf(m_nodes.expand(count, n_max, -1), node_prior_stream.uniform((n_max,)))
+        state_nodes = torch.where(new, x_nodes, nodes)
         for k in range(steps, 0, -1):
             t = torch.full((count,), k / steps, dtype=torch.float64)
-            p0 = model.denoiser(state, visible, new, target, t).softmax(-1)
+            logits, node_logits = model.denoiser.denoise(
+                state, state_nodes, visible, new, target, t
+            )
+            p0, p0_nodes = logits.softmax(-1), node_logits.softmax(-1)
             den_nfe += 1
             if k > 1:
-                probs = reverse_probs(
-                    p0, state, t[:, None, None], t[:, None, None] - 1 / steps, model.m
+                s_time = t - 1 / steps
+                probs = reverse_probs(p0, state, t[:, None, None], s_time[:, None, None], model.m)
+                probs_nodes = reverse_probs(
+                    p0_nodes, state_nodes, t[:, None], s_time[:, None], m_nodes
                 )
-            else:
-                probs = p0.double()  # PARD takes p_theta(x_0) at the last step
+            else:  # PARD takes p_theta(x_0) at the last step
+                probs, probs_nodes = p0.double(), p0_nodes.double()
             u = step_stream.uniform((n_max, n_max))
             x = inverse_cdf(probs, u)
             x = torch.triu(x, 1) + torch.triu(x, 1).transpose(1, 2)
             state = torch.where(target, x, state)
+            x_nodes = inverse_cdf(probs_nodes, node_step_stream.uniform((n_max,)))
+            state_nodes = torch.where(new, x_nodes, state_nodes)
         adj = torch.where(done[:, None, None], adj, state)
+        nodes = torch.where(done[:, None], nodes, state_nodes)
         filled = filled + draw
         blocks = blocks + (~done).long()
     mask = ar[None] < filled[:, None]
-    return PARDSample(adj, mask, blocks, den_nfe, size_nfe, steps)
+    nodes = nodes * mask
+    return PARDSample(adj, mask, blocks, den_nfe, size_nfe, steps, nodes)
 
 
 __all__ = ["PARD", "PARDSample", "sample_pard", "train_pard"]
