@@ -66,6 +66,9 @@ FORBIDDEN = {
     "analysis": {"api", "cli", "repro", "train", "guidance", "inverse", "scaling", "text"},
     "metrics": {"api", "cli", "repro", "train", "guidance", "inverse", "scaling"},
     "train": {"api", "cli", "repro", "guidance", "inverse", "scaling"},
+    "forward_models": {"api", "cli", "repro", "train", "guidance", "scaling", "text", "graphs"},
+    "diffusevae": {"api", "cli", "repro", "guidance", "inverse", "scaling", "text", "graphs"},
+    "multitask": {"api", "cli", "repro", "train", "guidance", "scaling", "text", "graphs"},
 }
 ALL = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if not p.name.startswith("_")}
 

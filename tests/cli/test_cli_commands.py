@@ -212,6 +212,11 @@ def test_info_lists_the_registries(capsys):
         "toy2d-flow",
         "toy2d-edm",
         "dit-s2",
+        "series-co2",
+        "series-elnino",
+        "series-sunspots",
+        "series-nile",
+        "series-csv",
     }
     assert "seed30_logitnormal" in values["reproductions"]
     assert main(["info"]) == 0

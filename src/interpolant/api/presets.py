@@ -64,6 +64,46 @@ _TOY_TRAIN: dict[str, Any] = {
 }
 
 
+# TSDiff (Kollovieh et al. 2023): eps-network on windows, linear beta 1e-4 .. 0.1 over 100 steps.
+_TSDIFF_BETAS = [1e-4 + k * (0.1 - 1e-4) / 99 for k in range(100)]
+
+
+def _series(source: str, period: int, what: str, context: int = 36, horizon: int = 12) -> dict:
+    """A TSDiff preset on ``data.name=series`` (windows of context + horizon, one lag channel
+    at the seasonal period, standardised by each window's context; the Conv1D eps-network)."""
+    lags = [period] if period > 1 else []
+    return {
+        "description": f"TSDiff on {what} (context {context}, horizon {horizon}); then "
+        "interpolant forecast RUN --history FILE / interpolant eval RUN",
+        "data": {
+            "name": "series",
+            "options": {
+                "source": source,
+                "context": context,
+                "horizon": horizon,
+                "lags": lags,
+                "scaling": "standard",
+                "test_windows": 8 if source != "nile" else 3,
+            },
+        },
+        "train": {
+            "model": {"name": "conv1d", "channels": 1 + len(lags), "width": 64, "depth": 6},
+            "path": {"name": "discrete-vp", "betas": _TSDIFF_BETAS},
+            "predicts": "eps",
+            "objective": {"target": "eps", "time": "uniform", "weight": "uniform"},
+            "run_dir": f"runs/series-{source or 'csv'}",
+            "steps": 2000,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "grad_clip": 0.5,
+            "ema_halflife_kimg": 10.0,
+            "log_every": 100,
+            "checkpoint_every": 1000,
+        },
+        "sample": {"solver": "ddim", "nfe": 100, "grid": "uniform", "n": 64},
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "digits-flow": {
         "description": "rectified flow on sklearn's 8x8 digits, residual MLP on the 64 pixels "
@@ -136,6 +176,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sample": {"solver": "heun", "nfe": 50, "grid": "shift", "n": 64, "batch_size": 64},
         "eval": {"metrics": ["auto"]},
     },
+    "series-co2": _series("co2", 12, "Mauna Loa CO2 (statsmodels, monthly)"),
+    "series-elnino": _series("elnino", 12, "Nino 1+2 sea-surface temperature (monthly)"),
+    "series-sunspots": _series("sunspots", 11, "yearly sunspot numbers (statsmodels)"),
+    "series-nile": _series("nile", 1, "the yearly Nile flow (statsmodels)", 24, 8),
+    "series-csv": _series(
+        "",
+        1,
+        "your series: data.options.source=FILE.csv|.npy (one column per series, or "
+        "data.options.id_column=ID); a seasonal lag P: data.options.period=P "
+        "data.options.lags=[P] train.model.channels=2",
+    ),
 }
 """Name -> partial run config (its "description" is shown by `interpolant info`)."""
 

@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_parser as add_data
 
     add_data(sub, _Formatter)
+    from .multitask import add_parser as add_multitask
+
+    add_multitask(sub, _Formatter)
 
     # eval
     p = sub.add_parser(
@@ -411,8 +414,22 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_eval_any(args: argparse.Namespace) -> int:
+    """``interpolant eval``: a time-series run folder is scored by cli/forecast.py (CRPS, MASE,
+    coverage of forecasts of its test windows), anything else by cli/sample.py."""
+    from .forecast import cmd_eval_series, is_series_run
+
+    return cmd_eval_series(args) if is_series_run(args.samples) else cmd_eval(args)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import cmd_data as run
+
+    return run(args)
+
+
+def cmd_multitask(args: argparse.Namespace) -> int:
+    from .multitask import cmd_multitask as run
 
     return run(args)
 
@@ -420,7 +437,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
-    "eval": cmd_eval,
+    "eval": cmd_eval_any,
     "demo": cmd_demo,
     "info": cmd_info,
     "repro": cmd_repro,
@@ -431,6 +448,7 @@ COMMANDS = {
     "distill": cmd_distill,
     "forecast": cmd_forecast,
     "data": cmd_data,
+    "multitask": cmd_multitask,
 }
 
 

@@ -8,7 +8,8 @@ unconditional model for classifier-free guidance), and for MM-DiT ``context`` (B
 using ``generator`` (or the global RNG).
 
 Registry: ``build_model(name, **kwargs)`` with names ``mlp``, ``unet``, ``dit``, ``mmdit``,
-``conv1d`` (time-series windows) and the DiT paper's sizes ``dit-{s,b,l,xl}/{2,4,8}`` (and
+``conv1d`` (time-series windows), ``two-time`` (another backbone with a second time input,
+MeanFlow's and shortcut models') and the DiT paper's sizes ``dit-{s,b,l,xl}/{2,4,8}`` (and
 ``mmdit-{s,b}/{2,4,8}``), which fix depth, hidden size, heads and patch size.
 ``build_model(**model_config(net))`` rebuilds ``net``'s architecture from its JSON-serialisable
 config.
@@ -36,6 +37,8 @@ from .dit import DIT_SIZES, PATCH_SIZES, DiT, DiTBlock
 from .layers import Backbone, LabelEmbedding, TimestepEmbedding, drop_labels, sincos_pos_embed_2d
 from .mlp import MLP
 from .mmdit import MMDIT_SIZES, MMDiT, MMDiTBlock
+from .multihead import MLPTrunk, MultiHead, MultiHeadMLP
+from .two_time import TwoTime, TwoTimeEmbedding
 from .unet import UNet
 
 MODELS: dict[str, Callable[..., Backbone]] = {
@@ -44,6 +47,8 @@ MODELS: dict[str, Callable[..., Backbone]] = {
     "dit": DiT,
     "mmdit": MMDiT,
     "conv1d": Conv1D,
+    "multihead-mlp": MultiHeadMLP,
+    "two-time": TwoTime,  # (x, t, gap) around the above (MeanFlow, shortcut models)
 }
 # Preset name -> (class, the kwargs the preset fixes).
 PRESETS: dict[str, tuple[type[Backbone], dict[str, Any]]] = {}
@@ -109,9 +114,14 @@ __all__ = [
     "DiT",
     "DiTBlock",
     "LabelEmbedding",
+    "MLPTrunk",
     "MMDiT",
     "MMDiTBlock",
+    "MultiHead",
+    "MultiHeadMLP",
     "TimestepEmbedding",
+    "TwoTime",
+    "TwoTimeEmbedding",
     "UNet",
     "build_model",
     "count_parameters",
