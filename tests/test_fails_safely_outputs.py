@@ -51,6 +51,19 @@ def test_tables_of_three_or_more_columns_get_a_pair_plot_and_others_a_reason(tmp
     assert plot_samples(Samples(torch.randn(5, 3, 4), None), tmp_path / "none.png") is None
 
 
+def test_class_rows_skip_a_class_with_no_samples(tmp_path):
+    # Joint samples may draw no example of a class: the grid has one row per class drawn,
+    # labelled by its class (this divided by zero before).
+    x = torch.rand(9, 1, 8, 8) * 2 - 1
+    labels = torch.tensor([0, 0, 0, 2, 2, 2, 3, 3, 3])
+    out = plot_samples(Samples(x, labels, {}), tmp_path / "classes.png")
+    assert out is not None and out.is_file()
+    image = matplotlib_image.imread(str(out))
+    two_rows = plot_samples(Samples(x[:6], labels[:6], {}), tmp_path / "two.png")
+    assert two_rows is not None
+    assert image.shape[0] > matplotlib_image.imread(str(two_rows)).shape[0]  # 3 rows, not 4 or 2
+
+
 def test_sample_of_a_table_says_what_samples_png_shows(tmp_path, capsys):
     import numpy as np
 

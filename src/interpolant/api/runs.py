@@ -563,11 +563,12 @@ def plot_samples(samples: Samples, out: str | Path, reference: Tensor | None = N
     if is_image_shape(shape):
         if labels is not None:
             k = int(labels.max()) + 1
-            per_class = min(10, min(int((labels == c).sum()) for c in range(k)))
-            rows = [x[labels == c][:per_class] for c in range(k)]
+            present = [c for c in range(k) if bool((labels == c).any())]  # one row per class drawn
+            per_class = min(10, min(int((labels == c).sum()) for c in present))
+            rows = [x[labels == c][:per_class] for c in present]
             classes = samples.meta.get("data", {}).get("classes") or [str(c) for c in range(k)]
             return plots.plot_image_grid(
-                torch.cat(rows), out, nrow=per_class, row_labels=classes[:k]
+                torch.cat(rows), out, nrow=per_class, row_labels=[classes[c] for c in present]
             )
         return plots.plot_image_grid(x[:100], out, nrow=10)
     if shape == (2,):
