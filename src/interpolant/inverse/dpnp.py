@@ -36,7 +36,7 @@ from ..solvers.dpm import DDIM
 from ..solvers.grids import Karras
 from .base import Operator, Reconstruction, Rows
 from .operators import as_matrix
-from .posterior import row_space
+from .posterior import matheron_update, row_space
 from .solvers import _check_y, apply_pinv
 
 #: DPnP's streams: the likelihood step's draws (per sample) and the prior step's seeds.
@@ -58,11 +58,9 @@ def likelihood_step(
     float64; A_r (r, D) and y_r (B, r) on the row space), by Matheron's rule."""
     w = streams.normal((a.shape[1],), dtype=torch.float64).to(z.device)
     e = streams.normal((a.shape[0],), dtype=torch.float64).to(z.device)
-    x = z + eta * w
     eye = torch.eye(a.shape[0], dtype=torch.float64, device=z.device)
-    gram = eta**2 * a @ a.T + noise_var * eye
-    resid = y_r - x @ a.T - math.sqrt(noise_var) * e
-    return x + eta**2 * torch.linalg.solve(gram, resid.T).T @ a
+    s = eta**2 * a @ a.T + noise_var * eye
+    return matheron_update(z + eta * w, a, y_r, math.sqrt(noise_var) * e, eta**2, s)
 
 
 def dpnp(

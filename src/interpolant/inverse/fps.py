@@ -38,7 +38,6 @@ from torch import Tensor
 from ..errors import UserError
 from ..randomness import Streams
 from ..solvers import Node, Run
-from .base import Operator
 from .smc import MCGdiff, PosteriorParticles, _empty
 
 #: The named stream of FPS's observation paths (one row per posterior draw).
@@ -66,17 +65,6 @@ class FPSParticles(PosteriorParticles):
 class FPS(MCGdiff):
     """FPS-SMC (see the module docstring): ``particles`` K per posterior draw, resampling when
     a group's ESS falls below ``ess_threshold`` * K (None: at every step, as Alg. 2)."""
-
-    def __init__(
-        self,
-        operator: Operator,
-        y: Tensor,
-        particles: int,
-        *,
-        resampler: str = "systematic",
-        ess_threshold: float | None = 0.5,
-    ) -> None:
-        super().__init__(operator, y, particles, resampler=resampler, ess_threshold=ess_threshold)
 
     def __repr__(self) -> str:
         return f"FPS(particles={self.particles})"

@@ -115,6 +115,15 @@ def row_space(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return u[:, :r], s[:r, None] * vh[:r]
 
 
+def matheron_update(
+    x: Tensor, a: Tensor, y: Tensor, e: Tensor, prior_var: float, s: Tensor
+) -> Tensor:
+    """Matheron's rule: for x ~ N(m, c^2 I) (rows, flat) and e ~ N(0, V),
+    x + c^2 A^T S^{-1} (y - A x - e) with S = c^2 A A^T + V is a draw of x given A x + n = y,
+    n ~ N(0, V). ``prior_var`` is c^2, ``s`` is S (r, r) (callers keep it for their weights)."""
+    return x + prior_var * torch.linalg.solve(s, (y - x @ a.T - e).T).T @ a
+
+
 def posterior_error(
     samples: Tensor,
     posterior: MixturePosterior,

@@ -59,7 +59,7 @@ from ..solvers.grids import Karras, Uniform
 from ..solvers.spec import SamplerOptions
 from .base import Operator, detached, model_gradient, seeded, start_noise, taped, x0_variance
 from .operators import as_matrix
-from .posterior import row_space
+from .posterior import matheron_update, row_space
 from .solvers import _check_y, _measured_count
 
 #: The SMC samplers' default: ancestral DDIM (eta = 1) on 50 Karras steps (EDM sigma 0.002 at the
@@ -401,11 +401,10 @@ class MCGdiff(PosteriorSMC):
         inc = self._log_normal(y_next - flat_mean @ self.a.T, s_next) - state.log_potential
         x_new = x_state.x.flatten(1).to(torch.float64)
         if c2 > 0 and state.proposal is not None:
-            # Matheron: x' + c^2 A^T S^{-1} (y' - A x' - e), e ~ N(0, V'), is the conditional.
+            # The exact Gaussian conditional of x' given alpha' y (Matheron's rule).
             w = state.proposal.normal((self.a.shape[0],), dtype=torch.float64)
             e = w.to(x_new.device) @ torch.linalg.cholesky(v_next).T
-            resid = y_next - x_new @ self.a.T - e
-            x_new = x_new + c2 * torch.linalg.solve(s_next, resid.T).T @ self.a
+            x_new = matheron_update(x_new, self.a, y_next, e, c2, s_next)
         x_state = x_state.replace(x=x_new.to(x_state.x.dtype).reshape(shape))
         state.log_potential = self.log_potential(x_state.x, nxt)
         state.reweight(inc, step.index + 1)

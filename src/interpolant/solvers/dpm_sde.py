@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -139,6 +139,15 @@ THIRD_ORDER = ("taylor", "k-diffusion")
 NOISE_KINDS = ("brownian", "independent")
 
 
+def noise_option() -> Any:
+    """The ``noise`` option of the multistep SDE solvers."""
+    return option(
+        "brownian",
+        help="'brownian' (one Brownian path per sample) or 'independent' normals per step",
+        check=one_of(*NOISE_KINDS),
+    )
+
+
 def sde_noise(
     run: Run, x: Tensor, now: Node, nxt: Node, kind: str, memo: BrownianMemo | None
 ) -> tuple[Tensor, BrownianMemo | None]:
@@ -184,11 +193,7 @@ class DPMSolverPP3MSDE(Solver):
         help="coefficient of D2: 'taylor' (order 3) or 'k-diffusion' (theirs, order 2)",
         check=one_of(*THIRD_ORDER),
     )
-    noise: str = option(
-        "brownian",
-        help="'brownian' (one Brownian path per sample) or 'independent' normals per step",
-        check=one_of(*NOISE_KINDS),
-    )
+    noise: str = noise_option()
 
     @property
     def order(self) -> int:
@@ -267,11 +272,7 @@ class DPMSolverPP2MSDE(Solver):
         help="second-order correction: 'midpoint' or 'heun'",
         check=one_of(*SOLVER_TYPES),
     )
-    noise: str = option(
-        "brownian",
-        help="'brownian' (one Brownian path per sample) or 'independent' normals per step",
-        check=one_of(*NOISE_KINDS),
-    )
+    noise: str = noise_option()
 
     @property
     def order(self) -> int:
