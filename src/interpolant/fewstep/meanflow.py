@@ -33,63 +33,24 @@ multiples of 2d (so t - 2d >= 0).
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import UserError
+from ..models import TwoTime
 from ..paths import Linear
 from ..paths.nodes import make_nodes
 from ..predictions import Evaluations, Model
 from .common import predict, require_linear, times
 
 
-class IntervalMLP(nn.Module):
-    """A residual MLP on (x, t, gap): Fourier features of t and of the gap added to the hidden
-    state of every block. Flattens any sample shape."""
-
-    freqs: Tensor
-
-    def __init__(self, dim: int, width: int = 256, depth: int = 3, frequencies: int = 16) -> None:
-        super().__init__()
-        if dim < 1 or width < 1 or depth < 1:
-            raise UserError(f"IntervalMLP needs positive dim/width/depth, got {dim, width, depth}")
-        self.config = {"dim": dim, "width": width, "depth": depth, "frequencies": frequencies}
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(500.0), frequencies)))
-        self.inp = nn.Linear(dim, width)
-        self.emb = nn.Sequential(nn.Linear(4 * frequencies, width), nn.SiLU())
-        self.blocks = nn.ModuleList(
-            nn.Sequential(
-                nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
-            )
-            for _ in range(depth)
-        )
-        self.embs = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
-        self.out = nn.Linear(width, dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def _fourier(self, t: Tensor) -> Tensor:
-        angles = t.to(self.freqs.dtype)[:, None] * self.freqs[None]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    def forward(self, x: Tensor, t: Tensor, gap: Tensor | float | None = None) -> Tensor:
-        flat = x.flatten(1)
-        if gap is None:
-            gap = torch.zeros_like(t)
-        g = torch.as_tensor(gap, dtype=t.dtype, device=t.device).expand(t.shape[0])
-        e = self.emb(torch.cat([self._fourier(t), self._fourier(g)], dim=1))
-        h = self.inp(flat)
-        for block, emb in zip(self.blocks, self.embs, strict=True):
-            h = h + block(h + emb(e))
-        return self.out(h).reshape(x.shape)
-
-
 def interval_model(dim: int, width: int = 256, depth: int = 3) -> Model:
-    """``Model(IntervalMLP(...), Linear(), predicts="velocity")``."""
-    return Model(IntervalMLP(dim, width, depth), Linear(), predicts="velocity")
+    """A velocity model on the linear path whose network takes the gap: the registered
+    ``two-time`` backbone around an ``mlp`` (:class:`~interpolant.models.TwoTime`)."""
+    net = TwoTime({"name": "mlp", "dim": dim, "width": width, "depth": depth})
+    return Model(net, Linear(), predicts="velocity")
 
 
 def interval_sample(model: Model, noise: Tensor, steps: int, **cond: Any) -> tuple[Tensor, int]:
