@@ -140,3 +140,37 @@ def test_distilled_shortcut_one_step_samples_are_close_to_the_exact_map(tmp_path
     err = _one_step_error(new, 1)
     # Measured 0.062 (width 64, 1500 steps, batch 256); 0.25 at width 32. Data std 0.5.
     assert err < 0.15, (err, start)
+
+
+def test_distill_shortcut_on_a_class_conditional_run_trains_and_samples_with_labels(tmp_path):
+    """A class-conditional teacher gives a class-conditional two-time student: its backbone
+    keeps num_classes with label dropout off, starts from the teacher's weights, and the run's
+    K Euler steps are the K-step update with each sample's label."""
+    from interpolant.api import runs
+    from interpolant.cli.distill import distill
+
+    teacher = tmp_path / "teacher"
+    overrides = [
+        f"train.run_dir={teacher}",
+        "data.n=500",
+        "data.labels=true",
+        "train.steps=10",
+        "train.progress=false",
+        "train.sample_every=null",
+        "train.checkpoint_every=10",
+        "train.model.width=32",
+        "train.model.depth=2",
+    ]
+    runs.train("toy2d-flow", overrides=overrides, plots=False)
+    new = distill(teacher, "shortcut", 2, train_steps=3, batch_size=64)
+    loaded = runs.load_run(new)
+    backbone = loaded.config.train.model["backbone"]
+    assert backbone["num_classes"] == 2 and backbone["class_dropout_prob"] == 0.0
+    out = runs.sample(new, n=32)
+    assert out.labels is not None and set(out.labels.tolist()) == {0, 1}
+    eps = runs.start_noise((2,), 0, range(32))
+    with torch.no_grad():
+        expected, nfe = interval_sample(loaded.model, eps, 2, class_labels=out.labels)
+        unlabelled, _ = interval_sample(loaded.model, eps, 2)
+    assert nfe == 2 and torch.allclose(out.x, expected, atol=1e-6)
+    assert (out.x - unlabelled).abs().max() > 1e-4  # the labels reach the network

@@ -143,6 +143,15 @@ def fit_model_to_data(
                 f"images are {shape}: set train.model.in_channels={c} train.model.image_size={h} "
                 "or resize the images (data.options.size=... for an image folder)"
             )
+    if "channels" in params and len(shape) == 2:
+        # 1-D sequence models (conv1d): the channels follow the data (1 + lags for series).
+        spec.setdefault("channels", shape[0])
+        if spec["channels"] != shape[0]:
+            raise UserError(
+                f"model {name!r} has channels={spec['channels']} but the data's windows have "
+                f"{shape[0]} channels (shape {shape}): set train.model.channels={shape[0]} "
+                "or leave it out"
+            )
     if num_classes is not None:
         if "num_classes" not in params:
             raise UserError(f"model {name!r} takes no class labels; set data.labels=false")
@@ -322,8 +331,10 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _classes_of(config: TrainConfig) -> int | None:
-    """The number of classes of a conditional backbone (filled in by fit_model_to_data)."""
-    count = config.model.get("num_classes")
+    """The number of classes of a conditional backbone (filled in by fit_model_to_data); a
+    wrapper's (``two-time``) is its inner backbone's."""
+    spec = config.model.get("backbone", config.model)
+    count = spec.get("num_classes") if isinstance(spec, dict) else None
     return int(count) if count else None
 
 

@@ -22,8 +22,9 @@ Methods (interpolant.fewstep):
 
 A class-conditional teacher (its backbone has num_classes) gives class-conditional pairs (pair i
 has class i % num_classes, stored with the pairs) and students trained with the labels
-(reflow, slimflow); meanflow and shortcut refuse one (their label dropout would differ between
-the target's and the prediction's forward passes).
+(reflow, slimflow); meanflow and shortcut train on the run's labelled data with the student's
+label dropout off (a drop is drawn anew in each forward, so MeanFlow's JVP target and its
+prediction would see different labels), so the student has no unconditional mode for CFG.
 
 Presets by data: 2-D sets (dim 2) and images/vectors (everything else) get their own steps,
 batch size and learning rate (--train-steps, --batch-size, --lr override them). Each stage
@@ -208,11 +209,15 @@ def distill(
         sample_spec = {"solver": "ddim", "nfe": steps, "grid": "uniform"}
     elif method in ("meanflow", "shortcut"):
         if classes:
-            raise UserError(
-                f"{method} in distill needs an unconditional run ({run_dir} has "
-                f"num_classes={classes}): class-conditional MeanFlow/shortcut training is "
-                "Python-only (fewstep.meanflow with class_dropout_prob=0)"
-            )
+            if data.labels is None:
+                raise UserError(
+                    f"{run_dir}'s network is class-conditional (num_classes={classes}) but its "
+                    "data has no labels to train the student with"
+                )
+            # No label dropout: MeanFlow's JVP target and the trained forward must see the same
+            # labels, and a random drop is drawn anew in each call.
+            student_net = {**student_net, "class_dropout_prob": 0.0}
+            labels = data.labels
         from ..train.build import build_network
 
         two_time = {"name": "two-time", "backbone": student_net, "steps": steps}
@@ -248,7 +253,12 @@ def _warm_start_fits(cfg: Any, student_net: dict[str, Any], net: dict[str, Any])
     velocity prediction on the linear path, no preconditioning wrapper."""
     same_path = cfg.train.path.get("name", "linear") == "linear"
     plain = cfg.train.predicts == "velocity" and cfg.train.precondition is None
-    return same_path and plain and student_net == net and cfg.train.lora is None
+
+    def architecture(spec: dict[str, Any]) -> dict[str, Any]:  # label dropout adds no weights
+        return {k: v for k, v in spec.items() if k != "class_dropout_prob"}
+
+    same_net = architecture(student_net) == architecture(net)
+    return same_path and plain and same_net and cfg.train.lora is None
 
 
 def _final_config(cfg: Any, final: Any, sample_spec: dict[str, Any]) -> Any:

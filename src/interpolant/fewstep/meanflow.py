@@ -133,6 +133,14 @@ class MeanFlow:
         return self.per_sample_loss(model, x0, generator, cond).mean()
 
 
+def _rows(cond: dict[str, Any], rows: slice, n: int) -> dict[str, Any]:
+    """The conditioning of a subset of the batch's rows (per-row tensors sliced, the rest kept)."""
+    return {
+        key: value[rows] if isinstance(value, Tensor) and value.ndim and len(value) == n else value
+        for key, value in cond.items()
+    }
+
+
 class Shortcut:
     """The shortcut-model objective (see the module docstring); ``log2_steps`` m gives the
     finest step 1/2^m."""
@@ -160,7 +168,8 @@ class Shortcut:
         t_fm = times(n - k, generator, x0.device).to(x0.dtype)
         x_fm = Linear().sample_xt(x0[k:], t_fm, eps[k:])
         # gap = 0 explicitly: a two-time backbone's default gap is that of its K-step grid.
-        s_fm = predict(model, x_fm, t_fm, {**cond, "gap": torch.zeros_like(t_fm)}).velocity
+        cond_fm, cond_sc = _rows(cond, slice(k, n), n), _rows(cond, slice(0, k), n)
+        s_fm = predict(model, x_fm, t_fm, {**cond_fm, "gap": torch.zeros_like(t_fm)}).velocity
         fm = (s_fm - (eps[k:] - x0[k:])).square().flatten(1).mean(dim=1)
         # Self-consistency on rows 0..k: d = 2^-j, j in 0..m-1, t a multiple of 2d in (0, 1].
         gen_device = generator.device if generator is not None else None
@@ -172,11 +181,11 @@ class Shortcut:
         t, d = t.to(x0.dtype), d.to(x0.dtype)
         x_t = Linear().sample_xt(x0[:k], t, eps[:k])
         with torch.no_grad():
-            s1 = predict(model, x_t, t, {**cond, "gap": d}).velocity
+            s1 = predict(model, x_t, t, {**cond_sc, "gap": d}).velocity
             x_mid = x_t - d.view(shape) * s1
-            s2 = predict(model, x_mid, t - d, {**cond, "gap": d}).velocity
+            s2 = predict(model, x_mid, t - d, {**cond_sc, "gap": d}).velocity
             target = (s1 + s2) / 2
-        s_big = predict(model, x_t, t, {**cond, "gap": 2 * d}).velocity
+        s_big = predict(model, x_t, t, {**cond_sc, "gap": 2 * d}).velocity
         sc = (s_big - target).square().flatten(1).mean(dim=1)
         return torch.cat([sc, fm])
 
