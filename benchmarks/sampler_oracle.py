@@ -20,13 +20,13 @@ PLMS without set_alpha_to_one, whose last is 0.0100: scored by the smaller of it
 and at the data).
 
 Protocol. Two draw sets per oracle: selection draws (seed 2, 256) on which every configuration runs,
-and evaluation draws (seed 0, 2048 by default) on which only the chosen configurations run, so
+and evaluation draws (seed 0, 4096 by default) on which only the chosen configurations run, so
 that picking the best of ~200 configurations is not itself fitted to the draws reported:
 
 * ours default: ``ip.sample(model, noise, nfe=N)`` (the default rule, ``solvers.defaults``) on
   the EDM path (the model declares no sigma_data, so 0.5 is assumed);
 * ours best fixed: the best on the selection draws of every named deterministic solver setting
-  here (``OUR_SOLVERS``) x the named grids (``GRIDS``) x the paths EDM and Linear - fixed
+  here (``OUR_SOLVERS``) x the named grids (``GRIDS``) x the paths EDM, VP and Linear - fixed
   names, no per-model grid search;
 * peer default: diffusers' ``DPMSolverMultistepScheduler()`` and k-diffusion's DPM++ 2M on Karras
   sigmas 0.002..80 (A1111's "DPM++ 2M Karras"); the better of the two on the selection draws;
@@ -88,10 +88,9 @@ HEADLINE_NFES = (10, 20)
 EVAL_SEED, SELECTION_SEED = 0, 2
 GRIDS = ("uniform", "karras", "logsnr", "shift", "auto")
 #: Our paths: the exponential integrators and Adams are invariant to the path given the same noise
-#: levels (only the start's noise level differs: 80 on EDM, pure noise on Linear); Euler, Heun
-#: and iPNDM/PLMS's t or rho steps are not. (VP adds nothing the two do not show; see the
-#: issue-11 record of this benchmark for it.)
-OUR_PATHS = ("edm", "linear")
+#: levels (only the start's noise level differs: 80 on EDM, 152.6 on VP, pure noise on Linear);
+#: Euler, Heun and iPNDM/PLMS's t or rho steps are not, so each path is its own column.
+OUR_PATHS = ("edm", "vp", "linear")
 OUR_SOLVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("euler", {}),
     ("heun", {}),
@@ -395,8 +394,8 @@ def write_docs(record: dict[str, Any], page: Path = DOCS_PAGE) -> None:
 def markdown(record: dict[str, Any]) -> str:
     """The README's headline table (NFE 10 and 20, evaluation draws) from a saved record."""
     lines = [
-        "| oracle | NFE | ours default | peer default | ours best fixed | best peer | best / best "
-        "(RMSE; median) | flips (default / fixed / peer) |",
+        "| oracle | NFE | ours default (RMSE / median / p99) | peer default | ours best fixed "
+        "| best peer | best / best (RMSE; median) | flips (default / fixed / peer) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for oracle, result in record["results"].items():
@@ -406,7 +405,7 @@ def markdown(record: dict[str, Any]) -> str:
                 continue
 
             def cell(role: str, named: bool = True, c: dict[str, Any] = c) -> str:
-                text = f"{c[role]['rmse']:.2e} / {c[role]['median']:.2e}"
+                text = f"{c[role]['rmse']:.2e} / {c[role]['median']:.2e} / {c[role]['p99']:.2e}"
                 return text + (f" ({c[role]['method'].replace(' | ', ', ')})" if named else "")
 
             flips = "/".join(str(c[r]["flips"]) for r in ("ours_default", "ours_best_fixed",
@@ -439,7 +438,7 @@ def print_cells(name: str, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few draws, configs and budgets")
-    parser.add_argument("--samples", type=int, default=None, help="evaluation draws (2048)")
+    parser.add_argument("--samples", type=int, default=None, help="evaluation draws (4096)")
     parser.add_argument("--selection", type=int, default=None, help="selection draws (256)")
     parser.add_argument("--nfe", type=int, nargs="+", default=None)
     parser.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=list(ORACLES))
@@ -468,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(docs_table(saved))
         return saved
     torch.set_num_threads(1)
-    n_eval = args.samples or (256 if args.quick else 2048)
+    n_eval = args.samples or (256 if args.quick else 4096)
     n_sel = args.selection or (128 if args.quick else 256)
     nfes = tuple(args.nfe or (HEADLINE_NFES if args.quick else NFES))
     start = time.perf_counter()
