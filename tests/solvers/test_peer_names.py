@@ -37,8 +37,8 @@ def test_lookup_examples_and_errors():
     assert peer_sampler("DDPMScheduler", steps=10).solver.eta == 1.0
     assert peer_sampler("LMS", nfe=10).solver.name == "lms"
     assert peer_sampler("PNDMScheduler", nfe=19).steps_used() == 10
-    with pytest.raises(UserError, match="'res_multistep' is not implemented here yet"):
-        peer_sampler("res_multistep", nfe=10)
+    with pytest.raises(UserError, match="'er_sde' is not implemented here yet"):
+        peer_sampler("er_sde", nfe=10)
     with pytest.raises(UserError, match="unknown peer sampler name 'Eulr'"):
         find_peer_name("Eulr")
 

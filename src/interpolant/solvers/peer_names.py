@@ -87,8 +87,10 @@ def _entries() -> list[PeerName]:
     add("comfyui", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde", None, _GPU_NOTE)
     add("comfyui", "dpmpp_3m_sde_gpu", "dpmpp_3m_sde", None, _GPU_NOTE)
     add("comfyui", "dpmpp_2m_sde_heun", _2M_SDE_HEUN)
-    for name in ("ipndm_v", "heunpp2", "res_multistep", "er_sde", "seeds_2", "seeds_3",
-                 "gradient_estimation", "euler_cfg_pp"):  # fmt: skip
+    add("comfyui", "res_multistep", "res_multistep")
+    add("comfyui", "res_multistep_ancestral", {"name": "res_multistep", "eta": 1.0})
+    add("comfyui", "gradient_estimation", "gradient_estimation")
+    for name in ("ipndm_v", "heunpp2", "er_sde", "seeds_2", "seeds_3", "euler_cfg_pp"):
         add("comfyui", name, None, None, "not implemented here yet")
     add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
     add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
