@@ -64,14 +64,13 @@ from interpolant.timeseries import (
     train_test_windows,
     train_window_model,
 )
+from interpolant.timeseries.forecast import SCALES, choose_scale
 from interpolant.timeseries.windows import Windows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "timeseries.json"
 REAL = ("co2", "elnino", "sunspots")
 GLUON_FREQ = {"M": "M", "A": "Y", "H": "h"}
 SAMPLES = 16
-#: Guidance scales tried on the validation windows (the official configs use 2, 4 and 8).
-SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def deepar(
@@ -118,17 +117,6 @@ def deepar(
     return torch.tensor(np.stack(out), dtype=torch.float64), train_s, predict_s
 
 
-def choose_scale(model: Any, val: Windows, seed: int) -> tuple[float, dict[str, float]]:
-    """The guidance scale of SCALES with the lowest CRPS on the validation windows."""
-    y = val.horizon()
-    crps_by_scale = {}
-    for scale in SCALES:
-        fc = forecast(model, val, SAMPLES, scale, energy="quantile", seed=seed)
-        crps_by_scale[f"{scale:g}"] = scores(fc.double(), y)["crps"]
-    best = min(crps_by_scale, key=lambda k: crps_by_scale[k])
-    return float(best), crps_by_scale
-
-
 def evaluate(
     name: str,
     train: Windows,
@@ -147,7 +135,7 @@ def evaluate(
     with tempfile.TemporaryDirectory() as tmp:
         trained = train_window_model(train, Path(tmp) / "run", settings)
     t0 = time.perf_counter()
-    scale, val_crps = choose_scale(trained.model, val, seed)
+    scale, val_crps = choose_scale(trained.model, val, seed, SAMPLES)
     select_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fc = forecast(trained.model, test, SAMPLES, scale, energy="quantile", seed=seed)

@@ -136,7 +136,7 @@ def series_run(tmp_path_factory):
     assert main(["train", "--preset", "series-csv", f"data.options.source={csv}",
                  "data.options.period=12", "data.options.lags=[12]", "data.options.context=24",
                  "data.options.horizon=6", "data.options.test_windows=2",
-                 "train.model.channels=2", "train.model.width=8", "train.model.depth=1",
+                 "train.model.width=8", "train.model.depth=1",  # channels follow the lags
                  "train.steps=10", "train.log_every=5", f"train.run_dir={run}"]) == 0  # fmt: skip
     return run, frame
 
@@ -206,13 +206,21 @@ def test_forecast_errors_name_the_numbers(series_run, tmp_path, capsys) -> None:
     assert "the context has no observed value" in capsys.readouterr().err
 
 
-def test_a_lag_the_model_was_not_built_for_is_one_line(tmp_path, capsys) -> None:
+def test_channels_follow_the_lags_and_a_contradiction_is_one_line(tmp_path, capsys) -> None:
+    from interpolant.api.runs import load_run
+
     path = tmp_path / "s.npy"
     np.save(path, np.sin(np.arange(100.0)))
-    assert main(["train", "--preset", "series-csv", f"data.options.source={path}",
-                 "data.options.lags=[4]", "data.options.context=12", "data.options.horizon=4",
-                 "train.steps=1", f"train.run_dir={tmp_path / 'r'}"]) == 2  # fmt: skip
-    assert "set train.model.channels=2 (1 + number of lags)" in capsys.readouterr().err
+    args = ["train", "--preset", "series-csv", f"data.options.source={path}",
+            "data.options.lags=[4,8]", "data.options.context=12", "data.options.horizon=4",
+            "train.model.width=8", "train.model.depth=1", "train.steps=1"]  # fmt: skip
+    assert main([*args, f"train.run_dir={tmp_path / 'r'}"]) == 0
+    assert load_run(tmp_path / "r", device="cpu").model.net.channels == 3  # 1 + two lags
+    capsys.readouterr()
+    assert main([*args, "train.model.channels=2", f"train.run_dir={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err
+    assert "channels=2 but the data's windows have 3 channels" in err
+    assert "set train.model.channels=3 or leave it out" in err
 
 
 def test_refine_with_hmc_reports_its_acceptance(series_run) -> None:

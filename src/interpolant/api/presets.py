@@ -87,7 +87,7 @@ def _series(source: str, period: int, what: str, context: int = 36, horizon: int
             },
         },
         "train": {
-            "model": {"name": "conv1d", "channels": 1 + len(lags), "width": 64, "depth": 6},
+            "model": {"name": "conv1d", "width": 64, "depth": 6},  # channels: 1 + lags, filled in
             "path": {"name": "discrete-vp", "betas": _TSDIFF_BETAS},
             "predicts": "eps",
             "objective": {"target": "eps", "time": "uniform", "weight": "uniform"},
@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         1,
         "your series: data.options.source=FILE.csv|.npy (one column per series, or "
         "data.options.id_column=ID); a seasonal lag P: data.options.period=P "
-        "data.options.lags=[P] train.model.channels=2",
+        "data.options.lags=[P] (train.model.channels follows the lags)",
     ),
 }
 """Name -> partial run config (its "description" is shown by `interpolant info`)."""

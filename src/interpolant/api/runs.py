@@ -107,6 +107,8 @@ def fit_model_to_data(
     """``model`` (``{"name": ..., **kwargs}``) with the sizes the data fix filled in (``dim`` of
     vector models, ``image_size``/``in_channels`` of image models, ``num_classes`` when labels
     are used); a size that contradicts the data is an error saying what the model expects."""
+    from ..models import Conv1D
+
     spec = dict(model)
     name = spec.get("name")
     if not name:
@@ -143,8 +145,8 @@ def fit_model_to_data(
                 f"images are {shape}: set train.model.in_channels={c} train.model.image_size={h} "
                 "or resize the images (data.options.size=... for an image folder)"
             )
-    if "channels" in params and len(shape) == 2:
-        # 1-D sequence models (conv1d): the channels follow the data (1 + lags for series).
+    if isinstance(backbone, type) and issubclass(backbone, Conv1D) and len(shape) == 2:
+        # The 1-D window model's input channels follow the data (1 + lags for series).
         spec.setdefault("channels", shape[0])
         if spec["channels"] != shape[0]:
             raise UserError(

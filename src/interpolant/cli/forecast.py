@@ -33,7 +33,12 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument("--history", type=Path, required=True, help="series file (.csv or .npy)")
     p.add_argument("--horizon", type=int, help="steps to forecast (default: the run's horizon)")
     p.add_argument("--samples", type=int, default=64, help="samples per series")
-    p.add_argument("--scale", type=float, default=4.0, help="guidance scale s")
+    p.add_argument(
+        "--scale",
+        type=float,
+        help="guidance scale s (default: the one chosen on validation windows at train time, "
+        "RUN/guidance.json, else 4)",
+    )
     p.add_argument("--energy", choices=["quantile", "mse"], default="quantile")
     p.add_argument("--id-column", help="long CSV: the column naming each series")
     p.add_argument("--freq", help="the series' frequency; refused if it is not the run's")
@@ -125,6 +130,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from ..api.runs import load_run
     from ..timeseries import forecast, forecast_windows, load_series_file
     from ..timeseries.dataset import check_freq, file_freq
+    from ..timeseries.forecast import read_chosen_scale
 
     spec = read_spec(args.run_dir)
     found = args.freq or file_freq(args.history)
@@ -135,9 +141,16 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     horizon = spec.horizon if args.horizon is None else args.horizon
     windows = forecast_windows(history, spec, horizon)
     model = load_run(args.run_dir, device="cpu").model
+    scale = args.scale
+    if scale is None:
+        chosen = read_chosen_scale(args.run_dir)
+        scale = 4.0 if chosen is None else chosen
+        print(f"guidance scale {scale:g} " + (
+            "(4: the run stores no validation choice)" if chosen is None
+            else f"(chosen on validation windows, {args.run_dir / 'guidance.json'})"))  # fmt: skip
     torch.set_num_threads(1)
     out = forecast(
-        model, windows, args.samples, args.scale, energy=args.energy, horizon=horizon,
+        model, windows, args.samples, scale, energy=args.energy, horizon=horizon,
         seed=args.seed,
     )  # fmt: skip
     samples = out.double().numpy()

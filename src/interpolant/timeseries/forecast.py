@@ -78,11 +78,16 @@ class TrainedModel:
 
 
 def train_window_model(
-    windows: Windows, run_dir: str | Path, settings: TrainSettings = TrainSettings()
+    windows: Windows,
+    run_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    validation: Windows | None = None,
 ) -> TrainedModel:
     """Train the Conv1D eps-network on ``windows`` (scaled); the window spec is stored with
     every checkpoint (``data_info["timeseries"]``), so ``interpolant forecast RUN`` can rebuild
-    the windows of a new history."""
+    the windows of a new history. With ``validation`` windows (after the training windows'
+    horizons) the guidance scale with the lowest validation CRPS is stored in the run
+    (``choose_scale``, ``RUN/guidance.json``) and becomes ``interpolant forecast``'s default."""
     from ..train import TrainConfig, train
 
     spec = windows.spec
@@ -117,6 +122,8 @@ def train_window_model(
     model = trainer.module.eval().requires_grad_(False)
     if not isinstance(model, Model):
         raise UserError("the trained network is not an interpolant Model")
+    if validation is not None:
+        store_chosen_scale(run_dir, *choose_scale(model, validation, settings.seed))
     return TrainedModel(model, spec, Path(run_dir), seconds)
 
 
@@ -225,3 +232,52 @@ def impute(
     shape (N, S, L) (observed entries are returned as sampled; read the masked ones)."""
     out = guided_windows(model, windows, samples, scale, mask=mask, **options)
     return windows.unscale(out[:, :, 0])
+
+
+#: Guidance scales tried on validation windows (the official TSDiff configs use 2, 4 and 8).
+SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: The file of a run folder holding the guidance scale chosen on validation windows.
+CHOSEN_SCALE_FILE = "guidance.json"
+
+
+def choose_scale(
+    model: Model,
+    val: Windows,
+    seed: int,
+    samples: int = 16,
+    scales: tuple[float, ...] = SCALES,
+) -> tuple[float, dict[str, float]]:
+    """The guidance scale of ``scales`` with the lowest CRPS on the validation windows ``val``
+    (windows the model was not trained on), and the CRPS of each scale."""
+    from .metrics import scores
+
+    y = val.horizon()
+    crps_by_scale = {}
+    for scale in scales:
+        fc = forecast(model, val, samples, scale, energy="quantile", seed=seed)
+        crps_by_scale[f"{scale:g}"] = scores(fc.double(), y)["crps"]
+    best = min(crps_by_scale, key=lambda k: crps_by_scale[k])
+    return float(best), crps_by_scale
+
+
+def store_chosen_scale(run_dir: str | Path, scale: float, crps_by_scale: dict[str, float]) -> Path:
+    """Write the validation-chosen guidance scale to ``RUN/guidance.json`` (read by
+    ``interpolant forecast RUN`` when ``--scale`` is not given)."""
+    import json
+
+    path = Path(run_dir) / CHOSEN_SCALE_FILE
+    path.write_text(json.dumps({"scale": scale, "validation_crps": crps_by_scale}, indent=2))
+    return path
+
+
+def read_chosen_scale(run_dir: str | Path) -> float | None:
+    """The guidance scale stored in ``RUN/guidance.json``, or None when the run has none."""
+    import json
+
+    path = Path(run_dir) / CHOSEN_SCALE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["scale"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} holds no guidance scale; delete it or pass --scale") from None
