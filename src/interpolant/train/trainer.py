@@ -43,6 +43,7 @@ from .loader import (
     position_change,
     stream_position,
 )
+from .objective_state import ObjectiveState
 from .posthoc import PosthocTracker
 from .precision import (
     autocast,
@@ -204,16 +205,9 @@ class Trainer:
             fused=info.device.type == "cuda",
         )
         # Learned parameters of the loss (ANT-UW's log-variances): their own AdamW, no decay.
-        self.objective_params = self._objective_parameters()
-        self.objective_optimizer = None
-        if self.objective_params:
-            self.objective_optimizer = torch.optim.AdamW(
-                list(self.objective_params.values()),
-                lr=cfg.lr,
-                betas=cfg.betas,
-                eps=cfg.adam_eps,
-                weight_decay=0.0,
-            )
+        self.objective_state = ObjectiveState(self.objective, cfg, info)
+        self.objective_params = self.objective_state.params
+        self.objective_optimizer = self.objective_state.optimizer
         self.ema = None
         if cfg.ema != "none":
             self.ema = EMA(
@@ -293,10 +287,7 @@ class Trainer:
         lr = lr_from_config(cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.objective_optimizer is not None:
-            for group in self.objective_optimizer.param_groups:
-                group["lr"] = lr
-            self.objective_optimizer.zero_grad(set_to_none=True)
+        self.objective_state.start_step(lr)
         indices = self.sampler.rank_indices(step, info.rank, info.world_size)
         offset = info.rank * (cfg.batch_size // info.world_size)
         self.optimizer.zero_grad(set_to_none=True)
@@ -314,7 +305,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = st.full_value(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        self._step_objective()
+        self.objective_state.step(self.scaler)
         if self.scaler is None:
             self.optimizer.step()
         else:  # skips the step when a gradient overflowed, then adapts the scale
@@ -335,7 +326,7 @@ class Trainer:
         optim = st.optimizer_state(self.module, self.optimizer)
         ema = st.ema_state(self.ema.shadow) if self.ema is not None else {}
         posthoc = self.posthoc.state() if self.posthoc is not None else {}
-        objective_state = {k: v.detach().cpu() for k, v in self._objective_state().items()}
+        objective_tensors, objective_scalars = self.objective_state.checkpoint_parts()
         rngs = dist_util.all_gather_bytes(ckpt.rng_state_bytes(info.device), info)
         path = None
         if info.is_main:
@@ -345,8 +336,7 @@ class Trainer:
                 tensors["ema"] = ema
             if self.posthoc is not None:
                 tensors["posthoc"] = posthoc
-            if objective_state:
-                tensors["objective"] = objective_state
+            tensors.update(objective_tensors)
             state = {
                 "config": self.config.to_dict(),
                 "network": self.network,
@@ -360,15 +350,8 @@ class Trainer:
                 "kimg": self.step * self.config.batch_size / 1000.0,
                 "torch_version": torch.__version__,
                 "grad_scaler": scaler_state(self.scaler),
+                **objective_scalars,
             }
-            if self.objective_optimizer is not None:
-                tensors["objective-params"] = {
-                    k: p.detach().cpu() for k, p in self.objective_params.items()
-                }
-                obj_tensors, state["objective_optimizer_scalars"] = ckpt.flatten_optimizer(
-                    self._objective_optimizer_state()
-                )
-                tensors["objective-optimizer"] = obj_tensors
             path = ckpt.write_checkpoint(
                 self.ckpt_root, self.step, tensors, state, self.config.keep_checkpoints
             )
@@ -458,8 +441,7 @@ class Trainer:
             st.load_ema_state(self.ema.shadow, ema)
         if self.posthoc is not None:
             self.posthoc.load(posthoc)
-        self._load_objective_state(path, saved)
-        self._load_objective_parameters(path, saved)
+        self.objective_state.load(path, saved)
         self.step = int(saved["step"])
         self.elapsed_s = float(saved.get("elapsed_s", 0.0))
         load_scaler_state(self.scaler, saved.get("grad_scaler", {}), str(path))
@@ -467,98 +449,6 @@ class Trainer:
         self._check_position(saved.get("data", {}))
         self._report_differences(saved)
         self.log(f"resumed from {path} at step {self.step}")
-
-    def _objective_parameters(self) -> dict[str, nn.Parameter]:
-        """The objective's learned parameters (``objective.named_parameters()``), on the device."""
-        named = getattr(self.objective, "named_parameters", None)
-        params = dict(named()) if callable(named) else {}
-        with torch.no_grad():
-            for p in params.values():
-                p.data = p.data.to(self.info.device)
-        return params
-
-    def _step_objective(self) -> None:
-        """AdamW on the loss's own parameters, with gradients averaged over ranks (DDP averages
-        only the model's)."""
-        opt = self.objective_optimizer
-        if opt is None:
-            return
-        if self.info.distributed:
-            for p in self.objective_params.values():
-                grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                torch.distributed.all_reduce(grad)
-                p.grad = grad / self.info.world_size
-        if self.scaler is None:
-            opt.step()
-        else:
-            self.scaler.step(opt)
-
-    def _objective_optimizer_state(self) -> dict[str, dict[str, Any]]:
-        """``{param_name: {slot: value}}`` of the loss parameters' optimiser, on the CPU."""
-        assert self.objective_optimizer is not None
-        names = list(self.objective_params)
-        return {
-            names[i]: {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in d.items()}
-            for i, d in self.objective_optimizer.state_dict()["state"].items()
-        }
-
-    def _load_objective_parameters(self, path: Path, saved: dict[str, Any]) -> None:
-        """The loss's learned parameters and their optimiser state, bit for bit."""
-        stored = "objective-params.safetensors" in saved["files"]
-        if not self.objective_params and not stored:
-            return
-        if not stored or self.objective_optimizer is None:
-            mine = sorted(self.objective_params)
-            raise ckpt.CheckpointError(
-                f"{path} has {'no' if not stored else ''} learned loss parameters but the "
-                f"objective learns {mine or 'none'} (was the weighting changed?)"
-            )
-        values = ckpt.read_tensors(path, "objective-params")
-        shapes = {k: tuple(p.shape) for k, p in self.objective_params.items()}
-        ckpt.check_tensors(path / "objective-params.safetensors", values, shapes)
-        with torch.no_grad():
-            for k, p in self.objective_params.items():
-                p.copy_(values[k])
-        slots = ckpt.unflatten_optimizer(
-            ckpt.read_tensors(path, "objective-optimizer"),
-            saved.get("objective_optimizer_scalars", {}),
-        )
-        index = {name: i for i, name in enumerate(self.objective_params)}
-        unknown = sorted(set(slots) - set(index))
-        if unknown:
-            raise ckpt.CheckpointError(
-                f"{path}: optimiser state of unknown loss parameters {unknown}"
-            )
-        self.objective_optimizer.load_state_dict(
-            {
-                "state": {index[n]: v for n, v in slots.items()},
-                "param_groups": self.objective_optimizer.state_dict()["param_groups"],
-            }
-        )
-
-    def _objective_state(self) -> dict[str, Tensor]:
-        state = getattr(self.objective, "state", None)
-        return dict(state()) if state is not None else {}
-
-    def _load_objective_state(self, path: Path, saved: dict[str, Any]) -> None:
-        """The objective's running statistics (loss terms); refused when they do not match."""
-        mine = self._objective_state()
-        stored = "objective.safetensors" in saved["files"]
-        if not mine and not stored:
-            return
-        if not stored:
-            raise ckpt.CheckpointError(
-                f"{path} has no objective state but the objective keeps {sorted(mine)}"
-            )
-        load_state = getattr(self.objective, "load_state", None)
-        if load_state is None:
-            raise ckpt.CheckpointError(
-                f"{path} holds objective state but this objective cannot load any"
-            )
-        try:
-            load_state(ckpt.read_tensors(path, "objective"))
-        except ValueError as err:  # UserError: the terms differ
-            raise ckpt.CheckpointError(f"{path / 'objective.safetensors'}: {err}") from err
 
     def _restore_rng(self, rng: dict[str, Any]) -> None:
         states = rng.get("torch", [])
