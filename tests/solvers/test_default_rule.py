@@ -19,14 +19,6 @@ from interpolant.solvers.grids import Auto as AutoGrid
 from interpolant.solvers.grids import Karras
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _edm_sigmas(path, grid: torch.Tensor) -> torch.Tensor:
     return torch.stack([path.edm_sigma(t) if t > 0 else t.new_zeros(()) for t in grid])
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from interpolant import paths
@@ -18,14 +17,6 @@ from interpolant.solvers.peer_names import peer_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_solvers_convergence import STEPS, _rms_error, setup  # noqa: F401  (fixture)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _oracle() -> GaussianMixture:

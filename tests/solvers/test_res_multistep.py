@@ -25,14 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_solvers_convergence import STEPS, _rms_error, setup  # noqa: F401  (fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(("h", "h_prev"), [(0.1, 0.1), (0.7, 0.3), (2.0, 1.5), (1e-4, 2e-4)])
 def test_weights_integrate_the_exact_step_of_a_linear_data_prediction(h, h_prev):
     # x0(lambda + tau) = D + tau (D - D_old) / h_prev in eq. (1): the weights are the integrals

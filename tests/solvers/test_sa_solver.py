@@ -20,14 +20,6 @@ from interpolant.solvers.adaptive import odeint_dopri5
 from interpolant.solvers.sa_solver import adams_coefficients
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _oracle(scale: float = 1.0) -> GaussianMixture:
     means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
     covs = torch.stack(

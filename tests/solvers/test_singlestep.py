@@ -23,14 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers_util import k_diffusion_sampling
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _oracle(scale: float = 1.0) -> GaussianMixture:
     means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
     covs = torch.stack(

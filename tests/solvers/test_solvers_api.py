@@ -16,14 +16,6 @@ from interpolant.solvers.unipc import UniPC
 NEW = ("dpmpp_3m", "dpmpp_2m_sde", "unipc", "sde_euler", "pc")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _oracle() -> GaussianMixture:
     means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
     covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])

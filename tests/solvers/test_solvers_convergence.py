@@ -38,15 +38,6 @@ def _grid(steps: int) -> torch.Tensor:
     return (sigma.to(torch.float64) / SIGMA_MAX).clamp(max=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     oracle = _oracle()

@@ -15,15 +15,6 @@ from interpolant.predictions import Prediction
 from interpolant.solvers import FunctionHook, State, fixed_run, get_solver, node_at, sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _three_modes() -> GaussianMixture:
     """Three separated 2-D modes of unequal weights and widths."""
     means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]], dtype=torch.float64)
