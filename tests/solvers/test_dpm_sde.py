@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.metrics.distances import mmd
 from interpolant.randomness import Streams
 from interpolant.solvers import Sampler, sample
@@ -28,9 +28,7 @@ PATH = paths.EDM(sigma_max=80.0)
 
 
 def _oracle() -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])
-    return GaussianMixture(means, covs)
+    return three_modes()
 
 
 def _noise(n: int = 6, seed: int = 4) -> torch.Tensor:

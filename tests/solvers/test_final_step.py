@@ -9,16 +9,14 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.errors import UserError
 from interpolant.solvers import sample
 from interpolant.solvers.grids import Beta, Karras, LogSNR, Polyexponential
 
 
 def _oracle() -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])
-    return GaussianMixture(means, covs)
+    return three_modes()
 
 
 @pytest.mark.parametrize("cls", [Karras, LogSNR, Polyexponential, Beta])

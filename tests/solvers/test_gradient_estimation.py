@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.solvers import Sampler, Trajectory, sample
 from interpolant.solvers.peer_names import peer_sampler
 
@@ -20,9 +20,7 @@ from test_solvers_convergence import STEPS, _rms_error, setup  # noqa: F401  (fi
 
 
 def _oracle() -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])
-    return GaussianMixture(means, covs)
+    return three_modes()
 
 
 def _noise() -> torch.Tensor:

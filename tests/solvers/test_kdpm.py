@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.randomness import Streams
 from interpolant.solvers import Sampler, sample
 from interpolant.solvers.adaptive import odeint_dopri5
@@ -24,11 +24,7 @@ PATH = paths.EDM(sigma_max=80.0)
 
 
 def _oracle(scale: float = 1.0) -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack(
-        [torch.eye(2, dtype=torch.float64) * (s * scale) ** 2 for s in (0.4, 0.5, 0.6)]
-    )
-    return GaussianMixture(means, covs)
+    return three_modes(scale)
 
 
 def _noise(n: int = 6, seed: int = 4) -> torch.Tensor:

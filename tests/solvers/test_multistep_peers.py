@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.errors import UserError
 from interpolant.solvers import Sampler, get_solver, sample
 from interpolant.solvers.adaptive import odeint_dopri5
@@ -24,9 +24,10 @@ from peers_util import k_diffusion_sampling
 
 
 def _oracle(centred: bool = False) -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    if centred:  # zero mean: E[x0 | pure noise] = 0, as diffusers' IPNDM assumes at alpha = 0
-        means = torch.cat([means, -means])
+    if not centred:
+        return three_modes()
+    # zero mean: E[x0 | pure noise] = 0, as diffusers' IPNDM assumes at alpha = 0
+    means = torch.cat([three_modes().means, -three_modes().means])
     covs = torch.stack([torch.eye(2, dtype=torch.float64) * (0.4 + 0.1 * i) ** 2 for i in
                         range(means.shape[0])])  # fmt: skip
     return GaussianMixture(means, covs)
@@ -181,9 +182,7 @@ STEPS = (32, 64, 128, 256)
 
 @pytest.fixture(scope="module")
 def setup():
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.8, 1.0, 1.2)])
-    oracle, noise = GaussianMixture(means, covs), _noise(16)
+    oracle, noise = three_modes(2.0), _noise(16)
 
     def field(x: torch.Tensor, s: float) -> torch.Tensor:
         t = torch.full((x.shape[0],), math.exp(s) / SIGMA_MAX, dtype=torch.float64)

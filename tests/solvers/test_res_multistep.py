@@ -16,7 +16,7 @@ import torch
 from scipy.integrate import quad
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.solvers import Sampler, sample
 from interpolant.solvers.peer_names import peer_sampler
 from interpolant.solvers.res_multistep import res_weights
@@ -46,9 +46,7 @@ def test_convergence_order_two(setup):  # noqa: F811
 
 
 def _oracle() -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])
-    return GaussianMixture(means, covs)
+    return three_modes()
 
 
 def _noise(n: int = 8) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from scipy import integrate
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.metrics.distances import mmd
 from interpolant.randomness import Streams
 from interpolant.solvers import sample
@@ -21,11 +21,7 @@ from interpolant.solvers.sa_solver import adams_coefficients
 
 
 def _oracle(scale: float = 1.0) -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack(
-        [torch.eye(2, dtype=torch.float64) * (s * scale) ** 2 for s in (0.4, 0.5, 0.6)]
-    )
-    return GaussianMixture(means, covs)
+    return three_modes(scale)
 
 
 def test_adams_coefficients_are_the_lagrange_integrals():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.errors import UserError
 from interpolant.solvers import Sampler, get_solver, sample
 from interpolant.solvers.adaptive import odeint_dopri5
@@ -24,11 +24,7 @@ from peers_util import k_diffusion_sampling
 
 
 def _oracle(scale: float = 1.0) -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack(
-        [torch.eye(2, dtype=torch.float64) * (s * scale) ** 2 for s in (0.4, 0.5, 0.6)]
-    )
-    return GaussianMixture(means, covs)
+    return three_modes(scale)
 
 
 def _noise(n: int = 8, seed: int = 0) -> torch.Tensor:

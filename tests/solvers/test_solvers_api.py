@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.solvers import SOLVERS, Trajectory, get_solver, sample
 from interpolant.solvers.unipc import UniPC
 
@@ -17,9 +17,7 @@ NEW = ("dpmpp_3m", "dpmpp_2m_sde", "unipc", "sde_euler", "pc")
 
 
 def _oracle() -> GaussianMixture:
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.4, 0.5, 0.6)])
-    return GaussianMixture(means, covs)
+    return three_modes()
 
 
 def test_new_solvers_are_registered_and_rebuild_from_their_config():

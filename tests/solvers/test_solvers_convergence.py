@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from interpolant import paths
-from interpolant.data.oracles import GaussianMixture
+from interpolant.data.oracles import GaussianMixture, three_modes
 from interpolant.predictions import Prediction
 from interpolant.solvers import Run, State, fixed_run, get_solver, node_at, sample
 from interpolant.solvers.adaptive import odeint_dopri5
@@ -28,9 +28,7 @@ PATH = paths.EDM(sigma_max=SIGMA_MAX)
 
 def _oracle() -> GaussianMixture:
     """Three overlapping 2-D components of std ~1: a smooth probability-flow ODE."""
-    means = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]], dtype=torch.float64)
-    covs = torch.stack([torch.eye(2, dtype=torch.float64) * s**2 for s in (0.8, 1.0, 1.2)])
-    return GaussianMixture(means, covs)
+    return three_modes(2.0)
 
 
 def _grid(steps: int) -> torch.Tensor:

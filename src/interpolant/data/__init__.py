@@ -4,7 +4,15 @@ streamed from disk (memory maps, image folders, safetensors shards)."""
 from .base import DataInfo, LoadedData, holdout_indices
 from .digits import DIGITS_N_TEST, load_digits
 from .files import load_array, load_csv, load_files, load_image_folder, read_image
-from .oracles import ORACLES, GaussianMixture, as_gaussian, fit_gaussian, lowrank64, ring2d
+from .oracles import (
+    ORACLES,
+    GaussianMixture,
+    as_gaussian,
+    fit_gaussian,
+    lowrank64,
+    ring2d,
+    three_modes,
+)
 from .registry import DATASETS, DatasetSpec, load_dataset, split_generator
 from .shards import ShardStream, read_manifest, verify_shards, write_shards
 from .stats import Normalizer, channel_stats, estimate_sigma_data
@@ -48,6 +56,7 @@ __all__ = [
     "ring2d",
     "split_generator",
     "swiss_roll",
+    "three_modes",
     "verify_shards",
     "write_shards",
 ]
