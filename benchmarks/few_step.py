@@ -10,6 +10,9 @@ trained, then each method of ``interpolant.fewstep`` trains a student from it:
                    x0 student; multistep consistency sampling at K > 1;
 * ``meanflow``     MeanFlow from scratch (two-time MLP of the teacher's size);
 * ``shortcut``     shortcut model from scratch (same network);
+* ``meanflow (teacher init)``, ``shortcut (teacher init)``: the same objectives on the
+                   two-time network initialised to the teacher (what ``interpolant distill
+                   --method meanflow|shortcut`` does: at every gap it starts as the teacher);
 * ``mmd``          (digits) MMD fine-tuning of the teacher for DDIM with K = 2 steps.
 
 Every student is evaluated at NFE 1, 2 and 4 against (a) the teacher with the best of a few
@@ -21,6 +24,7 @@ Training wall-clock is measured per method (on a shared machine: relative figure
 
     python benchmarks/few_step.py --quick          # minutes
     python benchmarks/few_step.py                  # the recorded settings
+    python benchmarks/few_step.py --sets digits --methods shortcut --student-steps 3000
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from interpolant.fewstep import consistency, meanflow
 from interpolant.fewstep.mmd import MMDFinetune
 from interpolant.fewstep.recipes import euler_sample, fit, parameter_count, train_config
 from interpolant.metrics import frechet_distance, sliced_wasserstein
+from interpolant.models import TwoTime
 from interpolant.randomness import normal
 from interpolant.solvers import Sampler, sample
 
@@ -96,6 +101,9 @@ def run_set(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         best = min(scores, key=scores.__getitem__)
         out["teacher"][f"nfe{nfe}"] = {"best": best, "distance": scores[best], "all": scores}
 
+    def wanted(method: str) -> bool:
+        return args.methods is None or method.split(" ")[0] in args.methods
+
     def record(method: str, seconds: float, model, sampler) -> None:
         row = {"train_s": seconds, "params": parameter_count(model)}
         for k in NFES:
@@ -104,54 +112,72 @@ def run_set(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         print(f"{name:12s} {method:12s} " + " ".join(f"{row[f'nfe{k}']:.3f}" for k in NFES))
 
     flow_sampler = lambda m, k: euler_sample(m, noise, k)  # noqa: E731
-    start = time.perf_counter()
-    pairs = fewstep.make_pairs(
-        teacher, args.pairs, Sampler("heun", nfe=args.pair_nfe, grid="uniform"), shape=shape
-    )
-    pair_s = time.perf_counter() - start
-    rows = pairs.rows()
-    out["pairs_s"] = pair_s
-
-    start = time.perf_counter()
-    rf = fit(cfg("reflow", big, args.steps), rows, fewstep.Reflow())
-    record("reflow", pair_s + time.perf_counter() - start, rf, flow_sampler)
-
-    start = time.perf_counter()
-    anneal = fewstep.PairCoupling("annealed", fewstep.BetaSchedule("linear", int(0.6 * args.steps)))
-    reflowed = fit(cfg("slim-reflow", small, args.steps), rows, fewstep.Reflow(anneal))
-    guided = fewstep.FlowGuidedDistillation(copy.deepcopy(reflowed), guidance=1.0)
-    student = copy.deepcopy(reflowed).train().requires_grad_(True)
-    slim = fit(cfg("slim-distill", small, args.steps // 2), rows, guided, model=student)
-    record("slimflow", pair_s + time.perf_counter() - start, slim, flow_sampler)
-
-    start = time.perf_counter()
-    cd = fit(
-        cfg("consistency", big, args.steps, predicts="x0", precondition=0.5),
-        train_x,
-        consistency.ConsistencyDistillation(teacher),
-    )
-    grids = {1: [1.0, 0.0], 2: [1.0, 0.5, 0.0], 4: [1.0, 0.75, 0.5, 0.25, 0.0]}
-    with torch.no_grad():
-        record(
-            "consistency",
-            time.perf_counter() - start,
-            cd,
-            lambda m, k: consistency.consistency_sample(m, noise, grids[k], seed=0),
-        )
-
-    for method, objective in (("meanflow", meanflow.MeanFlow()), ("shortcut", meanflow.Shortcut())):
+    if wanted("reflow") or wanted("slimflow"):
         start = time.perf_counter()
-        model = meanflow.interval_model(dim, width, 3)
-        trained = fit(cfg(method, {}, args.steps), train_x, objective, model=model)
+        pairs = fewstep.make_pairs(
+            teacher, args.pairs, Sampler("heun", nfe=args.pair_nfe, grid="uniform"), shape=shape
+        )
+        pair_s = time.perf_counter() - start
+        rows = pairs.rows()
+        out["pairs_s"] = pair_s
+
+    if wanted("reflow"):
+        start = time.perf_counter()
+        rf = fit(cfg("reflow", big, args.steps), rows, fewstep.Reflow())
+        record("reflow", pair_s + time.perf_counter() - start, rf, flow_sampler)
+
+    if wanted("slimflow"):
+        start = time.perf_counter()
+        beta = fewstep.BetaSchedule("linear", int(0.6 * args.steps))
+        reflowed = fit(
+            cfg("slim-reflow", small, args.steps),
+            rows,
+            fewstep.Reflow(fewstep.PairCoupling("annealed", beta)),
+        )
+        guided = fewstep.FlowGuidedDistillation(copy.deepcopy(reflowed), guidance=1.0)
+        student = copy.deepcopy(reflowed).train().requires_grad_(True)
+        slim = fit(cfg("slim-distill", small, args.steps // 2), rows, guided, model=student)
+        record("slimflow", pair_s + time.perf_counter() - start, slim, flow_sampler)
+
+    if wanted("consistency"):
+        start = time.perf_counter()
+        cd = fit(
+            cfg("consistency", big, args.steps, predicts="x0", precondition=0.5),
+            train_x,
+            consistency.ConsistencyDistillation(teacher),
+        )
+        grids = {1: [1.0, 0.0], 2: [1.0, 0.5, 0.0], 4: [1.0, 0.75, 0.5, 0.25, 0.0]}
         with torch.no_grad():
             record(
-                method,
+                "consistency",
                 time.perf_counter() - start,
-                trained,
-                lambda m, k: meanflow.interval_sample(m, noise, k)[0],
+                cd,
+                lambda m, k: consistency.consistency_sample(m, noise, grids[k], seed=0),
             )
 
-    if name == "digits":
+    student_steps = args.student_steps or args.steps
+    for method, objective in (("meanflow", meanflow.MeanFlow()), ("shortcut", meanflow.Shortcut())):
+        if not wanted(method):
+            continue
+        for init in ("scratch", "teacher"):
+            start = time.perf_counter()
+            model = meanflow.interval_model(dim, width, 3)
+            if init == "teacher":  # the two-time network starts as the teacher at every gap
+                assert isinstance(model.net, TwoTime) and isinstance(teacher.net, torch.nn.Module)
+                model.net.load_backbone(teacher.net.state_dict())
+            tag = method if init == "scratch" else f"{method} (teacher init)"
+            trained = fit(
+                cfg(tag.replace(" ", "_"), {}, student_steps), train_x, objective, model=model
+            )
+            with torch.no_grad():
+                record(
+                    tag,
+                    time.perf_counter() - start,
+                    trained,
+                    lambda m, k: meanflow.interval_sample(m, noise, k)[0],
+                )
+
+    if name == "digits" and wanted("mmd"):
         start = time.perf_counter()
         tuned = fit(
             cfg(
@@ -184,7 +210,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     methods = result["methods"]
     one_step = {m: r["nfe1"] for m, r in methods.items()}
     best = min(one_step, key=one_step.__getitem__)
-    slim = methods["slimflow"]
+    slim = methods.get("slimflow")
     return {
         "teacher FD 10 NFE": fd10,
         "teacher FD 100 NFE": fd100,
@@ -192,8 +218,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         "best one-step FD": one_step[best],
         "one-step <= teacher at 10 NFE": one_step[best] <= fd10,
         "one-step <= 1.2 x teacher at 100 NFE": one_step[best] <= 1.2 * fd100,
-        "slimflow params / teacher": slim["params"] / t["params"],
-        "slimflow <= 1.5 x teacher at 100 NFE": slim["nfe1"] <= 1.5 * fd100,
+        "slimflow params / teacher": slim["params"] / t["params"] if slim else None,
+        "slimflow <= 1.5 x teacher at 100 NFE": slim["nfe1"] <= 1.5 * fd100 if slim else None,
     }
 
 
@@ -201,6 +227,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     p.add_argument("--sets", nargs="*", default=["moons", "checkerboard", "digits"])
+    p.add_argument("--methods", nargs="*", default=None, help="subset of the methods (all)")
+    p.add_argument("--student-steps", type=int, default=None, help="MeanFlow/shortcut steps")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "few_step.json")
     args = p.parse_args()
     sizes = dict(
@@ -236,7 +264,9 @@ def main() -> None:
                 result["targets"] = targets(result)
             results.append(result)
             # Written after every set, so a long run keeps what it finished.
-            payload = {"settings": {**sizes, "quick": args.quick, "threads": 1}, "results": results}
+            settings = {**sizes, "quick": args.quick, "threads": 1, "methods": args.methods}
+            settings["student_steps"] = args.student_steps or args.steps
+            payload = {"settings": settings, "results": results}
             args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps([r.get("targets") for r in results if "targets" in r], indent=1))
     print(f"wrote {args.out}")
