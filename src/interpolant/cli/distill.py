@@ -275,4 +275,4 @@ def _pictures(cfg: Any, final: Any, sample_spec: dict[str, Any], data: Any, prog
         return None
     from ..api.runs import _training_sampler
 
-    return _training_sampler(_final_config(cfg, final, sample_spec), data)
+    return _training_sampler(_final_config(cfg, final, sample_spec), data, tuple(data.x.shape[1:]))

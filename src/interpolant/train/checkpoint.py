@@ -336,10 +336,11 @@ def check_data_shape(
     file: str | Path, saved: dict[str, Any], current: dict[str, Any], now: str = "now"
 ) -> None:
     """Refuse a checkpoint trained on examples of another shape or dtype (``data`` entries of
-    state.json: ``{"shape": [...], "dtype": ...}``); keys absent on either side are not compared."""
+    state.json: ``{"shape": [...], "dtype": ..., "latent_shape": [...]}``, the last for latent
+    training); keys absent on either side are not compared."""
     diffs = [
         f"data.{key}: {saved[key]!r} in checkpoint, {current[key]!r} {now}"
-        for key in ("shape", "dtype")
+        for key in ("shape", "dtype", "latent_shape")
         if key in saved and key in current and _as_list(saved[key]) != _as_list(current[key])
     ]
     if diffs:

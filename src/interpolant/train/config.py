@@ -77,6 +77,12 @@ class TrainConfig:
         "checkpoint or .safetensors}: only the adapters train (interpolant.train.lora)",
         group=_WHAT,
     )
+    encoder: str | None = option(
+        None,
+        help="latent training: a local diffusers AutoencoderKL folder or 'module:object' with "
+        "encode/decode, applied on the fly; interpolant sample decodes (train.latents)",
+        group=_WHAT,
+    )
 
     # Run.
     run_dir: str = option(

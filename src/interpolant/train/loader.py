@@ -181,7 +181,10 @@ class StepBatches(Sampler[list[int]]):
 class StreamFeed:
     """The micro-batches of a Dataset, read ahead by a DataLoader in the trainer's order.
 
-    :meth:`batch` is called with the indices the trainer expects; the DataLoader iterator is
+    :meth:`batch` is called with the indices the trainer expects. With no workers it reads them
+    itself (a DataLoader iterator per micro-batch, and re-deriving the order, cost more than the
+    read: 0.55 against 0.09 ms for 64 rows of 32 x 32 under load). With workers the DataLoader
+    iterator is
     (re)started whenever the request is not the next one it would yield (the first call, a
     resume), and every batch it yields is checked against the request, so the stream cannot
     drift from the sampler. Replaced images (a reader with ``on_bad_image="skip"``) are counted
@@ -212,6 +215,7 @@ class StreamFeed:
         self.device = device or torch.device("cpu")
         self.log = log
         self.replaced: dict[int, int] = {}  # index -> the index read in its place
+        self._rows = _Rows(dataset)
         self._iter: Iterator[Any] | None = None
         self._next: tuple[int, int] | None = None
 
@@ -244,6 +248,12 @@ class StreamFeed:
     def batch(self, indices: Tensor, step: int, first: int) -> Tensor:
         """The rows ``indices`` of update ``step`` (global batch positions from ``first``), on
         the training device."""
+        if self.num_workers == 0:  # read here: no DataLoader, no second pass over the order
+            idx = indices.cpu()
+            _, x, used = self._rows.__getitems__(idx.tolist())
+            if not torch.equal(used, idx):
+                self._count_replaced(idx, used)
+            return x.to(self.device, non_blocking=self.device.type == "cuda")
         if self._iter is None or self._next != (step, first):
             self._open(step, first)
         assert self._iter is not None

@@ -53,7 +53,11 @@ class StepSampler:
         """The ``batch_size`` example indices of update ``step`` (all ranks together)."""
         if step < 0:
             raise UserError(f"step must be >= 0, got {step}")
-        position = step * self.batch_size + torch.arange(self.batch_size)
+        start = step * self.batch_size
+        epoch, offset = divmod(start, self.n)
+        if offset + self.batch_size <= self.n:  # within one epoch: a slice of its permutation
+            return self.permutation(epoch)[offset : offset + self.batch_size].clone()
+        position = start + torch.arange(self.batch_size)
         epochs, offsets = position // self.n, position % self.n
         out = torch.empty(self.batch_size, dtype=torch.long)
         for epoch in torch.unique(epochs).tolist():

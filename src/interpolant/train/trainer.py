@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError, WrongTypeError
 from ..threads import apply_policy
 from . import checkpoint as ckpt
-from . import conditioning
+from . import conditioning, latents
 from . import distributed as dist_util
 from . import state as st
 from .config import NETWORK_FIELDS, TrainConfig, as_config
@@ -55,6 +55,7 @@ from .precision import (
 )
 from .sampler import StepSampler, generator, step_seed
 from .schedules import lr_from_config
+from .stats_log import StatsLog
 from .stop import StopSignals, TrainingStopped, stop_decision
 
 logger = logging.getLogger("interpolant.train")
@@ -150,6 +151,10 @@ class Trainer:
         # the sampler says which rows are read either way.
         n = int(data.shape[0]) if isinstance(data, Tensor) else len(data)  # type: ignore[arg-type]
         self.sampler = StepSampler(n, cfg.batch_size, cfg.seed)
+        codec = None
+        if encoder is None and cfg.encoder is not None:  # latent training named by the config
+            codec = latents.load_codec(cfg.encoder, info.device)
+            encoder = codec.encode
         self.encoder = encoder
         self.feed: StreamFeed | None = None
         if isinstance(data, Tensor):
@@ -174,6 +179,11 @@ class Trainer:
         )
         fingerprint = data_fingerprint(data)
         self.data_desc = describe_data(data, fingerprint, self.data_info, encoder, cfg.batch_size)
+        if encoder is not None:  # what the network sees (and interpolant sample draws)
+            example = latents.first_row(data).to(info.device)
+            self.data_desc["latent_shape"] = list(latents.latent_shape(encoder, example))
+            if codec is not None:
+                self.data_desc["encoder"] = codec.name
         if self.cond is not None:  # old checkpoints (no entry) keep resuming
             self.data_desc["cond"] = conditioning.describe_cond(self.cond)
 
@@ -509,7 +519,7 @@ class Trainer:
             torch.manual_seed(step_seed("torch", cfg.seed, 0, info.rank))
         if info.is_main:
             ckpt.write_text_atomic(self.run_dir / "config.json", cfg.to_json() + "\n")
-            self._trim_stats(start)
+            StatsLog(self.run_dir, info, cfg.batch_size, False).trim(start)
             self.log(
                 f"training steps {start}..{cfg.steps} on {info.world_size} x {info.device} "
                 f"({cfg.parallel if info.distributed else 'single'}), batch {cfg.batch_size} = "
@@ -520,23 +530,16 @@ class Trainer:
             from tqdm import tqdm
 
             self._bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
-        loss_sum = torch.zeros((), device=info.device)
-        norm_sum = torch.zeros((), device=info.device)
-        count, t_log = 0, time.perf_counter()
+        stats = StatsLog(self.run_dir, info, cfg.batch_size, cfg.tensorboard)
         for step in range(start, cfg.steps):
             loss, grad_norm, lr = self.train_step(step)
             self.step = step + 1
-            loss_sum += loss
-            norm_sum += grad_norm.float()
-            count += 1
+            stats.add(loss, grad_norm)
             if self._bar is not None:
                 self._bar.update(1)
             last = self.step == cfg.steps
             if self.step % cfg.log_every == 0 or last:
-                now = time.perf_counter()
-                self._log_stats(loss_sum / count, norm_sum / count, lr, count, now - t_log)
-                loss_sum.zero_(), norm_sum.zero_()
-                count, t_log = 0, now
+                stats.write(self.step, lr, self.training_time_s, self._ema_row(), self._bar)
             if self.posthoc is not None and cfg.ema_snapshot_every is not None:
                 if self.step % cfg.ema_snapshot_every == 0 or last:
                     self._snapshot()
@@ -551,6 +554,9 @@ class Trainer:
             requested = bool(getattr(self, "_stop_requested", False))
             signalled, requested = stop_decision(signals.received, requested, info)
             if (signalled or requested) and not last:
+                # The steps since the last row, and the stop, reach stats.jsonl first.
+                reason = signalled or "request"
+                stats.stop(self.step, lr, self.training_time_s, reason, self._ema_row())
                 if self.step % cfg.checkpoint_every:
                     self.save(echo=signalled is None)
                 if signalled:
@@ -565,41 +571,9 @@ class Trainer:
             self._bar.close()
         return self
 
-    def _log_stats(self, loss: Tensor, grad_norm: Tensor, lr: float, steps: int, dt: float) -> None:
-        loss_mean = float(dist_util.all_reduce_mean(loss, self.info).item())
-        if not self.info.is_main:
-            return
-        row = {
-            "step": self.step,
-            "kimg": self.step * self.config.batch_size / 1000.0,
-            "loss": loss_mean,
-            "lr": lr,
-            "grad_norm": float(grad_norm.item()),
-            "samples_per_s": steps * self.config.batch_size / max(dt, 1e-9),
-            "time_s": self.training_time_s,
-        }
-        if self.ema is not None:
-            row["ema_beta"] = self.ema.beta(self.step - 1)
-        with open(self.run_dir / "stats.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.config.tensorboard:  # the same scalars for TensorBoard (lazy import)
-            from .tensorboard import write_scalars
-
-            self._tensorboard = write_scalars(
-                getattr(self, "_tensorboard", None), self.run_dir, row
-            )
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss_mean:.4g}", lr=f"{lr:.3g}")
-
-    def _trim_stats(self, step: int) -> None:
-        """Drop rows logged after ``step`` by a run that died before its next checkpoint."""
-        path = self.run_dir / "stats.jsonl"
-        if not path.exists():
-            return
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= step]
-        if len(kept) != len(rows):
-            ckpt.write_text_atomic(path, "".join(line + "\n" for line in kept))
+    def _ema_row(self) -> dict[str, float]:
+        """The EMA decay of the step just done, for its stats row."""
+        return {} if self.ema is None else {"ema_beta": self.ema.beta(self.step - 1)}
 
     def averaged_state(self) -> dict[str, Tensor]:
         """Full model state with the EMA weights in place of the parameters (collective)."""
