@@ -212,6 +212,8 @@ def test_info_lists_the_registries(capsys):
         "toy2d-flow",
         "toy2d-edm",
         "dit-s2",
+        "multitask",
+        "diffusevae",
         "series-co2",
         "series-elnino",
         "series-sunspots",

@@ -230,17 +230,16 @@ def _check_train_mappings(train: TrainConfig) -> None:
     """train.path names a registered path with its own options, and train.objective holds
     keywords of ``losses.Objective`` (train.model is checked against the backbone when the
     data fill in its sizes: ``api.runs.fit_model_to_data``)."""
-    from ..configurable import keyword_names, option_names, refuse_unknown
-    from ..losses import Objective
+    from ..configurable import option_names, refuse_unknown
     from ..paths import PATHS
+    from ..train.structures import check_objective
 
     path = dict(train.path)
     if "name" not in path:
         raise UserError(f"train.path needs a name: one of {sorted(PATHS)}")
     cls = PATHS.resolve(path.pop("name"), key="train.path.name")
     refuse_unknown(cls.name, path, option_names(cls), key="train.path")
-    objective = keyword_names(Objective, exclude=("path",))
-    refuse_unknown("the objective", train.objective, objective, key="train.objective")
+    check_objective(train)  # the structure (train.objective.name) and its options
 
 
 def _check_registered(section: SampleConfig) -> None:

@@ -38,6 +38,7 @@ from ..threads import apply_policy
 from ..train import TrainConfig, Trainer, build_network
 from ..train import checkpoint as ckpt
 from ..train import train as train_loop
+from ..train.structures import draws_itself, fit_structure
 from .checks import RUN_CONFIG, check_belongs, check_data_options
 from .config import DataConfig, RunConfig, SampleConfig, resolve_config
 from .plugins import PluginContext, class_labels, plugin_hooks, sampler_of, without_plugins
@@ -212,15 +213,21 @@ def train(
     if cfg.data.labels and labels is None:
         raise UserError(f"data.labels is true but the data {cfg.data.name!r} have no labels")
     classes = _num_classes(loaded) if labels is not None else None
-    model = fit_model_to_data(cfg.train.model, loaded.info.shape, classes)
-    cfg = replace(cfg, train=cfg.train.replace(model=model))
+    shape, codec = tuple(loaded.info.shape), None
+    if cfg.train.encoder is not None:  # latent training: the network's shape is the latents'
+        from ..train.latents import first_row, latent_shape, load_codec
+
+        codec = load_codec(cfg.train.encoder)
+        shape = latent_shape(codec.encode, first_row(loaded.x).float())
+    # The structure (train.objective.name) fills in the sizes the data fix.
+    cfg = replace(cfg, train=fit_structure(cfg.train, shape, classes, fit_model_to_data))
     run_dir = Path(cfg.train.run_dir)
     main = is_main_process()
 
     def on_checkpoint(step: int, path: Path) -> None:
         write_run_config(cfg, run_dir)
 
-    sample_fn = _training_sampler(cfg, loaded) if cfg.train.sample_every else None
+    sample_fn = _training_sampler(cfg, loaded, shape, codec) if cfg.train.sample_every else None
     trainer = train_loop(
         cfg.train,
         loaded.x,
@@ -228,6 +235,8 @@ def train(
         data_info=loaded.info.to_dict(),
         sample_fn=sample_fn,
         on_checkpoint=on_checkpoint,
+        cond=getattr(loaded, "cond", None),  # a data set of cond dicts (data.conditioned)
+        cond_masks=getattr(loaded, "cond_masks", None),
     )
     if main:
         write_run_config(cfg, run_dir)
@@ -238,8 +247,11 @@ def train(
     return TrainResult(run_dir, cfg, trainer)
 
 
-def _training_sampler(cfg: RunConfig, data: LoadedData) -> Any:
-    """``sample_fn`` for the trainer: a picture of samples every ``train.sample_every`` steps."""
+def _training_sampler(
+    cfg: RunConfig, data: LoadedData, shape: tuple[int, ...], codec: Any = None
+) -> Any:
+    """``sample_fn`` for the trainer: a picture of samples every ``train.sample_every`` steps
+    (latents of ``shape`` decoded by ``codec`` when it can)."""
     reference = data.x[:2000]
 
     def sample_fn(model: nn.Module, step: int, run_dir: Path) -> None:
@@ -248,8 +260,9 @@ def _training_sampler(cfg: RunConfig, data: LoadedData) -> Any:
         # Plain sampling for the progress pictures (plug-ins such as teleport would refit).
         plain = without_plugins(cfg.sample)
         settings = replace(plain, n=min(cfg.sample.n, 100), batch_size=100)
-        drawn = draw_samples(model, data.info.shape, settings, _classes_of(cfg.train))
-        out = Samples(drawn.x, drawn.labels, {"step": step, "data": data.info.to_dict()})
+        drawn = draw_samples(model, shape, settings, _classes_of(cfg.train))
+        x = drawn.x if codec is None or codec.decode is None else codec.decode_all(drawn.x)
+        out = Samples(x, drawn.labels, {"step": step, "data": data.info.to_dict()})
         plot_samples(out, run_dir / "samples" / f"step-{step:08d}.png", reference)
 
     return sample_fn
@@ -270,6 +283,7 @@ class LoadedRun:
     model: Model
     data_info: DataInfo | None
     ema: bool
+    latent_shape: tuple[int, ...] | None = None  # latent training (train.encoder): z's shape
 
 
 def load_run(
@@ -321,7 +335,9 @@ def load_run(
     target = _device(device) if isinstance(device, str) else device
     model = model.to(target).eval().requires_grad_(False)
     apply_policy(model)  # the command line's thread choice (interpolant.threads)
-    return LoadedRun(root, config, path, int(state["step"]), model, data_info, use_ema)
+    latent = state.get("data", {}).get("latent_shape")
+    shape = None if latent is None else tuple(int(s) for s in latent)
+    return LoadedRun(root, config, path, int(state["step"]), model, data_info, use_ema, shape)
 
 
 def _warn(message: str) -> None:
@@ -348,6 +364,7 @@ class Samples:
     labels: Tensor | None
     meta: dict[str, Any] = field(default_factory=dict)
     trajectory: Tensor | None = None  # (grid times, N, ...) states, when asked for
+    latents: Tensor | None = None  # latent training: the drawn latents x was decoded from
 
 
 def start_noise(shape: tuple[int, ...], seed: int, index: Sequence[int]) -> Tensor:
@@ -390,6 +407,11 @@ def draw_samples(
     cached in ``calibration_cache = (folder, tag naming the checkpoint)``."""
     device = next(model.parameters()).device
     n = settings.n
+    if draws_itself(model):  # multitask, diffusevae: the structure's own sampler
+        own = model.draw(  # type: ignore[operator]
+            n, settings.seed, settings.batch_size, sampler=sampler_of(settings), progress=progress
+        )
+        return Drawn(own.x, own.labels, None, own.nfe)
     calibration = None
     if settings.grid == CALIBRATED:
         calibration = _calibrate(model, shape, settings, num_classes, cond_key, calibration_cache)
@@ -487,7 +509,7 @@ def sample(
     hooks = _guidance_hooks(loaded, guidance, guidance_options) if guidance else []
     drawn = draw_samples(
         loaded.model,
-        tuple(loaded.data_info.shape),
+        loaded.latent_shape or tuple(loaded.data_info.shape),
         merged,
         _classes_of(loaded.config.train),
         loaded.config.train.cond_key,
@@ -514,7 +536,16 @@ def sample(
     if drawn.calibration is not None:
         record = drawn.calibration.to_dict()
         meta["calibration"] = {k: v for k, v in record.items() if k != "format_version"}
-    return Samples(drawn.x, drawn.labels, meta, drawn.trajectory)
+    x, latents = drawn.x, None
+    encoder = loaded.config.train.encoder
+    if loaded.latent_shape is not None and encoder is not None:  # back to data space
+        from ..train.latents import load_codec
+
+        codec = load_codec(encoder, next(loaded.model.parameters()).device)
+        if codec.decode is not None:
+            x, latents = codec.decode_all(drawn.x), drawn.x
+        meta["latents"] = {"encoder": encoder, "decoded": codec.decode is not None}
+    return Samples(x, drawn.labels, meta, drawn.trajectory, latents)
 
 
 def _guidance_hooks(
@@ -607,6 +638,8 @@ def save_samples(samples: Samples, out_dir: str | Path, reference: Tensor | None
         arrays["labels"] = samples.labels.numpy()
     if samples.trajectory is not None:
         arrays["trajectory"] = samples.trajectory.numpy()
+    if samples.latents is not None:
+        arrays["latents"] = samples.latents.numpy()
     paths = {"npz": out / "samples.npz"}
     np.savez(paths["npz"], **arrays)
     picture = plot_samples(samples, out / "samples.png", reference)

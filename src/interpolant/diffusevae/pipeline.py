@@ -140,11 +140,13 @@ def train_refiner(
 
 @dataclass
 class Generated:
-    """Refined samples ``x``, their coarse images ``x_hat`` and latents ``z``."""
+    """Refined samples ``x``, their coarse images ``x_hat``, latents ``z`` and the refiner's
+    network evaluations per sample (``nfe``)."""
 
     x: Tensor
     x_hat: Tensor
     z: Tensor
+    nfe: int = 0
 
 
 class DiffuseVAE:
@@ -197,16 +199,16 @@ class DiffuseVAE:
         shape = self._image_shape()
         noise = Streams(seed, index, "diffusevae-start").normal(shape)
         if self.form == "unconditional":
-            x = sample(self.refiner, noise, spec, index=index).x
-            return Generated(x, torch.zeros_like(x), z)
+            result = sample(self.refiner, noise, spec, index=index)
+            return Generated(result.x, torch.zeros_like(result.x), z, result.nfe)
         assert self.vae is not None
         x_hat = self.vae.decode(z.to(noise.dtype))
         cond = {DEFAULT_KEY: x_hat}
         if self.shift is not None:
-            x = self.shift.sample(self.refiner, noise, spec, cond=cond, index=index).x
+            result = self.shift.sample(self.refiner, noise, spec, cond=cond, index=index)
         else:
-            x = sample(self.refiner, noise, spec, cond=cond, index=index).x
-        return Generated(x, x_hat, z)
+            result = sample(self.refiner, noise, spec, cond=cond, index=index)
+        return Generated(result.x, x_hat, z, result.nfe)
 
     def _image_shape(self) -> tuple[int, ...]:
         if self.vae is not None:

@@ -119,6 +119,8 @@ class MTDiffusionObjective:
 
     def heads_loss(self, model: nn.Module) -> tuple[JointModel, MultiTaskObjective]:
         joint = getattr(model, "module", model)  # DDP keeps the model as .module
+        if not isinstance(joint, JointModel):  # a run's model holds it as .net
+            joint = getattr(joint, "net", joint)
         if not isinstance(joint, JointModel):
             raise WrongTypeError(f"MT-Diffusion trains a JointModel, got {type(joint).__name__}")
         losses: dict[str, str] = {joint.eps_head: "mse"}

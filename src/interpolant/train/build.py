@@ -5,6 +5,7 @@ The command line calls this; library users can also hand in their own model and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,18 +14,25 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..randomness import derive_seed
 from .config import NETWORK_FIELDS, TrainConfig, as_config
+from .structures import Standard, _standard_objective, structure_of
 from .trainer import CheckpointFn, Objective, SampleFn, StepHook, Trainer
 
 
 def network_spec(config: TrainConfig) -> dict[str, Any]:
-    """The config fields that define the network (compared on resume)."""
-    return {name: getattr(config, name) for name in NETWORK_FIELDS}
+    """The config fields that define the network (compared on resume); a structure other than
+    the standard one (``train.objective.name``) is part of the network too."""
+    spec = {name: getattr(config, name) for name in NETWORK_FIELDS}
+    structure = structure_of(config)
+    if not isinstance(structure, Standard):
+        spec["structure"] = structure.config()
+    return spec
 
 
 def build_network(config: TrainConfig) -> nn.Module:
-    """``Model(backbone, path, predicts)`` from ``config.model`` (``{"name": ..., **kwargs}`` as
+    """The module the config's structure trains (``train.structures``; the standard one is
+    ``Model(backbone, path, predicts)`` from ``config.model`` (``{"name": ..., **kwargs}`` as
     given by ``models.model_config``), ``config.path`` and ``config.predicts``, with EDM
-    preconditioning around the backbone when ``config.precondition`` (sigma_data) is set.
+    preconditioning around the backbone when ``config.precondition`` (sigma_data) is set).
 
     The weights are initialised from a generator seeded by ``config.seed`` alone, so every rank
     builds the same network.
@@ -36,6 +44,20 @@ def build_network(config: TrainConfig) -> nn.Module:
     spec = dict(config.model)
     if "name" not in spec:
         raise UserError(f"config.model needs a 'name' (a registered backbone), got {spec}")
+    structure = structure_of(config)
+    if not isinstance(structure, Standard):
+        if config.precondition is not None or config.lora is not None:
+            raise UserError(
+                f"train.objective.name={structure.name} takes no precondition or lora "
+                "(they wrap the standard Model)"
+            )
+
+        def backbone(values: dict[str, Any]) -> nn.Module:
+            values = dict(values)
+            torch.manual_seed(derive_seed("init", config.seed))
+            return build_model(values.pop("name"), **values)
+
+        return structure.network(config, backbone)
     path = path_from_config(config.path)
     torch.manual_seed(derive_seed("init", config.seed))
     net: nn.Module = build_model(spec.pop("name"), **spec)
@@ -54,21 +76,16 @@ def build_network(config: TrainConfig) -> nn.Module:
     return model
 
 
-def build_objective(config: TrainConfig, path: Any) -> Objective:
-    """``losses.Objective(path, **config.objective)`` (target, time, weight); ``time`` and
-    ``weight`` may be names or JSON mappings ``{"name": ..., **options}``."""
-    from ..losses import Objective as LossObjective
-    from ..losses import time_from_config, weight_from_config
-
-    kwargs = dict(config.objective)
-    if "path" in kwargs:
-        raise UserError("config.objective must not name a path: config.path is used")
-    # A sampler or weighting with options is a mapping in JSON configs.
-    if isinstance(kwargs.get("time"), dict):
-        kwargs["time"] = time_from_config(kwargs["time"])
-    if isinstance(kwargs.get("weight"), dict):
-        kwargs["weight"] = weight_from_config(kwargs["weight"])
-    return LossObjective(path, **kwargs)
+def build_objective(config: TrainConfig, path: Any, model: nn.Module | None = None) -> Objective:
+    """The loss of the config's structure: for the standard one ``losses.Objective(path,
+    **config.objective)`` (target, time, weight; ``time`` and ``weight`` may be names or JSON
+    mappings ``{"name": ..., **options}``); other structures build theirs for ``model``."""
+    structure = structure_of(config)
+    if isinstance(structure, Standard):
+        return _standard_objective(config, path)  # type: ignore[no-any-return]
+    if model is None:
+        raise UserError(f"the {structure.name} objective is built for its model: pass model=")
+    return structure.objective(config, model)  # type: ignore[no-any-return]
 
 
 def train(
@@ -82,14 +99,25 @@ def train(
     sample_fn: SampleFn | None = None,
     on_checkpoint: CheckpointFn | None = None,
     step_hook: StepHook | None = None,
+    cond: Mapping[str, Tensor] | None = None,
+    cond_masks: Mapping[str, Tensor] | None = None,
 ) -> Trainer:
     """Train on ``data`` (N, ...) as ``config`` says, resuming from ``config.run_dir`` if a
-    checkpoint is there. ``model`` / ``objective`` default to those the config describes.
+    checkpoint is there. ``model`` / ``objective`` default to those the config describes (its
+    structure, ``train.objective.name``, may add conditioning derived from the data, e.g.
+    DiffuseVAE's prior means). ``cond`` / ``cond_masks``: per-sample conditioning of any
+    structure (``train.conditioning``; a data set's ``ConditionedData.cond``).
     Returns the finished :class:`Trainer` (its ``module`` and ``ema`` hold the weights)."""
     cfg = as_config(config)
     network = network_spec(cfg) if model is None else {}
     if model is None:
         model = build_network(cfg)
+        derived = structure_of(cfg).conditioning(cfg, model, data)
+        if derived:
+            clash = sorted(set(derived) & set(cond or {}))
+            if clash:
+                raise UserError(f"cond keys {clash} are the {structure_of(cfg).name} structure's")
+            cond = {**(cond or {}), **derived}
     if cfg.lora is not None:  # base weights (unless resuming), adapters if not there yet
         from .lora import prepare_lora
 
@@ -100,7 +128,7 @@ def train(
             from ..paths import from_config as path_from_config
 
             path = path_from_config(cfg.path)
-        objective = build_objective(cfg, path)
+        objective = build_objective(cfg, path, model)
     if cfg.tensorboard:  # fail before training, not at the first log
         from .tensorboard import summary_writer_class
 
@@ -116,6 +144,8 @@ def train(
         sample_fn=sample_fn,
         on_checkpoint=on_checkpoint,
         step_hook=step_hook,
+        cond=cond,
+        cond_masks=cond_masks,
     )
     try:
         trainer.run()
