@@ -3,10 +3,19 @@
 networkx and RDKit are optional (the ``graphs`` extra) and imported inside the functions; a
 missing one raises :class:`~interpolant.errors.MissingDependencyError` naming the extra.
 
-Molecules (GDSS's QM9/ZINC setting): heavy atoms only (hydrogens implicit), node features are the
-one-hot atom type over ``atoms`` (default C, N, O, F as QM9), and ``adj`` holds the kekulised bond
-order (1 single, 2 double, 3 triple; aromatic bonds become alternating 1/2 by
-``Chem.Kekulize``), with ``edge_types = True``.
+Molecules: heavy atoms only (hydrogens implicit), node features are the one-hot atom type over
+``atoms`` (default C, N, O, F as QM9), and ``adj`` holds the bond type with ``edge_types = True``.
+Two encodings:
+
+* kekulised (GDSS's QM9/ZINC setting, the default): 1 single, 2 double, 3 triple; aromatic bonds
+  become alternating 1/2 by ``Chem.Kekulize``, so a model must learn the alternation;
+* ``aromatic=True`` (PARD's and DiGress's MOSES setting, ``pard/dataset/moses.py``: SINGLE,
+  DOUBLE, TRIPLE, AROMATIC): aromatic bonds keep their own type 4 (:data:`AROMATIC_BOND`) and
+  RDKit kekulises them when the molecule is sanitised; a ring it cannot kekulise is invalid. A
+  heavy-atom graph cannot say which aromatic nitrogen carries the hydrogen of a pyrrole-type ring
+  ([nH]; 19 of the 435 MOSES molecules with <= 12 atoms), so that atom gets its own type
+  :data:`AROMATIC_NH` when it is in ``atoms`` (4.4% of those molecules fail the round trip
+  without it; PARD drops such training molecules with its ``filter_dataset``).
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from .types import GraphBatch, check_adjacency, check_max_nodes, degree_features
 QM9_ATOMS: tuple[str, ...] = ("C", "N", "O", "F")
 #: Bond orders of the kekulised graph (0 = no bond).
 BOND_ORDERS: tuple[int, ...] = (1, 2, 3)
+#: The edge type of an aromatic bond in the ``aromatic`` encoding.
+AROMATIC_BOND = 4
+#: The atom type of an aromatic nitrogen with one hydrogen ([nH]) in the ``aromatic`` encoding.
+AROMATIC_NH = "nH"
 #: Maximum valence per element used by the valency check (RDKit's default, neutral atoms).
 MAX_VALENCE: dict[str, int] = {
     "C": 4,
@@ -160,16 +173,34 @@ class SmilesReport:
         )
 
 
-def molecule_to_graph(mol: Any, atoms: Sequence[str], max_atoms: int) -> tuple[Any, Any]:
-    """(x (N, len(atoms)), adj (N, N) bond orders) of one kekulised RDKit molecule."""
+def _atom_label(atom: Any, atoms: Sequence[str], aromatic: bool) -> str:
+    """The vocabulary entry of an RDKit atom: its symbol, or :data:`AROMATIC_NH` for an aromatic
+    N with one hydrogen in the aromatic encoding (when the vocabulary has it)."""
+    if (
+        aromatic
+        and AROMATIC_NH in atoms
+        and atom.GetSymbol() == "N"
+        and atom.GetIsAromatic()
+        and atom.GetTotalNumHs() == 1
+    ):
+        return AROMATIC_NH
+    return str(atom.GetSymbol())
+
+
+def molecule_to_graph(
+    mol: Any, atoms: Sequence[str], max_atoms: int, *, aromatic: bool = False
+) -> tuple[Any, Any]:
+    """(x (N, len(atoms)), adj (N, N) bond types) of one RDKit molecule: kekulised bond orders,
+    or with ``aromatic`` aromatic bonds as type :data:`AROMATIC_BOND` (see the module doc)."""
     chem = require_rdkit()
     mol = chem.Mol(mol)
-    chem.Kekulize(mol, clearAromaticFlags=True)
+    if not aromatic:
+        chem.Kekulize(mol, clearAromaticFlags=True)
     n = mol.GetNumAtoms()
     check_max_nodes([n], max_atoms, where="molecule")
     x = torch.zeros(max_atoms, len(atoms))
     for a in mol.GetAtoms():
-        sym = a.GetSymbol()
+        sym = _atom_label(a, atoms, aromatic)
         if sym not in atoms:
             raise UserError(
                 f"molecule has atom type {sym!r}, not in the vocabulary {list(atoms)}; pass "
@@ -179,7 +210,8 @@ def molecule_to_graph(mol: Any, atoms: Sequence[str], max_atoms: int) -> tuple[A
     adj = torch.zeros(max_atoms, max_atoms)
     for bond in mol.GetBonds():
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        order = int(bond.GetBondTypeAsDouble())
+        aromatic_bond = bond.GetBondType() == chem.BondType.AROMATIC
+        order = AROMATIC_BOND if aromatic_bond else int(bond.GetBondTypeAsDouble())
         adj[i, j] = adj[j, i] = float(order)
     return x, adj
 
@@ -190,8 +222,10 @@ def from_smiles(
     atoms: Sequence[str] = QM9_ATOMS,
     max_atoms: int = 9,
     skip_too_large: bool = True,
+    aromatic: bool = False,
 ) -> tuple[GraphBatch, SmilesReport]:
-    """Parse SMILES into a molecule :class:`GraphBatch` (edge types = kekulised bond orders).
+    """Parse SMILES into a molecule :class:`GraphBatch` (edge types = kekulised bond orders, or
+    with ``aromatic`` the aromatic encoding of the module doc).
 
     Unparsable lines are skipped and counted in the returned :class:`SmilesReport` (never
     silently dropped); molecules with more than ``max_atoms`` heavy atoms are skipped and counted
@@ -215,7 +249,7 @@ def from_smiles(
                 continue
             check_max_nodes([mol.GetNumAtoms()], max_atoms, where=f"SMILES line {line_no}")
         try:
-            x, adj = molecule_to_graph(mol, atoms, max_atoms)
+            x, adj = molecule_to_graph(mol, atoms, max_atoms, aromatic=aromatic)
         except UserError as err:
             raise UserError(f"SMILES line {line_no} ({s!r}): {err}") from err
         mask = torch.zeros(max_atoms, dtype=torch.bool)
@@ -230,7 +264,7 @@ def from_smiles(
     return batch, report
 
 
-_BOND_NAMES = {1: "SINGLE", 2: "DOUBLE", 3: "TRIPLE"}
+_BOND_NAMES = {1: "SINGLE", 2: "DOUBLE", 3: "TRIPLE", AROMATIC_BOND: "AROMATIC"}
 #: GDSS ``utils/mol_utils.py::ATOM_VALENCY`` (by symbol): the neutral valence its decoder
 #: compares with before putting a +1 charge on N, O or S.
 GDSS_VALENCY: dict[str, int] = {
@@ -260,9 +294,20 @@ def _valence_violation(mol: Any) -> tuple[int, int] | None:
 
 
 def graph_to_molecule(
-    x: Any, adj: Any, mask: Any, atoms: Sequence[str], *, formal_charges: bool = False
+    x: Any,
+    adj: Any,
+    mask: Any,
+    atoms: Sequence[str],
+    *,
+    formal_charges: bool = False,
+    aromatic: bool = False,
 ) -> Any:
     """An RDKit ``RWMol`` (unsanitised) from one graph's one-hot atoms and bond orders.
+
+    Kekulised encoding: orders above 3 are read as triple (GDSS rounds a continuous adjacency).
+    ``aromatic``: type :data:`AROMATIC_BOND` is an aromatic bond (RDKit kekulises it when the
+    molecule is sanitised, as PARD's ``build_molecule``) and :data:`AROMATIC_NH` an N with one
+    explicit hydrogen.
 
     ``formal_charges`` applies GDSS's decoder rule (``construct_mol``): after each bond is
     added, an N, O or S atom whose valence exceeds its neutral one by exactly 1 gets charge +1
@@ -273,13 +318,18 @@ def graph_to_molecule(
     mol = chem.RWMol()
     idx = mask.nonzero().flatten().tolist()
     for i in idx:
-        mol.AddAtom(chem.Atom(atoms[int(x[i].argmax())]))
+        label = atoms[int(x[i].argmax())]
+        atom = chem.Atom("N" if label == AROMATIC_NH else label)
+        if label == AROMATIC_NH:
+            atom.SetNumExplicitHs(1)
+        mol.AddAtom(atom)
     pos = {node: k for k, node in enumerate(idx)}
+    top = AROMATIC_BOND if aromatic else 3
     for a_i in idx:
         for a_j in idx:
             order = round(float(adj[a_i, a_j]))
             if a_j > a_i and order > 0:
-                bt = getattr(chem.BondType, _BOND_NAMES[min(order, 3)])
+                bt = getattr(chem.BondType, _BOND_NAMES[min(order, top)])
                 mol.AddBond(pos[a_i], pos[a_j], bt)
                 if not formal_charges:
                     continue
@@ -318,18 +368,27 @@ def sanitize_failure(mol: Any) -> str | None:
 
 
 def to_molecules(
-    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+    batch: GraphBatch,
+    atoms: Sequence[str] = QM9_ATOMS,
+    *,
+    formal_charges: bool = False,
+    aromatic: bool = False,
 ) -> list[Any]:
     """One sanitised RDKit molecule per graph, or None where sanitisation fails (invalid).
 
-    No bond is changed (validity *without* correction); ``formal_charges`` as in
-    :func:`graph_to_molecule`.
+    No bond is changed (validity *without* correction); ``formal_charges`` and ``aromatic`` as
+    in :func:`graph_to_molecule`.
     """
     chem = require_rdkit()
     out = []
     for b in range(batch.batch_size):
         mol = graph_to_molecule(
-            batch.x[b], batch.adj[b], batch.mask[b], atoms, formal_charges=formal_charges
+            batch.x[b],
+            batch.adj[b],
+            batch.mask[b],
+            atoms,
+            formal_charges=formal_charges,
+            aromatic=aromatic,
         )
         try:
             chem.SanitizeMol(mol)
@@ -340,26 +399,97 @@ def to_molecules(
 
 
 def to_smiles(
-    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+    batch: GraphBatch,
+    atoms: Sequence[str] = QM9_ATOMS,
+    *,
+    formal_charges: bool = False,
+    aromatic: bool = False,
 ) -> list[str | None]:
     """Canonical SMILES per graph (None for molecules that fail sanitisation)."""
     chem = require_rdkit()
-    mols = to_molecules(batch, atoms, formal_charges=formal_charges)
+    mols = to_molecules(batch, atoms, formal_charges=formal_charges, aromatic=aromatic)
     return [None if m is None else chem.MolToSmiles(m) for m in mols]
 
 
 def failure_reasons(
-    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, formal_charges: bool = False
+    batch: GraphBatch,
+    atoms: Sequence[str] = QM9_ATOMS,
+    *,
+    formal_charges: bool = False,
+    aromatic: bool = False,
 ) -> dict[str, int]:
     """Counts of :func:`sanitize_failure` reasons over a batch (``"valid"`` for the others)."""
     counts: dict[str, int] = {}
     for b in range(batch.batch_size):
         mol = graph_to_molecule(
-            batch.x[b], batch.adj[b], batch.mask[b], atoms, formal_charges=formal_charges
+            batch.x[b],
+            batch.adj[b],
+            batch.mask[b],
+            atoms,
+            formal_charges=formal_charges,
+            aromatic=aromatic,
         )
         reason = sanitize_failure(mol) or "valid"
         counts[reason] = counts.get(reason, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def correct_valence(mol: Any) -> Any | None:
+    """GDSS's valency correction (``utils/mol_utils.py::correct_mol``) with PARD's rule for
+    aromatic bonds (``pard/analysis/rdkit_functions.py``): while RDKit's valence check fails,
+    lower by one the highest-order non-aromatic bond of the offending atom (a single bond is
+    removed). Returns the corrected ``RWMol`` (a copy), or None when only aromatic bonds could
+    be lowered. This *changes bonds*: its validity is reported apart from validity without
+    correction."""
+    chem = require_rdkit()
+    mol = chem.RWMol(mol)
+    names = {1: "SINGLE", 2: "DOUBLE"}
+    while True:
+        bad = _valence_violation(mol)
+        if bad is None:
+            return mol
+        if bad[0] < 0:
+            return None
+        bonds = sorted(
+            (
+                (int(b.GetBondType()), b.GetBeginAtomIdx(), b.GetEndAtomIdx())
+                for b in mol.GetAtomWithIdx(bad[0]).GetBonds()
+                if b.GetBondType() != chem.BondType.AROMATIC
+            ),
+            reverse=True,
+        )
+        if not bonds:
+            return None
+        order, i, j = bonds[0]
+        mol.RemoveBond(i, j)
+        if order - 1 >= 1:
+            mol.AddBond(i, j, getattr(chem.BondType, names[order - 1]))
+
+
+def corrected_smiles(
+    batch: GraphBatch, atoms: Sequence[str] = QM9_ATOMS, *, aromatic: bool = False
+) -> list[str | None]:
+    """SMILES after the field's correction pipeline (GDSS ``gen_mol``): build with the +1-charge
+    rule, :func:`correct_valence`, keep the largest fragment (``valid_mol_can_with_seg``); None
+    where it still fails. Validity of these is "validity with correction"."""
+    chem = require_rdkit()
+    out: list[str | None] = []
+    for b in range(batch.batch_size):
+        mol = graph_to_molecule(
+            batch.x[b], batch.adj[b], batch.mask[b], atoms, formal_charges=True, aromatic=aromatic
+        )
+        fixed = correct_valence(mol)
+        if fixed is None or fixed.GetNumAtoms() == 0:
+            out.append(None)
+            continue
+        try:
+            chem.SanitizeMol(fixed)
+        except Exception:  # an aromatic ring that cannot be kekulised
+            out.append(None)
+            continue
+        largest = max(chem.MolToSmiles(fixed).split("."), key=len)
+        out.append(canonical_smiles(largest))
+    return out
 
 
 def canonical_smiles(smiles: str) -> str | None:
@@ -370,12 +500,16 @@ def canonical_smiles(smiles: str) -> str | None:
 
 
 __all__ = [
+    "AROMATIC_BOND",
+    "AROMATIC_NH",
     "BOND_ORDERS",
     "GDSS_VALENCY",
     "MAX_VALENCE",
     "QM9_ATOMS",
     "SmilesReport",
     "canonical_smiles",
+    "correct_valence",
+    "corrected_smiles",
     "failure_reasons",
     "from_adjacency",
     "from_networkx",

@@ -38,10 +38,12 @@ import numpy as np
 
 from ..errors import MissingDependencyError, MissingFileError, UserError
 from ..randomness import derive_seed
-from .convert import SmilesReport, require_networkx, require_rdkit
+from .convert import AROMATIC_NH, SmilesReport, require_networkx, require_rdkit
 
 #: Heavy atoms seen in the small MOSES subsets (C, N, O, F, S, Cl, Br).
 MOSES_ATOMS: tuple[str, ...] = ("C", "N", "O", "F", "S", "Cl", "Br")
+#: The vocabulary of the aromatic encoding: MOSES_ATOMS and the pyrrole-type [nH].
+MOSES_AROMATIC_ATOMS: tuple[str, ...] = (*MOSES_ATOMS, AROMATIC_NH)
 
 
 def _rng(family: str, seed: int, index: int) -> np.random.Generator:
@@ -319,6 +321,7 @@ def max_nodes_of(graphs: Sequence[Any]) -> int:
 
 __all__ = [
     "FAMILIES",
+    "MOSES_AROMATIC_ATOMS",
     "MOSES_ATOMS",
     "community_graph",
     "community_small",

@@ -1,9 +1,12 @@
-"""Saving and loading GDSS runs, writing sampled graphs, and pictures of graphs and molecules.
+"""Saving and loading GDSS and PARD runs, writing sampled graphs, and pictures of graphs and
+molecules.
 
 A run folder holds ``model.safetensors`` (weights, never pickled code), ``config.json`` (the
-model's options, the data kind, the atoms of molecule runs, the training and test graphs as edge
-lists or SMILES, so that ``sample`` draws node counts from the training graphs and ``eval``
-measures against the held-out ones).
+method, the model's options, the data kind, the atoms of molecule runs, the training and test
+graphs as edge lists or SMILES, so that ``sample`` draws node counts from the training graphs and
+``eval`` measures against the held-out ones). A PARD run stores its denoiser and block-size
+predictor under the prefixes ``denoiser.`` and ``sizes.`` and the two marginals as the tensors
+``m`` and ``m_nodes``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from ..errors import MissingFileError, UserError
 from .convert import require_networkx, require_rdkit
 from .gdss import GDSS
+from .pard_train import PARD
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -54,8 +58,62 @@ def save_run(folder: str | Path, model: GDSS, meta: dict[str, Any]) -> Path:
     return root
 
 
-def load_run(folder: str | Path) -> tuple[GDSS, dict[str, Any]]:
-    """(model, meta) of a run folder written by :func:`save_run`."""
+def pard_options(model: PARD) -> dict[str, Any]:
+    """The settings that rebuild a :class:`~.pard_train.PARD` model's networks."""
+    trunk = model.denoiser.trunk
+    return {
+        "edge_classes": trunk.edge_classes,
+        "node_classes": trunk.node_classes,
+        "channels": model.denoiser.head.in_features,
+        "layers": len(trunk.layers),
+        "size_layers": len(model.sizes.trunk.layers),
+        "max_size": model.sizes.max_size,
+        "max_hops": model.max_hops,
+        "steps": model.steps,
+        "max_nodes": model.max_nodes,
+    }
+
+
+def save_pard_run(folder: str | Path, model: PARD, meta: dict[str, Any]) -> Path:
+    """Write a PARD run: both networks' weights, the marginals and ``config.json``."""
+    from safetensors.torch import save_file
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    tensors = {f"denoiser.{k}": v for k, v in model.denoiser.state_dict().items()}
+    tensors |= {f"sizes.{k}": v for k, v in model.sizes.state_dict().items()}
+    tensors |= {"m": model.m, "m_nodes": model.m_nodes}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, root / WEIGHTS)
+    meta = meta | {"method": "pard", "pard": pard_options(model)}
+    (root / CONFIG).write_text(json.dumps(meta, indent=1) + "\n")
+    return root
+
+
+def _load_pard(tensors: dict[str, Any], opts: dict[str, Any]) -> PARD:
+    from .pard_nets import BlockDenoiser, BlockSizePredictor
+
+    c_e, c_x, ch = opts["edge_classes"], opts["node_classes"], opts["channels"]
+    denoiser = BlockDenoiser(c_e, ch, opts["layers"], c_x)
+    sizes = BlockSizePredictor(opts["max_size"], ch, opts["size_layers"], c_e, c_x)
+    for net, prefix in ((denoiser, "denoiser."), (sizes, "sizes.")):
+        net.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        net.eval()
+    return PARD(
+        denoiser,
+        sizes,
+        tensors["m"],
+        opts["max_hops"],
+        opts["steps"],
+        opts["max_nodes"],
+        tensors["m_nodes"],
+    )
+
+
+def load_run(folder: str | Path) -> tuple[GDSS | PARD, dict[str, Any]]:
+    """(model, meta) of a run folder written by :func:`save_run` (GDSS) or
+    :func:`save_pard_run` (PARD; ``meta["method"] == "pard"``)."""
     from safetensors.torch import load_file
 
     root = Path(folder)
@@ -65,6 +123,8 @@ def load_run(folder: str | Path) -> tuple[GDSS, dict[str, Any]]:
             "`interpolant graphs train`"
         )
     meta = json.loads((root / CONFIG).read_text())
+    if meta.get("method") == "pard":
+        return _load_pard(load_file(root / WEIGHTS), meta["pard"]), meta
     model = GDSS(meta["features"], meta["max_nodes"], molecule=meta["molecule"], **meta["model"])
     model.load_state_dict(load_file(root / WEIGHTS))
     return model.eval(), meta
@@ -125,8 +185,10 @@ __all__ = [
     "edge_lists",
     "graphs_from_edge_lists",
     "load_run",
+    "pard_options",
     "plot_graphs",
     "plot_molecules",
+    "save_pard_run",
     "save_run",
     "write_edge_lists",
 ]

@@ -165,13 +165,14 @@ def typed_graph(g: Any) -> TypedGraph:
 
 
 def molecule_graphs(
-    smiles: Sequence[str], atoms: Sequence[str], max_atoms: int
+    smiles: Sequence[str], atoms: Sequence[str], max_atoms: int, *, aromatic: bool = False
 ) -> list[TypedGraph]:
-    """Kekulised molecules as typed graphs: atom index into ``atoms`` per node and bond order
-    (0 none, 1, 2, 3) per pair (PARD's QM9/MOSES setting without hydrogens)."""
+    """Molecules as typed graphs: atom index into ``atoms`` per node and bond type per pair (0
+    none, 1, 2, 3 kekulised orders; with ``aromatic`` also 4 aromatic, PARD's MOSES setting),
+    without hydrogens."""
     from .convert import from_smiles
 
-    batch, _ = from_smiles(smiles, atoms=atoms, max_atoms=max_atoms)
+    batch, _ = from_smiles(smiles, atoms=atoms, max_atoms=max_atoms, aromatic=aromatic)
     out = []
     for b in range(batch.batch_size):
         n = int(batch.mask[b].sum())

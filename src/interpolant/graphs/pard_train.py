@@ -209,16 +209,20 @@ class PARDSample:
         x = nn.functional.one_hot(nodes, classes).to(torch.float32) * self.mask[..., None]
         return GraphBatch(x, self.adj.to(torch.float32), self.mask, edge_types=True)
 
-    def smiles(self, atoms: Sequence[str]) -> list[str | None]:
-        """One SMILES per sample, built without any valency correction (None: RDKit sanitisation
-        fails), with node type i = ``atoms[i]``."""
-        from .convert import to_smiles
-
+    def molecule_batch(self, atoms: Sequence[str]) -> Any:
+        """:meth:`batch` with the one-hot width padded up to the vocabulary ``atoms``."""
         b = self.batch()
-        if b.num_features < len(atoms):  # pad the one-hot width up to the vocabulary
+        if b.num_features < len(atoms):
             pad = torch.zeros(*b.x.shape[:2], len(atoms) - b.num_features)
             b = type(b)(torch.cat([b.x, pad], -1), b.adj, b.mask, True)
-        return to_smiles(b, atoms)
+        return b
+
+    def smiles(self, atoms: Sequence[str], *, aromatic: bool = False) -> list[str | None]:
+        """One SMILES per sample, built without any valency correction (None: RDKit sanitisation
+        fails), with node type i = ``atoms[i]`` (``aromatic``: edge type 4 is aromatic)."""
+        from .convert import to_smiles
+
+        return to_smiles(self.molecule_batch(atoms), atoms, aromatic=aromatic)
 
 
 @torch.no_grad()
