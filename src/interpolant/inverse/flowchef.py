@@ -24,6 +24,12 @@ Step size: the official scripts use ``gradient_scale = 500`` on the mean over th
 entries of 64x64x3 images, i.e. x_t <- x_t - (1000 / 12288) A^T (A x0_hat - y). The default
 here keeps that effective step for any size: ``gradient_scale = 500 m / 12288`` for m
 measurement entries.
+
+The measurement's noise level: FlowChef's loss is the plain mean squared residual (Alg. 1; the
+official scripts use the same gradient_scale at noise 0 and 0.05), with no likelihood weight,
+so the step does not read ``operator.noise_std`` and the same y gives the same samples at any
+noise (pinned in ``tests/inverse/test_noise_aware.py``). For a noise-aware gradient step use
+DPS with ``likelihood="gaussian"``.
 """
 
 from __future__ import annotations
