@@ -21,8 +21,12 @@ windows, 100 test and 100 validation windows, no scaling. For each training seed
   batches of 32) trained on the same training part of the series (GP: the training windows as
   series), predicting from each test window's history; 16 samples;
 - seasonal naive (a point forecast);
-- refined seasonal naive and refined DeepAR: 20 "most likely" (SGD + plateau) iterations of the
-  TSDiff energy at t* with the quantile prior (scale 1), and 20 Langevin ("mcmc") iterations.
+- refined seasonal naive and refined DeepAR: the TSDiff energy at t* with the quantile prior,
+  its strength (prior weight in {1, 4, 16}, iterations in {0, 5, 10, 20}; 0 = no refinement)
+  chosen per base on the validation windows with "most likely" (SGD + plateau)
+  (``choose_refinement``; DeepAR's validation samples come from a DeepAR trained before the
+  validation horizons), then applied with "most likely" and with Langevin ("mcmc"); the row
+  ``+refine-fixed`` is the earlier fixed strength (weight 1, 20 iterations), for comparison.
 
 Metric: the normalised sample CRPS on the horizon and the coverage of the 80 % interval (the
 GP oracle: 16 exact samples, same estimator, and its closed-form expected CRPS). Wall times
@@ -50,8 +54,11 @@ import torch
 
 from interpolant.randomness import derive_seed
 from interpolant.timeseries import (
+    ITERATION_GRID,
     TrainSettings,
     WindowSpec,
+    best_step,
+    choose_refinement,
     forecast,
     gaussian_conditional,
     gaussian_crps,
@@ -61,6 +68,7 @@ from interpolant.timeseries import (
     refine,
     scores,
     seasonal_naive,
+    step_losses,
     train_test_windows,
     train_window_model,
 )
@@ -75,13 +83,14 @@ SAMPLES = 16
 
 def deepar(
     train_series: list[np.ndarray],
-    test_histories: list[np.ndarray],
+    history_sets: list[list[np.ndarray]],
     freq: str,
     spec: WindowSpec,
     epochs: int,
     seed: int,
-) -> tuple[torch.Tensor, float, float]:
-    """DeepAR samples (N, S, H) for the test histories, training and forecasting seconds."""
+) -> tuple[list[torch.Tensor], float, float]:
+    """DeepAR samples (N, S, H) for each set of histories, training seconds and the seconds
+    to forecast the first set."""
     import lightning
     from gluonts.dataset.common import ListDataset
     from gluonts.torch.model.deepar import DeepAREstimator
@@ -110,11 +119,63 @@ def deepar(
         t0 = time.perf_counter()
         predictor = estimator.train(train)
         train_s = time.perf_counter() - t0
-    test = ListDataset([{"start": start, "target": h} for h in test_histories], freq=freq)
-    t0 = time.perf_counter()
-    out = [f.samples for f in predictor.predict(test, num_samples=SAMPLES)]
-    predict_s = time.perf_counter() - t0
-    return torch.tensor(np.stack(out), dtype=torch.float64), train_s, predict_s
+    out, predict_s = [], 0.0
+    for histories in history_sets:
+        test = ListDataset([{"start": start, "target": h} for h in histories], freq=freq)
+        t0 = time.perf_counter()
+        draws = [f.samples for f in predictor.predict(test, num_samples=SAMPLES)]
+        predict_s = predict_s or time.perf_counter() - t0
+        out.append(torch.tensor(np.stack(draws), dtype=torch.float64))
+    return out, train_s, predict_s
+
+
+def refined_rows(
+    model: Any, val: Windows, test: Windows, bases: dict, reference: torch.Tensor, seed: int
+) -> dict[str, Any]:
+    """For each base forecaster (name -> (validation samples, test samples)): the refinement
+    strength (prior weight, iterations; 0 = none) chosen on the validation windows with the
+    "most likely" optimiser, then applied to the test windows with it and with Langevin; and,
+    for comparison only, the fixed strength of the last session (s = 1, 20 iterations)."""
+    y = test.horizon()
+    step = best_step(step_losses(model, reference.float(), seed))
+    out: dict[str, Any] = {}
+    for base_name, (base_val, base_test) in bases.items():
+        t0 = time.perf_counter()
+        choice = choose_refinement(model, val, base_val, step=step, seed=seed)
+        select_s = time.perf_counter() - t0
+        strength = {"prior_scale": choice.prior_scale, "iterations": choice.iterations}
+        for opt in ("most_likely", "mcmc"):
+            t0 = time.perf_counter()
+            fixed = (1.0, 20) if opt == "most_likely" else None
+            weights = {choice.prior_scale} | ({fixed[0]} if fixed else set())
+            options: dict[str, Any] = dict(
+                iterations=max(ITERATION_GRID), snapshots=ITERATION_GRID, step=step
+            )
+            runs = {
+                w: refine(
+                    model, test, base_test, optimiser=opt, prior_scale=w, seed=seed, **options
+                )
+                for w in weights
+            }
+            chosen = runs[choice.prior_scale].snapshots[choice.iterations]
+            out[f"{base_name}+refine-{opt}"] = {
+                **scores(chosen.double(), y),
+                **strength,
+                "train_s": 0.0,
+                "forecast_s": (time.perf_counter() - t0) / len(runs),
+                "select_s": select_s,
+                "t_star_step": step,
+                "val_crps": choice.validation_crps,
+            }
+            if fixed:
+                out[f"{base_name}+refine-fixed"] = {
+                    **scores(runs[fixed[0]].snapshots[fixed[1]].double(), y),
+                    "prior_scale": fixed[0],
+                    "iterations": fixed[1],
+                    "train_s": 0.0,
+                    "forecast_s": 0.0,
+                }
+    return out
 
 
 def evaluate(
@@ -122,13 +183,15 @@ def evaluate(
     train: Windows,
     val: Windows,
     test: Windows,
-    deepar_data: tuple[list, list, str],
+    deepar_data: tuple,
     s: argparse.Namespace,
     seed: int,
 ) -> dict[str, Any]:
     """One seed on one data set: every method's CRPS / coverage / wall times. TSDiff is trained
-    on ``train`` (which ends before the validation horizons) and its guidance scale is the one
-    of SCALES with the lowest CRPS on ``val``; the test windows are scored once."""
+    on ``train`` (which ends before the validation horizons); its guidance scale and each
+    refinement's strength are chosen on ``val``; the test windows are scored once.
+    ``deepar_data`` = (training series for the test, test histories, training series for the
+    validation forecasts (None: the same model), validation histories, GluonTS frequency)."""
     y = test.horizon()
     out: dict[str, Any] = {}
     settings = TrainSettings(steps=s.steps, seed=seed)
@@ -149,19 +212,22 @@ def evaluate(
     }
     naive = seasonal_naive(test, SAMPLES)
     out["seasonal-naive"] = {**scores(naive, y), "train_s": 0.0, "forecast_s": 0.0}
-    dar, dar_train, dar_pred = deepar(*deepar_data, test.spec, s.deepar_epochs, seed)
+    train_series, histories, val_train, val_histories, freq = deepar_data
+    if val_train is None:  # GP: the validation windows are fresh draws, one model serves both
+        (dar, dar_val), dar_train, dar_pred = deepar(
+            train_series, [histories, val_histories], freq, test.spec, s.deepar_epochs, seed
+        )
+    else:  # a DeepAR that has not seen the validation horizons forecasts them
+        (dar,), dar_train, dar_pred = deepar(
+            train_series, [histories], freq, test.spec, s.deepar_epochs, seed
+        )
+        (dar_val,), _, _ = deepar(
+            val_train, [val_histories], freq, test.spec, s.deepar_epochs, seed
+        )
     out["deepar"] = {**scores(dar, y), "train_s": dar_train, "forecast_s": dar_pred}
     reference = train.values[torch.randperm(len(train))[:256]]
-    for base_name, base in (("seasonal-naive", naive), ("deepar", dar)):
-        for opt in ("most_likely", "mcmc"):
-            t0 = time.perf_counter()
-            r = refine(trained.model, test, base, optimiser=opt, reference=reference, seed=seed)
-            out[f"{base_name}+refine-{opt}"] = {
-                **scores(r.samples.double(), y),
-                "train_s": 0.0,
-                "forecast_s": time.perf_counter() - t0,
-                "t_star_step": r.step,
-            }
+    bases = {"seasonal-naive": (seasonal_naive(val, SAMPLES), naive), "deepar": (dar_val, dar)}
+    out |= refined_rows(trained.model, val, test, bases, reference, seed)
     print(name, seed, {k: round(v["crps"], 4) for k, v in out.items()}, flush=True)
     return out
 
@@ -170,7 +236,9 @@ def real_series(name: str, s: argparse.Namespace) -> tuple:
     """Windows of a statsmodels series: the last ``test_windows`` horizons are the test, the
     ``val_windows`` horizons before them the validation (guidance scale), TSDiff trains on the
     windows that end before the validation horizons; DeepAR gets the whole series before the
-    test (validation included, so the split can only favour it)."""
+    test (validation included, so the split can only favour it), and a second DeepAR trained
+    on the series before the validation horizons forecasts those (for the refinement's
+    strength)."""
     data = load_statsmodels(name)
     spec = WindowSpec(36, 12, lags=(data.period,), scaling="standard", freq=data.freq,
                       period=data.period)  # fmt: skip
@@ -179,7 +247,10 @@ def real_series(name: str, s: argparse.Namespace) -> tuple:
     first_test = int(test.end.min()) - spec.horizon
     train, val = train_test_windows([series[:first_test]], spec, s.val_windows)
     histories = [series[: int(e) - spec.horizon] for e in test.end]
-    return spec, train, val, test, ([series[:first_test]], histories, GLUON_FREQ[data.freq])
+    first_val = int(val.end.min()) - spec.horizon
+    val_histories = [series[: int(e) - spec.horizon] for e in val.end]
+    dar = ([series[:first_test]], histories, [series[:first_val]], val_histories)
+    return spec, train, val, test, (*dar, GLUON_FREQ[data.freq])
 
 
 def gp_data(s: argparse.Namespace, seed: int) -> tuple:
@@ -187,13 +258,15 @@ def gp_data(s: argparse.Namespace, seed: int) -> tuple:
     gen = torch.Generator().manual_seed(derive_seed("bench-gp", seed))
     train_raw, cov = gp_windows(s.gp_train, generator=gen)
     test_raw, _ = gp_windows(s.gp_test, generator=gen)
-    val_raw, _ = gp_windows(s.gp_test, generator=gen)  # fresh exact windows for the scale
+    val_raw, _ = gp_windows(s.gp_val, generator=gen)  # fresh exact windows for the choices
     ends = [[spec.length]] * 1
     train = make_windows(list(train_raw.numpy()), spec, ends=ends * s.gp_train)
     test = make_windows(list(test_raw.numpy()), spec, ends=ends * s.gp_test)
-    val = make_windows(list(val_raw.numpy()), spec, ends=ends * s.gp_test)
+    val = make_windows(list(val_raw.numpy()), spec, ends=ends * s.gp_val)
     histories = [w[: spec.context] for w in test_raw.numpy()]
-    return spec, train, val, test, (list(train_raw.numpy()), histories, "h"), cov, test_raw
+    val_histories = [w[: spec.context] for w in val_raw.numpy()]
+    dar = (list(train_raw.numpy()), histories, None, val_histories, "h")
+    return spec, train, val, test, dar, cov, test_raw
 
 
 def gp_oracle(cov: torch.Tensor, test_raw: torch.Tensor, spec: WindowSpec, seed: int) -> dict:
@@ -207,33 +280,44 @@ def gp_oracle(cov: torch.Tensor, test_raw: torch.Tensor, spec: WindowSpec, seed:
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
-    keys = runs[0].keys()
-    return {
-        k: {
+    """Per method: the mean over training seeds of CRPS, coverage and wall times, and the
+    CRPS's standard deviation and standard error (sd / sqrt(seeds), ddof 1; 0 for one seed)."""
+    out = {}
+    for k in runs[0]:
+        crps = np.array([r[k]["crps"] for r in runs])
+        sd = float(crps.std(ddof=1)) if len(runs) > 1 else 0.0
+        out[k] = {
             m: float(np.mean([r[k][m] for r in runs]))
             for m in ("crps", "coverage80", "train_s", "forecast_s")
-        }
-        | {"crps_sd": float(np.std([r[k]["crps"] for r in runs]))}
-        for k in keys
-    }
+        } | {"crps_sd": sd, "crps_se": sd / len(runs) ** 0.5}
+    return out
+
+
+COLUMNS = ("tsdiff-q", "deepar", "seasonal-naive", "seasonal-naive+refine-most_likely",
+           "deepar+refine-most_likely", "deepar+refine-fixed")  # fmt: skip
 
 
 def markdown(record: dict) -> str:
-    cols = ["tsdiff-q", "deepar", "seasonal-naive", "seasonal-naive+refine-most_likely",
-            "deepar+refine-most_likely"]  # fmt: skip
+    """The README table: mean CRPS +- standard error over seeds (80 % coverage)."""
     lines = [
-        "| data | " + " | ".join(cols) + " | oracle |",
-        "|---" * (len(cols) + 2) + "|",
+        "| data | " + " | ".join(COLUMNS) + " | oracle |",
+        "|---" * (len(COLUMNS) + 2) + "|",
     ]
     for name, res in record["results"].items():
         mean = res["mean"]
-        cells = [f"{mean[c]['crps']:.4f} ({mean[c]['coverage80']:.2f})" for c in cols]
+        cells = [
+            f"{mean[c]['crps']:.4f} +- {mean[c]['crps_se']:.4f} ({mean[c]['coverage80']:.2f})"
+            if c in mean
+            else "-"
+            for c in COLUMNS
+        ]
         oracle = res.get("oracle")
-        lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {oracle['crps']:.4f} |"
+        tail = (
+            f" {oracle['crps']:.4f} (exact {oracle['closed_form_crps']:.4f}) |"
             if oracle
-            else f"| {name} | " + " | ".join(cells) + " | - |"
+            else " - |"
         )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |" + tail)
     return "\n".join(lines)
 
 
@@ -255,7 +339,7 @@ def write_record(results: dict, s: argparse.Namespace, wall_s: float) -> dict:
             for n in results
         }
     record = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),
         "threads": 1,
         "settings": {k: v for k, v in vars(s).items() if k not in ("out", "markdown")},
@@ -280,6 +364,7 @@ def main() -> None:
     parser.add_argument("--val-windows", type=int, default=4, help="horizons for the scale")
     parser.add_argument("--gp-train", type=int, default=2000)
     parser.add_argument("--gp-test", type=int, default=100)
+    parser.add_argument("--gp-val", type=int, default=40, help="GP validation windows")
     parser.add_argument("--only", nargs="*", help="data sets to run (default all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", action="store_true", help="print the table from --out")
@@ -288,7 +373,7 @@ def main() -> None:
         print(markdown(json.loads(s.out.read_text())))
         return
     if s.quick:
-        s.seeds, s.steps, s.deepar_epochs, s.gp_train, s.gp_test = 1, 200, 2, 300, 20
+        s.seeds, s.steps, s.deepar_epochs, s.gp_train, s.gp_test, s.gp_val = 1, 200, 2, 300, 20, 10
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     for logger in ("lightning", "lightning.pytorch", "lightning.fabric", "gluonts"):

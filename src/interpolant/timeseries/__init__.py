@@ -27,7 +27,16 @@ from .forecast import (
     tsdiff_path,
 )
 from .metrics import coverage, crps, gaussian_crps, mase, scores, weighted_quantile_loss
-from .refine import RefineResult, best_step, refine, step_losses
+from .refine import (
+    ITERATION_GRID,
+    PRIOR_SCALES,
+    RefineChoice,
+    RefineResult,
+    best_step,
+    choose_refinement,
+    refine,
+    step_losses,
+)
 from .synthesize import as_windows, linear_predictive_score, ridge_trainer, synthesize, tstr
 from .windows import (
     Windows,
@@ -38,7 +47,10 @@ from .windows import (
 )
 
 __all__ = [
+    "ITERATION_GRID",
+    "PRIOR_SCALES",
     "STATSMODELS_SERIES",
+    "RefineChoice",
     "RefineResult",
     "Ridge",
     "SeriesSet",
@@ -49,6 +61,7 @@ __all__ = [
     "ancestral",
     "as_windows",
     "best_step",
+    "choose_refinement",
     "coverage",
     "crps",
     "forecast",

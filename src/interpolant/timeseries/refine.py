@@ -33,7 +33,8 @@ HMC: leapfrog_steps + 1 per transition).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,6 +58,8 @@ class RefineResult:
     step: int
     nfe: int
     acceptance: float | None = None
+    #: iterations k -> the forecasts after the first k iterations (``snapshots`` of refine).
+    snapshots: dict[int, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,13 +182,17 @@ def refine(
     step: int | None = None,
     reference: Tensor | None = None,
     seed: int = 0,
+    snapshots: tuple[int, ...] = (),
 ) -> RefineResult:
     """Refine ``base`` forecasts (N, S, H) (series units; H = the spec's horizon) of ``windows``.
 
     ``step``: t* as a 0-based discrete step (default: :func:`best_step` on ``reference``, a
     batch of model-space windows, by default ``windows.values``). ``optimiser="hmc"``:
     ``iterations`` transitions of ``leapfrog_steps`` leapfrog steps of size ``hmc_step`` on
-    E / noise_scale^2 (see the module docstring)."""
+    E / noise_scale^2 (see the module docstring). ``snapshots``: iteration counts k (0 <= k <=
+    ``iterations``, SGD / Langevin only) whose forecasts are kept in ``RefineResult.snapshots``;
+    a run of k iterations is the first k iterations of a longer one (same eps and noise draws,
+    the plateau schedule sees the same history), so one run gives every k of a grid."""
     check_windows(model, windows)
     spec = windows.spec
     n, s_count = len(windows), base.shape[1] if base.ndim == 3 else 0
@@ -199,6 +206,11 @@ def refine(
         raise UserError(f"optimiser must be one of {OPTIMISERS}, got {optimiser!r}")
     if prior not in ("mse", "quantile"):
         raise UserError(f"prior must be 'mse' or 'quantile', got {prior!r}")
+    if any(not 0 <= k <= iterations for k in snapshots) or (snapshots and optimiser == "hmc"):
+        raise UserError(
+            f"snapshots must lie in [0, iterations={iterations}] and need the 'most_likely' or "
+            f"'mcmc' optimiser; got {list(snapshots)} with {optimiser!r}"
+        )
     if step is None:
         ref = windows.values if reference is None else reference
         step = best_step(step_losses(model, ref.float(), seed))
@@ -250,8 +262,13 @@ def refine(
     y0 = obs.clone().requires_grad_(True)
     sgd = torch.optim.SGD([y0], lr=lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(sgd)
+
+    def unscaled() -> Tensor:
+        return y0.detach()[:, spec.context :].reshape(n, s_count, spec.horizon) * scale + loc
+
+    kept = {0: unscaled()} if 0 in snapshots else {}
     with torch.enable_grad():
-        for _ in range(iterations):
+        for done in range(1, iterations + 1):
             eps = streams.normal((channels, spec.length))
             value = energy(y0, eps).sum()
             (grad,) = torch.autograd.grad(value, y0)
@@ -263,5 +280,66 @@ def refine(
                 xi = streams.normal((spec.length,))
                 with torch.no_grad():
                     y0 -= lr * grad - (2 * lr) ** 0.5 * noise_scale * xi
-    horizon = y0.detach()[:, spec.context :].reshape(n, s_count, spec.horizon)
-    return RefineResult(horizon * scale + loc, step, iterations)
+            if done in snapshots:
+                kept[done] = unscaled()
+    return RefineResult(unscaled(), step, iterations, snapshots=kept)
+
+
+#: Refinement strengths tried on validation windows: the optimiser's iterations (0 = the base
+#: forecasts unchanged) and the observation prior's weight s of eq. 10. A weak model's energy
+#: can pull good forecasts away from the truth (sunspots: DeepAR's CRPS 0.247 -> 0.286 after 20
+#: iterations at s = 1, -> 0.237 after 10 at s = 4), which only held-out windows can tell.
+ITERATION_GRID = (0, 5, 10, 20)
+PRIOR_SCALES = (1.0, 4.0, 16.0)
+
+
+@dataclass(frozen=True)
+class RefineChoice:
+    """The refinement strength chosen on validation windows and the CRPS of every candidate
+    (keys ``"s=PRIOR,k=ITERATIONS"``)."""
+
+    prior_scale: float
+    iterations: int
+    validation_crps: dict[str, float]
+
+
+def choose_refinement(
+    model: Model,
+    val: Windows,
+    base_val: Tensor,
+    *,
+    optimiser: str = "most_likely",
+    iterations: tuple[int, ...] = ITERATION_GRID,
+    prior_scales: tuple[float, ...] = PRIOR_SCALES,
+    seed: int = 0,
+    **options: Any,
+) -> RefineChoice:
+    """The refinement strength for a base forecaster, chosen on validation windows ``val``
+    (never the test windows): the (prior weight, iteration count) of ``prior_scales`` x
+    ``iterations`` whose refined forecasts of ``base_val`` (N, S, H: the base forecaster's
+    samples for ``val``, made without seeing their horizons) have the lowest CRPS; ties go to
+    fewer iterations, then the smaller weight, and every weight's k = 0 is the base itself.
+    One run of max(iterations) per weight gives every count (``snapshots``). ``options`` go to
+    :func:`refine` (``step``, ``reference``, ``lr``, ...)."""
+    from .metrics import scores
+
+    if not iterations or any(k < 0 for k in iterations) or not prior_scales:
+        raise UserError(
+            f"the refinement grid needs iteration counts >= 0 and at least one prior weight, "
+            f"got {list(iterations)} and {list(prior_scales)}"
+        )
+    counts = tuple(sorted(set(iterations)))
+    y, mask = val.horizon(), val.horizon_observed().double()
+    table: dict[str, float] = {}
+    candidates: list[tuple[float, int, float]] = []
+    for weight in sorted(set(prior_scales)):
+        run = refine(
+            model, val, base_val, optimiser=optimiser, iterations=max(counts), snapshots=counts,
+            prior_scale=weight, seed=seed, **options,
+        )  # fmt: skip
+        for k in counts:
+            value = scores(run.snapshots[k].double(), y, mask)["crps"]
+            table[f"s={weight:g},k={k}"] = value
+            candidates.append((value, k, weight))
+    _, best_k, best_weight = min(candidates)
+    return RefineChoice(best_weight, best_k, table)
