@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -168,7 +168,7 @@ def trained_rows(
         return
     ar = load_text_run(ar_dir).model
     add("trained: autoregressive", length, sample_autoregressive(ar, n, length, seed=seed))
-    energy = AREnergy(torch.no_grad()(lambda x: ar.log_prob(x)))
+    energy = AREnergy(torch.no_grad()(lambda x: cast(Any, ar).log_prob(x)))
     for t in steps:
         out = ours(denoiser, canvas, vocab, seed, method=EDLM(energy, n_proposals=4), steps=t)
         add("trained: EDLM-AR (K=4)", t, out)
@@ -392,9 +392,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="mask vs AR at equal training time per task (issue 21)")  # fmt: skip
     parser.add_argument("--chunks", type=int, default=4,
                         help="--training: alternate the two runs in this many slices")  # fmt: skip
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="--training: keep the trained runs in this folder (default: a "
+                        "temporary one), e.g. for --run / --ar-run")  # fmt: skip
     args = parser.parse_args(argv)
     if args.training is not None:
-        return training_main(args.training, args.chunks)
+        return training_main(args.training, args.chunks, args.keep)
     if args.markdown:
         saved = json.loads(args.out.read_text())
         print(markdown(saved))
@@ -430,8 +433,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return record
 
 
-def training_main(budget_s: float, chunks: int = 4) -> dict[str, Any]:
-    """``--training``: run, save JSON and the PNG, print the summary."""
+def training_main(budget_s: float, chunks: int = 4, keep: Path | None = None) -> dict[str, Any]:
+    """``--training``: run, save JSON and the PNG, print the summary (``keep``: the folder
+    the runs stay in; default a temporary one)."""
+    import contextlib
     import tempfile
 
     torch.set_num_threads(1)
@@ -440,7 +445,10 @@ def training_main(budget_s: float, chunks: int = 4) -> dict[str, Any]:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)
 
-    with tempfile.TemporaryDirectory() as root:
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise SystemExit(f"--keep {keep} is not empty (runs there would be resumed)")
+    folder = contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory()
+    with folder as root:
         results = training(budget_s, Path(root), log, chunks)
     record = {
         "benchmark": "text-training",
