@@ -59,7 +59,14 @@ def edm_denoiser(gmm: GaussianMixture, x: Tensor, sigma: float) -> Tensor:
 
 class Problem:
     """One oracle, one set of draws (``n`` standard normals from ``seed``), and a cache of exact
-    ODE solutions from them."""
+    ODE solutions from them.
+
+    Every sampler reaches the model through :meth:`model_on` (ours, the references) or
+    :meth:`denoise` (the peers), so a subclass with another model (``sampler_trained.py``: a
+    trained network) reuses the peer runners and the references unchanged."""
+
+    #: Reference tolerances (a trained network's field is rougher: it may use looser ones).
+    rtol = RTOL
 
     def __init__(self, name: str, n: int, seed: int) -> None:
         self.name, self.gmm, self.seed = name, ORACLES[name](), seed
@@ -68,13 +75,25 @@ class Problem:
         self._refs: dict[Any, Tensor] = {}
         self.reference_seconds = 0.0
 
+    def model_on(self, path: Any) -> ip.Model:
+        """The model on ``path`` (here the oracle's exact denoiser)."""
+        return oracle_model(self.gmm, path)
+
+    def denoise(self, x: Tensor, sigma: float) -> Tensor:
+        """E[x0 | x0 + sigma n = x] in float64 (the peers' denoiser at EDM noise level sigma)."""
+        return edm_denoiser(self.gmm, x, sigma)
+
+    def score(self, x: Tensor, ref: Tensor) -> dict[str, Any]:
+        """The scores of samples ``x`` against the exact ones (a subclass may add its own)."""
+        return error_stats(x, ref)
+
     def path_reference(self, path_name: str) -> Tensor:
         """Exact endpoint from x = sigma(1) z on one of our paths (k-diffusion's: EDM)."""
         key = ("path", path_name)
         if key not in self._refs:
             start = time.perf_counter()
-            model = oracle_model(self.gmm, PATHS[path_name]())
-            self._refs[key] = reference_sample(model, self.z, rtol=RTOL, atol=RTOL)
+            model = self.model_on(PATHS[path_name]())
+            self._refs[key] = reference_sample(model, self.z, rtol=self.rtol, atol=self.rtol)
             self.reference_seconds += time.perf_counter() - start
         return self._refs[key]
 
@@ -84,9 +103,9 @@ class Problem:
         key = ("vp", float(f"{sigma_start:.7g}"), float(f"{sigma_end:.7g}"))
         if key not in self._refs:
             start = time.perf_counter()
-            field, theta_max, _ = angle_field(oracle_model(self.gmm, EDM(sigma_start)), 1.0)
+            field, theta_max, _ = angle_field(self.model_on(EDM(sigma_start)), 1.0)
             self._refs[key] = odeint_dopri5(
-                field, self.z, theta_max, math.atan(sigma_end), rtol=RTOL, atol=RTOL
+                field, self.z, theta_max, math.atan(sigma_end), rtol=self.rtol, atol=self.rtol
             )[0]
             self.reference_seconds += time.perf_counter() - start
         return self._refs[key]
@@ -131,7 +150,7 @@ def _drive_scheduler(problem: Problem, scheduler: Any, dtype: torch.dtype) -> tu
     for i, t in enumerate(scheduler.timesteps):
         s = sigma_at(i, t)
         x_edm = scheduler.scale_model_input(x, t).to(torch.float64) * math.sqrt(1.0 + s * s)
-        eps = (x_edm - edm_denoiser(problem.gmm, x_edm, s)) / s
+        eps = (x_edm - problem.denoise(x_edm, s)) / s
         x = scheduler.step(eps.to(dtype), t, x).prev_sample
     if not bool(torch.isfinite(x).all()):
         raise FloatingPointError("non-finite sample")
@@ -178,7 +197,7 @@ def run_diffusers(
         sigma_end = math.sqrt((1 - a0) / a0)
     x_vp = x.to(torch.float64) / (math.sqrt(1.0 + sigma_end**2) if cls_name in UNSCALED else 1.0)
     out = {
-        **error_stats(x_vp, problem.vp_reference(sigma_start, sigma_end)),
+        **problem.score(x_vp, problem.vp_reference(sigma_start, sigma_end)),
         "nfe": len(scheduler.timesteps),
         "dtype": str(dtype).replace("torch.", ""),
         "sigma_start": sigma_start,
@@ -189,7 +208,7 @@ def run_diffusers(
     if sigma_end > 0:
         # Scored by the smaller of its errors at its own end and at the data (generous).
         out["rmse_at_own_end"] = out["rmse"]
-        to_data = error_stats(x_vp, problem.vp_reference(sigma_start, 0.0))
+        to_data = problem.score(x_vp, problem.vp_reference(sigma_start, 0.0))
         out["rmse_to_data"] = to_data["rmse"]
         if to_data["rmse"] < out["rmse"]:
             out.update(to_data)
@@ -220,12 +239,12 @@ def run_k_diffusion(
     def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
         nonlocal calls
         calls += 1
-        return edm_denoiser(problem.gmm, x, float(sigma[0]))
+        return problem.denoise(x, float(sigma[0]))
 
     x = getattr(sampling, f"sample_{name}")(
         denoiser, problem.z * 80.0, sigmas, disable=True, **options
     )
-    return {**error_stats(x, problem.path_reference("edm")), "nfe": calls}
+    return {**problem.score(x, problem.path_reference("edm")), "nfe": calls}
 
 
 def peer_configs() -> dict[str, tuple[Any, ...]]:

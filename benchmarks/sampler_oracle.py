@@ -19,7 +19,8 @@ exact ODE from that start, to the run's own last noise level (0 for all but diff
 PLMS without set_alpha_to_one, whose last is 0.0100: scored by the smaller of its errors there
 and at the data).
 
-Protocol. Two draw sets per oracle: selection draws (seed 2, 256) on which every configuration runs,
+Protocol. Two draw sets per oracle: selection draws (seed 2, 512; the issue's protocol - the saved
+record of 2026-12-07 used 256) on which every configuration runs,
 and evaluation draws (seed 0, 4096 by default) on which only the chosen configurations run, so
 that picking the best of ~200 configurations is not itself fitted to the draws reported:
 
@@ -70,7 +71,6 @@ from _sampler_peers import (
     PEER_DEFAULTS,
     RTOL,
     Problem,
-    error_stats,
     oracle_model,
     peer_configs,
     versions,
@@ -107,6 +107,8 @@ OUR_SOLVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lms", {}),
     ("ipndm", {}),
     ("plms", {}),
+    ("res_multistep", {}),
+    ("gradient_estimation", {}),
 )
 QUICK_SOLVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dpmpp_2m", {}),
@@ -136,7 +138,7 @@ def parse_key(key: str) -> tuple[str, dict[str, Any], str, str]:
 def run_ours(problem: Problem, key: str, nfe: int) -> dict[str, Any]:
     """One of our fixed configurations ("solver opts | grid | path"), or "default | - | path"."""
     solver, options, grid, path_name = parse_key(key)
-    model = oracle_model(problem.gmm, PATHS[path_name]())
+    model = problem.model_on(PATHS[path_name]())
     try:
         if solver == "default":
             result = ip.sample(model, problem.z, nfe=nfe)
@@ -145,7 +147,7 @@ def run_ours(problem: Problem, key: str, nfe: int) -> dict[str, Any]:
             result = ip.sample(model, problem.z, spec, solver_dtype="float64")
     except ip.UserError as err:  # a budget below a multistep solver's order
         return {"error": str(err)[:200]}
-    return {**error_stats(result.x, problem.path_reference(path_name)), "nfe": result.nfe}
+    return {**problem.score(result.x, problem.path_reference(path_name)), "nfe": result.nfe}
 
 
 def run_peer(problem: Problem, key: str, nfe: int) -> dict[str, Any]:
@@ -439,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few draws, configs and budgets")
     parser.add_argument("--samples", type=int, default=None, help="evaluation draws (4096)")
-    parser.add_argument("--selection", type=int, default=None, help="selection draws (256)")
+    parser.add_argument("--selection", type=int, default=None, help="selection draws (512)")
     parser.add_argument("--nfe", type=int, nargs="+", default=None)
     parser.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=list(ORACLES))
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return saved
     torch.set_num_threads(1)
     n_eval = args.samples or (256 if args.quick else 4096)
-    n_sel = args.selection or (128 if args.quick else 256)
+    n_sel = args.selection or (128 if args.quick else 512)
     nfes = tuple(args.nfe or (HEADLINE_NFES if args.quick else NFES))
     start = time.perf_counter()
 
