@@ -37,6 +37,7 @@ def test_lookup_examples_and_errors():
     assert peer_sampler("DDPMScheduler", steps=10).solver.eta == 1.0
     assert peer_sampler("LMS", nfe=10).solver.name == "lms"
     assert peer_sampler("PNDMScheduler", nfe=19).steps_used() == 10
+    assert peer_sampler("ipndm_v", nfe=10).solver.name == "ipndm_v"
     with pytest.raises(UserError, match="'er_sde' is not implemented here yet"):
         peer_sampler("er_sde", nfe=10)
     with pytest.raises(UserError, match="unknown peer sampler name 'Eulr'"):
@@ -47,4 +48,4 @@ def test_info_samplers_prints_the_table(capsys):
     assert main(["info", "--samplers"]) == 0
     out = capsys.readouterr().out
     assert "Euler a" in out and "euler_ancestral, grid karras" in out
-    assert "not implemented yet" in out and "use_beta_sigmas -> beta" in out
+    assert "heunpp2" in out and "not implemented yet" in out and "use_beta_sigmas -> beta" in out

@@ -6,6 +6,8 @@ from . import (  # noqa: F401  (register the solvers)
     dpm,
     dpm_sde,
     gradient_estimation,
+    heunpp,
+    ipndm_v,
     kdpm,
     lcm,
     lml,

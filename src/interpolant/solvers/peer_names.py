@@ -37,6 +37,10 @@ _PLMS_NOTE = "the first step is Heun's (diffusers' skip_prk_steps): steps + 1 ev
 _GPU_NOTE = "the Brownian path is ours on every device (ComfyUI's _gpu draws it on the GPU)"
 _2M_SDE_HEUN = {"name": "dpmpp_2m_sde", "solver_type": "heun"}
 _DEIS_COMFY_NOTE = "ComfyUI's deis runs order 3 in the log-rho basis, as ours"
+_IPNDM_V_NOTE = (
+    "exact variable-step Adams-Bashforth weights (ComfyUI's converge with order 2); "
+    "weights='comfyui' runs theirs"
+)
 
 
 def _entries() -> list[PeerName]:
@@ -90,7 +94,9 @@ def _entries() -> list[PeerName]:
     add("comfyui", "res_multistep", "res_multistep")
     add("comfyui", "res_multistep_ancestral", {"name": "res_multistep", "eta": 1.0})
     add("comfyui", "gradient_estimation", "gradient_estimation")
-    for name in ("ipndm_v", "heunpp2", "er_sde", "seeds_2", "seeds_3", "euler_cfg_pp"):
+    add("comfyui", "ipndm_v", "ipndm_v", None, _IPNDM_V_NOTE)
+    add("comfyui", "heunpp2", "heunpp2")
+    for name in ("er_sde", "seeds_2", "seeds_3", "euler_cfg_pp", "dpmpp_2m_cfg_pp"):
         add("comfyui", name, None, None, "not implemented here yet")
     add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
     add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
