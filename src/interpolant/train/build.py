@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..randomness import derive_seed
 from .config import NETWORK_FIELDS, TrainConfig, as_config
-from .structures import Standard, _standard_objective, structure_of
+from .structures import Standard, structure_of
 from .trainer import CheckpointFn, Objective, SampleFn, StepHook, Trainer
 
 
@@ -38,42 +38,24 @@ def build_network(config: TrainConfig) -> nn.Module:
     builds the same network.
     """
     from ..models import build_model
-    from ..paths import from_config as path_from_config
-    from ..predictions import Model, Preconditioned
 
-    spec = dict(config.model)
-    if "name" not in spec:
-        raise UserError(f"config.model needs a 'name' (a registered backbone), got {spec}")
+    if "name" not in config.model:
+        raise UserError(f"config.model needs a 'name' (a registered backbone), got {config.model}")
     structure = structure_of(config)
-    if not isinstance(structure, Standard):
-        if config.precondition is not None or config.lora is not None:
-            raise UserError(
-                f"train.objective.name={structure.name} takes no precondition or lora "
-                "(they wrap the standard Model)"
-            )
+    if not isinstance(structure, Standard) and (
+        config.precondition is not None or config.lora is not None
+    ):
+        raise UserError(
+            f"train.objective.name={structure.name} takes no precondition or lora "
+            "(they wrap the standard Model)"
+        )
 
-        def backbone(values: dict[str, Any]) -> nn.Module:
-            values = dict(values)
-            torch.manual_seed(derive_seed("init", config.seed))
-            return build_model(values.pop("name"), **values)
+    def backbone(values: dict[str, Any]) -> nn.Module:
+        values = dict(values)
+        torch.manual_seed(derive_seed("init", config.seed))
+        return build_model(values.pop("name"), **values)
 
-        return structure.network(config, backbone)
-    path = path_from_config(config.path)
-    torch.manual_seed(derive_seed("init", config.seed))
-    net: nn.Module = build_model(spec.pop("name"), **spec)
-    if config.precondition is not None:
-        if config.predicts != "x0":
-            raise UserError(
-                f"precondition wraps an x0 (denoiser) network; config.predicts is "
-                f"{config.predicts!r}, set it to 'x0'"
-            )
-        net = Preconditioned(net, path, sigma_data=config.precondition)
-    model = Model(net, path, predicts=config.predicts)
-    if config.lora is not None:  # the adapters' layout; train() loads the base weights
-        from .lora import add_lora, lora_options
-
-        add_lora(model, lora_options(config.lora).replace(base=None))
-    return model
+    return structure.network(config, backbone)  # type: ignore[no-any-return]
 
 
 def build_objective(config: TrainConfig, path: Any, model: nn.Module | None = None) -> Objective:
@@ -81,11 +63,9 @@ def build_objective(config: TrainConfig, path: Any, model: nn.Module | None = No
     **config.objective)`` (target, time, weight; ``time`` and ``weight`` may be names or JSON
     mappings ``{"name": ..., **options}``); other structures build theirs for ``model``."""
     structure = structure_of(config)
-    if isinstance(structure, Standard):
-        return _standard_objective(config, path)  # type: ignore[no-any-return]
-    if model is None:
+    if model is None and not isinstance(structure, Standard):
         raise UserError(f"the {structure.name} objective is built for its model: pass model=")
-    return structure.objective(config, model)  # type: ignore[no-any-return]
+    return structure.objective(config, model, path)  # type: ignore[no-any-return]
 
 
 def train(

@@ -74,12 +74,32 @@ class Structure(Configurable):
         return config.replace(model=fit(config.model, shape, classes))
 
     def network(self, config: TrainConfig, backbone: Callable[[dict[str, Any]], nn.Module]):
-        """The trained module (an :class:`~interpolant.predictions.Model`)."""
-        raise NotImplementedError
+        """The trained module: here the standard ``Model(backbone, path, predicts)``, with EDM
+        preconditioning when ``config.precondition`` (sigma_data) is set and the LoRA
+        adapters' layout when ``config.lora`` is; other structures build their own."""
+        from ..paths import from_config as path_from_config
+        from ..predictions import Model, Preconditioned
 
-    def objective(self, config: TrainConfig, model: nn.Module) -> Any:
-        """The loss the trainer minimises."""
-        raise NotImplementedError
+        path = path_from_config(config.path)
+        net = backbone(dict(config.model))
+        if config.precondition is not None:
+            if config.predicts != "x0":
+                raise UserError(
+                    f"precondition wraps an x0 (denoiser) network; config.predicts is "
+                    f"{config.predicts!r}, set it to 'x0'"
+                )
+            net = Preconditioned(net, path, sigma_data=config.precondition)
+        model = Model(net, path, predicts=config.predicts)
+        if config.lora is not None:  # the adapters' layout; train() loads the base weights
+            from .lora import add_lora, lora_options
+
+            add_lora(model, lora_options(config.lora).replace(base=None))
+        return model
+
+    def objective(self, config: TrainConfig, model: nn.Module | None, path: Any) -> Any:
+        """The loss the trainer minimises: here ``losses.Objective(path, **config.objective)``;
+        other structures build theirs for ``model``."""
+        return _standard_objective(config, path)
 
     def conditioning(
         self, config: TrainConfig, model: nn.Module, data: Tensor
@@ -172,7 +192,7 @@ class MultiTask(Structure):
         joint = JointModel(net, {config.cond_key: (s.num_classes, "label")}, tuple(s.shape))
         return MultiTaskModel(joint, s.process(), s.clip)
 
-    def objective(self, config: TrainConfig, model: nn.Module) -> Any:
+    def objective(self, config: TrainConfig, model: nn.Module | None, path: Any) -> Any:
         from ..multitask import MTDiffusionObjective
 
         process = model.process if isinstance(model, MultiTaskModel) else self.process()
@@ -255,11 +275,11 @@ class DiffuseVAEStructure(Structure):
         path = path_from_config(config.path)
         return DiffuseVAEModel(net, path, config.predicts, vae, s.form)
 
-    def objective(self, config: TrainConfig, model: nn.Module) -> Any:
+    def objective(self, config: TrainConfig, model: nn.Module | None, path: Any) -> Any:
         from ..diffusevae import ShiftedMean
 
-        objective = _standard_objective(config, model.path)  # type: ignore[arg-type]
-        return ShiftedMean(model.path).objective(objective) if self.form == "form2" else objective  # type: ignore[arg-type]
+        objective = _standard_objective(config, path)
+        return ShiftedMean(path).objective(objective) if self.form == "form2" else objective
 
     def conditioning(self, config: TrainConfig, model: nn.Module, data: Tensor):
         """Stage 1: train the VAE (or read it from ``run_dir/vae/``), freeze it in the model;
