@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, MissingFileError, UserError
+from ..errors import UserError
 
 
 def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
@@ -65,27 +65,21 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 def load_vae_encoder(folder: Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """``encode(x) -> latents`` of the diffusers AutoencoderKL saved in ``folder`` (posterior
-    mean times ``scaling_factor``), and its description for the manifest."""
-    if not (folder / "config.json").is_file():
-        raise MissingFileError(
-            f"--encoder {folder}: expected a diffusers AutoencoderKL folder (config.json and "
-            "weights, as written by save_pretrained); nothing is downloaded"
-        )
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise MissingDependencyError("--encoder needs diffusers: pip install diffusers") from None
+    mean times ``scaling_factor``, as training's ``train.encoder``), and its description for
+    the manifest."""
     import torch
 
-    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True).to(device).eval()
-    scale = float(getattr(vae.config, "scaling_factor", 1.0))
+    from ..train.latents import vae_codec
+
+    codec = vae_codec(folder, device, key="--encoder")
 
     @torch.no_grad()
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return vae.encode(x.to(device)).latent_dist.mode() * scale
+        return codec.encode(x)
 
     encode.__name__ = "AutoencoderKL"
-    return encode, {"kind": "diffusers.AutoencoderKL", "folder": str(folder), "scale": scale}
+    info = {"kind": "diffusers.AutoencoderKL", "folder": str(folder), "scale": codec.scale}
+    return encode, info
 
 
 def cmd_pack(args: argparse.Namespace) -> int:

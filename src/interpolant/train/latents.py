@@ -40,6 +40,7 @@ class Codec:
     decode: Callable[[Tensor], Tensor] | None
     name: str
     spec: str
+    scale: float | None = None
 
     def decode_all(self, z: Tensor, batch: int = DECODE_BATCH) -> Tensor:
         """``decode`` over ``z`` in batches, under ``no_grad``, as float32 on the CPU."""
@@ -53,19 +54,22 @@ class Codec:
         return torch.cat(parts) if parts else z
 
 
-def vae_codec(folder: str | Path, device: str | torch.device = "cpu") -> Codec:
-    """The :class:`Codec` of the diffusers AutoencoderKL saved in ``folder``."""
+def vae_codec(
+    folder: str | Path, device: str | torch.device = "cpu", key: str = "train.encoder"
+) -> Codec:
+    """The :class:`Codec` of the diffusers AutoencoderKL saved in ``folder``; ``key`` is the
+    option that named it (for the error messages). ``codec.scale`` is its ``scaling_factor``."""
     root = Path(folder)
     if not (root / "config.json").is_file():
         raise MissingFileError(
-            f"train.encoder={str(root)!r}: expected a diffusers AutoencoderKL folder (config.json "
-            "and weights, as written by save_pretrained) or 'module:object'; nothing is downloaded"
+            f"{key}={str(root)!r}: expected a diffusers AutoencoderKL folder (config.json and "
+            "weights, as written by save_pretrained) or 'module:object'; nothing is downloaded"
         )
     try:
         from diffusers import AutoencoderKL
     except ImportError:
         raise MissingDependencyError(
-            "train.encoder with an AutoencoderKL folder needs diffusers: pip install diffusers"
+            f"{key} with an AutoencoderKL folder needs diffusers: pip install diffusers"
         ) from None
     vae = AutoencoderKL.from_pretrained(str(root), local_files_only=True).to(device).eval()
     vae.requires_grad_(False)
@@ -77,7 +81,7 @@ def vae_codec(folder: str | Path, device: str | torch.device = "cpu") -> Codec:
     def decode(z: Tensor) -> Tensor:
         return vae.decode(z.to(device) / scale).sample
 
-    return Codec(encode, decode, "AutoencoderKL", str(root))
+    return Codec(encode, decode, "AutoencoderKL", str(root), scale)
 
 
 def _import(spec: str) -> Any:
