@@ -214,6 +214,7 @@ def test_info_lists_the_registries(capsys):
         "dit-s2",
         "multitask",
         "diffusevae",
+        "forward-digits",
         "series-co2",
         "series-elnino",
         "series-sunspots",

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 TINY = {
     "multitask": [
         "train.model.width=16", "train.model.depth=1", "train.objective.diffusion_steps=10",
-        "train.batch_size=16",
+        "train.batch_size=16", "sample.nfe=10",
     ],
     "diffusevae": [
         "train.model.model_channels=4", "train.objective.vae_steps=3",
@@ -46,6 +46,8 @@ def test_structure_trains_resumes_bitwise_and_samples(tmp_path, preset):
     if preset == "multitask":  # images and labels generated jointly, one evaluation per step
         assert out.labels is not None and out.labels.shape == (12,)
         assert out.meta["nfe_spent"] == 10
+        strided = api.sample(tmp_path / "a", n=12, batch_size=5, nfe=4)  # sample.nfe honoured
+        assert strided.meta["nfe_spent"] == 4 and torch.isfinite(strided.x).all()
     else:  # the frozen VAE is part of the checkpoint and was not trained by the refiner
         assert (tmp_path / "a" / "vae" / "vae.safetensors").is_file()
         assert out.meta["nfe_spent"] == 3

@@ -193,7 +193,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "log_every": 50,
             "checkpoint_every": 500,
         },
-        "sample": {"n": 1000},
+        # The ancestral sampler's full chain (sample.nfe=N < 200 strides it, DDIM-style).
+        "sample": {"nfe": 200, "n": 1000},
         "eval": {"metrics": ["auto"]},
     },
     "diffusevae": {
@@ -222,6 +223,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "sample": {"solver": "ddim", "nfe": 10, "grid": "uniform", "n": 1000},
         "eval": {"metrics": ["auto"]},
+    },
+    "forward-digits": {
+        "description": "observation-space diffusion (seed 20) on 8x8 digits: the loss sees only "
+        "masked views (halves, quadrant complements); interpolant sample completes the top "
+        "halves of training digits and returns the whole digit; DDIM in 50 steps",
+        "data": {"name": "digits"},
+        "train": {
+            "model": {"name": "masked-view", "width": 256, "depth": 3},
+            "path": {"name": "vp"},
+            "objective": {
+                "name": "forward",
+                "views": "digits",
+                "context_view": 0,
+                "target_view": 1,
+            },
+            "run_dir": "runs/forward-digits",
+            "steps": 1200,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "lr_schedule": "cosine",
+            "ema_halflife_kimg": 20.0,
+            "log_every": 50,
+            "checkpoint_every": 400,
+        },
+        "sample": {"solver": "ddim", "nfe": 50, "grid": "uniform", "n": 1000},
     },
     "series-co2": _series("co2", 12, "Mauna Loa CO2 (statsmodels, monthly)"),
     "series-elnino": _series("elnino", 12, "Nino 1+2 sea-surface temperature (monthly)"),

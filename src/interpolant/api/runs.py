@@ -260,7 +260,7 @@ def _training_sampler(
         # Plain sampling for the progress pictures (plug-ins such as teleport would refit).
         plain = without_plugins(cfg.sample)
         settings = replace(plain, n=min(cfg.sample.n, 100), batch_size=100)
-        drawn = draw_samples(model, shape, settings, _classes_of(cfg.train))
+        drawn = draw_samples(model, shape, settings, _classes_of(cfg.train), data=reference)
         x = drawn.x if codec is None or codec.decode is None else codec.decode_all(drawn.x)
         out = Samples(x, drawn.labels, {"step": step, "data": data.info.to_dict()})
         plot_samples(out, run_dir / "samples" / f"step-{step:08d}.png", reference)
@@ -407,9 +407,14 @@ def draw_samples(
     cached in ``calibration_cache = (folder, tag naming the checkpoint)``."""
     device = next(model.parameters()).device
     n = settings.n
-    if draws_itself(model):  # multitask, diffusevae: the structure's own sampler
+    if draws_itself(model):  # multitask, diffusevae, forward: the structure's own sampler
         own = model.draw(  # type: ignore[operator]
-            n, settings.seed, settings.batch_size, sampler=sampler_of(settings), progress=progress
+            n,
+            settings.seed,
+            settings.batch_size,
+            sampler=sampler_of(settings),
+            progress=progress,
+            data=data,  # the forward structure completes the training examples' contexts
         )
         return Drawn(own.x, own.labels, None, own.nfe)
     calibration = None

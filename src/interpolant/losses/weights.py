@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..configurable import Configurable, Registry, number, option
+from ..configurable import Configurable, Registry, number, one_of, option
 from ..errors import UserError, WrongTypeError
 from ..paths import GaussianPath
 from ..predictions import check_kind, convert, edm_loss_weight
@@ -207,7 +207,9 @@ class CallableWeight(Weighting):
 
 @dataclass(frozen=True)
 class UncertaintyWeight(Weighting):
-    """ANT-UW: learned per-task uncertainties on ``groups`` equal t intervals (see the module).
+    """ANT-UW: learned per-task uncertainties on ``groups`` t intervals (see the module): equal
+    intervals (``grouping="uniform"``) or ANT's SNR clustering (``"snr"``: exact 1-D k-means of
+    the path's log-SNR, :func:`~interpolant.losses.task_groups.snr_task_edges`).
 
     ``log_variance`` (a float32 parameter of shape (groups,), zero at the start, i.e. sigma = 1)
     is not an option: it is learned, returned by :meth:`named_parameters` and checkpointed by
@@ -220,6 +222,11 @@ class UncertaintyWeight(Weighting):
     )
     base: Weighting = option(
         default_factory=UniformWeight, help="the weighting of each task's loss under its sigma"
+    )
+    grouping: str = option(
+        "uniform",
+        help="uniform (equal t intervals) or snr (k-means of the path's log-SNR, ANT's)",
+        check=one_of("uniform", "snr"),
     )
 
     def __post_init__(self) -> None:
@@ -241,19 +248,38 @@ class UncertaintyWeight(Weighting):
         param: nn.Parameter = self.__dict__["_learned_log_variance"]
         return param
 
-    def task_of(self, t: Tensor) -> Tensor:
-        """The task of each t in [0, 1]: min(floor(t groups), groups - 1)."""
-        return (t.double().clamp(0, 1) * self.groups).long().clamp(max=self.groups - 1)
+    def task_of(self, t: Tensor, path: GaussianPath | None = None) -> Tensor:
+        """The task of each t in [0, 1]: min(floor(t groups), groups - 1) for uniform groups;
+        for snr groups the interval of the path's SNR clusters holding t."""
+        if self.grouping == "uniform":
+            return (t.double().clamp(0, 1) * self.groups).long().clamp(max=self.groups - 1)
+        from .task_groups import task_of_edges
 
-    def _log_variance(self, t: Tensor) -> Tensor:
-        return self.log_variance.to(t.device)[self.task_of(t).to(t.device)]
+        return task_of_edges(t, self.edges(path))
+
+    def edges(self, path: GaussianPath | None) -> Tensor:
+        """The t boundaries (groups - 1,) of the tasks on ``path`` (computed once per path)."""
+        if self.grouping == "uniform":
+            return torch.arange(1, self.groups, dtype=torch.float64) / self.groups
+        if path is None:
+            raise UserError("ant-uw with grouping=snr needs the path (its log-SNR) to group t")
+        cached = self.__dict__.get("_edges")
+        if cached is None or cached[0] is not path:
+            from .task_groups import snr_task_edges
+
+            cached = (path, snr_task_edges(path, int(self.groups)))
+            self.__dict__["_edges"] = cached
+        return cached[1]
+
+    def _log_variance(self, t: Tensor, path: GaussianPath) -> Tensor:
+        return self.log_variance.to(t.device)[self.task_of(t, path).to(t.device)]
 
     def __call__(self, path: GaussianPath, t: Tensor, target: str) -> Tensor:
         base = self.base(path, t, target)
-        return base * torch.exp(-self._log_variance(t).to(torch.float64)) / 2
+        return base * torch.exp(-self._log_variance(t, path).to(torch.float64)) / 2
 
     def offset(self, path: GaussianPath, t: Tensor) -> Tensor:
-        return self._log_variance(t).to(torch.float64) / 2  # log sigma_g
+        return self._log_variance(t, path).to(torch.float64) / 2  # log sigma_g
 
     def task_weights(self) -> Tensor:
         """The current per-task factors 1 / (2 sigma_g^2) (float64, detached)."""

@@ -18,6 +18,7 @@ is z_0 and the labels' argmax at s = 1.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from ..errors import UserError, WrongTypeError
 from ..losses.multitask import MultiTaskObjective
 from ..randomness import Streams
-from .process import AggregatedProcess
+from .process import AggregatedProcess, strided_steps
 
 
 class JointModel(nn.Module):
@@ -201,12 +202,17 @@ def sample_joint(
     batch_size: int = 500,
     clip: tuple[float, float] | None = (-1.0, 1.0),
     progress: bool = False,
+    nfe: int | None = None,
 ) -> JointSample:
     """Generate ``n`` (image, labels) pairs jointly (ancestral sampling, module docstring).
 
     Sample i's draws come from its own stream (``Streams(seed, index[i], "mt-diffusion")``), so
     it does not depend on the batch size. ``clip``: the data range z0_hat is clipped to (DDPM's
-    practice; None keeps it unclipped). One network evaluation per step and sample: nfe = T.
+    practice; None keeps it unclipped). ``nfe``: network evaluations per sample (default T): the
+    chain's steps visited, the uniform subsequence of
+    :func:`~interpolant.multitask.process.strided_steps`, each an ancestral step of the strided
+    posterior (DDIM's stride with DDPM's variance; nfe = T is the full chain). The returned
+    ``nfe`` is the total over the ``n`` samples.
     """
     if not isinstance(model, JointModel):
         raise WrongTypeError(f"sample_joint needs a JointModel, got {type(model).__name__}")
@@ -221,23 +227,24 @@ def sample_joint(
     xs: list[Tensor] = []
     ids: dict[str, list[Tensor]] = {k: [] for k in model.heads}
     probs: dict[str, list[Tensor]] = {k: [] for k in model.heads}
+    visited = strided_steps(process.steps, nfe)
     chunks = list(range(0, n, batch_size))
-    bar = tqdm(total=len(chunks) * process.steps, desc="mt-diffusion", disable=not progress)
+    bar = tqdm(total=len(chunks) * (len(visited) - 1), desc="mt-diffusion", disable=not progress)
     for start in chunks:
         rows = index[start : start + batch_size]
         streams = Streams(seed, rows.numpy(), "mt-diffusion")
         z = streams.normal(model.shape, dtype=param.dtype, device=param.device)
         outputs: dict[str, Tensor] = {}
-        for s_int in range(process.steps, 0, -1):
+        for s_int, prev in itertools.pairwise(visited):
             s = torch.full((rows.numel(),), s_int, dtype=torch.long)
             outputs = model(z, process.time(s).to(param.device, param.dtype))
             e_hat = model.expected_embedding(outputs).to(z.dtype)
             z0_hat = process.z0_from_eps(z, e_hat, outputs[model.eps_head], s)
             if clip is not None:
                 z0_hat = z0_hat.clamp(*clip)
-            mean, var = process.posterior(z, z0_hat, e_hat, s)
+            mean, var = process.posterior(z, z0_hat, e_hat, s, torch.full_like(s, prev))
             noise = streams.normal(model.shape, dtype=z.dtype, device=z.device)
-            z = mean + var.sqrt() * noise  # var = 0 at s = 1
+            z = mean + var.sqrt() * noise  # var = 0 at the last step (to s = 0)
             bar.update(1)
         xs.append(z.cpu())
         for key, head in model.heads.items():
@@ -250,7 +257,7 @@ def sample_joint(
         torch.cat(xs),
         {k: torch.cat(v) for k, v in ids.items()},
         {k: torch.cat(v) for k, v in probs.items()},
-        nfe=process.steps * n,
+        nfe=(len(visited) - 1) * n,
     )
 
 

@@ -123,7 +123,12 @@ class AggregatedProcess:
         s = torch.as_tensor(s, dtype=torch.long)
         if bool((s < 0).any()) or bool((s > self.steps).any()):
             raise UserError(f"steps must lie in 0..{self.steps}, got {s.min()}..{s.max()}")
-        value = table[s.cpu()].to(device=like.device, dtype=like.dtype)
+        return self._shaped(table[s.cpu()], like)
+
+    @staticmethod
+    def _shaped(value: Tensor, like: Tensor) -> Tensor:
+        """Per-sample float64 ``value`` (B,) in ``like``'s dtype, broadcast over (B, ...)."""
+        value = value.to(device=like.device, dtype=like.dtype)
         return value.reshape(-1, *([1] * (like.ndim - 1)))
 
     def time(self, s: Tensor) -> Tensor:
@@ -163,15 +168,40 @@ class AggregatedProcess:
             a.sqrt() * (z_prev + self._at(self.w, s, z_prev) * embedding) + (1 - a).sqrt() * noise
         )
 
+    def jump(self, s: Tensor, s_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """(a, w) of the jump s_prev -> s of the chain, float64 of the steps' shape:
+        z_s = sqrt(a) (z_{s_prev} + w E) + sqrt(1 - a) xi with a = abar_s / abar_{s_prev} and
+        w = sum_{s_prev < r <= s} w_r sqrt(abar_{s_prev} / abar_{r-1}) (the unrolled chain; for
+        one step, a = alpha_s and w = w_s exactly)."""
+        s = torch.as_tensor(s, dtype=torch.long).cpu()
+        s_prev = torch.as_tensor(s_prev, dtype=torch.long).cpu()
+        if bool((s_prev < 0).any()) or bool((s_prev >= s).any()) or bool((s > self.steps).any()):
+            raise UserError(f"a jump s_prev -> s needs 0 <= s_prev < s <= {self.steps}")
+        pairs, inverse = torch.stack([s.flatten(), s_prev.flatten()]).unique(
+            dim=1, return_inverse=True
+        )  # a batch shares its steps: one row per distinct jump
+        hi, lo = pairs[0], pairs[1]
+        a = self.abar[hi] / self.abar[lo]
+        r = torch.arange(1, self.steps + 1)
+        inside = (r > lo[:, None]) & (r <= hi[:, None])
+        ratio = (self.abar[lo][:, None] / self.abar[r - 1]).sqrt()
+        w = torch.where(inside, self.w[r] * ratio, torch.zeros((), dtype=torch.float64)).sum(1)
+        return a[inverse].reshape(s.shape), w[inverse].reshape(s.shape)
+
     def posterior(
-        self, z_s: Tensor, z0: Tensor, embedding: Tensor, s: Tensor
+        self, z_s: Tensor, z0: Tensor, embedding: Tensor, s: Tensor, s_prev: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Mean and variance of q(z_{s-1} | z_s, z_0, x) for s >= 1 (variance 0 at s = 1)."""
-        if bool((torch.as_tensor(s) < 1).any()):
+        """Mean and variance of q(z_{s_prev} | z_s, z_0, x) for s >= 1 (default s_prev = s - 1;
+        variance 0 at s_prev = 0). An earlier s_prev is the strided (DDIM-style) step: the same
+        Gaussian conditioning on the jump's (a, w) of :meth:`jump`."""
+        s = torch.as_tensor(s, dtype=torch.long)
+        if bool((s < 1).any()):
             raise UserError("the posterior q(z_{s-1} | z_s, ...) needs steps s >= 1")
-        a, ab = self._at(self.alpha, s, z_s), self._at(self.abar, s, z_s)
-        ab_prev = self._at(self.abar, s - 1, z_s)
-        c_prev, w = self._at(self.c, s - 1, z_s), self._at(self.w, s, z_s)
+        s_prev = s - 1 if s_prev is None else torch.as_tensor(s_prev, dtype=torch.long)
+        jump_a, jump_w = self.jump(s, s_prev)
+        a, w = self._shaped(jump_a, z_s), self._shaped(jump_w, z_s)
+        ab, ab_prev = self._at(self.abar, s, z_s), self._at(self.abar, s_prev, z_s)
+        c_prev = self._at(self.c, s_prev, z_s)
         prior_mean = ab_prev.sqrt() * z0 + c_prev * embedding
         mean = (
             (1 - a) * prior_mean + a.sqrt() * (1 - ab_prev) * (z_s - a.sqrt() * w * embedding)
@@ -207,4 +237,24 @@ class AggregatedProcess:
         )
 
 
-__all__ = ["WEIGHT_SCHEDULES", "AggregatedProcess", "offset_weights", "scaled_linear_betas"]
+def strided_steps(steps: int, budget: int | None = None) -> list[int]:
+    """The steps a sampler with ``budget`` network evaluations visits, T .. 1, then 0: the
+    uniform subsequence round(linspace(T, 0, budget + 1)) (DDIM's stride over DDPM's chain;
+    all T steps when ``budget`` is None or T)."""
+    budget = steps if budget is None else int(budget)
+    if not 1 <= budget <= steps:
+        raise UserError(
+            f"the multitask sampler takes 1..{steps} network evaluations (the chain's steps T), "
+            f"got {budget}: set sample.nfe to at most {steps}"
+        )
+    grid = torch.linspace(steps, 0, budget + 1, dtype=torch.float64).round().long()
+    return [int(v) for v in grid]
+
+
+__all__ = [
+    "WEIGHT_SCHEDULES",
+    "AggregatedProcess",
+    "offset_weights",
+    "scaled_linear_betas",
+    "strided_steps",
+]

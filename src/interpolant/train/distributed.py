@@ -144,10 +144,13 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
 
 def parallel_target(model: nn.Module) -> nn.Module:
     """The module to replicate or shard: the network inside an :class:`interpolant.Model` (whose
-    forward returns a Prediction, not tensors), else the model itself."""
+    forward returns a Prediction, not tensors), else the model itself (also a Model whose class
+    sets ``parallel_whole``: a training structure's model whose forward returns tensors and
+    whose objective needs the model itself, e.g. MT-Diffusion's)."""
     from ..predictions import Model
 
-    if isinstance(model, Model) and isinstance(model.net, nn.Module):
+    whole = getattr(type(model), "parallel_whole", False)
+    if isinstance(model, Model) and isinstance(model.net, nn.Module) and not whole:
         return model.net
     return model
 

@@ -9,12 +9,16 @@ samples are drawn:
 * ``multitask``: MT-Diffusion (seed 14): a multi-head backbone (``train.model``, e.g.
   ``multihead-mlp``) with an eps head and a label head, learned label embeddings, the aggregated
   forward process and its multi-task loss; the labels (``data.labels=true``) are its second
-  modality. Sampled jointly (images and labels) by the ancestral sampler.
+  modality. Sampled jointly (images and labels) by the ancestral sampler, in ``sample.nfe``
+  steps (a uniform subsequence of the T-step chain, as DDIM strides DDPM's).
 * ``diffusevae``: DiffuseVAE (seed 26): a VAE stage trained first (saved in
   ``run_dir/vae/``) whose reconstructions are the per-sample prior means, then the refiner
   (``train.model``, an image backbone: the coarse image enters as extra channels) in form 1
   (plain path) or form 2 (the shifted-mean path). The VAE is a frozen part of the checkpointed
   model, so ``interpolant sample`` decodes z ~ N(0, I) and refines with any solver.
+* ``forward``: observation-space diffusion with a known forward model (seed 20; the module
+  :mod:`.forward_structure`): the loss sees masked views of the data only; ``interpolant
+  sample`` completes context views and returns the signal.
 
 Each structure's options are the other keys of ``train.objective`` (an unknown one is refused
 with the list of valid ones); sizes that follow from the data (``shape``, ``num_classes``) are
@@ -23,6 +27,7 @@ filled in by :func:`fit_structure` when the data are loaded, and recorded in the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +207,12 @@ class MultiTask(Structure):
 class MultiTaskModel(Model):
     """A :class:`~interpolant.multitask.JointModel` with its aggregated process, as a run's
     model: called like the joint model (training), sampled by :meth:`draw` (the ancestral joint
-    sampler; one network evaluation per step, ``nfe = T``)."""
+    sampler on a uniform subsequence of the chain's T steps: ``sample.nfe`` network evaluations
+    per sample, at most T)."""
+
+    #: DDP replicates this model, not its net: its forward returns the heads' tensors and the
+    #: MT-Diffusion loss finds the joint model through it (distributed.parallel_target).
+    parallel_whole: ClassVar[bool] = True
 
     def __init__(self, joint: nn.Module, process: Any, clip: bool = True):
         super().__init__(joint, process.path, predicts="eps")
@@ -211,10 +221,34 @@ class MultiTaskModel(Model):
     def forward(self, z: Tensor, t: Tensor, **kwargs: Any) -> Any:  # type: ignore[override]
         return self.net(z, t, **kwargs)
 
-    def draw(self, n: int, seed: int, batch_size: int, progress: bool = False, **_: Any):
+    def budget(self, sampler: Sampler | None) -> int:
+        """The network evaluations per sample ``sampler`` asks for (its nfe or steps; T when
+        neither is set); a solver or grid the ancestral sampler cannot follow is refused."""
+        if sampler is None:
+            return int(self.process.steps)
+        solver, grid = getattr(sampler.solver, "name", ""), getattr(sampler.grid, "name", None)
+        if solver != "auto" or grid not in ("auto", "uniform"):
+            raise UserError(
+                f"multitask samples with its own ancestral sampler on a uniform subsequence of "
+                f"the chain's steps: set sample.solver=auto and sample.grid=auto (or uniform), "
+                f"got solver {solver or sampler.solver!r}, grid {grid or sampler.grid!r}"
+            )
+        count = sampler.nfe if sampler.nfe is not None else sampler.steps
+        return int(self.process.steps) if count is None else int(count)
+
+    def draw(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int,
+        sampler: Sampler | None = None,
+        progress: bool = False,
+        **_: Any,
+    ) -> Drawing:
         from ..multitask import sample_joint
 
         joint: Any = self.net
+        budget = self.budget(sampler)
         out = sample_joint(
             joint,
             self.process,
@@ -223,9 +257,10 @@ class MultiTaskModel(Model):
             batch_size=batch_size,
             clip=(-1.0, 1.0) if self.clip else None,
             progress=progress,
+            nfe=budget,
         )
         key = next(iter(joint.heads))
-        return Drawing(out.x.float(), out.labels[key], self.process.steps)
+        return Drawing(out.x.float(), out.labels[key], out.nfe // n)
 
 
 @dataclass(frozen=True)
@@ -311,10 +346,13 @@ class DiffuseVAEStructure(Structure):
                 seed=config.seed,
                 progress=config.progress,
             )
-            from safetensors.torch import save_file
+            if int(os.environ.get("RANK", "0")) == 0:  # every rank trained the same VAE
+                from safetensors.torch import save_file
 
-            file.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(file))
+                file.parent.mkdir(parents=True, exist_ok=True)
+                partial = file.with_name(file.name + ".partial")  # a reader never sees half
+                save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(partial))
+                os.replace(partial, file)
         vae.eval().requires_grad_(False)
         return {DEFAULT_KEY: coarse_images(vae, data, seed=config.seed)}
 
@@ -347,6 +385,9 @@ class DiffuseVAEModel(Model):
 STRUCTURES: Registry[Structure] = Registry("training structure", Structure)
 for _cls in (Standard, MultiTask, DiffuseVAEStructure):
     STRUCTURES.register(_cls)
+from .forward_structure import ForwardStructure  # noqa: E402 (it builds on Structure)
+
+STRUCTURES.register(ForwardStructure)
 
 
 def split_objective(objective: dict[str, Any]) -> tuple[Structure, dict[str, Any]]:
@@ -402,7 +443,8 @@ def _standard_objective(config: TrainConfig, path: Any) -> Any:
 
 def draws_itself(model: nn.Module) -> bool:
     """Whether a run's model has its own sampler (:class:`MultiTaskModel`,
-    :class:`DiffuseVAEModel`) instead of the one sampling loop."""
+    :class:`DiffuseVAEModel`, the forward structure's ``ObservationModel``) instead of the one
+    sampling loop."""
     return callable(getattr(model, "draw", None)) and isinstance(model, Model)
 
 
@@ -411,6 +453,7 @@ __all__ = [
     "DiffuseVAEModel",
     "DiffuseVAEStructure",
     "Drawing",
+    "ForwardStructure",
     "MultiTask",
     "MultiTaskModel",
     "Standard",
