@@ -2,14 +2,16 @@
 
 Modules: base.py (the Operator ABC and what the methods share), operators.py, posterior.py,
 solvers.py (DPS, RED-diff, data consistency, RePaint), smc.py (TDS, MCGdiff: asymptotically
-exact SMC posterior samplers), quality.py (PSNR, SSIM); inversion.py
-(DDIM inversion, CycleDiffusion's DPM-Encoder), cow.py, flowchef.py, mbir.py (DiffusionMBIR).
+exact SMC posterior samplers), chain.py (their target's exact law on Gaussian data),
+quality.py (PSNR, SSIM); inversion.py (DDIM inversion, CycleDiffusion's DPM-Encoder), cow.py,
+flowchef.py, mbir.py (DiffusionMBIR).
 Every sampling method takes a :class:`~interpolant.solvers.Sampler` spec (keyword shortcuts
 change it) and reports the model evaluations it made. Imports and ``__all__`` are kept sorted
 (ruff), so both groups share one list.
 """
 
 from .base import Operator, Reconstruction, TapedModel, renoise
+from .chain import chain_law, chain_log_evidence
 from .cow import COW_SAMPLER, COWSettings, ReplaceRegion, cow, cow_solve
 from .flowchef import FLOWCHEF_SAMPLER, FlowChef, FlowChefResult, default_gradient_scale, flowchef
 from .inversion import (
@@ -102,6 +104,8 @@ __all__ = [
     "apply_pinv",
     "as_matrix",
     "box_mask",
+    "chain_law",
+    "chain_log_evidence",
     "cow",
     "cow_solve",
     "cycle_translate",
