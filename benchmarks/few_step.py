@@ -4,6 +4,9 @@ For each data set (two moons, checkerboard, 8x8 digits) a rectified-flow teacher
 trained, then each method of ``interpolant.fewstep`` trains a student from it:
 
 * ``reflow``       2-RF, same architecture, on teacher pairs (Heun, ``--pair-nfe``);
+* ``distill``      one-step distillation of the reflowed model on the same pairs (SlimFlow's
+                   distillation with guidance 0, i.e. Luhman & Luhman's pairs regression at t = 1);
+* ``flow-guided``  the same with SlimFlow's flow-guidance term (guide: the reflowed model);
 * ``slimflow``     annealing reflow into a student of ~1/4 of the teacher's parameters, then
                    flow-guided one-step distillation (guide: the reflowed student);
 * ``consistency``  consistency distillation (Heun steps of the teacher) into a preconditioned
@@ -112,7 +115,7 @@ def run_set(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         print(f"{name:12s} {method:12s} " + " ".join(f"{row[f'nfe{k}']:.3f}" for k in NFES))
 
     flow_sampler = lambda m, k: euler_sample(m, noise, k)  # noqa: E731
-    if wanted("reflow") or wanted("slimflow"):
+    if any(wanted(m) for m in ("reflow", "slimflow", "distill", "flow-guided")):
         start = time.perf_counter()
         pairs = fewstep.make_pairs(
             teacher, args.pairs, Sampler("heun", nfe=args.pair_nfe, grid="uniform"), shape=shape
@@ -121,22 +124,33 @@ def run_set(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         rows = pairs.rows()
         out["pairs_s"] = pair_s
 
-    if wanted("reflow"):
+    if any(wanted(m) for m in ("reflow", "distill", "flow-guided")):
         start = time.perf_counter()
-        rf = fit(cfg("reflow", big, args.steps), rows, fewstep.Reflow())
-        record("reflow", pair_s + time.perf_counter() - start, rf, flow_sampler)
+        rf = fit(cfg("reflow", big, args.distill_steps), rows, fewstep.Reflow())
+        reflow_s = pair_s + time.perf_counter() - start
+        record("reflow", reflow_s, rf, flow_sampler)
+        # One-step students start from the reflowed model (Liu et al. 2023: reflow, then distil).
+        for method, guide in (("distill", None), ("flow-guided", rf)):
+            if not wanted(method):
+                continue
+            start = time.perf_counter()
+            weight = 0.0 if guide is None else 1.0
+            objective = fewstep.FlowGuidedDistillation(guide, guidance=weight)
+            student = copy.deepcopy(rf).train().requires_grad_(True)
+            one = fit(cfg(method, big, args.distill_steps), rows, objective, model=student)
+            record(method, reflow_s + time.perf_counter() - start, one, flow_sampler)
 
     if wanted("slimflow"):
         start = time.perf_counter()
-        beta = fewstep.BetaSchedule("linear", int(0.6 * args.steps))
+        beta = fewstep.BetaSchedule("linear", int(0.6 * args.distill_steps))
         reflowed = fit(
-            cfg("slim-reflow", small, args.steps),
+            cfg("slim-reflow", small, args.distill_steps),
             rows,
             fewstep.Reflow(fewstep.PairCoupling("annealed", beta)),
         )
         guided = fewstep.FlowGuidedDistillation(copy.deepcopy(reflowed), guidance=1.0)
         student = copy.deepcopy(reflowed).train().requires_grad_(True)
-        slim = fit(cfg("slim-distill", small, args.steps // 2), rows, guided, model=student)
+        slim = fit(cfg("slim-distill", small, args.distill_steps), rows, guided, model=student)
         record("slimflow", pair_s + time.perf_counter() - start, slim, flow_sampler)
 
     if wanted("consistency"):
@@ -229,13 +243,18 @@ def main() -> None:
     p.add_argument("--sets", nargs="*", default=["moons", "checkerboard", "digits"])
     p.add_argument("--methods", nargs="*", default=None, help="subset of the methods (all)")
     p.add_argument("--student-steps", type=int, default=None, help="MeanFlow/shortcut steps")
+    p.add_argument("--pairs", type=int, default=None, help="teacher pairs (default 40000)")
+    p.add_argument(
+        "--distill-steps", type=int, default=None, help="reflow/distillation steps (4000)"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "few_step.json")
     args = p.parse_args()
     sizes = dict(
         steps=1000,
         n_data=8000,
         n_eval=2000,
-        pairs=4000,
+        pairs=40000,
+        distill_steps=4000,
         pair_nfe=40,
         width=128,
         width_digits=256,
@@ -247,11 +266,15 @@ def main() -> None:
             n_data=2000,
             n_eval=500,
             pairs=500,
+            distill_steps=150,
             pair_nfe=10,
             width=64,
             width_digits=64,
             mmd_steps=10,
         )
+    for k in ("pairs", "distill_steps"):  # options given on the command line win
+        if getattr(args, k) is not None:
+            sizes[k] = getattr(args, k)
     for k, v in sizes.items():
         setattr(args, k, v)
     torch.set_num_threads(1)
