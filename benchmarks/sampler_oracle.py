@@ -109,6 +109,10 @@ OUR_SOLVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("plms", {}),
     ("res_multistep", {}),
     ("gradient_estimation", {}),
+    # ComfyUI's stochastic samplers in their deterministic limits (this sweep is ODE endpoints).
+    ("er_sde", {"noise_scaler": "ode"}),
+    ("seeds_2", {"eta": 0}),
+    ("seeds_3", {"eta": 0}),
 )
 QUICK_SOLVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dpmpp_2m", {}),

@@ -178,6 +178,34 @@ class Prediction:
         return out
 
 
+class GuidedPrediction(Prediction):
+    """A guided prediction that keeps the ``reference`` prediction it was guided from at the
+    same (x_t, t) (the unconditional one for CFG): what CFG-guidance hooks return, so that a
+    solver can read both (the CFG++ samplers renoise with the reference's eps). Any change
+    (``replace``) makes a plain :class:`Prediction` again."""
+
+    __slots__ = ("reference",)
+
+    def __init__(
+        self,
+        x: Tensor,
+        t: float | Tensor,
+        kind: str,
+        value: Tensor,
+        coeffs: Coefficients,
+        reference: Prediction,
+    ) -> None:
+        super().__init__(x, t, kind, value, coeffs)
+        self.reference = reference
+
+    @classmethod
+    def of(cls, guided: Prediction, reference: Prediction) -> GuidedPrediction:
+        """``guided`` (its computed kinds kept) carrying ``reference``."""
+        out = cls(guided.x, guided.t, guided.kind, guided.value, guided.coeffs, reference)
+        out._cache = dict(guided._cache)
+        return out
+
+
 def net_dtype(net: Any, like: Tensor) -> torch.dtype:
     """The dtype a network computes in: its first floating parameter's, else ``like``'s (a
     parameter-free network such as an exact oracle)."""

@@ -82,7 +82,8 @@ def test_deis_matches_diffusers(order):
             x0 = gm.denoiser(x.double(), _times(grid[i], x), path).float()
             x = scheduler.step(x0, timestep, x).prev_sample
         ours = sample(gm.model(path), noise, solver={"name": "deis", "order": order}, grid=grid).x
-        torch.testing.assert_close(ours, x.double(), rtol=0, atol=5e-6)
+        # diffusers steps in float32 on values of size ~2: a few float32 ulps per step.
+        torch.testing.assert_close(ours, x.double(), rtol=0, atol=1e-5)
 
 
 @pytest.mark.peers

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import UserError, WrongTypeError
 from ..paths.nodes import Coefficients, Node
-from ..predictions import Evaluations, Model, Prediction, check_kind
+from ..predictions import Evaluations, GuidedPrediction, Model, Prediction, check_kind
 from ..solvers.base import Run
 from ..solvers.hooks import Hook, Plan
 from .base import GuidanceScale, as_scale
@@ -114,10 +114,13 @@ class ReferenceGuidance(Hook[Any]):
         if w == 1.0 and not self.acts_at_unit_weight:
             return pred
         ref = self.reference_prediction(pred, node, run)
-        return self.combine(pred, ref, w, run, state)
+        # The guided prediction keeps its reference: CFG++ samplers renoise with it.
+        return GuidedPrediction.of(self.combine(pred, ref, w, run, state), ref)
 
     #: Whether :meth:`combine` changes the prediction at w = 1 (CFG-Zero*'s zero-init does).
     acts_at_unit_weight = False
+    #: The guided predictions carry the reference (GuidedPrediction; the CFG++ solvers read it).
+    provides_reference = True
 
     def combine(
         self, pred: Prediction, ref: Prediction, w: float, run: Run, state: Any

@@ -3,8 +3,10 @@
 from . import (  # noqa: F401  (register the solvers)
     adams,
     ancestral,
+    cfg_pp,
     dpm,
     dpm_sde,
+    er_sde,
     gradient_estimation,
     heunpp,
     ipndm_v,
@@ -16,6 +18,7 @@ from . import (  # noqa: F401  (register the solvers)
     res_multistep,
     sa_solver,
     sde,
+    seeds,
     singlestep,
     unipc,
 )

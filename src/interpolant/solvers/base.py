@@ -239,6 +239,11 @@ class Run(Evaluations):
         return step_hooks
 
     @property
+    def prediction_hooks(self) -> tuple[Hook[Any], ...]:
+        """The run's prediction hooks, in order (a solver that needs one checks for it)."""
+        return tuple(hook for hook, _ in self._prediction_hooks)
+
+    @property
     def states(self) -> dict[int, Any]:
         """Every hook's state, by id of the hook (what the result keeps)."""
         return self._states

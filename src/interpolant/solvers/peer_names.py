@@ -1,7 +1,7 @@
 """The sampler names users bring from diffusers, k-diffusion, A1111 and ComfyUI, mapped to ours.
 
 Each entry is the :class:`Sampler` settings (solver with options, grid) that runs the same
-method here, or ``None`` where the method is not implemented yet (the name is still known, so
+method here, or ``None`` where the method is not implemented (yet) (the name is still known, so
 the error says so instead of "unknown"). Where ours differs from the peer's (a corrected
 coefficient), the note says how. ``peer_sampler(name, nfe=...)`` builds the spec.
 """
@@ -37,6 +37,16 @@ _PLMS_NOTE = "the first step is Heun's (diffusers' skip_prk_steps): steps + 1 ev
 _GPU_NOTE = "the Brownian path is ours on every device (ComfyUI's _gpu draws it on the GPU)"
 _2M_SDE_HEUN = {"name": "dpmpp_2m_sde", "solver_type": "heun"}
 _DEIS_COMFY_NOTE = "ComfyUI's deis runs order 3 in the log-rho basis, as ours"
+_ER_SDE_NOTE = (
+    "stage 3 integrates the quadratic through three points and S_1, S_2 by Gauss-Legendre "
+    "(ComfyUI's converge with order 2, asymptotically 1); third_order='comfyui', "
+    "quadrature='comfyui' run theirs"
+)
+_FRESH_NOISE_NOTE = "fresh normals per stage from the per-sample streams, as ComfyUI"
+_CFG_PP_NOTE = (
+    "needs hooks=[guidance.CFG(w, ...)] (2 NFE per step); at weight 1 the unconditional model "
+    "is not evaluated (ComfyUI evaluates it)"
+)
 _IPNDM_V_NOTE = (
     "exact variable-step Adams-Bashforth weights (ComfyUI's converge with order 2); "
     "weights='comfyui' runs theirs"
@@ -96,8 +106,16 @@ def _entries() -> list[PeerName]:
     add("comfyui", "gradient_estimation", "gradient_estimation")
     add("comfyui", "ipndm_v", "ipndm_v", None, _IPNDM_V_NOTE)
     add("comfyui", "heunpp2", "heunpp2")
-    for name in ("er_sde", "seeds_2", "seeds_3", "euler_cfg_pp", "dpmpp_2m_cfg_pp"):
-        add("comfyui", name, None, None, "not implemented here yet")
+    add("comfyui", "er_sde", "er_sde", None, _ER_SDE_NOTE)
+    add("comfyui", "seeds_2", "seeds_2", None, _FRESH_NOISE_NOTE)
+    add("comfyui", "seeds_3", "seeds_3", None, _FRESH_NOISE_NOTE)
+    add("comfyui", "exp_heun_2_x0", {"name": "seeds_2", "eta": 0.0, "r": 1.0,
+        "solver_type": "phi_2"})  # fmt: skip
+    add("comfyui", "exp_heun_2_x0_sde", {"name": "seeds_2", "r": 1.0, "solver_type": "phi_2"})
+    add("comfyui", "euler_cfg_pp", "euler_cfg_pp", None, _CFG_PP_NOTE)
+    add("comfyui", "euler_ancestral_cfg_pp", {"name": "euler_cfg_pp", "eta": 1.0}, None,
+        _CFG_PP_NOTE)  # fmt: skip
+    add("comfyui", "dpmpp_2m_cfg_pp", "dpmpp_2m_cfg_pp", None, _CFG_PP_NOTE)
     add("comfyui", "dpm_fast", "dpm_fast", "logsnr", _DPM_FAST_NOTE)
     add("comfyui", "dpm_adaptive", "dpm_adaptive", None, _ADAPTIVE_NOTE)
     add("comfyui", "lcm", "lcm", None, _LCM_NOTE)
