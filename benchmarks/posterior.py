@@ -48,8 +48,11 @@ from interpolant.data.oracles import GaussianMixture, lowrank64, ring2d
 from interpolant.inverse import Inpaint, make_operator, mixture_posterior, solve
 from interpolant.inverse.base import Operator
 from interpolant.inverse.operators import GaussianBlur, RandomProjection
+from interpolant.inverse.smc import FPS_SAMPLER, SMC_SAMPLER
 from interpolant.metrics import mmd
 from interpolant.metrics.distances import median_bandwidth
+from interpolant.solvers import as_sampler
+from interpolant.solvers.analytic_dpm import ESTIMATORS, analytic_sampler, analytic_x0_variance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMC = ("tds", "tds_prior", "mcgdiff", "fps")
@@ -95,9 +98,17 @@ def operators_for(prior: str) -> list[str]:
 
 
 def draw(
-    method: str, prior: GaussianMixture, op: Operator, y: torch.Tensor, draws: int, args: Any
-) -> tuple[torch.Tensor, int]:
-    """``draws`` samples per measurement (B, draws, D) and the NFE per draw."""
+    method: str,
+    prior: GaussianMixture,
+    op: Operator,
+    y: torch.Tensor,
+    draws: int,
+    args: Any,
+    analytic: str = "none",
+) -> tuple[torch.Tensor, int, dict]:
+    """``draws`` samples per measurement (B, draws, D), the NFE per draw and, with ``analytic``
+    (an SMC sampler with Analytic-DPM variances by that estimator), the table's cost."""
+    info: dict[str, Any] = {}
     budget = args.particles * args.steps
     rows = y.repeat_interleave(draws, 0)
     path = ip.paths.Linear() if method == "flowchef" else ip.paths.VPLinear()
@@ -107,9 +118,16 @@ def draw(
         # The samplers' default grid (Karras; uniform for fps) unless --smc-grid names one.
         grid = getattr(args, "smc_grid", None)
         extra = {**options, **({"grid": grid} if grid else {})}
-        out = solve(
-            model, op, y, method, particles=args.particles, n=draws, steps=args.steps, **extra
-        )
+        base = FPS_SAMPLER if method == "fps" else SMC_SAMPLER
+        spec = as_sampler(base, steps=args.steps, **extra)
+        if analytic != "none":
+            # Analytic-DPM variances from prior samples, once per prior and grid (its NFE is
+            # amortised over every measurement; reported as analytic_evaluations).
+            x0 = prior.sample(args.analytic_mc, torch.Generator().manual_seed(args.seed + 5))
+            table = analytic_x0_variance(model, spec, x0, estimator=analytic, seed=args.seed)
+            spec = analytic_sampler(spec, table)
+            info = {"analytic": analytic, "analytic_evaluations": table.evaluations}
+        out = solve(model, op, y, method, spec, particles=args.particles, n=draws)
     elif method == "dpnp":
         # The prior step's reverse chain has DPNP_STEPS evaluations; the sweeps fill the budget.
         iterations = max(1, budget // DPNP_STEPS)
@@ -122,7 +140,7 @@ def draw(
         out = solve(model, op, rows, method)
     else:
         out = solve(model, op, rows, method, nfe=budget, **options)
-    return out.x.reshape(y.shape[0], draws, -1).to(torch.float64), out.nfe
+    return out.x.reshape(y.shape[0], draws, -1).to(torch.float64), out.nfe, info
 
 
 def scores(x: torch.Tensor, post: Any, op: Operator, y: torch.Tensor, args: Any) -> dict:
@@ -148,12 +166,16 @@ def scores(x: torch.Tensor, post: Any, op: Operator, y: torch.Tensor, args: Any)
     cov = post.covariance()
     floor_rmse = float((torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1).mean() / d / n).sqrt())
     rmse = float(((x.mean(1) - post.mean()) ** 2).mean().sqrt())
+    # Total sample variance over the exact posterior's (1 for a sampler of the posterior).
+    exact_var = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+    var_ratio = float((x.var(1).sum(-1) / exact_var).mean())
     return {
         "mmd_z": sum(zs) / b,
         "mean_rmse": rmse,
         "floor_rmse": floor_rmse,
         "residual": sum(resid) / b,
         "coverage90": sum(coverage) / b,
+        "var_ratio": var_ratio,
     }
 
 
@@ -166,17 +188,20 @@ def run_cell(prior_name: str, op_name: str, noise: float, methods: list[str], ar
     y = op.measure(truth, seed=args.seed)
     post = mixture_posterior(prior, op, y)
     rows = []
-    for method in methods:
+    for method, variant in [
+        (m, v) for m in methods for v in (args.analytic if m in SMC else ["none"])
+    ]:
         t0 = time.perf_counter()
-        x, nfe = draw(method, prior, op, y, args.draws, args)
+        x, nfe, info = draw(method, prior, op, y, args.draws, args, variant)
         row = {
             "prior": prior_name,
             "operator": op_name,
             "noise": noise,
-            "method": method,
+            "method": method if variant == "none" else f"{method}+{variant}",
             "nfe": nfe,
             **scores(x, post, op, y, args),
             "seconds": round(time.perf_counter() - t0, 2),
+            **info,
         }
         rows.append(row)
     # The exact sampler's own row: what z, coverage and residual read at the posterior.
@@ -206,7 +231,7 @@ def curve(args: Any) -> list[dict]:
             g = torch.Generator().manual_seed(args.seed)
             y = op.measure(prior.sample(args.measurements, g).reshape(-1, 1, 8, 8), seed=args.seed)
             post = mixture_posterior(prior, op, y)
-            x, nfe = draw(method, prior, op, y, args.draws, sub)
+            x, nfe, _ = draw(method, prior, op, y, args.draws, sub)
             out.append(
                 {"particles": k, "method": method, "nfe": nfe, **scores(x, post, op, y, args)}
             )
@@ -241,14 +266,14 @@ def plot_curve(points: list[dict], path: Path) -> None:
 def table(rows: list[dict]) -> str:
     head = (
         "| prior | operator | noise | method | NFE/draw | MMD² z | mean RMSE (floor) | "
-        "residual/s² | cover 90% |"
+        "residual/s² | cover 90% | var ratio |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['prior']} | {r['operator']} | {r['noise']} | {r['method']} | {r['nfe']} | "
             f"{r['mmd_z']:.1f} | {r['mean_rmse']:.4f} ({r['floor_rmse']:.4f}) | "
-            f"{r['residual']:.2f} | {r['coverage90']:.2f} |"
+            f"{r['residual']:.2f} | {r['coverage90']:.2f} | {r['var_ratio']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -265,6 +290,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measurements", type=int, default=4)
     parser.add_argument("--floor-reps", type=int, default=8)
     parser.add_argument("--smc-grid", default=None, help="grid of the SMC samplers' spec")
+    parser.add_argument(
+        "--analytic",
+        nargs="+",
+        default=["none"],
+        choices=["none", *ESTIMATORS],
+        help="SMC kernels: plain (none) and/or with Analytic-DPM variances by these estimators",
+    )
+    parser.add_argument("--analytic-mc", type=int, default=4096, help="its x_t draws per node")
     parser.add_argument("--curve", action="store_true")
     parser.add_argument("--curve-particles", nargs="+", type=int, default=[4, 16, 64])
     parser.add_argument("--seed", type=int, default=0)

@@ -111,7 +111,7 @@ def test_smallest_budgets_that_work():
         ("pc", {"predictor": "pc"}, "predictor must be a first-order solver"),
         ("pc", {"predictor": "ddim", "predictor_options": {"eta": 3.0}}, "eta must be a finite"),
         ("pc", {"corrector": "hmc"}, "corrector must be one of"),
-        ("ddim", {"etta": 1.0}, r"ddim has no option 'etta'; its options are \['eta'\]"),
+        ("ddim", {"etta": 1.0}, r"ddim has no option 'etta'; its options are \['eta', 'x0_var'\]"),
     ],
 )
 def test_bad_options(solver, options, message):

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..configurable import boolean, number, option
 from ..errors import UserError
 from ..predictions import Prediction
 from .base import Multistep, Node, Output, Run, Solver, State, exp_integrator_coeffs, register
+
+
+def _x0_variance_table(value: Any) -> str | None:
+    """Check of DDIM's ``x0_var``: None or a sequence of finite numbers >= 0."""
+    if value is None:
+        return None
+    entry = number(0)
+    if isinstance(value, tuple | list) and value and all(entry(v) is None for v in value):
+        return None
+    return "None or a non-empty sequence of finite numbers >= 0 (one per step)"
 
 
 @register
@@ -25,24 +35,56 @@ class DDIM(Solver):
 
     x_next = alpha' x0 + sqrt(sigma'^2 - c^2) eps + c z with c = eta sigma' sqrt(1 - e^{-2h}),
     the posterior noise of q(x_next | x, x0) scaled by eta, valid on any Gaussian path.
+
+    ``x0_var`` (Analytic-DPM, Bao et al. 2022, eq. 7): one number per step, the average
+    Var[x0 | x_t] per coordinate at the step's start (:func:`~interpolant.solvers.analytic_dpm.
+    analytic_x0_variance` estimates it). The step's noise variance becomes c^2 + k^2 Var with
+    k = d x_next / d x0 at fixed x_t, the term a kernel built on the point estimate x0 leaves
+    out; with it the chain is exact on Gaussian data at any step count. The last step (to
+    sigma' = 0) then draws x0 + sqrt(Var) z too (the official code returns the mean there: set
+    the last entry to 0 for that). With eta = 0 it is Analytic-DDIM (stochastic).
     """
 
     name: ClassVar[str] = "ddim"
     eta: float = option(0.0, help="posterior noise scale (1: ancestral DDPM)", check=number(0, 1))
+    x0_var: tuple[float, ...] | None = option(
+        None,
+        help="Analytic-DPM: average Var[x0 | x_t] per coordinate at each step's start "
+        "(analytic_x0_variance), added to the step's noise",
+        check=_x0_variance_table,
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.x0_var, list):  # from a JSON config
+            object.__setattr__(self, "x0_var", tuple(float(v) for v in self.x0_var))
+        super().__post_init__()
 
     @property
     def stochastic(self) -> bool:
-        return self.eta > 0
+        return self.eta > 0 or (self.x0_var is not None and any(v > 0 for v in self.x0_var))
 
     def step(self, state: State, pred: Prediction, now: Node, nxt: Node, run: Run) -> State:
         ratio, one_minus_exp, _ = exp_integrator_coeffs(now, nxt)
-        if self.eta == 0.0 or nxt.sigma == 0.0:
+        c = 0.0
+        if self.eta > 0.0 and nxt.sigma > 0.0:
+            exp_m2h = (1.0 - one_minus_exp) ** 2  # e^{-2h} = (alpha sigma' / (sigma alpha'))^2
+            c = self.eta * nxt.sigma * math.sqrt(max(1.0 - exp_m2h, 0.0))
+        keep = math.sqrt(max(nxt.sigma**2 - c**2, 0.0))
+        extra = 0.0
+        if self.x0_var is not None:
+            if len(self.x0_var) != run.n_steps:
+                raise UserError(
+                    f"DDIM x0_var has {len(self.x0_var)} entries but the run has {run.n_steps} "
+                    "steps: estimate it on the sampler's own grid (analytic_x0_variance)"
+                )
+            # k = d x_next / d x0 at fixed x_t (eps = (x - alpha x0) / sigma moves with x0).
+            k = nxt.alpha - keep * now.alpha / now.sigma
+            extra = k * k * self.x0_var[run.index]
+        if c == 0.0 and extra == 0.0:
             # Deterministic DDIM step (= first-order DPM-Solver++).
             return state.replace(x=ratio * state.x + nxt.alpha * one_minus_exp * pred.x0)
-        exp_m2h = (1.0 - one_minus_exp) ** 2  # e^{-2h} = (alpha sigma' / (sigma alpha'))^2
-        c = self.eta * nxt.sigma * math.sqrt(max(1.0 - exp_m2h, 0.0))
-        keep = math.sqrt(max(nxt.sigma**2 - c**2, 0.0))
-        x = nxt.alpha * pred.x0 + keep * pred.eps + c * run.noise(state.x)
+        std = c if extra == 0.0 else math.sqrt(c * c + extra)
+        x = nxt.alpha * pred.x0 + keep * pred.eps + std * run.noise(state.x)
         return state.replace(x=x)
 
 
