@@ -45,7 +45,7 @@ from interpolant.graphs.gdss import GDSS, sample
 from interpolant.graphs.gdss_train import train_gdss
 from interpolant.graphs.metrics import graph_mmds, molecule_metrics
 from interpolant.graphs.nspdk import smiles_nspdk_mmd
-from interpolant.graphs.pard import molecule_graphs
+from interpolant.graphs.pard import molecule_graphs, molecule_valences
 from interpolant.graphs.pard_train import sample_pard, train_pard
 from interpolant.randomness import Streams
 
@@ -116,6 +116,40 @@ def molecule_data(max_atoms: int) -> dict[str, Any]:
         / len(mols),
         "mean_atoms": sum(m.GetNumAtoms() for m in mols) / len(mols),
         "roundtrip_validity": sum(s is not None for s in back) / len(back),
+        "composition": composition(batch, gdata.MOSES_ATOMS),
+    }
+
+
+def composition(batch: Any, atoms: tuple[str, ...], aromatic: bool = False) -> dict[str, Any]:
+    """What bounds validity, measured on graphs as built: the atom-type and bond-type fractions,
+    and per atom type the share of its atoms whose bond orders sum above RDKit's neutral maximum
+    (``MAX_VALENCE``; aromatic bonds count 1.5), with the share of graphs that have any."""
+    from interpolant.graphs.pard import molecule_valences
+
+    valences, orders = molecule_valences(atoms, aromatic=aromatic)
+    mask = batch.mask.bool()
+    kinds = batch.x.argmax(-1)
+    edges = batch.adj.round().long()
+    pairs = mask[:, :, None] & mask[:, None, :] & ~torch.eye(batch.max_nodes, dtype=torch.bool)
+    sums = (torch.tensor(orders)[edges] * pairs).sum(-1)
+    over = (sums > torch.tensor(valences)[kinds] + 1e-6) & mask
+    n_atoms = int(mask.sum())
+    bond_counts = torch.bincount(edges[pairs.triu(1)], minlength=len(orders))
+    return {
+        "atom_fractions": {
+            a: int(((kinds == i) & mask).sum()) / n_atoms for i, a in enumerate(atoms)
+        },
+        "bond_fractions": {
+            str(k): int(c) / max(1, int(bond_counts[1:].sum()))
+            for k, c in enumerate(bond_counts.tolist())
+            if k
+        },
+        "bonds_per_atom": int(bond_counts[1:].sum()) / n_atoms,
+        "over_valence_share": {
+            a: int((over & (kinds == i)).sum()) / max(1, int(((kinds == i) & mask).sum()))
+            for i, a in enumerate(atoms)
+        },
+        "graphs_with_over_valence": float(over.any(-1).double().mean()),
     }
 
 
@@ -139,6 +173,7 @@ def _molecule_scores(
     out["failures"] = failure_reasons(batch, atoms, aromatic=aromatic)
     out["fragmented"] = sum("." in s for s in strict if s) / max(1, sum(bool(s) for s in strict))
     out["examples"] = [s for s in strict if s][:8]
+    out["composition"] = composition(batch, atoms, aromatic)
     return out
 
 
@@ -181,6 +216,7 @@ def pard_molecules(
     limit: int | None = None,
     aromatic: bool = False,
     sample_seeds: tuple[int, ...] = (0,),
+    valence_features: bool = True,
 ) -> dict[str, Any]:
     """PARD with atom and bond types on the same molecules (hops 1, ``steps`` per block).
 
@@ -188,7 +224,8 @@ def pard_molecules(
     epochs for the same number of optimizer steps). ``aromatic``: aromatic bonds as their own
     type (PARD's MOSES setting) instead of kekulised orders. One set of samples per seed in
     ``sample_seeds`` (seed 1 is the validation draw settings are chosen on, seed 0 the one
-    reported)."""
+    reported). ``valence_features``: the networks see every atom's valency and free valence on
+    the noisy graph (DiGress's extra molecular features)."""
     atoms = gdata.MOSES_AROMATIC_ATOMS if aromatic else gdata.MOSES_ATOMS
     train_smiles = gdata.moses_smiles("train", max_atoms)[:limit]
     test_smiles = gdata.moses_smiles("test", max_atoms)
@@ -204,6 +241,7 @@ def pard_molecules(
         layers=3,
         node_classes=len(atoms),
         edge_classes=5 if aromatic else 4,
+        valences=molecule_valences(atoms, aromatic=aromatic) if valence_features else None,
         seed=seed,
         progress=False,
     )
@@ -223,6 +261,7 @@ def pard_molecules(
     report = draws[str(sample_seeds[-1])]
     return {
         "bonds": "aromatic" if aromatic else "kekulised",
+        "valence_features": valence_features,
         "train": len(graphs),
         "test": len(test_smiles),
         "samples": count,
@@ -315,6 +354,11 @@ def main() -> None:
         default="kekulised",
         help="PARD's bond types: aromatic as its own type (PARD's MOSES setting) or kekulised",
     )
+    parser.add_argument(
+        "--pard-no-valence",
+        action="store_true",
+        help="PARD without the valence features (valency, free valence) of the noisy graph",
+    )
     parser.add_argument("--max-atoms", type=int, default=12, help="MOSES subset: heavy atoms")
     parser.add_argument(
         "--sample-seeds",
@@ -379,6 +423,7 @@ def main() -> None:
         "channels": pard_channels,
         "aromatic": args.pard_bonds == "aromatic",
         "sample_seeds": tuple(int(v) for v in args.sample_seeds.split(",")),
+        "valence_features": not args.pard_no_valence,
     }
     if "pard_molecules" in wanted:
         key = args.key or "pard_molecules"

@@ -133,3 +133,19 @@ def test_moses_small_subset_is_read_from_the_wheel() -> None:
     assert all(
         m is not None and m.GetNumAtoms() <= 9 for m in to_molecules(batch, gdata.MOSES_ATOMS)
     )
+
+
+def test_moses_default_subset_has_at_most_12_heavy_atoms() -> None:
+    test = gdata.moses_smiles("test")  # the default: <= 12 heavy atoms (48 test molecules)
+    assert len(test) == 48
+    assert set(gdata.moses_smiles("test", max_atoms=9)) < set(test)
+    assert (
+        max(
+            m.GetNumAtoms()
+            for m in to_molecules(
+                from_smiles(test, atoms=gdata.MOSES_ATOMS, max_atoms=12)[0], gdata.MOSES_ATOMS
+            )
+            if m
+        )
+        <= 12
+    )

@@ -31,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Kekulised bonds: on MOSES <= 12 atoms they gave validity 0.52 against 0.36 with PARD's
     # aromatic bond type at the same settings (benchmarks/results/graphs.json); --aromatic
-    # switches.
+    # switches. Molecule runs give the networks the valence features (pard_nets.py).
     "pard-molecules": {
         "method": "pard",
         "moses_atoms": 12,
@@ -174,6 +174,7 @@ def _train_pard(
 ) -> int:
     """Train PARD on the training graphs of ``batch`` and write the run."""
     from ..graphs.io import save_pard_run
+    from ..graphs.pard import molecule_valences
     from ..graphs.pard_train import train_pard
 
     typed = []
@@ -189,6 +190,7 @@ def _train_pard(
         seed=args.seed,
         node_classes=len(meta["atoms"]) if molecule else None,
         edge_classes=(5 if meta["aromatic"] else 4) if molecule else None,
+        valences=molecule_valences(meta["atoms"], aromatic=meta["aromatic"]) if molecule else None,
         **preset["model"],
     )
     meta |= {"max_nodes": batch.max_nodes, "epochs": epochs, "final_loss": losses[-1]}

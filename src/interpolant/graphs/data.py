@@ -213,8 +213,11 @@ def moses_file(split_name: str = "train") -> Path:
     return path
 
 
-def moses_smiles(split_name: str = "train", max_atoms: int = 9) -> list[str]:
-    """MOSES SMILES with at most ``max_atoms`` heavy atoms (RDKit count), in file order."""
+def moses_smiles(split_name: str = "train", max_atoms: int = 12) -> list[str]:
+    """MOSES SMILES with at most ``max_atoms`` heavy atoms (RDKit count), in file order.
+
+    The default 12 gives 435 training and 48 test molecules; 9 (QM9-sized) gives only 37
+    training molecules, too few to learn from."""
     import re
 
     chem = require_rdkit()

@@ -71,6 +71,8 @@ def pard_options(model: PARD) -> dict[str, Any]:
         "max_hops": model.max_hops,
         "steps": model.steps,
         "max_nodes": model.max_nodes,
+        "valences": trunk.valences.tolist() if trunk.extra else None,
+        "bond_orders": trunk.bond_orders.tolist() if trunk.extra else None,
     }
 
 
@@ -93,8 +95,9 @@ def _load_pard(tensors: dict[str, Any], opts: dict[str, Any]) -> PARD:
     from .pard_nets import BlockDenoiser, BlockSizePredictor
 
     c_e, c_x, ch = opts["edge_classes"], opts["node_classes"], opts["channels"]
-    denoiser = BlockDenoiser(c_e, ch, opts["layers"], c_x)
-    sizes = BlockSizePredictor(opts["max_size"], ch, opts["size_layers"], c_e, c_x)
+    vals, orders = opts.get("valences"), opts.get("bond_orders")  # None: runs without them
+    denoiser = BlockDenoiser(c_e, ch, opts["layers"], c_x, vals, orders)
+    sizes = BlockSizePredictor(opts["max_size"], ch, opts["size_layers"], c_e, c_x, vals, orders)
     for net, prefix in ((denoiser, "denoiser."), (sizes, "sizes.")):
         net.load_state_dict(
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -180,6 +180,34 @@ def molecule_graphs(
     return out
 
 
+def molecule_valences(
+    atoms: Sequence[str], *, aromatic: bool = False
+) -> tuple[list[float], list[float]]:
+    """(largest valence per atom type, bond order per edge type) for the networks' valence
+    features: RDKit's neutral maxima (``convert.MAX_VALENCE``, else RDKit's periodic table;
+    [nH] as N) and orders 0, 1, 2, 3 (and 1.5 for the aromatic type 4, DiGress's convention)."""
+    from .convert import AROMATIC_NH, MAX_VALENCE, require_rdkit
+
+    table = require_rdkit().GetPeriodicTable()
+    valences = []
+    for a in atoms:
+        sym = "N" if a == AROMATIC_NH else a
+        if sym in MAX_VALENCE:
+            valences.append(float(MAX_VALENCE[sym]))
+            continue
+        try:
+            allowed = max(table.GetValenceList(sym))
+        except RuntimeError:  # RDKit: not an element symbol
+            allowed = -1
+        if allowed < 0:
+            raise UserError(
+                f"molecule_valences: no valence known for atom type {a!r}; use element "
+                f"symbols such as {sorted(MAX_VALENCE)}"
+            )
+        valences.append(float(allowed))
+    return valences, [0.0, 1.0, 2.0, 3.0] + ([1.5] if aromatic else [])
+
+
 def node_marginal(nodes: Sequence[Tensor], classes: int) -> Tensor:
     """The node-type marginal over all real nodes of the training graphs."""
     counts = torch.zeros(classes, dtype=torch.float64)
@@ -250,6 +278,7 @@ __all__ = [
     "kl_loss",
     "marginal",
     "molecule_graphs",
+    "molecule_valences",
     "node_marginal",
     "order_by_blocks",
     "posterior",

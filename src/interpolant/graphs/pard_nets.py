@@ -9,12 +9,24 @@ it back: h <- LN(h + MLP([h, (M1 h)(M2 h) / n_visible])). The product is what li
 beyond message passing (3-WL power), which PARD needs to tell apart nodes of one block. All
 operations commute with relabelling the nodes, so the networks are permutation equivariant
 (edge logits) and invariant (block sizes).
+
+Molecules (``valences`` given): every visible node also gets DiGress's extra molecular features
+(``ExtraMolecularFeatures``: valency and charge) computed on the current noisy state: its
+valency v_i = sum_j order(x_ij) over visible j, its free valence c_i = maxval(type_i) - v_i and
+the excess max(0, -c_i). A sum of bond orders over a row is hard for a small pair network to
+learn from few molecules, and the commonest invalid samples are atoms one bond order too many
+("valence C+1"), which these features expose directly. PARD's own network adds cycle and
+spectral features instead; this is a stated difference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
+
+from ..errors import UserError
 
 
 def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
@@ -40,16 +52,60 @@ class PPGNLayer(nn.Module):
         return self.norm(h + self.mix(torch.cat([h, prod], dim=-1))) * pair
 
 
+#: Valence features per node in molecule mode: valency, free valence, excess.
+VALENCE_FEATURES = 3
+
+
+def valence_features(
+    state: Tensor, nodes: Tensor, visible: Tensor, valences: Tensor, bond_orders: Tensor
+) -> Tensor:
+    """(B, N, 3) valency v_i / 4, free valence (maxval_i - v_i) / 4 and excess max(0, v_i -
+    maxval_i) of every visible node (zero elsewhere) on the current edge state (B, N, N)."""
+    vis = visible.to(torch.float32)
+    n = state.shape[-1]
+    off = ~torch.eye(n, dtype=torch.bool, device=state.device)
+    orders = bond_orders.to(torch.float32)[state.long()] * off * vis[:, None, :]
+    valency = orders.sum(-1)
+    free = valences.to(torch.float32)[nodes.long()] - valency
+    feats = torch.stack([valency / 4, free / 4, (-free).clamp_min(0.0)], dim=-1)
+    return feats * vis[..., None]
+
+
 class PairNetwork(nn.Module):
-    """The shared trunk: pair embedding plus ``layers`` PPGN layers."""
+    """The shared trunk: pair embedding plus ``layers`` PPGN layers.
+
+    ``valences`` (one maximum valence per node type) and ``bond_orders`` (one order per edge
+    type, 0 for no edge) switch on the molecule features of the module doc."""
+
+    valences: Tensor
+    bond_orders: Tensor
 
     def __init__(
-        self, edge_classes: int, channels: int = 32, layers: int = 3, node_classes: int = 1
+        self,
+        edge_classes: int,
+        channels: int = 32,
+        layers: int = 3,
+        node_classes: int = 1,
+        valences: Sequence[float] | None = None,
+        bond_orders: Sequence[float] | None = None,
     ):
         super().__init__()
-        # edge one-hot, target flag, node roles and types of i and j (visible old / new, one-hot
-        # type), time, diagonal.
-        self.embed = nn.Linear(edge_classes + 1 + 2 * (2 + node_classes) + 1 + 1, channels)
+        if (valences is None) != (bond_orders is None):
+            raise UserError("PairNetwork: give both valences and bond_orders, or neither")
+        if valences is not None and bond_orders is not None:
+            if len(valences) != node_classes or len(bond_orders) != edge_classes:
+                raise UserError(
+                    f"PairNetwork: {len(valences)} valences for {node_classes} node types and "
+                    f"{len(bond_orders)} bond orders for {edge_classes} edge types; give one "
+                    "per type"
+                )
+            self.register_buffer("valences", torch.tensor(valences, dtype=torch.float32))
+            self.register_buffer("bond_orders", torch.tensor(bond_orders, dtype=torch.float32))
+        self.extra = 0 if valences is None else VALENCE_FEATURES
+        # edge one-hot, target flag, node roles, types and valence features of i and j (visible
+        # old / new, one-hot type), time, diagonal.
+        node_dim = 2 + node_classes + self.extra
+        self.embed = nn.Linear(edge_classes + 1 + 2 * node_dim + 1 + 1, channels)
         self.layers = nn.ModuleList(PPGNLayer(channels) for _ in range(layers))
         self.edge_classes, self.node_classes = edge_classes, node_classes
 
@@ -73,7 +129,12 @@ class PairNetwork(nn.Module):
             nodes = torch.zeros_like(visible, dtype=torch.long)
         types = nn.functional.one_hot(nodes.long(), self.node_classes).to(torch.float32)
         role = torch.cat([torch.stack([old, new], dim=-1).to(torch.float32), types], -1)
-        role = role * vis[..., None]  # (B, N, 2 + node classes)
+        if self.extra:
+            role = torch.cat(
+                [role, valence_features(state, nodes, visible, self.valences, self.bond_orders)],
+                -1,
+            )
+        role = role * vis[..., None]  # (B, N, 2 + node classes + extra)
         onehot = nn.functional.one_hot(state.long(), self.edge_classes).to(torch.float32)
         onehot = onehot * (~eye)[None, :, :, None]
         feats = torch.cat(
@@ -99,10 +160,18 @@ class BlockDenoiser(nn.Module):
     features' diagonal and visible row mean)."""
 
     def __init__(
-        self, edge_classes: int = 2, channels: int = 32, layers: int = 3, node_classes: int = 1
+        self,
+        edge_classes: int = 2,
+        channels: int = 32,
+        layers: int = 3,
+        node_classes: int = 1,
+        valences: Sequence[float] | None = None,
+        bond_orders: Sequence[float] | None = None,
     ):
         super().__init__()
-        self.trunk = PairNetwork(edge_classes, channels, layers, node_classes)
+        self.trunk = PairNetwork(
+            edge_classes, channels, layers, node_classes, valences, bond_orders
+        )
         self.head = nn.Linear(channels, edge_classes)
         self.node_head = _mlp(2 * channels, node_classes, channels)
 
@@ -141,9 +210,13 @@ class BlockSizePredictor(nn.Module):
         layers: int = 2,
         edge_classes: int = 2,
         node_classes: int = 1,
+        valences: Sequence[float] | None = None,
+        bond_orders: Sequence[float] | None = None,
     ):
         super().__init__()
-        self.trunk = PairNetwork(edge_classes, channels, layers, node_classes)
+        self.trunk = PairNetwork(
+            edge_classes, channels, layers, node_classes, valences, bond_orders
+        )
         self.head = _mlp(2 * channels + 1, max_size + 1, channels)
         self.max_size = max_size
 
@@ -161,4 +234,11 @@ class BlockSizePredictor(nn.Module):
         return self.head(pooled)
 
 
-__all__ = ["BlockDenoiser", "BlockSizePredictor", "PPGNLayer", "PairNetwork"]
+__all__ = [
+    "VALENCE_FEATURES",
+    "BlockDenoiser",
+    "BlockSizePredictor",
+    "PPGNLayer",
+    "PairNetwork",
+    "valence_features",
+]

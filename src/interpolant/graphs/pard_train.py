@@ -78,6 +78,7 @@ def train_pard(
     ce_weight: float = 0.1,
     node_classes: int | None = None,
     edge_classes: int | None = None,
+    valences: tuple[Sequence[float], Sequence[float]] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[PARD, list[float]]:
@@ -85,7 +86,10 @@ def train_pard(
 
     ``graphs`` are networkx graphs (one node type, edges 0/1) or typed pairs (node types (n,),
     edge types (n, n)), e.g. :func:`~.pard.molecule_graphs`; ``node_classes`` / ``edge_classes``
-    default to the largest type seen + 1 (at least 1 and 2).
+    default to the largest type seen + 1 (at least 1 and 2). ``valences`` = (largest valence per
+    node type, bond order per edge type), e.g. :func:`~.pard.molecule_valences`, gives both
+    networks the valence features of :mod:`.pard_nets` (molecules); the class counts then default
+    to the tables' lengths.
     """
     if steps < 1:
         raise UserError(f"train_pard: steps must be >= 1, got {steps}")
@@ -95,6 +99,9 @@ def train_pard(
     diff, size = block_examples(graphs, max_hops, n_max)
     final = size["size"] == 0  # one complete graph per training graph
     counts = size["visible"][final].sum(-1).tolist()
+    if valences is not None:  # the tables name every type, seen in the data or not
+        node_classes = len(valences[0]) if node_classes is None else node_classes
+        edge_classes = len(valences[1]) if edge_classes is None else edge_classes
     c_edges = max(2, int(size["adj"].max()) + 1) if edge_classes is None else edge_classes
     c_nodes = max(1, int(size["nodes"].max()) + 1) if node_classes is None else node_classes
     m = marginal([a[:n, :n] for a, n in zip(size["adj"][final], counts, strict=True)], c_edges)
@@ -103,9 +110,10 @@ def train_pard(
     )
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed("pard-init", seed))
-        denoiser = BlockDenoiser(c_edges, channels, layers, c_nodes)
+        vals, orders = valences if valences is not None else (None, None)
+        denoiser = BlockDenoiser(c_edges, channels, layers, c_nodes, vals, orders)
         sizes = BlockSizePredictor(
-            int(size["size"].max()), channels, max(1, layers - 1), c_edges, c_nodes
+            int(size["size"].max()), channels, max(1, layers - 1), c_edges, c_nodes, vals, orders
         )
     params = list(denoiser.parameters()) + list(sizes.parameters())
     opt = torch.optim.Adam(params, lr=lr)
