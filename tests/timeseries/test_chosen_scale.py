@@ -63,5 +63,5 @@ def test_forecast_defaults_to_the_stored_scale(chosen_run, tmp_path, capsys) -> 
     assert "holds no guidance scale" in capsys.readouterr().err
     (trained.run_dir / "guidance.json").unlink()
     assert main(["forecast", run, *common, "--out", str(tmp_path / "e")]) == 0
-    assert "guidance scale 4 (4: the run stores no validation choice)" in capsys.readouterr().out
+    assert "guidance scale 4 (4: the run has no validation windows" in capsys.readouterr().out
     assert (tmp_path / "e" / "forecast.csv").read_text() == c

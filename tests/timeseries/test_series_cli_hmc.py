@@ -5,18 +5,21 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from interpolant.api.runs import load_run
 from interpolant.cli.main import main
 from interpolant.data import load_dataset
 from interpolant.errors import UserError
 from interpolant.randomness import Streams
 from interpolant.timeseries import WindowSpec, load_statsmodels, train_test_windows
 from interpolant.timeseries.dataset import check_freq, file_freq, normalise_freq, series_windows
+from interpolant.timeseries.forecast import choose_scale
 from interpolant.timeseries.refine import hmc, refine
 
 MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
@@ -150,11 +153,31 @@ def test_train_forecast_and_eval_on_a_csv_of_series(series_run, tmp_path, capsys
                  "--out", str(out)]) == 0  # fmt: skip
     rows = (out / "forecast.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 6 and rows[1].startswith("series0,1,")
-    capsys.readouterr()
+    # The preset's validation split (4 horizons per series before the test ones) chose the
+    # guidance scale on the first forecast and stored it; eval reads the same file.
+    assert "chosen on the run's 8 validation windows" in capsys.readouterr().out
+    stored = json.loads((run / "guidance.json").read_text())
+    loaded = load_run(run, device="cpu")
+    built = series_windows(**loaded.config.data.options)
+    assert built.val is not None and len(built.val) == 8
+    assert choose_scale(loaded.model, built.val, 0) == (stored["scale"], stored["validation_crps"])
     assert main(["eval", str(run), "eval.samples=4"]) == 0
     printed = capsys.readouterr().out
     assert "2 test windows" not in printed and "4 test windows of" in printed  # 2 per series
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["settings"]["scale"] == stored["scale"] and metrics["validation_windows"] == 8
+    choice = metrics["refine_choice"]  # the refinement strength, chosen on validation windows
+    grid = choice["validation_crps"]
+    assert grid[f"s={choice['prior_scale']:g},k={choice['iterations']}"] == min(grid.values())
+    assert set(metrics["seasonal_naive+refine"]) == set(metrics["tsdiff"])
+    # A guidance.json older than the checkpoint (an earlier training of this folder) is
+    # chosen again on the validation windows, not read.
+    (run / "guidance.json").write_text(json.dumps({"scale": 123.0}))
+    os.utime(run / "guidance.json", (0, 0))
+    assert main(["eval", str(run), "eval.samples=4", "eval.refine=off"]) == 0
+    again = json.loads((run / "eval" / "metrics.json").read_text())
+    assert again["settings"]["scale"] == stored["scale"] and "refine_choice" not in again
+    assert json.loads((run / "guidance.json").read_text())["scale"] == stored["scale"]
     assert set(metrics["tsdiff"]) == {"crps", "wql", "mase", "coverage50", "coverage80",
                                       "coverage90"}  # fmt: skip
     # Seasonal naive by hand: test windows end at 160 and 154 (horizon 6); the forecast of
@@ -177,7 +200,7 @@ def test_train_forecast_and_eval_on_a_csv_of_series(series_run, tmp_path, capsys
     assert main(["eval", str(run), "eval.samples=1"]) == 2
     assert "eval.samples must be >= 2" in capsys.readouterr().err
     assert main(["eval", str(run), "eval.bogus=1"]) == 2
-    assert "KEY one of ['energy', 'samples', 'scale', 'seed']" in capsys.readouterr().err
+    assert "KEY one of ['energy', 'refine', 'samples', 'scale', 'seed']" in capsys.readouterr().err
 
 
 def test_forecast_errors_name_the_numbers(series_run, tmp_path, capsys) -> None:
@@ -207,8 +230,6 @@ def test_forecast_errors_name_the_numbers(series_run, tmp_path, capsys) -> None:
 
 
 def test_channels_follow_the_lags_and_a_contradiction_is_one_line(tmp_path, capsys) -> None:
-    from interpolant.api.runs import load_run
-
     path = tmp_path / "s.npy"
     np.save(path, np.sin(np.arange(100.0)))
     args = ["train", "--preset", "series-csv", f"data.options.source={path}",
@@ -224,8 +245,6 @@ def test_channels_follow_the_lags_and_a_contradiction_is_one_line(tmp_path, caps
 
 
 def test_refine_with_hmc_reports_its_acceptance(series_run) -> None:
-    from interpolant.api.runs import load_run
-
     run, _ = series_run
     loaded = load_run(run, device="cpu")
     built = series_windows(**loaded.config.data.options)

@@ -84,6 +84,8 @@ def _series(source: str, period: int, what: str, context: int = 36, horizon: int
                 "lags": lags,
                 "scaling": "standard",
                 "test_windows": 8 if source != "nile" else 3,
+                # The horizons before the test ones choose the guidance scale and refinement.
+                "val_windows": 4 if source != "nile" else 2,
             },
         },
         "train": {

@@ -36,8 +36,8 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument(
         "--scale",
         type=float,
-        help="guidance scale s (default: the one chosen on validation windows at train time, "
-        "RUN/guidance.json, else 4)",
+        help="guidance scale s (default: the one chosen on validation windows, RUN/guidance.json, "
+        "chosen now when the run has validation windows and no such file, else 4)",
     )
     p.add_argument("--energy", choices=["quantile", "mse"], default="quantile")
     p.add_argument("--id-column", help="long CSV: the column naming each series")
@@ -130,7 +130,6 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from ..api.runs import load_run
     from ..timeseries import forecast, forecast_windows, load_series_file
     from ..timeseries.dataset import check_freq, file_freq
-    from ..timeseries.forecast import read_chosen_scale
 
     spec = read_spec(args.run_dir)
     found = args.freq or file_freq(args.history)
@@ -140,15 +139,13 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     history = load_series_file(args.history, id_column=args.id_column)
     horizon = spec.horizon if args.horizon is None else args.horizon
     windows = forecast_windows(history, spec, horizon)
-    model = load_run(args.run_dir, device="cpu").model
+    run = load_run(args.run_dir, device="cpu")
+    model = run.model
+    torch.set_num_threads(1)
     scale = args.scale
     if scale is None:
-        chosen = read_chosen_scale(args.run_dir)
-        scale = 4.0 if chosen is None else chosen
-        print(f"guidance scale {scale:g} " + (
-            "(4: the run stores no validation choice)" if chosen is None
-            else f"(chosen on validation windows, {args.run_dir / 'guidance.json'})"))  # fmt: skip
-    torch.set_num_threads(1)
+        scale, why = chosen_scale(args.run_dir, model, validation_windows(run), args.seed)
+        print(f"guidance scale {scale:g} ({why})")
     out = forecast(
         model, windows, args.samples, scale, energy=args.energy, horizon=horizon,
         seed=args.seed,
@@ -164,8 +161,58 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``interpolant eval RUN`` keys of a time-series run (``eval.KEY=VALUE``) and their defaults.
-EVAL_KEYS: dict[str, Any] = {"samples": 64, "scale": 4.0, "energy": "quantile", "seed": 0}
+def validation_windows(run: Any) -> Any:
+    """The validation windows of a run trained with ``data.name=series`` and
+    ``data.options.val_windows`` >= 1 (the ``series-*`` presets), else None."""
+    from ..timeseries.dataset import series_windows
+
+    data = run.config.data
+    if data.name != "series" or not data.options.get("val_windows"):
+        return None
+    return series_windows(**data.options).val
+
+
+def chosen_scale(run_dir: Path, model: Any, val: Any, seed: int) -> tuple[float, str]:
+    """The guidance scale of a run and where it comes from: ``RUN/guidance.json``; else, with
+    validation windows, the scale with the lowest CRPS on them (``choose_scale``, 16 samples),
+    written to ``RUN/guidance.json``; else 4. The test windows never choose it."""
+    from ..timeseries.forecast import (
+        CHOSEN_SCALE_FILE,
+        choose_scale,
+        read_chosen_scale,
+        store_chosen_scale,
+    )
+    from ..train import checkpoint as ckpt
+
+    path = run_dir / CHOSEN_SCALE_FILE
+    newest = ckpt.find_resume(run_dir / "checkpoints", log=lambda message: None)
+    # A choice older than the checkpoint belongs to an earlier training of this folder.
+    stale = (
+        val is not None
+        and newest is not None
+        and path.is_file()
+        and path.stat().st_mtime < (newest / ckpt.STATE_FILE).stat().st_mtime
+    )
+    stored = None if stale else read_chosen_scale(run_dir)
+    if stored is not None:
+        return stored, f"chosen on validation windows, {path}"
+    if val is None:
+        return 4.0, "4: the run has no validation windows (data.options.val_windows)"
+    scale, table = choose_scale(model, val, seed)
+    store_chosen_scale(run_dir, scale, table)
+    return scale, f"chosen on the run's {len(val)} validation windows, stored in {path}"
+
+
+#: ``interpolant eval RUN`` keys of a time-series run (``eval.KEY=VALUE``) and their defaults
+#: (``scale=auto``: :func:`chosen_scale`; ``refine=auto``: refined seasonal naive when the run
+#: has validation windows, ``off``: none).
+EVAL_KEYS: dict[str, Any] = {
+    "samples": 64,
+    "scale": "auto",
+    "energy": "quantile",
+    "seed": 0,
+    "refine": "auto",
+}
 
 
 def eval_settings(overrides: list[str]) -> dict[str, Any]:
@@ -184,6 +231,14 @@ def eval_settings(overrides: list[str]) -> dict[str, Any]:
             settings[name] = kind(value)
         except ValueError:
             raise UserError(f"{item!r}: {name} must be a {kind.__name__}") from None
+    if settings["scale"] != "auto":
+        try:
+            settings["scale"] = float(settings["scale"])
+        except ValueError:
+            given = settings["scale"]
+            raise UserError(f"eval.scale must be a number or 'auto', got {given!r}") from None
+    if settings["refine"] not in ("auto", "off"):
+        raise UserError(f"eval.refine must be 'auto' or 'off', got {settings['refine']!r}")
     if settings["energy"] not in ("quantile", "mse"):
         raise UserError(f"eval.energy must be 'quantile' or 'mse', got {settings['energy']!r}")
     if settings["samples"] < 2:
@@ -194,11 +249,13 @@ def eval_settings(overrides: list[str]) -> dict[str, Any]:
 def cmd_eval_series(args: argparse.Namespace) -> int:
     """``interpolant eval RUN`` for a time-series run: forecasts of its test windows (the last
     ``test_windows`` horizons of each series) scored by CRPS, weighted quantile loss, MASE and
-    50 / 80 / 90 % coverage, with seasonal naive on the same windows for reference."""
+    50 / 80 / 90 % coverage, with seasonal naive on the same windows for reference and, when
+    the run has validation windows, seasonal naive refined by the run's model with t* chosen
+    on training windows and the strength on the validation windows (``refine_chosen``)."""
     import torch
 
     from ..api.runs import load_run
-    from ..timeseries import forecast, seasonal_naive
+    from ..timeseries import forecast, refine_chosen, seasonal_naive
     from ..timeseries.dataset import series_metrics, series_windows
 
     settings = eval_settings(list(args.overrides))
@@ -210,27 +267,50 @@ def cmd_eval_series(args: argparse.Namespace) -> int:
         )
     built = series_windows(**run.config.data.options)
     torch.set_num_threads(1)
+    seed, samples = settings["seed"], settings["samples"]
+    scale, why = settings["scale"], "given"
+    if scale == "auto":
+        scale, why = chosen_scale(args.samples, run.model, built.val, seed)
     fc = forecast(
-        run.model, built.test, settings["samples"], settings["scale"],
-        energy=settings["energy"], seed=settings["seed"],
-    ).double()  # fmt: skip
+        run.model, built.test, samples, scale, energy=settings["energy"], seed=seed
+    ).double()
     result: dict[str, Any] = {
         "run": str(args.samples),
         "series": built.data.name,
         "test_windows": len(built.test),
-        "settings": settings,
+        "validation_windows": 0 if built.val is None else len(built.val),
+        "settings": settings | {"scale": scale, "scale_source": why},
         "tsdiff": series_metrics(fc, built),
         "seasonal_naive": series_metrics(seasonal_naive(built.test, 1), built),
     }
+    if built.val is not None and settings["refine"] == "auto":
+        refined, choice = refine_chosen(
+            run.model, built.train, built.val, built.test, seasonal_naive(built.val, samples),
+            seasonal_naive(built.test, samples), seed=seed,
+        )  # fmt: skip
+        result["seasonal_naive+refine"] = series_metrics(refined.samples.double(), built)
+        result["refine_choice"] = {
+            "t_star_step": refined.step,
+            "prior_scale": choice.prior_scale,
+            "iterations": choice.iterations,
+            "validation_crps": choice.validation_crps,
+        }
     out = args.out or args.samples / "eval" / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"{len(built.test)} test windows of {built.data.name!r} (horizon {built.spec.horizon}), "
-        f"{settings['samples']} samples each, guidance {settings['energy']} s={settings['scale']}"
+        f"{samples} samples each, guidance {settings['energy']} s={scale:g} ({why})"
     )
-    print(f"{'':16s}" + "".join(f"{k:>12s}" for k in result["tsdiff"]))
-    for name in ("tsdiff", "seasonal_naive"):
-        print(f"{name:16s}" + "".join(f"{v:12.4f}" for v in result[name].values()))
+    rows = [k for k in ("tsdiff", "seasonal_naive", "seasonal_naive+refine") if k in result]
+    print(f"{'':22s}" + "".join(f"{k:>12s}" for k in result["tsdiff"]))
+    for name in rows:
+        print(f"{name:22s}" + "".join(f"{v:12.4f}" for v in result[name].values()))
+    if "refine_choice" in result:
+        c = result["refine_choice"]
+        print(
+            f"refinement chosen on validation windows: prior weight {c['prior_scale']:g}, "
+            f"{c['iterations']} iterations, t* step {c['t_star_step']}"
+        )
     print(f"wrote {out}")
     return 0

@@ -35,6 +35,7 @@ from .refine import (
     best_step,
     choose_refinement,
     refine,
+    refine_chosen,
     step_losses,
 )
 from .synthesize import as_windows, linear_predictive_score, ridge_trainer, synthesize, tstr
@@ -44,6 +45,7 @@ from .windows import (
     forecast_windows,
     make_windows,
     train_test_windows,
+    train_val_test_windows,
 )
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "mase",
     "missing_mask",
     "refine",
+    "refine_chosen",
     "ridge_forecast",
     "ridge_trainer",
     "scores",
@@ -86,6 +89,7 @@ __all__ = [
     "step_losses",
     "synthesize",
     "train_test_windows",
+    "train_val_test_windows",
     "train_window_model",
     "tsdiff_path",
     "tstr",

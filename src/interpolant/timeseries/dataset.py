@@ -6,7 +6,11 @@ checkpoint stores the window spec (``data_info["extra"]["timeseries"]``).
 Splits are those of :func:`~.windows.train_test_windows`: ``"test"`` holds the last
 ``test_windows`` horizons of every series (rolling, GluonTS style), ``"train"`` the windows
 (every ``stride`` points) that end before the first test horizon, ``"all"`` the windows of the
-whole series. The same options rebuild the same windows (:func:`series_windows`), which is how
+whole series. With ``val_windows = V > 0`` (the ``series-*`` presets: 4) the V horizons just
+before the test horizons are the ``"val"`` split and the training windows end before them
+(:func:`~.windows.train_val_test_windows`); the choices ``interpolant eval`` / ``forecast``
+make (guidance scale, refinement strength) are made on them, never on the test windows. The
+same options rebuild the same windows (:func:`series_windows`), which is how
 ``interpolant eval RUN`` scores a run on its test windows.
 
 A CSV whose first column holds dates has its frequency inferred (pandas ``infer_freq``) and
@@ -25,7 +29,13 @@ import torch
 
 from ..errors import UserError
 from .data import STATSMODELS_SERIES, SeriesSet, load_series_file, load_statsmodels
-from .windows import Windows, WindowSpec, make_windows, train_test_windows
+from .windows import (
+    Windows,
+    WindowSpec,
+    make_windows,
+    train_test_windows,
+    train_val_test_windows,
+)
 
 #: The keys ``data.options`` may hold for ``data.name=series``.
 SERIES_OPTIONS = (
@@ -37,6 +47,7 @@ SERIES_OPTIONS = (
     "freq",
     "period",
     "test_windows",
+    "val_windows",
     "stride",
     "id_column",
     "value_column",
@@ -136,13 +147,16 @@ def load_source(
 
 @dataclass
 class SeriesWindows:
-    """A data set's series, window spec and its train / test windows."""
+    """A data set's series, window spec and its train / (validation) / test windows."""
 
     data: SeriesSet
     spec: WindowSpec
     train: Windows
     test: Windows
     test_windows: int
+    #: The validation windows (None when ``val_windows`` is 0) and horizons per series.
+    val: Windows | None = None
+    val_windows: int = 0
 
     def histories(self) -> list[np.ndarray]:
         """Per test window, its series up to the forecast start (for MASE's in-sample scale)."""
@@ -161,12 +175,13 @@ def series_windows(
     freq: str | None = None,
     period: int | None = None,
     test_windows: int = 8,
+    val_windows: int = 0,
     stride: int = 1,
     id_column: str | None = None,
     value_column: str | None = None,
 ) -> SeriesWindows:
     """Windows of ``source`` (see the module docstring); ``lags`` default to ``[period]`` when
-    the period exceeds 1, else none."""
+    the period exceeds 1, else none; ``val_windows`` > 0 adds the validation split."""
     data = load_source(
         source, freq=freq, period=period, id_column=id_column, value_column=value_column
     )
@@ -176,11 +191,19 @@ def series_windows(
         raise UserError(f"data.options.test_windows must be >= 1, got {test_windows}")
     if stride < 1:
         raise UserError(f"data.options.stride must be >= 1, got {stride}")
-    train, test = train_test_windows(data.series, spec, test_windows)
+    if val_windows < 0:
+        raise UserError(f"data.options.val_windows must be >= 0, got {val_windows}")
+    val = None
+    if val_windows:
+        train, val, test = train_val_test_windows(data.series, spec, test_windows, val_windows)
+    else:
+        train, test = train_test_windows(data.series, spec, test_windows)
     if stride > 1:
         train = train.subset(range(0, len(train), stride))
-    _check_missing(train, test)
-    return SeriesWindows(data, spec, train, test, test_windows)
+    _check_missing(train, test, "test")
+    if val is not None:
+        _check_missing(train, val, "validation")
+    return SeriesWindows(data, spec, train, test, test_windows, val, val_windows)
 
 
 def series_metrics(samples: torch.Tensor, built: SeriesWindows) -> dict[str, float]:
@@ -207,15 +230,16 @@ def series_metrics(samples: torch.Tensor, built: SeriesWindows) -> dict[str, flo
     return out
 
 
-def _check_missing(train: Windows, test: Windows) -> None:
-    """NaNs the mask handles: gaps inside windows. Refused: a test horizon with no observed
-    value (nothing to score) and training windows that are mostly missing."""
+def _check_missing(train: Windows, test: Windows, kind: str) -> None:
+    """NaNs the mask handles: gaps inside windows. Refused: a test (or validation) horizon
+    with no observed value (nothing to score) and training windows that are mostly missing."""
     empty = (test.horizon_observed().sum(1) == 0).nonzero().flatten().tolist()
     if empty:
         ends = [int(test.end[i]) for i in empty]
         raise UserError(
-            f"test windows ending at {ends} (series {[int(test.series[i]) for i in empty]}) have "
-            "no observed value in their horizon; trim the trailing NaNs of those series"
+            f"{kind} windows ending at {ends} (series {[int(test.series[i]) for i in empty]}) "
+            "have no observed value in their horizon; trim the trailing NaNs of those series"
+            + ("" if kind == "test" else " or set data.options.val_windows=0")
         )
     share = 1 - float(train.observed[:, 0].mean())
     if share > 0.5:
@@ -234,6 +258,10 @@ def load_series_data(n: int | None, split: str, generator: torch.Generator, **op
     built = series_windows(**options)
     if split == "all":
         windows = make_windows(built.data.series, built.spec)
+    elif split == "val":
+        if built.val is None:
+            raise UserError("the split 'val' needs data.options.val_windows >= 1")
+        windows = built.val
     else:
         windows = built.train if split == "train" else built.test
     info = DataInfo(
@@ -247,6 +275,7 @@ def load_series_data(n: int | None, split: str, generator: torch.Generator, **op
             "timeseries": built.spec.to_dict(),
             "series_source": built.data.name,
             "test_windows": built.test_windows,
+            "val_windows": built.val_windows,
         },
     )
     return LoadedData(windows.values.float(), None, info)

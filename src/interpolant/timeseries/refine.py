@@ -343,3 +343,34 @@ def choose_refinement(
             candidates.append((value, k, weight))
     _, best_k, best_weight = min(candidates)
     return RefineChoice(best_weight, best_k, table)
+
+
+def reference_windows(train: Windows, count: int = 256) -> Tensor:
+    """Up to ``count`` evenly spaced training windows (model space): the batch on which t* is
+    chosen (:func:`best_step`), deterministic and made of training windows only."""
+    rows = torch.linspace(0, len(train) - 1, min(count, len(train))).round().long()
+    return train.values[rows.unique()]
+
+
+def refine_chosen(
+    model: Model,
+    train: Windows,
+    val: Windows,
+    test: Windows,
+    base_val: Tensor,
+    base_test: Tensor,
+    *,
+    optimiser: str = "most_likely",
+    seed: int = 0,
+) -> tuple[RefineResult, RefineChoice]:
+    """Refine a base forecaster's ``base_test`` samples of ``test`` with everything chosen
+    before the test windows: t* on training windows (:func:`reference_windows`), the strength
+    (prior weight, iterations) on the validation windows from ``base_val``
+    (:func:`choose_refinement`, "most likely"); then ``optimiser`` applies that strength."""
+    step = best_step(step_losses(model, reference_windows(train).float(), seed))
+    choice = choose_refinement(model, val, base_val, step=step, seed=seed)
+    result = refine(
+        model, test, base_test, optimiser=optimiser, prior_scale=choice.prior_scale,
+        iterations=choice.iterations, step=step, seed=seed,
+    )  # fmt: skip
+    return result, choice

@@ -249,6 +249,38 @@ def train_test_windows(
     return train, test
 
 
+def train_val_test_windows(
+    series: np.ndarray | Tensor | Sequence,
+    spec: WindowSpec,
+    test_windows: int = 5,
+    val_windows: int = 4,
+) -> tuple[Windows, Windows, Windows]:
+    """(train, validation, test) windows: the test windows of :func:`train_test_windows`; the
+    ``val_windows`` horizons just before the first test horizon are validation windows (for
+    choices such as a guidance scale or a refinement strength); training windows end before
+    the first validation horizon starts (as the official TSDiff code's ``use_validation_set``).
+    The validation windows are cut from each series truncated where its first test horizon
+    starts, so no validation window holds a test target and a choice made on them cannot read
+    one. Window ends index the full series."""
+    if val_windows < 1:
+        raise UserError(f"val_windows must be >= 1 for a validation split, got {val_windows}")
+    items = as_series_list(series)
+    need = spec.history_needed + spec.horizon * (1 + val_windows + test_windows)
+    for j, s in enumerate(items):
+        if s.size < need:
+            raise UserError(
+                f"series {j} has {s.size} points; one training window before {val_windows} "
+                f"validation and {test_windows} test horizons of {spec.horizon} needs {need} "
+                "(lower val_windows / test_windows, or use a shorter context)"
+            )
+    test_start = [s.size - test_windows * spec.horizon for s in items]
+    _, test = train_test_windows(items, spec, test_windows)
+    train, val = train_test_windows(
+        [s[:stop] for s, stop in zip(items, test_start, strict=True)], spec, val_windows
+    )
+    return train, val, test
+
+
 def forecast_windows(
     history: np.ndarray | Tensor | Sequence, spec: WindowSpec, horizon: int | None = None
 ) -> Windows:
